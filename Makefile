@@ -1,0 +1,28 @@
+# Two commands on a fresh machine (see README.md):
+#   make demo   set up the advisor and answer the example question
+#   make test   set up everything and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test setup bench clean
+demo: $(VENV)/.light
+	$(VENV)/bin/advisor recommend --docs 500k --tokens 2e9
+
+test: $(VENV)/.full
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+setup: $(VENV)/.full
+
+bench: $(VENV)/.full
+	$(PY) bench/advisor_latency.py
+
+$(VENV)/.light: pyproject.toml scripts/setup
+	scripts/setup light
+	touch $@
+
+$(VENV)/.full: pyproject.toml scripts/setup
+	scripts/setup full
+	touch $@ $(VENV)/.light
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,75 @@
+"""Calibration: efficiency and memory overhead fitted per GPU type and method from measured runs."""
+
+import json
+import statistics
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from advisor.catalog import user_config_dir
+from advisor.errors import AdvisorError
+
+CALIBRATION_FILE = "calibration.json"
+
+
+class CalibrationEntry(BaseModel):
+    """One (GPU type, method) cell: medians over its runs, with their spread (min-max)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    gpu: str
+    method: str
+    runs: int = Field(ge=1)
+    efficiency: float = Field(gt=0, le=1, description="Executed FLOPs / (wall x GPUs x peak): achieved fraction of peak.")
+    efficiency_min: float
+    efficiency_max: float
+    memory_overhead_fraction: float = Field(description="Measured peak / estimated peak without overhead, minus 1.")
+    memory_overhead_min: float
+    memory_overhead_max: float
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    entries: list[CalibrationEntry]
+    leave_one_out: dict[str, float] = Field(default_factory=dict, description="Median |predicted/measured - 1| when each "
+                                                                               "run is predicted from the others.")
+    path: Path | None = None
+
+    def _entry(self, gpu: str, method: str) -> CalibrationEntry | None:
+        for entry in self.entries:
+            if entry.gpu.lower() == gpu.lower() and entry.method == method:
+                return entry
+        return None
+
+    def efficiency(self, gpu: str, method: str) -> float | None:
+        entry = self._entry(gpu, method)
+        return entry.efficiency if entry else None
+
+    def overheads(self, gpu: str, method: str) -> dict:
+        """Keyword arguments for estimate.memory_per_gpu: the fitted overhead replaces the assumed one."""
+        entry = self._entry(gpu, method)
+        if entry is None:
+            return {}
+        return {"overhead_fraction": entry.memory_overhead_fraction, "overhead_fixed_gib": 0.0}
+
+
+def default_calibration_path() -> Path:
+    return user_config_dir() / CALIBRATION_FILE
+
+
+def load_calibration(path: Path | str | None = None) -> Calibration | None:
+    """The calibration at `path`, else the user's default one if it exists, else None (assumed efficiencies)."""
+    explicit = path is not None
+    path = Path(path) if explicit else default_calibration_path()
+    if not path.is_file():
+        if explicit:
+            raise AdvisorError(f"{path}: no such calibration file (make one with `advisor calibrate RUN_DIR...`)")
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return Calibration.model_validate({**data, "path": path})
+    except (json.JSONDecodeError, ValidationError, TypeError) as exc:
+        raise AdvisorError(f"{path}: not a calibration file ({str(exc).splitlines()[0]})") from None
+
+
+def median_spread(values: list[float]) -> tuple[float, float, float]:
+    return statistics.median(values), min(values), max(values)

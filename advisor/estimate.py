@@ -1,0 +1,366 @@
+"""Estimators: parameters, LoRA parameters, FLOPs per token, memory per GPU, GPU count, GPU-hours, dollars.
+
+One formula per function, each the single source the runner reuses (its MFU calls `flops_per_token`).
+Conventions: bytes are bytes, `*_gib` are GiB (2^30), FLOPs count a multiply-add as 2.
+"""
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+from advisor.catalog import Gpu, ModelArch
+from advisor.errors import AdvisorError
+
+Method = Literal["full", "lora", "qlora"]
+Optimizer = Literal["adamw", "adamw-8bit", "paged-adamw-8bit"]
+Sharding = Literal["auto", "ddp", "fsdp"]
+METHODS = ("lora", "qlora", "full")
+
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+LINEAR_MODULES = ATTENTION_MODULES + MLP_MODULES
+GIB = 2**30
+
+# Achieved fraction of dense bf16 peak (hardware FLOPs utilisation) assumed when no calibration is given.
+# Full fine-tuning: large-scale bf16 training reaches 38-46% MFU (PaLM: 46.2%, Chowdhery et al. 2022 Table 3;
+# Llama 3 405B: 38-43%, Dubey et al. 2024 Table 4); a single-node fine-tune is taken a little lower.
+# LoRA: the frozen base skips weight gradients, leaving more small and memory-bound kernels per FLOP.
+# QLoRA: every forward and backward matmul first dequantises NF4 weights (Dettmers et al. 2023 §4 reports
+# QLoRA slower than 16-bit LoRA), so a lower fraction. These are assumptions until `advisor calibrate`
+# replaces them with fractions measured on your GPUs.
+DEFAULT_EFFICIENCY: dict[str, float] = {"full": 0.40, "lora": 0.35, "qlora": 0.25}
+# Memory the estimate cannot see term by term: the caching allocator's fragmentation and cuBLAS/NCCL
+# workspaces, as a fraction of everything else plus a fixed part. Assumed until calibrated.
+DEFAULT_OVERHEAD_FRACTION = 0.05
+DEFAULT_OVERHEAD_FIXED_GIB = 0.3
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    in_features: int
+    out_features: int
+    bias: bool
+
+    @property
+    def params(self) -> int:
+        return self.in_features * self.out_features + (self.out_features if self.bias else 0)
+
+
+def layer_linear_shapes(arch: ModelArch) -> dict[str, LinearShape]:
+    """The seven projections of one Llama-family decoder layer (Llama, Mistral, Qwen2), as transformers builds them."""
+    h, hd = arch.hidden_size, arch.head_dim_resolved
+    q_out, kv_out = arch.num_attention_heads * hd, arch.kv_heads * hd
+    return {
+        "q_proj": LinearShape(h, q_out, arch.qkv_bias),
+        "k_proj": LinearShape(h, kv_out, arch.qkv_bias),
+        "v_proj": LinearShape(h, kv_out, arch.qkv_bias),
+        "o_proj": LinearShape(q_out, h, arch.o_bias),
+        "gate_proj": LinearShape(h, arch.intermediate_size, arch.mlp_bias),
+        "up_proj": LinearShape(h, arch.intermediate_size, arch.mlp_bias),
+        "down_proj": LinearShape(arch.intermediate_size, h, arch.mlp_bias),
+    }
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    embedding: int      # token embedding table
+    lm_head: int        # 0 when tied to the embedding
+    layers: int         # all decoder layers (linears, biases, norms)
+    linear_weights: int  # decoder-layer projection weights only: what NF4 quantises
+    norms: int          # RMSNorm weights, layers and final
+
+
+def param_counts(arch: ModelArch) -> ParamCounts:
+    """Exact parameter count of a Llama-family decoder (tied or untied embeddings), to the parameter.
+
+    Per layer: the seven projections (with any biases) and two RMSNorm weights; plus the embedding,
+    the final norm and, when untied, the LM head. Checked against transformers' own modules in the tests.
+    """
+    shapes = layer_linear_shapes(arch)
+    linear = sum(s.params for s in shapes.values())
+    weights = sum(s.in_features * s.out_features for s in shapes.values())
+    per_layer = linear + 2 * arch.hidden_size
+    embedding = arch.vocab_size * arch.hidden_size
+    lm_head = 0 if arch.tie_word_embeddings else embedding
+    layers = arch.num_hidden_layers * per_layer
+    norms = arch.num_hidden_layers * 2 * arch.hidden_size + arch.hidden_size
+    return ParamCounts(
+        total=embedding + lm_head + layers + arch.hidden_size,
+        embedding=embedding, lm_head=lm_head, layers=layers,
+        linear_weights=arch.num_hidden_layers * weights, norms=norms,
+    )
+
+
+def resolve_lora_targets(targets: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """`all-linear` (peft's shorthand: every projection, not the LM head) or a list of projection names."""
+    names = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else [t.strip() for t in targets]
+    names = [n for n in names if n]
+    if names == ["all-linear"]:
+        return LINEAR_MODULES
+    unknown = [n for n in names if n not in LINEAR_MODULES]
+    if unknown or not names:
+        raise AdvisorError(f"unknown LoRA target {', '.join(unknown) or '(empty)'!r}; expected all-linear or a "
+                           f"comma list of {','.join(LINEAR_MODULES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def lora_trainable_params(arch: ModelArch, rank: int, targets) -> int:
+    """Parameters LoRA trains: r (in + out) per targeted projection per layer (A is r x in, B is out x r).
+
+    Source: Hu et al. 2021, LoRA §4.1; equals peft's count with bias="none" (checked in the tests).
+    """
+    shapes = layer_linear_shapes(arch)
+    per_layer = sum(rank * (shapes[t].in_features + shapes[t].out_features) for t in resolve_lora_targets(targets))
+    return arch.num_hidden_layers * per_layer
+
+
+def matmul_params(arch: ModelArch) -> int:
+    """Weights that take part in a matmul per token: every projection and the LM head (tied or not).
+
+    The embedding lookup is a gather, not a matmul, and norms/biases are negligible (Kaplan et al. 2020 §2.1).
+    """
+    return param_counts(arch).linear_weights + arch.vocab_size * arch.hidden_size
+
+
+@dataclass(frozen=True)
+class FlopsPerToken:
+    forward: float
+    backward: float
+    recompute: float   # gradient checkpointing: one more forward of the decoder layers
+    model: float       # forward + backward: what MFU counts (PaLM Appendix B)
+    total: float       # model + recompute: what the GPU executes
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def flops_per_token(arch: ModelArch, seq_len: int, method: Method, lora_params: int = 0,
+                    gradient_checkpointing: bool = False) -> FlopsPerToken:
+    """Training FLOPs per token, attention included.
+
+    Forward: 2 N_mm (every matmul weight) + 4 L T d_attn (QK^T and AV over a T-token context; PaLM,
+    Chowdhery et al. 2022 Appendix B, whose 6N + 12 L H Q T is forward + backward for full training).
+    Backward: full fine-tune 2x forward (gradients for activations and weights). LoRA and QLoRA freeze the
+    base, so the base matmuls need activation gradients only (2 N_mm), attention still 2x its forward, and
+    the adapters cost 2 N_lora forward + 4 N_lora backward. QLoRA executes the same matmuls as LoRA (its
+    dequantisation shows up as lower efficiency, not more FLOPs).
+    Gradient checkpointing re-runs each decoder layer's forward before its backward (Chen et al. 2016).
+    """
+    counts = param_counts(arch)
+    n_mm = matmul_params(arch)
+    n_layers_mm = counts.linear_weights
+    attn_fwd = 4.0 * arch.num_hidden_layers * seq_len * arch.num_attention_heads * arch.head_dim_resolved
+    adapters = lora_params if method in ("lora", "qlora") else 0
+    forward = 2.0 * n_mm + attn_fwd + 2.0 * adapters
+    if method == "full":
+        backward = 2.0 * forward
+    else:
+        backward = 2.0 * n_mm + 2.0 * attn_fwd + 4.0 * adapters
+    recompute = (2.0 * n_layers_mm + attn_fwd + 2.0 * adapters) if gradient_checkpointing else 0.0
+    return FlopsPerToken(forward, backward, recompute, forward + backward, forward + backward + recompute)
+
+
+# --- memory -----------------------------------------------------------------------------------------
+
+# NF4 stores 4 bits per weight. Per block of 64 weights it keeps an absmax constant: fp32 (32/64 = 0.5 bit
+# per weight) or, with double quantisation, an 8-bit constant plus one fp32 per 256 blocks
+# (8/64 + 32/(64*256) = 0.127 bit). Source: Dettmers et al. 2023, QLoRA §3 "Double Quantization".
+NF4_BLOCK = 64
+NF4_NESTED_BLOCK = 256
+
+
+def nf4_bytes_per_param(double_quant: bool) -> float:
+    """Bytes per NF4-quantised weight, constants included (Dettmers et al. 2023, QLoRA §3)."""
+    constants_bits = (8 / NF4_BLOCK + 32 / (NF4_BLOCK * NF4_NESTED_BLOCK)) if double_quant else 32 / NF4_BLOCK
+    return (4 + constants_bits) / 8
+
+
+def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True) -> float:
+    """Bytes of the model's own weights on one unsharded replica.
+
+    full / lora: every parameter in bf16 (2 bytes). qlora: the decoder projections in NF4; embeddings,
+    norms, biases and the LM head stay unquantised, as bitsandbytes does through transformers (its
+    get_keys_to_not_convert keeps the output embedding), and peft's prepare_model_for_kbit_training casts
+    those remaining 16-bit parameters to fp32 (4 bytes) for stability.
+    """
+    counts = param_counts(arch)
+    if method != "qlora":
+        return 2.0 * counts.total
+    rest = counts.total - counts.linear_weights
+    return counts.linear_weights * nf4_bytes_per_param(double_quant) + 4.0 * rest
+
+
+def optimizer_bytes_per_param(optimizer: Optimizer, master_copy: bool) -> float:
+    """AdamW keeps two fp32 moments (8 bytes); 8-bit AdamW keeps them in 8 bits (2 bytes; Dettmers et al.
+    2022, 8-bit Optimizers via Block-wise Quantization). Mixed-precision full training also keeps an fp32
+    master copy of the weights (4 bytes; Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020 §3.1: K=12)."""
+    moments = 8.0 if optimizer == "adamw" else 2.0
+    return moments + (4.0 if master_copy else 0.0)
+
+
+def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_len: int, flash_attention: bool = True,
+                                         lora_targets: tuple[str, ...] = (), lora_rank: int = 0,
+                                         lora_dropout: float = 0.0) -> float:
+    """Bytes autograd keeps per token for one Llama decoder layer, bf16 activations.
+
+    A per-tensor count in the manner of Korthikanti et al. 2022 (Reducing Activation Recomputation, §4.1,
+    whose GPT layer keeps 34 s b h bytes) adapted to Llama's blocks: each RMSNorm keeps its fp32 input
+    (4h bytes) and normalised output (2h); attention keeps q, k, v (2(h + 2 kv)) and its output twice
+    (flash output for its backward and the contiguous copy o_proj reads: 4h); the SwiGLU MLP keeps
+    gate, up, silu(gate) and their product (4 x 2I). Without a fused attention kernel the softmax
+    probabilities are kept too: fp32 softmax output and its bf16 cast, 6 a T bytes per token.
+    LoRA adds the rank-r intermediate per target (fp32 adapters: 4r) and, with dropout, the dropped input.
+    """
+    h, inter = arch.hidden_size, arch.intermediate_size
+    kv = arch.kv_heads * arch.head_dim_resolved
+    q = arch.num_attention_heads * arch.head_dim_resolved
+    total = (
+        2 * (4 * h + 2 * h)            # two RMSNorms: fp32 input + bf16 normalised output
+        + 2 * (q + 2 * kv)             # q, k, v (after RoPE) for attention's backward
+        + 2 * (2 * q)                  # attention output: kernel's copy and o_proj's input
+        + 2 * (4 * inter)              # gate, up, silu(gate), gate*up
+    )
+    if not flash_attention:
+        total += 6.0 * arch.num_attention_heads * seq_len
+    if method in ("lora", "qlora") and lora_targets:
+        shapes = layer_linear_shapes(arch)
+        for target in lora_targets:
+            total += 4.0 * lora_rank
+            if lora_dropout > 0:
+                total += 2.0 * shapes[target].in_features + shapes[target].in_features / 8  # output + bit mask
+    return total
+
+
+# Cross-entropy over the vocabulary at the start of backward: the bf16 logits the model returns (2 bytes),
+# log_softmax's fp32 output kept for backward (4), and the fp32 gradients of both (4 + 4), per logit.
+# Transformers' ForCausalLMLoss upcasts logits to fp32 before cross_entropy.
+LOGITS_BYTES_PER_ELEMENT = 14.0
+
+
+def logits_bytes(arch: ModelArch, seq_len: int, micro_batch: int) -> float:
+    """Peak bytes of the logits and cross-entropy buffers: B T V x 14 bytes (see LOGITS_BYTES_PER_ELEMENT)."""
+    return LOGITS_BYTES_PER_ELEMENT * micro_batch * seq_len * arch.vocab_size
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What a fine-tune looks like to the estimators: the same fields a recipe resolves to."""
+
+    arch: ModelArch
+    method: Method = "lora"
+    lora_rank: int = 16
+    lora_targets: tuple[str, ...] = LINEAR_MODULES
+    lora_dropout: float = 0.0
+    seq_len: int = 2048
+    micro_batch: int = 1
+    gpus: int = 1
+    sharding: Sharding = "auto"
+    gradient_checkpointing: bool = True
+    flash_attention: bool = True
+    optimizer: Optimizer = "adamw"
+    double_quant: bool = True
+
+    @property
+    def trainable_params(self) -> int:
+        if self.method == "full":
+            return param_counts(self.arch).total
+        return lora_trainable_params(self.arch, self.lora_rank, self.lora_targets)
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    weights: float
+    adapters: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+    overhead: float
+    total: float
+    sharding: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVERHEAD_FRACTION,
+                   overhead_fixed_gib: float = DEFAULT_OVERHEAD_FIXED_GIB) -> MemoryBreakdown:
+    """Peak memory of one GPU in GiB, by component.
+
+    Weights per `weight_bytes`; LoRA adapters in fp32 (peft upcasts adapters of a 16-bit base,
+    autocast_adapter_dtype=True) with fp32 gradients and optimizer moments; full fine-tuning keeps bf16
+    weights and gradients plus the optimizer's master copy and moments (ZeRO's 16 bytes per parameter).
+    Data parallelism (DDP) replicates all of it; FSDP (ZeRO-3) divides weights, gradients and optimizer
+    state by the GPU count (Rajbhandari et al. 2020, ZeRO §5). Activations are per GPU (its own micro-batch):
+    every layer's kept tensors, or with gradient checkpointing each layer's input plus one layer's tensors
+    during its recompute. Logits per `logits_bytes`. Overhead per the module constants.
+    """
+    arch, shard = setup.arch, _sharding(setup)
+    divisor = setup.gpus if shard == "fsdp" else 1
+    trainable = setup.trainable_params
+    if setup.method == "full":
+        weights = weight_bytes(arch, "full")
+        adapters = 0.0
+        gradients = 2.0 * trainable
+        optimizer = optimizer_bytes_per_param(setup.optimizer, master_copy=True) * trainable
+    else:
+        weights = weight_bytes(arch, setup.method, setup.double_quant)
+        adapters = 4.0 * trainable
+        gradients = 4.0 * trainable
+        optimizer = optimizer_bytes_per_param(setup.optimizer, master_copy=False) * trainable
+    tokens = setup.micro_batch * setup.seq_len
+    per_layer = activation_bytes_per_token_per_layer(
+        arch, setup.method, setup.seq_len, setup.flash_attention, setup.lora_targets, setup.lora_rank, setup.lora_dropout
+    ) * tokens
+    if setup.gradient_checkpointing:
+        activations = arch.num_hidden_layers * 2.0 * arch.hidden_size * tokens + per_layer
+    else:
+        activations = arch.num_hidden_layers * per_layer
+    logits = logits_bytes(arch, setup.seq_len, setup.micro_batch)
+    parts = [weights / divisor / GIB, adapters / divisor / GIB, gradients / divisor / GIB, optimizer / divisor / GIB,
+             activations / GIB, logits / GIB]
+    overhead = overhead_fraction * sum(parts) + overhead_fixed_gib
+    return MemoryBreakdown(*parts, overhead, sum(parts) + overhead, shard)
+
+
+def _sharding(setup: TrainingSetup) -> str:
+    if setup.gpus == 1:
+        return "none"
+    if setup.sharding != "auto":
+        return setup.sharding
+    # auto: DDP when a full replica fits comfortably on a typical 80 GB card, else FSDP.
+    replica = replace(setup, gpus=1, sharding="ddp")
+    return "ddp" if memory_per_gpu(replica).total <= 70 else "fsdp"
+
+
+def gpus_needed(setup: TrainingSetup, gpu: Gpu, max_gpus: int = 4096, **overheads) -> int | None:
+    """Fewest GPUs of this type whose per-GPU memory fits (FSDP beyond one GPU), or None if none up to max_gpus."""
+    for gpus in [1] + [2**k for k in range(1, int(math.log2(max_gpus)) + 1)]:
+        candidate = replace(setup, gpus=gpus, sharding="fsdp" if gpus > 1 else "auto")
+        if memory_per_gpu(candidate, **overheads).total <= gpu.memory_gib:
+            return gpus
+    return None
+
+
+def training_flops(flops_per_token_total: float, tokens: float) -> float:
+    """Total FLOPs executed: FLOPs per token x tokens trained on."""
+    return flops_per_token_total * tokens
+
+
+def gpu_hours(total_flops: float, peak_flops_per_gpu: float, efficiency: float) -> float:
+    """GPU-hours = FLOPs / (peak FLOP/s x achieved fraction) / 3600 s (Narayanan et al. 2021 §5.1 uses the same
+    relation to predict end-to-end training time)."""
+    if not 0 < efficiency <= 1:
+        raise AdvisorError(f"efficiency must be in (0, 1], got {efficiency}")
+    return total_flops / (peak_flops_per_gpu * efficiency) / 3600.0
+
+
+def cost_usd(hours: float, price_usd_per_gpu_hour: float) -> float:
+    """Dollars = GPU-hours x price per GPU-hour."""
+    return hours * price_usd_per_gpu_hour
+
+
+def model_flops_utilization(model_flops: float, wall_seconds: float, gpus: int, peak_flops_per_gpu: float) -> float:
+    """MFU = model FLOPs / (wall time x GPUs x peak). Source: Chowdhery et al. 2022, PaLM Appendix B."""
+    return model_flops / (wall_seconds * gpus * peak_flops_per_gpu)

@@ -1,0 +1,55 @@
+"""Parse quantities as people write them: 500k, 2e9, 1.5M, 2B, 70e9, 1_000, 3T."""
+
+import math
+import re
+
+from advisor.errors import AdvisorError
+
+# Decimal suffixes, as used for token and parameter counts ("7B model", "2T tokens").
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+_PATTERN = re.compile(r"^\s*([+-]?(?:\d[\d_,]*\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE)
+ACCEPTED_FORM = "a number such as 500k, 2e9, 1.5M, 2B or 70e9"
+
+
+def parse_quantity(text: str, *, positive: bool = True, allow_zero: bool = False) -> float:
+    """Parse `text` into a finite float; suffixes k/M/B(G)/T are powers of 1000.
+
+    Raises AdvisorError (one line: what was wrong, and the accepted form) for anything else:
+    empty strings, NaN, infinities, overflow, negatives (when `positive`) and zero (unless `allow_zero`).
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    match = _PATTERN.match(text)
+    if not match:
+        raise AdvisorError(f"{text!r} is not {ACCEPTED_FORM}")
+    mantissa, suffix = match.groups()
+    try:
+        value = float(mantissa.replace("_", "").replace(",", "")) * _SUFFIXES[suffix.lower()]
+    except (ValueError, OverflowError):
+        raise AdvisorError(f"{text!r} is not {ACCEPTED_FORM}") from None
+    if not math.isfinite(value):
+        raise AdvisorError(f"{text!r} is too large; expected {ACCEPTED_FORM}")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        bound = "zero or more" if allow_zero else "greater than zero"
+        raise AdvisorError(f"{text!r} must be {bound}; expected {ACCEPTED_FORM}")
+    return value
+
+
+def parse_count(text: str, *, allow_zero: bool = False) -> int:
+    """Parse a whole count (tokens, documents, parameters); fractions like 1.5M are fine if they land on an integer."""
+    value = parse_quantity(text, allow_zero=allow_zero)
+    if value > 1e30:
+        raise AdvisorError(f"{text!r} is too large; expected {ACCEPTED_FORM}")
+    return int(round(value))
+
+
+def human(value: float, digits: int = 3) -> str:
+    """Format a count the way people say it: 8.03B, 100M, 2.5k."""
+    if value is None:
+        return "-"
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{sign}{value / scale:.{digits}g}{suffix}"
+    return f"{sign}{value:.{digits}g}"

@@ -1,0 +1,147 @@
+"""A recipe's estimate before it runs: memory per GPU, FLOPs, tokens, GPU-hours, dollars, and what would fit."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from advisor.calibration import Calibration
+from advisor.catalog import Gpu, get_gpu
+from advisor.estimate import (
+    DEFAULT_EFFICIENCY, TrainingSetup, cost_usd, flops_per_token, gpu_hours, gpus_needed, memory_per_gpu, param_counts,
+    training_flops,
+)
+from advisor.recipe import Recipe
+
+# Without tokenizing, a file's characters / 4 approximates its tokens for English text with a BPE
+# vocabulary (OpenAI's tokenizer guide: "one token ~= 4 characters of English"). The runner replaces this
+# with the exact count before it launches.
+CHARS_PER_TOKEN = 4.0
+
+
+class Estimate(BaseModel):
+    """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
+
+    model_config = ConfigDict(frozen=True)
+    recipe: str | None = None
+    method: str
+    model: str
+    gpu: str | None
+    gpus: int
+    total_params: int
+    trainable_params: int
+    flops_per_token: float
+    flops_breakdown: dict
+    memory_gib: dict
+    peak_memory_gib: float
+    gpu_memory_gib: float | None
+    fits: bool
+    gpus_needed: int | None
+    suggestions: list[str]
+    tokens: float | None = None
+    tokens_source: str | None = None
+    model_flops: float | None = None
+    total_flops: float | None = None
+    efficiency: float
+    efficiency_source: str
+    gpu_hours: float | None = None
+    cost_usd: float | None = None
+    calibration: str | None = None
+
+
+def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
+    """The estimators' view of a recipe."""
+    return TrainingSetup(
+        arch=recipe.model.resolve_arch(), method=recipe.method, lora_rank=recipe.lora.r,
+        lora_targets=recipe.lora.target_modules, lora_dropout=recipe.lora.dropout, seq_len=recipe.data.seq_len,
+        micro_batch=recipe.train.micro_batch, gpus=gpus or recipe.world_size, sharding=recipe.launch.strategy,
+        gradient_checkpointing=recipe.train.gradient_checkpointing,
+        flash_attention=recipe.model.attn_implementation != "eager",
+        optimizer=recipe.train.optimizer, double_quant=recipe.quant.double_quant if recipe.quant else True,
+    )
+
+
+def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[float, str]:
+    """Tokens the recipe trains on, and where the figure comes from."""
+    t = recipe.train
+    if t.max_steps:
+        per_step = t.micro_batch * t.grad_accum * recipe.world_size * recipe.data.seq_len
+        return float(t.max_steps * per_step), "max_steps x global batch x seq_len (packed)"
+    if dataset_tokens is not None:
+        return dataset_tokens * t.epochs, "tokenized dataset x epochs"
+    path = Path(recipe.data.path)
+    if path.is_dir():
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    elif path.is_file():
+        size = path.stat().st_size
+    else:
+        return 0.0, "data not found"
+    return size / CHARS_PER_TOKEN * (1 - recipe.data.val_fraction) * t.epochs, "file size / 4 chars per token x epochs"
+
+
+def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,
+                      efficiency: float | None = None, price: float | None = None,
+                      calibration: Calibration | None = None, recipe_name: str | None = None) -> Estimate:
+    """Apply every estimator to one setup on one GPU type (None: a CPU run, which costs no GPU-hours)."""
+    arch = setup.arch
+    overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
+    memory = memory_per_gpu(setup, **overheads)
+    flops = flops_per_token(arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
+    calibrated = calibration.efficiency(gpu.name, setup.method) if (calibration and gpu) else None
+    if efficiency is not None:
+        source = "given (--efficiency)"
+    elif calibrated is not None:
+        efficiency, source = calibrated, f"calibration {calibration.path}"
+    else:
+        efficiency, source = DEFAULT_EFFICIENCY[setup.method], "assumed default (docs/estimation.md); calibrate it"
+    hours = cost = None
+    if tokens is not None:
+        hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency) if gpu else 0.0
+        cost = cost_usd(hours, price if price is not None else gpu.price_usd_per_hour) if gpu else 0.0
+    fits = gpu is None or memory.total <= gpu.memory_gib
+    return Estimate(
+        recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
+        total_params=param_counts(arch).total, trainable_params=setup.trainable_params,
+        flops_per_token=flops.total, flops_breakdown=flops.as_dict(), memory_gib=memory.as_dict(),
+        peak_memory_gib=memory.total, gpu_memory_gib=gpu.memory_gib if gpu else None, fits=fits,
+        gpus_needed=gpus_needed(setup, gpu, **overheads) if gpu else None,
+        suggestions=[] if fits else suggest_fits(setup, gpu, overheads),
+        tokens=tokens, tokens_source=tokens_source,
+        model_flops=flops.model * tokens if tokens is not None else None,
+        total_flops=flops.total * tokens if tokens is not None else None,
+        efficiency=efficiency, efficiency_source=source, gpu_hours=hours, cost_usd=cost,
+        calibration=str(calibration.path) if calibration else None,
+    )
+
+
+def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens: float | None = None,
+                    calibration: Calibration | None = None, gpus: int | None = None) -> Estimate:
+    """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated."""
+    if isinstance(gpu, str):
+        gpu = get_gpu(gpu)
+    if gpu is None and recipe.launch.gpu:
+        gpu = get_gpu(recipe.launch.gpu)
+    tokens, source = recipe_tokens(recipe, dataset_tokens)
+    return estimate_training(recipe_setup(recipe, gpus), gpu, tokens, source, calibration=calibration,
+                             recipe_name=recipe.name)
+
+
+def suggest_fits(setup: TrainingSetup, gpu: Gpu, overheads: dict) -> list[str]:
+    """Changes that would bring the per-GPU peak under the GPU's memory, each with its estimated peak."""
+    tries = []
+    if setup.method == "lora":
+        tries.append(("use QLoRA (add a `quant:` section)", replace(setup, method="qlora")))
+    if setup.micro_batch > 1:
+        tries.append(("set train.micro_batch: 1 (raise train.grad_accum to keep the batch)", replace(setup, micro_batch=1)))
+    if not setup.gradient_checkpointing:
+        tries.append(("set train.gradient_checkpointing: true", replace(setup, gradient_checkpointing=True)))
+    out = []
+    for text, candidate in tries:
+        peak = memory_per_gpu(candidate, **overheads).total
+        if peak <= gpu.memory_gib:
+            out.append(f"{text}: {peak:.1f} GiB")
+    needed = gpus_needed(setup, gpu, **overheads)
+    if needed and needed > setup.gpus:
+        peak = memory_per_gpu(replace(setup, gpus=needed, sharding="fsdp"), **overheads).total
+        out.append(f"use {needed} GPUs with FSDP (--nproc-per-node {needed}, launch.strategy: fsdp): {peak:.1f} GiB each")
+    return out or [f"no single change fits {gpu.name}; combine QLoRA, checkpointing and more GPUs"]

@@ -1,0 +1,306 @@
+"""The recipe schema: one typed, validated description of a LoRA/QLoRA fine-tune (no torch needed to read it)."""
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from advisor.catalog import ModelArch, get_model, load
+from advisor.errors import AdvisorError
+from advisor.estimate import LINEAR_MODULES, resolve_lora_targets
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(BaseModel):
+    """Which model to adapt: a hub id or local path (`name`), or an architecture given inline (`arch`)."""
+
+    model_config = _STRICT
+    name: str | None = Field(None, description="Hugging Face hub id or local directory of the base model.")
+    arch: ModelArch | None = Field(None, description="Architecture given inline (Hugging Face config fields); the "
+                                                     "model is initialised randomly. For smoke tests and benchmarks.")
+    random_init: bool = Field(False, description="Build `name`'s architecture from the advisor catalog and initialise it "
+                                                 "randomly instead of loading weights (benchmarks; nothing is downloaded).")
+    tokenizer: str | None = Field(None, description="Tokenizer hub id or local path; defaults to `name`, or to the "
+                                                    "byte-level tokenizer shipped with Rightsize for inline or random models.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights and compute dtype; auto = bfloat16 on CUDA (float16 where bf16 is absent), float32 on CPU.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel; sdpa picks flash or memory-efficient kernels when it can.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you set it; the run says so.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.name is None) == (self.arch is None):
+            raise ValueError("give exactly one of model.name (hub id or local path) or model.arch (inline architecture)")
+        if self.random_init and self.name is None:
+            raise ValueError("model.random_init applies to model.name; an inline model.arch is always random")
+        return self
+
+    def resolve_arch(self) -> ModelArch:
+        """The architecture the advisor estimates with: inline, from a local config.json, or from the catalog."""
+        if self.arch is not None:
+            return self.arch
+        path = Path(self.name).expanduser()
+        if (path / "config.json").is_file():
+            return get_model(str(path))
+        by_hub = {e.hub_id.lower(): e for e in load("models").values() if e.hub_id}
+        if self.name.lower() in by_hub:
+            return by_hub[self.name.lower()]
+        return get_model(self.name)
+
+
+class LoraSection(BaseModel):
+    """LoRA adapters (Hu et al. 2021): W + (alpha / r) B A on each targeted projection."""
+
+    model_config = _STRICT
+    r: int = Field(16, gt=0, le=4096, description="Adapter rank.")
+    alpha: float = Field(32, gt=0, description="Scaling numerator; the update is scaled by alpha / r (usually alpha = 2 r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    targets: str | list[str] = Field("all-linear", description="all-linear, or a list of projections: "
+                                                                + ", ".join(LINEAR_MODULES) + ".")
+
+    @field_validator("targets")
+    @classmethod
+    def _known_targets(cls, value):
+        try:
+            resolve_lora_targets(value)
+        except AdvisorError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        return resolve_lora_targets(self.targets)
+
+
+class QuantSection(BaseModel):
+    """4-bit base weights for QLoRA (Dettmers et al. 2023): present means QLoRA, absent means LoRA."""
+
+    model_config = _STRICT
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 is the QLoRA paper's.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves ~0.37 bit/param).")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Dtype the dequantised weights are multiplied in.")
+
+
+class DataSection(BaseModel):
+    """Training data: a local file or a dataset saved with `save_to_disk`, in one of three formats."""
+
+    model_config = _STRICT
+    path: str = Field(description="JSONL, JSON, Parquet or CSV file, or a directory from datasets' save_to_disk. "
+                                  "Relative paths are relative to the recipe file.")
+    format: Literal["text", "instruction", "chat"] = Field(
+        "text", description="text: one field of plain text; instruction: Alpaca-style prompt/response fields; "
+                            "chat: a list of messages rendered with the tokenizer's chat template.")
+    text_field: str = Field("text", description="Field holding the text (format: text).")
+    instruction_field: str = Field("instruction", description="Field holding the instruction (format: instruction).")
+    input_field: str = Field("input", description="Optional context field appended to the instruction (format: instruction).")
+    output_field: str = Field("output", description="Field holding the response (format: instruction).")
+    messages_field: str = Field("messages", description="Field holding the list of {role, content} (format: chat).")
+    seq_len: int = Field(2048, gt=1, le=1_048_576, description="Tokens per training sequence.")
+    packing: bool = Field(True, description="Pack short examples into full sequences; attention does not cross examples.")
+    train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (instruction and chat formats).")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of examples held out for eval loss.")
+    max_examples: int | None = Field(None, gt=0, description="Use only the first N examples.")
+
+
+class TrainSection(BaseModel):
+    """The optimisation loop."""
+
+    model_config = _STRICT
+    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs.")
+    micro_batch: int = Field(1, gt=0, le=4096, description="Sequences per GPU per forward pass.")
+    grad_accum: int = Field(1, gt=0, le=4096, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate (2e-4 is the QLoRA paper's for 7-13B models).")
+    weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW decoupled weight decay.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    gradient_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward (saves memory, ~+30% compute).")
+    optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit"] = Field(
+        "adamw", description="adamw (torch, fused on CUDA) or bitsandbytes' 8-bit AdamW (paged: spills to CPU under pressure).")
+    seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch on every rank.")
+    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end).")
+    eval_every: int = Field(0, ge=0, description="Eval loss every N steps (0: only at the end).")
+    log_every: int = Field(1, gt=0, description="Write metrics every N steps.")
+    merge: bool = Field(False, description="Also save the base model with the adapter merged in.")
+
+
+class LaunchSection(BaseModel):
+    """Where and how wide: one process, or torchrun across GPUs and nodes."""
+
+    model_config = _STRICT
+    nproc_per_node: int = Field(1, gt=0, le=64, description="Processes (GPUs) per node; above 1 the run is launched with torchrun.")
+    nnodes: int = Field(1, gt=0, le=4096, description="Nodes taking part (torchrun --nnodes).")
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="ddp replicates the model (LoRA); fsdp shards it (models that do not fit one GPU); auto picks by the estimate.")
+    gpu: str | None = Field(None, description="GPU type for estimates (catalog name); at run time the detected GPU is used.")
+
+
+class Recipe(BaseModel):
+    """A complete fine-tune: model, adapters, optional 4-bit quantisation, data, training and launch."""
+
+    model_config = _STRICT
+    name: str = Field(description="Short name of the recipe, used in reports.")
+    model: ModelSection
+    lora: LoraSection = LoraSection()
+    quant: QuantSection | None = Field(None, description="Present for QLoRA.")
+    data: DataSection
+    train: TrainSection = TrainSection()
+    launch: LaunchSection = LaunchSection()
+
+    @property
+    def method(self) -> str:
+        return "qlora" if self.quant is not None else "lora"
+
+    @property
+    def world_size(self) -> int:
+        return self.launch.nproc_per_node * self.launch.nnodes
+
+    @model_validator(mode="after")
+    def _seq_len_fits_model(self):
+        if self.model.arch is not None and self.data.seq_len > self.model.arch.max_position_embeddings:
+            raise ValueError(f"data.seq_len {self.data.seq_len} exceeds model.arch.max_position_embeddings "
+                             f"{self.model.arch.max_position_embeddings}: lower data.seq_len or raise the model's")
+        return self
+
+    @model_validator(mode="after")
+    def _quant_dtype_consistent(self):
+        if self.quant is not None and self.model.dtype == "float16" and self.quant.compute_dtype == "bfloat16":
+            raise ValueError("model.dtype float16 with quant.compute_dtype bfloat16: set quant.compute_dtype: float16 "
+                             "(or model.dtype: bfloat16) so weights and compute agree")
+        return self
+
+    @model_validator(mode="after")
+    def _eight_bit_optimizer_not_with_fsdp(self):
+        if self.train.optimizer != "adamw" and self.launch.strategy == "fsdp":
+            raise ValueError(f"train.optimizer {self.train.optimizer} cannot shard its state under FSDP: use "
+                             "train.optimizer: adamw with launch.strategy: fsdp")
+        return self
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+class _SafeLoaderNoDupes(yaml.SafeLoader):
+    """SafeLoader (no object-constructing tags) that also refuses duplicate keys, a silent-override trap."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_SafeLoaderNoDupes.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    """Load a YAML file that must be a mapping, safely; every failure is one AdvisorError line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise AdvisorError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise AdvisorError(f"{path}: is a directory, expected a YAML recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdvisorError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
+    try:
+        data = yaml.load(text, Loader=_SafeLoaderNoDupes)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AdvisorError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        raise AdvisorError(f"{path}: empty file; expected a recipe mapping with name, model and data")
+    if not isinstance(data, dict):
+        raise AdvisorError(f"{path}: expected a mapping (key: value) at the top, got a {type(data).__name__}")
+    return data
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc`'s parent, to suggest the nearest valid key."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return model if isinstance(part, int) else None
+        annotation = field.annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return None
+        model = candidates[0]
+    return model
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line naming the field, what is wrong and how to fix it (nearest key for misspellings)."""
+    err = exc.errors()[0]
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+    where = ".".join(str(p) for p in loc) or "(recipe)"
+    if err["type"] == "extra_forbidden":
+        owner = _section_model(loc)
+        valid = list(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))}?" if close else \
+            (f"; valid keys here: {', '.join(valid)}" if valid else "")
+        return f"{source}: unknown key {where}{hint}"
+    if err["type"] == "missing":
+        return f"{source}: missing required key {where}"
+    msg = err["msg"].removeprefix("Value error, ")
+    extra = f" (got {err['input']!r})" if not isinstance(err.get("input"), (dict, list)) and "input" in err else ""
+    return f"{source}: {where}: {msg}{extra}"
+
+
+def set_override(data: dict, assignment: str) -> dict:
+    """Apply one `key.path=value` override (value parsed as YAML) to a raw recipe mapping."""
+    if "=" not in assignment:
+        raise AdvisorError(f"--set {assignment!r}: expected key.path=value, e.g. --set train.lr=1e-4")
+    key, _, raw = assignment.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise AdvisorError(f"--set {assignment!r}: empty key; expected key.path=value")
+    try:
+        value = yaml.load(raw, Loader=_SafeLoaderNoDupes)  # noqa: S506
+    except yaml.YAMLError:
+        raise AdvisorError(f"--set {assignment!r}: value is not valid YAML") from None
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise AdvisorError(f"--set {assignment!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe; relative data paths are resolved against the recipe's folder."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    for assignment in overrides:
+        data = set_override(data, assignment)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise AdvisorError(describe_validation_error(exc, str(path))) from None
+    data_path = Path(recipe.data.path).expanduser()
+    if not data_path.is_absolute():
+        data_path = (path.parent / data_path).resolve()
+    return recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": str(data_path)})})
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe (every default spelled out), as written to a run's recipe.resolved.yaml."""
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=False), sort_keys=False)
