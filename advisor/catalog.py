@@ -138,9 +138,13 @@ def load(kind: Kind) -> dict:
     user_file = user_config_dir() / f"{kind}.yaml"
     if user_file.is_file():
         entries += _read_entries(user_file, kind)
-    by_name = {}
+    by_name: dict = {}
     for entry in entries:
-        for key in [entry.name, *getattr(entry, "aliases", [])]:
+        replaced = by_name.get(entry.name.lower())
+        keys = [entry.name, *getattr(entry, "aliases", [])]
+        if replaced is not None:  # an override answers to every name of the entry it replaces
+            keys += [k for k, v in by_name.items() if v is replaced]
+        for key in keys:
             by_name[key.lower()] = entry
     return by_name
 

@@ -1,0 +1,45 @@
+"""Test configuration: offline (an accidental hub download fails loudly), isolated user config, CPU only."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_config(tmp_path_factory, monkeypatch):
+    """Each test sees an empty user config directory, so a developer's calibration never leaks in."""
+    monkeypatch.setenv("RIGHTSIZE_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+    from advisor import catalog
+    catalog.load.cache_clear()
+    yield
+    catalog.load.cache_clear()
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Invoke the advisor CLI in-process; returns (exit code, stdout, stderr)."""
+    from advisor.cli import main
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err

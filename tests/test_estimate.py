@@ -1,0 +1,174 @@
+"""Estimators against the papers' formulas and against what transformers, peft and bitsandbytes really build."""
+
+import pytest
+
+from advisor import catalog
+from advisor.catalog import ModelArch
+from advisor.errors import AdvisorError
+from advisor.estimate import (
+    LINEAR_MODULES, TrainingSetup, flops_per_token, gpu_hours, gpus_needed, lora_trainable_params, memory_per_gpu,
+    nf4_bytes_per_param, param_counts, resolve_lora_targets, weight_bytes,
+)
+
+CATALOG_MODELS = [m.name for m in catalog.entries("models")]
+
+
+@pytest.mark.parametrize("name", CATALOG_MODELS)
+def test_param_count_matches_published(name):
+    arch = catalog.get_model(name)
+    assert param_counts(arch).total == arch.published_params
+
+
+def test_lora_params_for_llama_8b():
+    arch = catalog.get_model("Llama-3.1-8B")
+    # q: 16*(4096+4096), k,v: 16*(4096+1024), o: 16*(4096+4096), gate/up: 16*(4096+14336), down: same; x 32 layers
+    assert lora_trainable_params(arch, 16, "all-linear") == 41_943_040
+    assert lora_trainable_params(arch, 8, "q_proj,v_proj") == 32 * 8 * ((4096 + 4096) + (4096 + 1024))
+
+
+def test_targets():
+    assert resolve_lora_targets("all-linear") == LINEAR_MODULES
+    assert resolve_lora_targets(["q_proj", "v_proj", "q_proj"]) == ("q_proj", "v_proj")
+    with pytest.raises(AdvisorError, match="unknown LoRA target"):
+        resolve_lora_targets("q_proj,lm_head")
+
+
+def test_full_finetune_flops_are_palm_6n_plus_12lhqt():
+    arch = catalog.get_model("Llama-3.1-8B")
+    counts = param_counts(arch)
+    n_matmul = counts.linear_weights + arch.vocab_size * arch.hidden_size
+    f = flops_per_token(arch, 2048, "full")
+    L, H, Q, T = 32, 32, 128, 2048
+    assert f.model == pytest.approx(6 * n_matmul + 12 * L * H * Q * T)
+    assert f.recompute == 0 and f.total == f.model
+
+
+def test_lora_flops_skip_weight_gradients_and_checkpointing_adds_a_forward():
+    arch = catalog.get_model("Llama-3.1-8B")
+    lora = lora_trainable_params(arch, 16, "all-linear")
+    full = flops_per_token(arch, 2048, "full")
+    f = flops_per_token(arch, 2048, "lora", lora)
+    assert f.model < full.model
+    # LoRA skips the weight gradients of the base: 2 N_mm fewer than full (N_mm = forward minus attention).
+    assert f.model == pytest.approx(full.model - (full.forward - 4 * 32 * 2048 * 4096) + 6 * lora, rel=1e-9)
+    ckpt = flops_per_token(arch, 2048, "lora", lora, gradient_checkpointing=True)
+    assert ckpt.model == f.model and ckpt.recompute > 0
+    assert flops_per_token(arch, 2048, "qlora", lora).model == f.model
+
+
+def test_nf4_storage_per_qlora_paper():
+    # Dettmers et al. 2023 §3: constants cost 32/64 = 0.5 bit/param, or 8/64 + 32/(64*256) = 0.127 with DQ.
+    assert nf4_bytes_per_param(False) * 8 == pytest.approx(4.5)
+    assert nf4_bytes_per_param(True) * 8 == pytest.approx(4 + 0.127, abs=1e-3)
+
+
+def test_qlora_weights_keep_embeddings_and_head_unquantised():
+    arch = catalog.get_model("Llama-3.1-8B")
+    counts = param_counts(arch)
+    expected = counts.linear_weights * nf4_bytes_per_param(True) + 4 * (counts.total - counts.linear_weights)
+    assert weight_bytes(arch, "qlora") == pytest.approx(expected)
+    assert weight_bytes(arch, "lora") == 2 * counts.total
+
+
+def test_memory_sharding_and_fit():
+    arch = catalog.get_model("Llama-3.1-70B")
+    one = memory_per_gpu(TrainingSetup(arch=arch, method="full", gpus=1))
+    ddp = memory_per_gpu(TrainingSetup(arch=arch, method="full", gpus=8, sharding="ddp"))
+    fsdp = memory_per_gpu(TrainingSetup(arch=arch, method="full", gpus=8, sharding="fsdp"))
+    assert ddp.weights == one.weights
+    assert fsdp.weights == pytest.approx(one.weights / 8)
+    assert fsdp.optimizer == pytest.approx(one.optimizer / 8)
+    assert fsdp.activations == one.activations
+    assert one.total == pytest.approx(sum([one.weights, one.adapters, one.gradients, one.optimizer, one.activations,
+                                           one.logits, one.overhead]))
+    h100 = catalog.get_gpu("H100-SXM")
+    assert gpus_needed(TrainingSetup(arch=arch, method="qlora"), h100) == 1
+    assert gpus_needed(TrainingSetup(arch=arch, method="full"), h100) >= 16
+
+
+def test_checkpointing_and_flash_reduce_activations():
+    arch = catalog.get_model("Llama-3.1-8B")
+    base = TrainingSetup(arch=arch, seq_len=4096, gradient_checkpointing=False)
+    ckpt = TrainingSetup(arch=arch, seq_len=4096, gradient_checkpointing=True)
+    eager = TrainingSetup(arch=arch, seq_len=4096, gradient_checkpointing=False, flash_attention=False)
+    assert memory_per_gpu(ckpt).activations < memory_per_gpu(base).activations / 5
+    assert memory_per_gpu(eager).activations > memory_per_gpu(base).activations
+
+
+def test_gpu_hours_arithmetic():
+    # 1e18 FLOPs at 312 TFLOP/s x 0.5 efficiency = 6410 s = 1.78 h
+    assert gpu_hours(1e18, 312e12, 0.5) == pytest.approx(1e18 / 156e12 / 3600)
+    with pytest.raises(AdvisorError):
+        gpu_hours(1e18, 312e12, 0)
+
+
+def test_local_config_json(tmp_path):
+    arch = catalog.get_model("Qwen2.5-0.5B")
+    cfg = tmp_path / "config.json"
+    import json
+    cfg.write_text(json.dumps({**arch.hf_config_dict(), "architectures": ["Qwen2ForCausalLM"], "torch_dtype": "bfloat16"}))
+    loaded = catalog.get_model(str(tmp_path))
+    assert param_counts(loaded).total == arch.published_params
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(AdvisorError, match="JSON object"):
+        catalog.get_model(str(tmp_path / "bad.json"))
+    with pytest.raises(AdvisorError, match="no such file"):
+        catalog.get_model(str(tmp_path / "missing.json"))
+
+
+def test_user_catalog_overrides(tmp_path, monkeypatch):
+    (tmp_path / "gpus.yaml").write_text(
+        "- {name: H100-SXM, memory_gib: 74.5, peak_tflops_bf16: 989, memory_bandwidth_gbs: 3350, "
+        "price_usd_per_hour: 1.5, source: our contract, date: '2026-01'}\n")
+    monkeypatch.setenv("RIGHTSIZE_CONFIG_DIR", str(tmp_path))
+    catalog.load.cache_clear()
+    assert catalog.get_gpu("H100-SXM").price_usd_per_hour == 1.5
+    assert catalog.get_gpu("h100").price_usd_per_hour == 1.5
+
+
+def test_unknown_names_suggest():
+    with pytest.raises(AdvisorError, match="did you mean Llama-3.1-8B"):
+        catalog.get_model("Llama-3.1-8b-instruct-x")
+
+
+# --- against the libraries themselves (meta device: no memory, no download) ---------------------------
+
+def _hf_model(arch: ModelArch):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.AutoConfig.for_model(**arch.hf_config_dict())
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("name", ["Llama-2-7B", "Llama-3.1-8B", "Llama-3.2-1B", "Llama-3.2-3B", "Mistral-7B",
+                                  "Qwen2.5-0.5B", "Qwen2.5-7B", "Llama-3.1-70B", "Llama-3.1-405B"])
+def test_param_count_matches_transformers(name):
+    arch = catalog.get_model(name)
+    model = _hf_model(arch)
+    assert sum(p.numel() for p in model.parameters()) == param_counts(arch).total
+
+
+TINY_VARIANTS = [
+    dict(model_type="llama", hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+         num_key_value_heads=2, vocab_size=300, tie_word_embeddings=False),
+    dict(model_type="llama", hidden_size=48, intermediate_size=96, num_hidden_layers=3, num_attention_heads=6,
+         num_key_value_heads=6, head_dim=16, vocab_size=257, tie_word_embeddings=True, attention_bias=True, mlp_bias=True),
+    dict(model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+         num_key_value_heads=1, vocab_size=500, tie_word_embeddings=True),
+    dict(model_type="mistral", hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+         num_key_value_heads=2, vocab_size=128),
+]
+
+
+@pytest.mark.parametrize("fields", TINY_VARIANTS)
+@pytest.mark.parametrize("rank, targets", [(8, "all-linear"), (4, "q_proj,v_proj"), (3, "o_proj,down_proj,up_proj")])
+def test_lora_count_matches_peft(fields, rank, targets):
+    peft = pytest.importorskip("peft")
+    arch = ModelArch(**fields)
+    model = _hf_model(arch)
+    assert sum(p.numel() for p in model.parameters()) == param_counts(arch).total
+    target_modules = "all-linear" if targets == "all-linear" else targets.split(",")
+    peft_model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert trainable == lora_trainable_params(arch, rank, targets)
