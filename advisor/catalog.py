@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from advisor.errors import AdvisorError
 
 DATA_DIR = Path(__file__).parent / "data"
+# libyaml's C parser when PyYAML was built with it: parsing the catalogs is most of `recommend`'s work.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def user_config_dir() -> Path:
@@ -117,7 +119,7 @@ _SCHEMAS = {"gpus": Gpu, "models": ModelArch, "apis": ApiPrice}
 
 def _read_entries(path: Path, kind: Kind) -> list:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise AdvisorError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:

@@ -25,9 +25,12 @@ TIERS: tuple[Tier, ...] = ("api", "peft", "full", "pretrain")
 # Share of a request's tokens that the API bills as output (the rest is prompt). Chat workloads with
 # retrieved context are prompt-heavy; 25% output is an assumption, overridable per call.
 DEFAULT_OUTPUT_FRACTION = 0.25
-# Serving efficiency: fraction of peak a batched inference server sustains on 2N FLOPs per token. Decoding is
-# memory-bound; continuous batching (Kwon et al. 2023, vLLM) lifts it to the order of 10% of peak. Assumed.
-SERVING_EFFICIENCY = 0.10
+# Serving efficiency: fraction of dense peak an inference server sustains on 2N FLOPs per token. Prompt
+# tokens (prefill) run as large matmuls, like a training forward pass; generated tokens (decode) are
+# memory-bound, and continuous batching (Kwon et al. 2023, vLLM) lifts decode to the order of 10% of peak.
+# Both are assumptions, stated in every recommendation.
+PREFILL_EFFICIENCY = 0.40
+DECODE_EFFICIENCY = 0.10
 # Domain adaptation and new languages need full fine-tuning once the data reaches about a billion tokens:
 # LoRA learns less than full fine-tuning in continued pretraining at that scale (Biderman et al. 2024,
 # "LoRA Learns Less and Forgets Less", §4: code and math CPT on 0.25-20B tokens).
@@ -187,13 +190,16 @@ def rule_task_kind(s: Situation) -> Finding:
 
 
 def serving_gpus(s: Situation) -> tuple[int, float]:
-    """GPUs to self-host the base model for this volume: enough memory for bf16 weights, enough FLOPs for
-    2N per token at SERVING_EFFICIENCY of peak (Kaplan et al. 2020 §2.1 for 2N). Returns (GPUs, GPUs per request/day)."""
+    """GPUs to self-host the base model for this volume: enough memory for bf16 weights (+20% KV cache) and
+    enough FLOPs for 2N per token (Kaplan et al. 2020 §2.1), prompt tokens at PREFILL_EFFICIENCY and output
+    tokens at DECODE_EFFICIENCY of peak. Returns (GPUs, GPU-days per request)."""
     gpu = catalog.get_gpu(s.gpu)
     params = param_counts(catalog.get_model(s.base_model)).total
-    memory_gpus = math.ceil(2.0 * params / 2**30 * 1.2 / gpu.memory_gib)  # weights + 20% for KV cache
-    per_request_per_day = 2.0 * params * s.tokens_per_request / 86400 / (gpu.peak_flops * SERVING_EFFICIENCY)
-    return max(1, memory_gpus, math.ceil(s.requests_per_day * per_request_per_day)), per_request_per_day
+    memory_gpus = math.ceil(2.0 * params / 2**30 * 1.2 / gpu.memory_gib)
+    seconds_per_request = 2.0 * params * s.tokens_per_request / gpu.peak_flops * (
+        (1 - s.output_fraction) / PREFILL_EFFICIENCY + s.output_fraction / DECODE_EFFICIENCY)
+    gpu_days_per_request = seconds_per_request / 86400
+    return max(1, memory_gpus, math.ceil(s.requests_per_day * gpu_days_per_request)), gpu_days_per_request
 
 
 def rule_usage_break_even(s: Situation) -> Finding:
@@ -202,12 +208,12 @@ def rule_usage_break_even(s: Situation) -> Finding:
     price = _gpu_price(s)
     per_request = s.tokens_per_request * ((1 - s.output_fraction) * api.input_usd_per_mtok
                                           + s.output_fraction * api.output_usd_per_mtok) / 1e6
-    gpus, per_request_gpus = serving_gpus(s)
+    gpus, gpu_days_per_request = serving_gpus(s)
     api_month = per_request * s.requests_per_day * DAYS_PER_MONTH
     host_month = gpus * price * 24 * DAYS_PER_MONTH
     min_gpus = max(1, serving_gpus(s.model_copy(update={"requests_per_day": 0}))[0])
     # Self-hosting costs at least min_gpus all month, then grows with volume; the API grows linearly.
-    marginal_host = per_request_gpus * price * 24
+    marginal_host = gpu_days_per_request * price * 24
     if per_request <= marginal_host:
         break_even = None
     else:
@@ -330,7 +336,8 @@ def recommend(s: Situation, calibration: Calibration | None = None) -> Recommend
         + (f"from calibration {calibration.path}" if calibration else
            "assumed (full 0.40, LoRA 0.35, QLoRA 0.25) until `advisor calibrate` fits it from your runs") + ".",
         f"GPU price ${_gpu_price(s):.2f}/GPU-hour ({s.gpu}); API prices as dated in the catalog.",
-        f"API requests bill {1 - s.output_fraction:.0%} of their tokens as input, {s.output_fraction:.0%} as output.",
+        f"API requests bill {1 - s.output_fraction:.0%} of their tokens as input, {s.output_fraction:.0%} as output; "
+        f"self-hosting serves prompt tokens at {PREFILL_EFFICIENCY:.0%} and output tokens at {DECODE_EFFICIENCY:.0%} of peak.",
     ]
     return Recommendation(
         tier=tier, effective_tokens=s.effective_tokens, compute_optimal_params=sizing.numbers["compute_optimal_params"],

@@ -1,0 +1,60 @@
+"""How long `advisor recommend` takes end to end, beside a bare Python start, measured in one run.
+
+Usage: python bench/advisor_latency.py [--runs 15] [--out bench/results/advisor_latency.json]
+Reports medians of wall-clock times of fresh processes (what a user waits for), and which heavy modules
+the command imported (must be none).
+"""
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def median_seconds(cmd: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    advisor = shutil.which("advisor") or str(Path(sys.executable).parent / "advisor")
+    example = [advisor, "recommend", "--docs", "500k", "--tokens", "2e9"]
+    median_seconds(example, 2)  # warm the file cache
+    python_start = median_seconds([sys.executable, "-c", "pass"], args.runs)
+    recommend = median_seconds(example, args.runs)
+    recommend_json = median_seconds(example + ["--json"], args.runs)
+    probe = subprocess.run([sys.executable, "-c", "import sys; from advisor.cli import main\n"
+                            "try: main(['recommend','--tokens','2e9'])\nexcept SystemExit: pass\n"
+                            "import json; print(json.dumps([m for m in ('torch','transformers','peft','numpy') if m in sys.modules]))"],
+                           capture_output=True, text=True, check=True)
+    result = {
+        "command": " ".join(["advisor"] + example[1:]),
+        "runs": args.runs,
+        "python_start_seconds": round(python_start, 4),
+        "recommend_seconds": round(recommend, 4),
+        "recommend_json_seconds": round(recommend_json, 4),
+        "recommend_over_python_start": round(recommend / python_start, 2),
+        "heavy_modules_imported": json.loads(probe.stdout.strip().splitlines()[-1]),
+        "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

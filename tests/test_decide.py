@@ -1,0 +1,80 @@
+"""The hierarchy, branch by branch."""
+
+import pytest
+
+from advisor.decide import Situation, recommend, rule_usage_break_even
+
+
+def tier(**kw) -> str:
+    return recommend(Situation(**{"tokens": 2e9, **kw})).tier
+
+
+def test_default_is_api_and_pretraining_not_viable():
+    rec = recommend(Situation(tokens=2e9, docs=5e5))
+    assert rec.tier == "api"
+    assert rec.compute_optimal_params == pytest.approx(1e8)
+    pretrain = next(o for o in rec.options if o.tier == "pretrain")
+    assert not pretrain.viable
+    methods = {o.method: o for o in rec.options}
+    for m in ("lora", "qlora", "full"):
+        assert methods[m].gpu == "A100-80GB" and methods[m].gpu_hours > 0 and methods[m].cost_usd > 0
+        assert methods[m].model == "Llama-3.1-8B"
+    assert methods["qlora"].memory_gib_per_gpu < methods["lora"].memory_gib_per_gpu < methods["full"].memory_gib_per_gpu
+    assert [r.rule for r in rec.reasons][:2] == ["compute_optimal_size", "pretraining_viability"]
+    assert rec.options[0].tier == "api"
+
+
+def test_on_prem_excludes_api():
+    rec = recommend(Situation(tokens=2e9, on_prem=True))
+    assert rec.tier == "peft"
+    assert not next(o for o in rec.options if o.tier == "api").viable
+
+
+def test_api_insufficient_moves_to_peft():
+    assert tier(api_sufficient=False) == "peft"
+
+
+def test_high_volume_breaks_even():
+    s = Situation(tokens=2e9)
+    be = rule_usage_break_even(s).numbers["break_even_requests_per_day"]
+    assert be is not None
+    assert tier(requests_per_day=be * 0.5) == "api"
+    assert tier(requests_per_day=be * 2) == "peft"
+
+
+def test_break_even_arithmetic():
+    s = Situation(tokens=2e9, requests_per_day=0)
+    # gpt-4o-mini: 750 input tokens at $0.15/M + 250 output at $0.60/M per request; one A100 at $1.79/h all day.
+    per_request = (750 * 0.15 + 250 * 0.60) / 1e6
+    assert rule_usage_break_even(s).numbers["break_even_requests_per_day"] == pytest.approx(1.79 * 24 / per_request)
+
+
+def test_domain_with_a_billion_tokens_goes_full():
+    assert tier(api_sufficient=False, task="domain") == "full"
+    assert tier(api_sufficient=False, task="domain", tokens=1e8) == "peft"
+
+
+def test_full_falls_back_to_peft_when_it_does_not_fit_the_gpus():
+    assert tier(api_sufficient=False, task="domain", gpus=1) == "peft"
+
+
+def test_budget_marks_options_not_viable():
+    rec = recommend(Situation(tokens=2e9, api_sufficient=False, budget_usd=100))
+    assert all(not o.viable for o in rec.options if o.tier in ("peft", "full"))
+    assert any("budget" in o.note for o in rec.options)
+
+
+def test_language_with_enough_data_pretrains():
+    assert tier(tokens=2e13, on_prem=True, task="language") == "pretrain"
+    assert tier(tokens=2e9, on_prem=True, task="language") == "full"
+
+
+def test_quality_scales_effective_tokens():
+    rec = recommend(Situation(tokens=2e9, quality=0.5))
+    assert rec.effective_tokens == 1e9
+    assert rec.compute_optimal_params == pytest.approx(5e7)
+
+
+def test_knowledge_task_cites_retrieval():
+    rec = recommend(Situation(tokens=2e9, task="knowledge"))
+    assert "Ovadia" in next(r for r in rec.reasons if r.rule == "task_kind").source
