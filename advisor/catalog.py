@@ -209,3 +209,15 @@ def model_from_config_json(path: Path) -> ModelArch:
         field = ".".join(map(str, err["loc"]))
         raise AdvisorError(f"{path}: field {field}: {err['msg']} (a dense decoder config needs hidden_size, "
                            "intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)") from None
+
+
+def match_gpu(device_name: str, memory_gib: float) -> Gpu | None:
+    """The catalog entry for a CUDA device name such as 'NVIDIA H100 80GB HBM3' (None if not catalogued)."""
+    name = device_name.upper().replace("NVIDIA", "").replace("GEFORCE", "").strip()
+    rules = [("H200", "H200"), ("H100", "H100-PCIe" if "PCIE" in name else "H100-SXM"),
+             ("A100", "A100-80GB" if memory_gib > 60 else "A100-40GB"), ("L40S", "L40S"), ("A10G", "A10G"),
+             ("RTX 4090", "RTX-4090"), ("4090", "RTX-4090"), ("L4", "L4"), ("T4", "T4"), ("V100", "V100-32GB")]
+    for needle, entry in rules:
+        if needle in name:
+            return load("gpus").get(entry.lower())
+    return None

@@ -372,6 +372,7 @@ def run(
     rdzv_endpoint: Annotated[Optional[str], typer.Option(help="host:port of the rendezvous (torchrun).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Run even if the estimate says it will not fit.")] = False,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file for the estimate.")] = None,
+    gpu: Annotated[Optional[str], typer.Option(help="GPU type to check the plan against (default: the detected GPU).")] = None,
 ):
     """Fine-tune from a recipe, measuring every step; writes report.json, metrics.jsonl and the adapter."""
     from advisor.recipe import load_recipe
@@ -382,12 +383,14 @@ def run(
         overrides.append(f"launch.nnodes={nnodes}")
     loaded = load_recipe(recipe, overrides)
     cal = _calibration(calibration)
+    if gpu:
+        catalog.get_gpu(gpu)
     try:
         from runners.launch import launch  # the one place the advisor reaches into the ML stack
     except ImportError as exc:
         raise AdvisorError(f"the runner needs the ML stack ({exc.name} is missing): pip install 'rightsize[runner]'") from None
     report = launch(loaded, recipe_path=recipe, out_dir=out, resume=resume, overwrite=overwrite, force=force,
-                    calibration=cal, overrides=overrides, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+                    calibration=cal, overrides=set_ or [], node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, gpu=gpu)
     if report is not None:
         typer.echo(report.summary())
 

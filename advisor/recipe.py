@@ -42,7 +42,10 @@ class ModelSection(BaseModel):
     def resolve_arch(self) -> ModelArch:
         """The architecture the advisor estimates with: inline, from a local config.json, or from the catalog."""
         if self.arch is not None:
-            return self.arch
+            if self.arch.name != "custom":
+                return self.arch
+            a = self.arch
+            return a.model_copy(update={"name": f"inline {a.model_type} {a.num_hidden_layers}x{a.hidden_size}"})
         path = Path(self.name).expanduser()
         if (path / "config.json").is_file():
             return get_model(str(path))

@@ -1,0 +1,57 @@
+"""`advisor run`: in this process for one GPU or CPU, or through torchrun for several processes and nodes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from advisor.calibration import Calibration
+from advisor.errors import AdvisorError
+from advisor.recipe import Recipe
+from advisor.runreport import RunReport, load_report
+
+
+def default_out_dir(recipe: Recipe) -> Path:
+    return Path("runs") / recipe.name
+
+
+def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
+           force: bool = False, calibration: Calibration | None = None, overrides: list[str] | None = None,
+           node_rank: int | None = None, rdzv_endpoint: str | None = None, gpu: str | None = None) -> RunReport | None:
+    """Run the recipe; returns the report (None on nodes other than the first, which write none)."""
+    out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
+    if recipe.world_size == 1 or "LOCAL_RANK" in os.environ:
+        from runners.run import run
+        return run(recipe, out_dir, resume=resume, overwrite=overwrite, force=force, calibration=calibration, gpu_name=gpu)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
+        raise AdvisorError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
+    command = torchrun_command(recipe, recipe_path, out_dir, resume, overwrite, force, calibration, overrides or [],
+                               node_rank, rdzv_endpoint, gpu)
+    code = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    if code != 0:
+        raise AdvisorError(f"torchrun exited with code {code}; the first error is printed above")
+    if (node_rank or 0) != 0:
+        return None
+    return load_report(out_dir)
+
+
+def torchrun_command(recipe: Recipe, recipe_path: Path, out_dir: Path, resume: bool, overwrite: bool, force: bool,
+                     calibration: Calibration | None, overrides: list[str], node_rank: int | None,
+                     rdzv_endpoint: str | None, gpu: str | None = None) -> list[str]:
+    """torchrun (python -m torch.distributed.run) running runners.worker in every process."""
+    launch_args = [f"--nproc-per-node={recipe.launch.nproc_per_node}", f"--nnodes={recipe.launch.nnodes}"]
+    if recipe.launch.nnodes == 1 and rdzv_endpoint is None:
+        launch_args.append("--standalone")
+    else:
+        if rdzv_endpoint is None:
+            raise AdvisorError("several nodes need --rdzv-endpoint host:port (the same on every node)")
+        launch_args += [f"--node-rank={node_rank or 0}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+    worker = [str(recipe_path), "--out", str(out_dir)]
+    worker += ["--resume"] if resume else []
+    worker += ["--overwrite"] if overwrite else []
+    worker += ["--force"] if force else []
+    worker += ["--gpu", gpu] if gpu else []
+    worker += ["--calibration", str(calibration.path)] if calibration and calibration.path else []
+    for assignment in overrides:
+        worker += ["--set", assignment]
+    return [sys.executable, "-m", "torch.distributed.run", *launch_args, "-m", "runners.worker", *worker]

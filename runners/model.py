@@ -1,0 +1,125 @@
+"""Models and adapters: the only place recipe fields become transformers / peft / bitsandbytes keywords."""
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from advisor.errors import AdvisorError
+from advisor.recipe import LoraSection, QuantSection, Recipe
+
+log = logging.getLogger("rightsize")
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def compute_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 on CUDA (float16 on GPUs without bf16), float32 on CPU."""
+    if recipe.model.dtype != "auto":
+        return DTYPES[recipe.model.dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def to_bnb_config(quant: QuantSection, storage_dtype: torch.dtype | None = None):
+    """QuantSection -> transformers' BitsAndBytesConfig (4-bit). With FSDP the packed 4-bit weights are stored in
+    a float dtype so FSDP can shard them (bnb_4bit_quant_storage)."""
+    from transformers import BitsAndBytesConfig
+    kwargs = dict(load_in_4bit=True, bnb_4bit_quant_type=quant.quant_type, bnb_4bit_use_double_quant=quant.double_quant,
+                  bnb_4bit_compute_dtype=DTYPES[quant.compute_dtype])
+    if storage_dtype is not None:
+        kwargs["bnb_4bit_quant_storage"] = storage_dtype
+    return BitsAndBytesConfig(**kwargs)
+
+
+def to_peft_config(lora: LoraSection):
+    """LoraSection -> peft's LoraConfig for a causal LM."""
+    from peft import LoraConfig
+    targets = "all-linear" if lora.targets == "all-linear" else list(lora.target_modules)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def _hf_config(recipe: Recipe):
+    from transformers import AutoConfig
+    arch = recipe.model.resolve_arch()
+    return AutoConfig.for_model(**arch.hf_config_dict())
+
+
+def _random_checkpoint(recipe: Recipe, dtype: torch.dtype, cache_root: Path, seed: int) -> Path:
+    """A randomly initialised model saved once as safetensors, so the 4-bit loader can quantise it like real weights."""
+    from transformers import AutoModelForCausalLM
+    config = _hf_config(recipe)
+    key = hashlib.sha256(json.dumps([config.to_dict(), str(dtype), seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(cache_root) / "random-init" / key
+    if not (path / "config.json").is_file():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        tmp = path.with_name(path.name + ".tmp")
+        model.save_pretrained(tmp, safe_serialization=True)
+        from runners.io import atomic_replace_dir
+        atomic_replace_dir(tmp, path)
+    return path
+
+
+def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int, fsdp: bool = False):
+    """The base model on `device`: from the hub or a local path (safetensors only), or randomly initialised from
+    an architecture (inline, or the catalog's for `random_init`); 4-bit NF4 when the recipe has `quant`."""
+    from transformers import AutoModelForCausalLM
+    dtype = compute_dtype(recipe, device)
+    common = dict(dtype=dtype, attn_implementation=recipe.model.attn_implementation)
+    random_model = recipe.model.arch is not None or recipe.model.random_init
+    if recipe.model.trust_remote_code:
+        log.warning("model.trust_remote_code is ON: code shipped with %s will run", recipe.model.name)
+    if recipe.quant is not None:
+        source = _random_checkpoint(recipe, dtype, cache_root, seed) if random_model else recipe.model.name
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source), quantization_config=to_bnb_config(recipe.quant, dtype if fsdp else None),
+            device_map={"": device}, use_safetensors=True, trust_remote_code=recipe.model.trust_remote_code, **common)
+    elif random_model:
+        torch.manual_seed(seed)
+        with device:
+            model = AutoModelForCausalLM.from_config(_hf_config(recipe), **common)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            recipe.model.name, device_map={"": device}, use_safetensors=True,
+            trust_remote_code=recipe.model.trust_remote_code, **common)
+    model.config.use_cache = False
+    return model
+
+
+def attach_adapters(model, recipe: Recipe):
+    """Freeze the base, prepare 4-bit models for training, enable checkpointing, add LoRA adapters."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    checkpointing = recipe.train.gradient_checkpointing
+    kwargs = {"use_reentrant": False}
+    if recipe.quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
+                                                gradient_checkpointing_kwargs=kwargs)
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return get_peft_model(model, to_peft_config(recipe.lora))
+
+
+def check_vocab(model, tokenizer) -> None:
+    size = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > size:
+        raise AdvisorError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {size}: "
+                           "raise model.arch.vocab_size or pick the model's own tokenizer (model.tokenizer)")
+
+
+def trainable_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def total_parameters(model) -> int:
+    """Parameters of the unquantised model: bitsandbytes packs two 4-bit weights per byte, so count them back."""
+    total = 0
+    for p in model.parameters():
+        if type(p).__name__ == "Params4bit":
+            total += p.quant_state.shape.numel() if getattr(p, "quant_state", None) is not None else p.numel() * 2
+        else:
+            total += p.numel()
+    return total

@@ -1,0 +1,261 @@
+"""One run: setup -> estimate -> load_model -> attach_adapters -> train -> save_outputs -> report."""
+
+import logging
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from advisor.calibration import Calibration
+from advisor.catalog import get_gpu, match_gpu
+from advisor.errors import AdvisorError
+from advisor.estimate import flops_per_token, model_flops_utilization
+from advisor.plan import Estimate, estimate_recipe
+from advisor.recipe import Recipe, recipe_to_yaml
+from advisor.runreport import LossSummary, PeakMemory, RunReport
+from runners.data import build_dataset
+from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
+from runners.io import atomic_write_json, atomic_write_text
+from runners.model import attach_adapters, check_vocab, compute_dtype, load_model, total_parameters, trainable_parameters
+from runners.tokenizer import load_tokenizer
+from runners.train import (
+    NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything, train,
+)
+
+log = logging.getLogger("rightsize")
+
+
+def cache_root() -> Path:
+    """Tokenized data and random-init checkpoints: $RIGHTSIZE_CACHE_DIR or ~/.cache/rightsize."""
+    return Path(os.environ.get("RIGHTSIZE_CACHE_DIR") or Path.home() / ".cache" / "rightsize")
+
+
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Never destroy a previous run by accident: an existing run directory needs --resume or --overwrite."""
+    existing = out_dir.exists() and any(out_dir.iterdir())
+    if existing and not (resume or overwrite):
+        raise AdvisorError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
+    if overwrite and existing and not resume:
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def detect_gpu(ctx: DistContext):
+    """The catalog entry of the CUDA device in use, or None on CPU or an unknown GPU."""
+    if ctx.device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(ctx.device)
+    return match_gpu(props.name, props.total_memory / 2**30)
+
+
+@contextmanager
+def stop_on_signals(stop: StopRequest):
+    """SIGINT and SIGTERM ask the loop to checkpoint and exit at the next step boundary (a second one kills)."""
+    previous = {}
+
+    def handler(signum, frame):
+        if stop.requested:
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+            return
+        stop.requested, stop.signal_name = True, signal.Signals(signum).name
+        print(f"\n{stop.signal_name}: saving a checkpoint at the end of this step (send again to kill)", file=sys.stderr)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def quiet_libraries() -> None:
+    """Keep the run's output to what the user needs: no dataset progress bars or optional-kernel chatter."""
+    import warnings
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    try:
+        import datasets
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        pass
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False, force: bool = False,
+        calibration: Calibration | None = None, gpu_name: str | None = None) -> RunReport:
+    """Fine-tune as the recipe says and return the measured report (rank 0 also writes it to out_dir)."""
+    quiet_libraries()
+    ctx = init_distributed()
+    try:
+        return _run(recipe, Path(out_dir), ctx, resume, overwrite, force, calibration, gpu_name)
+    finally:
+        shutdown(ctx)
+
+
+def _first_error(ctx: DistContext, fn):
+    """Run fn on rank 0 and share its AdvisorError, if any, so every rank stops with the same message."""
+    error = None
+    if ctx.is_main:
+        try:
+            fn()
+        except AdvisorError as exc:
+            error = str(exc)
+    error = broadcast_object(ctx, error)
+    if error:
+        raise AdvisorError(error)
+
+
+def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) -> RunReport:
+    setup_start = time.perf_counter()
+    _first_error(ctx, lambda: prepare_out_dir(out_dir, resume, overwrite))
+    barrier(ctx)
+    checkpoint = latest_checkpoint(out_dir) if resume else None
+    if ctx.is_main:
+        atomic_write_text(out_dir / "recipe.resolved.yaml", recipe_to_yaml(recipe))
+    seed_everything(recipe.train.seed)
+    tokenizer = load_tokenizer(recipe)
+    data = None
+    if ctx.is_main:  # rank 0 tokenizes (or reads the cache) first; the others then read its cache
+        data = build_dataset(recipe, tokenizer, cache_root())
+    barrier(ctx)
+    if data is None:
+        data = build_dataset(recipe, tokenizer, cache_root())
+    gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
+    estimate = estimate_recipe(recipe, gpu, dataset_tokens=data.train_tokens, calibration=calibration, gpus=ctx.world_size)
+    if gpu is not None and not estimate.fits and not force:
+        raise AdvisorError(f"predicted peak {estimate.peak_memory_gib:.1f} GiB per GPU exceeds the {gpu.name}'s "
+                           f"{gpu.memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
+    strategy = _strategy(recipe, estimate)
+    dtype = compute_dtype(recipe, ctx.device)
+    model = load_model(recipe, ctx.device, cache_root(), recipe.train.seed, fsdp=strategy == "fsdp")
+    check_vocab(model, tokenizer)
+    model = attach_adapters(model, recipe)
+    trainable, total = trainable_parameters(model), total_parameters(model)
+    model = wrap_model(model, ctx, strategy, dtype)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], recipe.train, ctx.device)
+    state = None
+    if checkpoint is not None:
+        state = load_checkpoint(model, optimizer, ctx, checkpoint)
+        log.info("resuming from %s (step %d)", checkpoint, state["step"])
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    setup_seconds = time.perf_counter() - setup_start
+    stop = StopRequest()
+    try:
+        with stop_on_signals(stop):
+            result = train(model, optimizer, recipe, data, ctx, out_dir, tokenizer.pad_token_id, dtype, stop, state)
+    except torch.cuda.OutOfMemoryError:
+        raise AdvisorError(f"CUDA out of memory (estimated peak {estimate.peak_memory_gib:.1f} GiB per GPU); would fit: "
+                           + "; ".join(estimate.suggestions or ["a smaller train.micro_batch", "train.gradient_checkpointing: true",
+                                                                "QLoRA", "more GPUs with launch.strategy: fsdp"])) from None
+    except NonFiniteLoss as exc:
+        raise AdvisorError(str(exc)) from None
+    if result.status == "completed":
+        save_outputs(model, recipe, out_dir, ctx)
+    checksums = adapter_checksums(model, ctx)
+    report = build_report(recipe, ctx, result, estimate, trainable, total - trainable, gpu, setup_seconds, checksums)
+    if ctx.is_main:
+        atomic_write_json(out_dir / "report.json", report.model_dump(mode="json"))
+    barrier(ctx)
+    return report
+
+
+def _strategy(recipe: Recipe, estimate: Estimate) -> str:
+    if recipe.world_size == 1:
+        return "none"
+    if recipe.launch.strategy != "auto":
+        return recipe.launch.strategy
+    return estimate.memory_gib["sharding"] if estimate.memory_gib["sharding"] in ("ddp", "fsdp") else "ddp"
+
+
+def save_outputs(model, recipe: Recipe, out_dir: Path, ctx: DistContext) -> None:
+    """The adapter in peft's format (adapter_model.safetensors + adapter_config.json), and optionally the merged model."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=ctx.distributed,
+                                                                 ignore_frozen_params=True))
+    if ctx.is_main:
+        peft_model = unwrap(model)
+        tmp = out_dir / ".adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        peft_model.save_pretrained(str(tmp), state_dict={k: v for k, v in state.items() if "lora_" in k},
+                                   safe_serialization=True)
+        from runners.io import atomic_replace_dir
+        atomic_replace_dir(tmp, out_dir / "adapter")
+        if recipe.train.merge:
+            from runners.merge import merge_adapter
+            merge_adapter(recipe, out_dir / "adapter", out_dir / "merged", cache_root())
+    barrier(ctx)
+
+
+def adapter_checksums(model, ctx: DistContext) -> list[str]:
+    """A hash of every rank's copy of the trained adapter weights: replicas must agree (one entry per rank)."""
+    import hashlib
+    import torch.distributed as dist
+    digest = hashlib.sha256()
+    for name, param in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
+        local = param.to_local() if hasattr(param, "to_local") else param  # FSDP shards differ by design
+        digest.update(name.encode())
+        digest.update(local.detach().float().cpu().numpy().tobytes())
+    mine = digest.hexdigest()[:16]
+    if not ctx.distributed:
+        return [mine]
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
+def _peak_memory(ctx: DistContext) -> PeakMemory:
+    if ctx.device.type == "cuda":
+        allocated = all_reduce(ctx, torch.cuda.max_memory_allocated(ctx.device) / 2**30, "max")
+        reserved = all_reduce(ctx, torch.cuda.max_memory_reserved(ctx.device) / 2**30, "max")
+        return PeakMemory(allocated=allocated, reserved=reserved)
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return PeakMemory(allocated=None, reserved=None, rss=all_reduce(ctx, rss_kib / 2**20, "max"))
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": sys.version.split()[0]}
+    for name in ("rightsize", "torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    out["cuda"] = torch.version.cuda
+    return out
+
+
+def build_report(recipe, ctx, result, estimate: Estimate, trainable: int, total: int, gpu, setup_seconds: float,
+                 checksums: list[str]) -> RunReport:
+    """Measured compute; model FLOPs from the advisor's own flops_per_token, so MFU and the estimate agree."""
+    arch = recipe.model.resolve_arch()
+    flops = flops_per_token(arch, recipe.data.seq_len, recipe.method, trainable, recipe.train.gradient_checkpointing)
+    gpus = ctx.world_size if ctx.device.type == "cuda" else 0
+    wall = max(result.wall_seconds, 1e-9)
+    model_flops = flops.model * result.tokens
+    peak = gpu.peak_flops if gpu else None
+    return RunReport(
+        recipe=recipe.name, method=recipe.method, model=arch.name, status=result.status, steps=result.steps,
+        trainable_params=trainable, total_params=total, tokens=result.tokens, wall_seconds=result.wall_seconds,
+        eval_seconds=result.eval_seconds, checkpoint_seconds=result.checkpoint_seconds, setup_seconds=setup_seconds,
+        gpus=gpus, gpu_hours=result.wall_seconds * gpus / 3600, tokens_per_second=result.tokens / wall,
+        model_flops=model_flops, executed_flops=flops.total * result.tokens,
+        mfu=model_flops_utilization(model_flops, wall, gpus, peak) if (peak and gpus) else None,
+        peak_flops_per_gpu=peak, peak_memory_gib=_peak_memory(ctx),
+        loss=LossSummary(first=result.first_loss, last=result.last_loss, eval=result.eval_loss),
+        device=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
+        gpu_name=gpu.name if gpu else None, world_size=ctx.world_size, versions=_versions(), estimate=estimate,
+        resumed_from_step=result.resumed_from_step, seed=recipe.train.seed, adapter_checksums=checksums,
+    )

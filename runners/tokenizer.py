@@ -1,0 +1,56 @@
+"""The tokenizer: a model's own (hub id or local path), or Rightsize's byte-level one for inline/random models."""
+
+from pathlib import Path
+
+from advisor.recipe import Recipe
+
+BYTE_SPECIALS = ("<|pad|>", "<|bos|>", "<|eos|>")
+# A plain chat template (role header, content, end-of-turn) so chat-format data works with the byte tokenizer.
+BYTE_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>{% endfor %}"
+    "{% if add_generation_prompt %}<|bos|>assistant\n{% endif %}"
+)
+
+
+def byte_tokenizer():
+    """A 259-token byte-level tokenizer (256 bytes + pad/bos/eos) built in code: nothing to download or ship."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {token: index for index, token in enumerate(sorted(alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=BYTE_SPECIALS[0], bos_token=BYTE_SPECIALS[1],
+                                  eos_token=BYTE_SPECIALS[2], model_max_length=1_000_000)
+    tok.chat_template = BYTE_CHAT_TEMPLATE
+    return tok
+
+
+def load_tokenizer(recipe: Recipe):
+    """The recipe's tokenizer, with a pad token (the eos token when the model has none)."""
+    from transformers import AutoTokenizer
+
+    source = recipe.model.tokenizer
+    if source is None and (recipe.model.arch is not None or recipe.model.random_init):
+        tok = byte_tokenizer()
+    elif source == "byte":
+        tok = byte_tokenizer()
+    else:
+        source = source or recipe.model.name
+        local = Path(source).expanduser()
+        tok = AutoTokenizer.from_pretrained(str(local) if local.exists() else source,
+                                            trust_remote_code=recipe.model.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tokenizer_identity(tok) -> str:
+    """A stable description of a tokenizer, for the tokenized-data cache key."""
+    import hashlib
+    import json
+    core = tok.backend_tokenizer.to_str() if hasattr(tok, "backend_tokenizer") else repr(tok.get_vocab())
+    extra = json.dumps([tok.chat_template, tok.bos_token, tok.eos_token, tok.pad_token], default=str)
+    return hashlib.sha256((core + extra).encode()).hexdigest()[:16]
