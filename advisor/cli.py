@@ -390,7 +390,7 @@ def run(
     except ImportError as exc:
         raise AdvisorError(f"the runner needs the ML stack ({exc.name} is missing): pip install 'rightsize[runner]'") from None
     report = launch(loaded, recipe_path=recipe, out_dir=out, resume=resume, overwrite=overwrite, force=force,
-                    calibration=cal, overrides=set_ or [], node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, gpu=gpu)
+                    calibration=cal, overrides=overrides, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, gpu=gpu)
     if report is not None:
         typer.echo(report.summary())
 

@@ -127,21 +127,30 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
 
 
 def suggest_fits(setup: TrainingSetup, gpu: Gpu, overheads: dict) -> list[str]:
-    """Changes that would bring the per-GPU peak under the GPU's memory, each with its estimated peak."""
-    tries = []
+    """Changes that bring the per-GPU peak under the GPU's memory, each with its estimated peak: single changes
+    first, then the cheapest combination of them, then more GPUs with FSDP."""
+    changes = []
     if setup.method == "lora":
-        tries.append(("use QLoRA (add a `quant:` section)", replace(setup, method="qlora")))
+        changes.append(("use QLoRA (add a `quant:` section)", {"method": "qlora"}))
     if setup.micro_batch > 1:
-        tries.append(("set train.micro_batch: 1 (raise train.grad_accum to keep the batch)", replace(setup, micro_batch=1)))
+        changes.append(("set train.micro_batch: 1 (raise train.grad_accum to keep the batch)", {"micro_batch": 1}))
     if not setup.gradient_checkpointing:
-        tries.append(("set train.gradient_checkpointing: true", replace(setup, gradient_checkpointing=True)))
+        changes.append(("set train.gradient_checkpointing: true", {"gradient_checkpointing": True}))
     out = []
-    for text, candidate in tries:
-        peak = memory_per_gpu(candidate, **overheads).total
+    for text, change in changes:
+        peak = memory_per_gpu(replace(setup, **change), **overheads).total
         if peak <= gpu.memory_gib:
             out.append(f"{text}: {peak:.1f} GiB")
+    if not out and len(changes) > 1:
+        combined: dict = {}
+        for i, (_, change) in enumerate(changes):
+            combined.update(change)
+            peak = memory_per_gpu(replace(setup, **combined), **overheads).total
+            if i and peak <= gpu.memory_gib:
+                out.append(" and ".join(text for text, _ in changes[: i + 1]) + f": {peak:.1f} GiB")
+                break
     needed = gpus_needed(setup, gpu, **overheads)
     if needed and needed > setup.gpus:
         peak = memory_per_gpu(replace(setup, gpus=needed, sharding="fsdp"), **overheads).total
         out.append(f"use {needed} GPUs with FSDP (--nproc-per-node {needed}, launch.strategy: fsdp): {peak:.1f} GiB each")
-    return out or [f"no single change fits {gpu.name}; combine QLoRA, checkpointing and more GPUs"]
+    return out or [f"no change tried fits {gpu.name}; combine QLoRA, checkpointing, a smaller batch and more GPUs"]

@@ -14,6 +14,13 @@ import pytest  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tokenized data and random-init checkpoints go to a per-session cache, never the user's."""
+    os.environ["RIGHTSIZE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path_factory, monkeypatch):
     """Each test sees an empty user config directory, so a developer's calibration never leaks in."""

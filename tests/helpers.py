@@ -1,0 +1,41 @@
+"""Shared helpers for runner tests: reload a trained adapter and evaluate it the way the runner does."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from advisor.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+
+
+def metrics(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_losses(out_dir: Path) -> list[float]:
+    return [m["loss"] for m in metrics(out_dir) if "loss" in m]
+
+
+def reload_eval_loss(out_dir: Path) -> float:
+    """Base model rebuilt from the recipe + the saved adapter via PeftModel.from_pretrained, evaluated on the
+    run's validation split with the runner's own evaluate()."""
+    from peft import PeftModel
+
+    from runners.data import build_dataset
+    from runners.distributed import DistContext
+    from runners.model import compute_dtype, load_model
+    from runners.run import cache_root
+    from runners.tokenizer import load_tokenizer
+    from runners.train import evaluate
+
+    recipe = load_recipe(Path(out_dir) / "recipe.resolved.yaml")
+    device = torch.device("cpu")
+    tokenizer = load_tokenizer(recipe)
+    data = build_dataset(recipe, tokenizer, cache_root())
+    base = load_model(recipe, device, cache_root(), recipe.train.seed)
+    model = PeftModel.from_pretrained(base, str(Path(out_dir) / "adapter"))
+    ctx = DistContext(rank=0, local_rank=0, world_size=1, device=device)
+    return evaluate(model, data, recipe, ctx, tokenizer.pad_token_id, compute_dtype(recipe, device))
