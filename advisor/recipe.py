@@ -230,6 +230,20 @@ def read_yaml_mapping(path: Path) -> dict:
     return data
 
 
+# What users coming from peft, the HF Trainer, bitsandbytes or axolotl are likely to type, and our name for it.
+KEY_SYNONYMS = {
+    "rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "target_modules": "targets",
+    "lora_target_modules": "targets", "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs",
+    "per_device_train_batch_size": "micro_batch", "micro_batch_size": "micro_batch", "batch_size": "micro_batch",
+    "gradient_accumulation_steps": "grad_accum", "lr_scheduler_type": "schedule", "lr_scheduler": "schedule",
+    "warmup": "warmup_steps", "max_grad_norm_clip": "max_grad_norm", "max_seq_length": "seq_len",
+    "sequence_len": "seq_len", "max_length": "seq_len", "sample_packing": "packing", "bnb_4bit_quant_type": "quant_type",
+    "bnb_4bit_use_double_quant": "double_quant", "bnb_4bit_compute_dtype": "compute_dtype", "save_steps": "checkpoint_every",
+    "eval_steps": "eval_every", "logging_steps": "log_every", "torch_dtype": "dtype", "base_model": "name",
+    "model_name_or_path": "name", "dataset": "path", "optim": "optimizer", "nproc": "nproc_per_node",
+}
+
+
 def _section_model(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that owns the field at `loc`'s parent, to suggest the nearest valid key."""
     model: type[BaseModel] = Recipe
@@ -253,7 +267,8 @@ def describe_validation_error(exc: ValidationError, source: str) -> str:
     if err["type"] == "extra_forbidden":
         owner = _section_model(loc)
         valid = list(owner.model_fields) if owner else []
-        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        synonym = KEY_SYNONYMS.get(str(loc[-1]).lower())
+        close = [synonym] if synonym in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
         hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))}?" if close else \
             (f"; valid keys here: {', '.join(valid)}" if valid else "")
         return f"{source}: unknown key {where}{hint}"

@@ -189,7 +189,7 @@ def evaluate(model, data: TokenizedData, recipe: Recipe, ctx: DistContext, pad_i
                     for i in idxs]
             batch = {k: v.to(ctx.device) for k, v in collate(rows, pad_id).items()}
             with torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"):
-                out = model(**batch, num_items_in_batch=1)
+                out = model(**batch, num_items_in_batch=1, use_cache=False)
             total += float(out.loss)
             count += _loss_tokens(rows)
     model.train()
@@ -239,7 +239,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             batch = {key: v.to(ctx.device, non_blocking=True) for key, v in collate(rows, pad_id).items()}
             with _no_sync(model, last=k == len(micro) - 1):
                 with torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"):
-                    out = model(**batch, num_items_in_batch=max(1, n_loss_tokens))
+                    out = model(**batch, num_items_in_batch=max(1, n_loss_tokens), use_cache=False)
                 # DDP and FSDP average gradients over ranks; scaling by the world size makes the result the
                 # gradient of (sum of token losses over the global batch) / (its target tokens).
                 (out.loss * world).backward()
