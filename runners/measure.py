@@ -1,0 +1,54 @@
+"""Measurements the estimators are checked against: bytes autograd keeps for backward, per layer and token."""
+
+import torch
+
+
+def saved_activation_bytes(model, input_ids: torch.Tensor, autocast_dtype: torch.dtype | None = torch.bfloat16) -> int:
+    """Bytes of distinct tensor storages autograd saves during one forward with labels (parameters excluded).
+
+    This is what stays alive from forward to backward: the activation memory of a step, measured exactly on
+    any device (here, the CPU) through torch.autograd.graph.saved_tensors_hooks.
+    """
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    device = input_ids.device.type
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(device, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            model(input_ids=input_ids, labels=input_ids, use_cache=False)
+    return sum(seen.values())
+
+
+def activation_bytes_per_layer_token(build, hidden: int, intermediate: int, heads: int, kv_heads: int, tokens: int = 256,
+                                     batch: int = 4, autocast_dtype: torch.dtype | None = torch.bfloat16) -> float:
+    """Per-layer, per-token saved bytes: the difference between a 3-layer and a 1-layer model, so embedding,
+    final norm and LM head cancel out. `build(config) -> model` adds adapters or not."""
+    from transformers import LlamaConfig
+    totals = []
+    for layers in (1, 3):
+        torch.manual_seed(0)
+        config = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=kv_heads, vocab_size=64,
+                             attn_implementation="sdpa", use_cache=False)
+        model = build(config)
+        ids = torch.randint(0, 64, (batch, tokens))
+        totals.append(saved_activation_bytes(model, ids, autocast_dtype))
+    return (totals[1] - totals[0]) / 2 / (tokens * batch)
+
+
+def lora_builder(targets, rank: int = 8, dropout: float = 0.0, dtype: torch.dtype = torch.bfloat16):
+    """A `build` for activation_bytes_per_layer_token: bf16 base, peft LoRA adapters (fp32), train mode."""
+    def build(config):
+        from peft import LoraConfig, get_peft_model
+        from transformers import LlamaForCausalLM
+        model = LlamaForCausalLM(config).to(dtype)
+        if targets:
+            model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=dropout))
+        return model.train()
+    return build
