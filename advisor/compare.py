@@ -1,0 +1,240 @@
+"""Estimated against measured: per-run comparison, calibration fit, and leave-one-out error (no torch)."""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from advisor.calibration import Calibration, CalibrationEntry
+from advisor.errors import AdvisorError
+from advisor.runreport import RunReport, load_report
+
+
+class Comparison(BaseModel):
+    """One run's estimate (scaled to the tokens it really processed) beside its measurement."""
+
+    model_config = ConfigDict(frozen=True)
+    run: str
+    recipe: str
+    method: str
+    gpu: str | None
+    gpus: int
+    estimated_gpu_hours: float | None
+    measured_gpu_hours: float
+    gpu_hours_ratio: float | None
+    estimated_peak_memory_gib: float
+    measured_peak_memory_gib: float | None
+    memory_ratio: float | None
+    estimated_tokens_per_second: float | None
+    measured_tokens_per_second: float
+    tokens_per_second_ratio: float | None
+    estimated_mfu: float | None
+    measured_mfu: float | None
+    mfu_ratio: float | None
+
+
+def load_reports(run_dirs: list[Path]) -> list[tuple[Path, RunReport]]:
+    if not run_dirs:
+        raise AdvisorError("give at least one run directory")
+    return [(Path(d), load_report(Path(d))) for d in run_dirs]
+
+
+def _ratio(measured: float | None, estimated: float | None) -> float | None:
+    if measured is None or not estimated:
+        return None
+    return measured / estimated
+
+
+def estimated_gpu_hours_for_run(r: RunReport) -> float | None:
+    """The pre-run estimate scaled to the tokens the run really processed (an interrupted run, or padding,
+    changes the work done, not the estimator's accuracy)."""
+    e = r.estimate
+    if e.gpu_hours is None or not e.tokens or e.gpu is None:
+        return None
+    return e.gpu_hours * r.processed_tokens / e.tokens
+
+
+def compare_report(run: Path, r: RunReport) -> Comparison:
+    e = r.estimate
+    est_hours = estimated_gpu_hours_for_run(r)
+    est_tps = r.tokens / (est_hours * 3600 / max(r.gpus, 1)) if est_hours else None
+    est_mfu = e.efficiency * e.flops_breakdown["model"] / e.flops_per_token if e.gpu else None
+    measured_memory = r.peak_memory_gib.reserved
+    return Comparison(
+        run=str(run), recipe=r.recipe, method=r.method, gpu=r.gpu_name, gpus=r.gpus,
+        estimated_gpu_hours=est_hours, measured_gpu_hours=r.gpu_hours, gpu_hours_ratio=_ratio(r.gpu_hours, est_hours),
+        estimated_peak_memory_gib=e.peak_memory_gib, measured_peak_memory_gib=measured_memory,
+        memory_ratio=_ratio(measured_memory, e.peak_memory_gib),
+        estimated_tokens_per_second=est_tps, measured_tokens_per_second=r.tokens_per_second,
+        tokens_per_second_ratio=_ratio(r.tokens_per_second, est_tps),
+        estimated_mfu=est_mfu, measured_mfu=r.mfu, mfu_ratio=_ratio(r.mfu, est_mfu),
+    )
+
+
+def compare_runs(run_dirs: list[Path]) -> list[Comparison]:
+    return [compare_report(path, report) for path, report in load_reports(run_dirs)]
+
+
+def median_abs_error(ratios: list[float | None]) -> float | None:
+    """Median of |measured/estimated - 1| over the runs that have the ratio."""
+    values = [abs(x - 1) for x in ratios if x is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def render_comparison(rows: list[Comparison]) -> str:
+    from advisor.render import table
+    headers = ["run", "method", "GPUs", "GPU-h est", "GPU-h meas", "ratio", "GiB est", "GiB meas", "ratio",
+               "tok/s est", "tok/s meas", "MFU est", "MFU meas"]
+    body = [[Path(r.run).name, r.method, f"{r.gpus} x {r.gpu}" if r.gpu else "cpu", _fmt(r.estimated_gpu_hours, ".4g"),
+             _fmt(r.measured_gpu_hours, ".4g"), _fmt(r.gpu_hours_ratio, ".2f"), _fmt(r.estimated_peak_memory_gib, ".1f"),
+             _fmt(r.measured_peak_memory_gib, ".1f"), _fmt(r.memory_ratio, ".2f"), _fmt(r.estimated_tokens_per_second, ",.0f"),
+             _fmt(r.measured_tokens_per_second, ",.0f"), _fmt(r.estimated_mfu, ".1%"), _fmt(r.measured_mfu, ".1%")]
+            for r in rows]
+    hours_err = median_abs_error([r.gpu_hours_ratio for r in rows])
+    mem_err = median_abs_error([r.memory_ratio for r in rows])
+    summary = (f"median |measured/estimated - 1|: GPU-hours {_fmt(hours_err, '.1%')}, peak memory {_fmt(mem_err, '.1%')}"
+               f" over {len(rows)} run(s) (ratios need a GPU run; CPU runs have none)")
+    return table(headers, body) + "\n" + summary
+
+
+def plot_comparison(rows: list[Comparison], path: Path) -> None:
+    """Estimated against measured on log axes with y = x, one marker per method (matplotlib, optional)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise AdvisorError("--plot needs matplotlib: pip install 'rightsize[plot]'") from None
+    markers = {"lora": "o", "qlora": "s", "full": "^"}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    panels = [("GPU-hours", "estimated_gpu_hours", "measured_gpu_hours"),
+              ("peak memory per GPU (GiB)", "estimated_peak_memory_gib", "measured_peak_memory_gib")]
+    for ax, (title, est_key, meas_key) in zip(axes, panels):
+        points = [(getattr(r, est_key), getattr(r, meas_key), r.method) for r in rows
+                  if getattr(r, est_key) and getattr(r, meas_key)]
+        for method, marker in markers.items():
+            xs = [p[0] for p in points if p[2] == method]
+            ys = [p[1] for p in points if p[2] == method]
+            if xs:
+                ax.scatter(xs, ys, marker=marker, label=method)
+        if points:
+            lo = min(min(p[0], p[1]) for p in points) / 1.5
+            hi = max(max(p[0], p[1]) for p in points) * 1.5
+            ax.plot([lo, hi], [lo, hi], "k--", linewidth=1, label="y = x")
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, "no GPU runs yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("estimated")
+        ax.set_ylabel("measured")
+        ax.set_title(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- calibration ---------------------------------------------------------------------------------------
+
+def run_efficiency(r: RunReport) -> float | None:
+    """Achieved fraction of peak: executed FLOPs / (wall x GPUs x dense peak)."""
+    if not r.peak_flops_per_gpu or not r.gpus or r.wall_seconds <= 0:
+        return None
+    return r.executed_flops / (r.wall_seconds * r.gpus * r.peak_flops_per_gpu)
+
+
+def run_memory_overhead(r: RunReport) -> float | None:
+    """Measured reserved peak over the estimate's peak without its overhead term, minus one."""
+    base = r.estimate.peak_memory_gib - r.estimate.memory_gib["overhead"]
+    if r.peak_memory_gib.reserved is None or base <= 0:
+        return None
+    return r.peak_memory_gib.reserved / base - 1
+
+
+def _cells(reports: list[RunReport]) -> dict[tuple[str, str], list[RunReport]]:
+    cells: dict[tuple[str, str], list[RunReport]] = {}
+    for r in reports:
+        if r.gpu_name and run_efficiency(r) is not None:
+            cells.setdefault((r.gpu_name, r.method), []).append(r)
+    return cells
+
+
+def _entry(gpu: str, method: str, runs: list[RunReport]) -> CalibrationEntry:
+    eff = [run_efficiency(r) for r in runs]
+    mem = [m for m in (run_memory_overhead(r) for r in runs) if m is not None] or [0.0]
+    return CalibrationEntry(gpu=gpu, method=method, runs=len(runs), efficiency=statistics.median(eff),
+                            efficiency_min=min(eff), efficiency_max=max(eff),
+                            memory_overhead_fraction=statistics.median(mem), memory_overhead_min=min(mem),
+                            memory_overhead_max=max(mem))
+
+
+def _predict(r: RunReport, entry: CalibrationEntry) -> tuple[float, float | None]:
+    """GPU-hours and peak memory of run r as a calibration entry would have predicted them."""
+    hours = r.executed_flops / (r.gpus * r.peak_flops_per_gpu * entry.efficiency) / 3600
+    base = r.estimate.peak_memory_gib - r.estimate.memory_gib["overhead"]
+    return hours, base * (1 + entry.memory_overhead_fraction)
+
+
+def leave_one_out(reports: list[RunReport]) -> dict[str, float]:
+    """Each run predicted by a calibration fitted on the other runs of its (GPU, method) cell, or, where it is
+    alone in its cell, of its GPU; median |predicted/measured - 1| for GPU-hours and peak memory."""
+    hours_err, mem_err = [], []
+    usable = [r for r in reports if r.gpu_name and run_efficiency(r) is not None]
+    for i, r in enumerate(usable):
+        others = [o for j, o in enumerate(usable) if j != i]
+        peers = [o for o in others if (o.gpu_name, o.method) == (r.gpu_name, r.method)] or \
+                [o for o in others if o.gpu_name == r.gpu_name]
+        if not peers:
+            continue
+        hours, memory = _predict(r, _entry(r.gpu_name, r.method, peers))
+        hours_err.append(abs(hours / r.gpu_hours - 1))
+        if memory is not None and r.peak_memory_gib.reserved:
+            mem_err.append(abs(memory / r.peak_memory_gib.reserved - 1))
+    out = {"runs": float(len(hours_err))}
+    if hours_err:
+        out["gpu_hours_median_abs_error"] = statistics.median(hours_err)
+    if mem_err:
+        out["memory_median_abs_error"] = statistics.median(mem_err)
+    return out
+
+
+def fit_calibration(loaded: list[tuple[Path, RunReport]]) -> Calibration:
+    """Per (GPU type, method): median efficiency and memory overhead over the runs, with their spread."""
+    reports = [r for _, r in loaded]
+    cells = _cells(reports)
+    if not cells:
+        raise AdvisorError("no GPU runs among these reports: calibration needs runs measured on a catalogued GPU")
+    entries = [_entry(gpu, method, runs) for (gpu, method), runs in sorted(cells.items())]
+    return Calibration(entries=entries, leave_one_out=leave_one_out(reports))
+
+
+def save_calibration(cal: Calibration, path: Path) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cal.model_dump(mode="json", exclude={"path"}), indent=2) + "\n")
+    except OSError as exc:
+        raise AdvisorError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
+
+
+def render_calibration(cal: Calibration) -> str:
+    from advisor.render import table
+    rows = [[e.gpu, e.method, str(e.runs), f"{e.efficiency:.3f} ({e.efficiency_min:.3f}-{e.efficiency_max:.3f})",
+             f"{e.memory_overhead_fraction:+.1%} ({e.memory_overhead_min:+.1%} to {e.memory_overhead_max:+.1%})"]
+            for e in cal.entries]
+    loo = cal.leave_one_out
+    lines = [table(["GPU", "method", "runs", "efficiency (min-max)", "memory overhead (min to max)"], rows), ""]
+    if loo.get("gpu_hours_median_abs_error") is not None:
+        lines.append(f"leave-one-out over {int(loo['runs'])} run(s): median |predicted/measured - 1| GPU-hours "
+                     f"{loo['gpu_hours_median_abs_error']:.1%}, peak memory {_fmt(loo.get('memory_median_abs_error'), '.1%')}")
+    else:
+        lines.append("leave-one-out: needs at least two runs on the same GPU type")
+    return "\n".join(lines)

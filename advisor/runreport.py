@@ -34,6 +34,7 @@ class RunReport(BaseModel):
     trainable_params: int
     total_params: int
     tokens: int = Field(description="Non-padding tokens trained on, all ranks.")
+    processed_tokens: int = Field(description="Tokens the GPUs computed, padding included (what compute is spent on).")
     wall_seconds: float = Field(description="Wall time of the training steps (eval and checkpoint saves excluded).")
     eval_seconds: float = 0.0
     checkpoint_seconds: float = 0.0
@@ -42,7 +43,7 @@ class RunReport(BaseModel):
     gpu_hours: float = Field(description="wall_seconds x gpus / 3600.")
     tokens_per_second: float
     model_flops: float = Field(description="advisor.estimate.flops_per_token(...).model x tokens.")
-    executed_flops: float = Field(description="Model FLOPs plus gradient-checkpointing recompute.")
+    executed_flops: float = Field(description="flops_per_token(...).total x processed_tokens: model FLOPs, recompute and padding.")
     mfu: float | None = Field(description="model_flops / (wall x gpus x the GPU's dense bf16 peak); None on CPU.")
     peak_flops_per_gpu: float | None
     peak_memory_gib: PeakMemory
@@ -70,7 +71,7 @@ class RunReport(BaseModel):
             f"MFU {mfu}, {self.gpu_hours:.4f} GPU-hours",
             f"  loss {self.loss.first:.4f} -> {self.loss.last:.4f}{ev}",
             f"  peak memory: {memory} (estimated {self.estimate.peak_memory_gib:.2f} GiB)",
-        ])
+        ] + ([f"  estimate calibrated with {self.estimate.calibration}"] if self.estimate.calibration else []))
 
 
 def load_report(run_dir: Path) -> RunReport:

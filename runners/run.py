@@ -244,14 +244,15 @@ def build_report(recipe, ctx, result, estimate: Estimate, trainable: int, total:
     flops = flops_per_token(arch, recipe.data.seq_len, recipe.method, trainable, recipe.train.gradient_checkpointing)
     gpus = ctx.world_size if ctx.device.type == "cuda" else 0
     wall = max(result.wall_seconds, 1e-9)
-    model_flops = flops.model * result.tokens
+    model_flops = flops.model * result.tokens  # useful work: padding is not model FLOPs
     peak = gpu.peak_flops if gpu else None
     return RunReport(
         recipe=recipe.name, method=recipe.method, model=arch.name, status=result.status, steps=result.steps,
-        trainable_params=trainable, total_params=total, tokens=result.tokens, wall_seconds=result.wall_seconds,
+        trainable_params=trainable, total_params=total, tokens=result.tokens, processed_tokens=result.processed_tokens,
+        wall_seconds=result.wall_seconds,
         eval_seconds=result.eval_seconds, checkpoint_seconds=result.checkpoint_seconds, setup_seconds=setup_seconds,
         gpus=gpus, gpu_hours=result.wall_seconds * gpus / 3600, tokens_per_second=result.tokens / wall,
-        model_flops=model_flops, executed_flops=flops.total * result.tokens,
+        model_flops=model_flops, executed_flops=flops.total * result.processed_tokens,
         mfu=model_flops_utilization(model_flops, wall, gpus, peak) if (peak and gpus) else None,
         peak_flops_per_gpu=peak, peak_memory_gib=_peak_memory(ctx),
         loss=LossSummary(first=result.first_loss, last=result.last_loss, eval=result.eval_loss),

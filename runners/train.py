@@ -37,6 +37,7 @@ class StopRequest:
 class TrainResult:
     steps: int
     tokens: int
+    processed_tokens: int
     wall_seconds: float
     eval_seconds: float
     checkpoint_seconds: float
@@ -206,7 +207,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
     per_epoch = micro_batches_per_epoch(len(data.train), mb, world)
     params = [p for p in model.parameters() if p.requires_grad]
     metrics_path = Path(out_dir) / "metrics.jsonl"
-    state = resume_state or {"step": 0, "tokens": 0, "wall_seconds": 0.0, "eval_seconds": 0.0,
+    state = resume_state or {"step": 0, "tokens": 0, "processed_tokens": 0, "wall_seconds": 0.0, "eval_seconds": 0.0,
                              "checkpoint_seconds": 0.0, "first_loss": None, "last_loss": None}
     resumed_from = state["step"] if resume_state else None
     if ctx.is_main:
@@ -233,6 +234,8 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             micro.append((mine, global_rows))
         n_loss_tokens = sum(_loss_tokens(g) for _, g in micro)
         step_tokens = sum(len(r["input_ids"]) for _, g in micro for r in g)
+        # what the GPUs computed: each rank's micro-batch is padded to its longest row
+        step_processed = sum(mb * max(len(r["input_ids"]) for r in g[i:i + mb]) for _, g in micro for i in range(0, len(g), mb))
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=ctx.device)
         for k, (rows, _) in enumerate(micro):
@@ -259,6 +262,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
         elapsed = time.perf_counter() - start
         state["wall_seconds"] += elapsed
         state["tokens"] += step_tokens
+        state["processed_tokens"] = state.get("processed_tokens", 0) + step_processed
         state["step"] = step + 1
         state["first_loss"] = step_loss if state["first_loss"] is None else state["first_loss"]
         state["last_loss"] = step_loss
@@ -291,7 +295,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
         state["eval_seconds"] += time.perf_counter() - eval_start
         if ctx.is_main and eval_loss is not None:
             append_jsonl(metrics_path, {"step": state["step"], "eval_loss": eval_loss})
-    return TrainResult(state["step"], state["tokens"], state["wall_seconds"], state["eval_seconds"],
+    return TrainResult(state["step"], state["tokens"], state["processed_tokens"], state["wall_seconds"], state["eval_seconds"],
                        state["checkpoint_seconds"], state["first_loss"], state["last_loss"], eval_loss, status,
                        resumed_from, losses)
 

@@ -1,0 +1,109 @@
+"""compare's arithmetic and calibrate's fit, on synthetic reports whose true efficiency and overhead are known."""
+
+import json
+
+import pytest
+
+from advisor.catalog import get_gpu, get_model
+from advisor.compare import compare_report, fit_calibration, leave_one_out
+from advisor.estimate import DEFAULT_EFFICIENCY, TrainingSetup
+from advisor.plan import estimate_training
+from advisor.runreport import LossSummary, PeakMemory, RunReport
+from tests.conftest import run_cli
+
+
+def synthetic(tmp_path, name, model="Llama-3.1-8B", method="lora", gpu="H100-SXM", tokens=5e7, efficiency=0.3,
+              overhead=0.1, seq_len=2048, micro_batch=1) -> RunReport:
+    g = get_gpu(gpu)
+    setup = TrainingSetup(arch=get_model(model), method=method, seq_len=seq_len, micro_batch=micro_batch)
+    est = estimate_training(setup, g, tokens, "synthetic")
+    wall = est.total_flops / (g.peak_flops * efficiency)
+    reserved = (est.peak_memory_gib - est.memory_gib["overhead"]) * (1 + overhead)
+    report = RunReport(
+        recipe=name, method=method, model=model, status="completed", steps=100, trainable_params=est.trainable_params,
+        total_params=est.total_params, tokens=int(tokens), processed_tokens=int(tokens), wall_seconds=wall, gpus=1,
+        gpu_hours=wall / 3600, tokens_per_second=tokens / wall, model_flops=est.model_flops, executed_flops=est.total_flops,
+        mfu=est.model_flops / (wall * g.peak_flops), peak_flops_per_gpu=g.peak_flops,
+        peak_memory_gib=PeakMemory(allocated=reserved * 0.9, reserved=reserved), loss=LossSummary(first=2.0, last=1.5, eval=1.6),
+        device="NVIDIA " + gpu, gpu_name=g.name, world_size=1, versions={}, estimate=est, seed=0)
+    run = tmp_path / name
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps(report.model_dump(mode="json")))
+    return report
+
+
+def test_compare_arithmetic(tmp_path):
+    r = synthetic(tmp_path, "a", efficiency=0.2, overhead=0.1)
+    c = compare_report(tmp_path / "a", r)
+    assert c.gpu_hours_ratio == pytest.approx(DEFAULT_EFFICIENCY["lora"] / 0.2)
+    base = r.estimate.peak_memory_gib - r.estimate.memory_gib["overhead"]
+    assert c.memory_ratio == pytest.approx(base * 1.1 / r.estimate.peak_memory_gib)
+    assert c.tokens_per_second_ratio == pytest.approx(0.2 / DEFAULT_EFFICIENCY["lora"])
+    assert c.mfu_ratio == pytest.approx(0.2 / DEFAULT_EFFICIENCY["lora"])
+
+
+def test_estimate_scaled_to_processed_tokens(tmp_path):
+    r = synthetic(tmp_path, "half", efficiency=DEFAULT_EFFICIENCY["lora"])
+    interrupted = r.model_copy(update={"processed_tokens": r.processed_tokens // 2, "gpu_hours": r.gpu_hours / 2})
+    assert compare_report(tmp_path / "half", interrupted).gpu_hours_ratio == pytest.approx(1.0, rel=1e-6)
+
+
+def test_calibration_recovers_known_efficiency_and_overhead(tmp_path):
+    reports = [synthetic(tmp_path, f"r{i}", efficiency=0.42, overhead=0.07, tokens=t) for i, t in enumerate([1e7, 3e7, 9e7])]
+    cal = fit_calibration([(tmp_path / f"r{i}", r) for i, r in enumerate(reports)])
+    (entry,) = cal.entries
+    assert (entry.gpu, entry.method, entry.runs) == ("H100-SXM", "lora", 3)
+    assert entry.efficiency == pytest.approx(0.42) and entry.memory_overhead_fraction == pytest.approx(0.07)
+    assert cal.leave_one_out["gpu_hours_median_abs_error"] == pytest.approx(0, abs=1e-9)
+    assert cal.leave_one_out["memory_median_abs_error"] == pytest.approx(0, abs=1e-9)
+
+
+def test_leave_one_out_error_by_hand(tmp_path):
+    reports = [synthetic(tmp_path, f"r{i}", efficiency=e) for i, e in enumerate([0.30, 0.33, 0.36])]
+    # run 0.30 predicted from median(0.33, 0.36) = 0.345: |0.30/0.345 - 1| = 0.1304; run 0.33 from 0.33: 0;
+    # run 0.36 from 0.315: |0.36/0.315 - 1| = 0.1429. Median: 0.1304.
+    assert leave_one_out(reports)["gpu_hours_median_abs_error"] == pytest.approx(1 - 0.30 / 0.345)
+
+
+def test_calibrate_then_estimate_uses_it(tmp_path, capsys, monkeypatch):
+    for i, e in enumerate([0.30, 0.32]):
+        synthetic(tmp_path, f"run{i}", efficiency=e)
+    config = tmp_path / "config"
+    monkeypatch.setenv("RIGHTSIZE_CONFIG_DIR", str(config))
+    code, out, err = run_cli(["calibrate", tmp_path / "run0", tmp_path / "run1"], capsys)
+    assert code == 0, err
+    assert (config / "calibration.json").is_file() and "leave-one-out" in out
+    code, out, _ = run_cli(["estimate", "--model", "Llama-3.1-8B", "--gpu", "H100", "--tokens", "1e8", "--json"], capsys)
+    data = json.loads(out)
+    assert data["efficiency"] == pytest.approx(0.31) and "calibration" in data["efficiency_source"]
+    code, out, _ = run_cli(["recommend", "--tokens", "2e9", "--gpu", "H100"], capsys)
+    assert "Calibrated with" in out
+    code, out, _ = run_cli(["estimate", "--model", "Llama-3.1-8B", "--gpu", "A10G", "--tokens", "1e8", "--json"], capsys)
+    assert json.loads(out)["efficiency"] == DEFAULT_EFFICIENCY["lora"]  # no cell for A10G: the assumed default
+
+
+def test_compare_cli_json_and_plot(tmp_path, capsys):
+    synthetic(tmp_path, "x", method="lora")
+    synthetic(tmp_path, "y", method="qlora", efficiency=0.2)
+    plot = tmp_path / "accuracy.png"
+    code, out, err = run_cli(["compare", tmp_path / "x", tmp_path / "y", "--json", "--plot", plot], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    keys = {"run", "estimated_gpu_hours", "measured_gpu_hours", "gpu_hours_ratio", "estimated_peak_memory_gib",
+            "measured_peak_memory_gib", "memory_ratio"}
+    assert all(keys <= row.keys() for row in rows) and len(rows) == 2
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, _ = run_cli(["compare", tmp_path / "x", tmp_path / "y"], capsys)
+    assert "median |measured/estimated - 1|" in out
+
+
+def test_compare_errors(tmp_path, capsys):
+    code, _, err = run_cli(["compare", tmp_path], capsys)
+    assert code == 2 and "no report.json" in err
+    (tmp_path / "report.json").write_text("{}")
+    code, _, err = run_cli(["compare", tmp_path], capsys)
+    assert code == 2 and "not a valid run report" in err
+    code, _, err = run_cli(["calibrate", tmp_path], capsys)
+    assert code == 2
+    code, _, err = run_cli(["estimate", "--model", "Llama-3.1-8B", "--calibration", tmp_path / "none.json"], capsys)
+    assert code == 2 and "no such calibration file" in err
