@@ -202,7 +202,7 @@ def estimate(
                               lora_targets=resolve_lora_targets(targets), seq_len=seq_len, micro_batch=micro_batch,
                               gpus=gpus or 1, gradient_checkpointing=gradient_checkpointing,
                               flash_attention=not eager_attention, optimizer=optimizer)
-        gpu_entry = catalog.get_gpu(gpu) if gpu else None
+        gpu_entry = catalog.get_gpu(gpu) if gpu is not None else None
         result = estimate_training(setup, gpu_entry, tokens, "given (--tokens)" if tokens is not None else None,
                                    efficiency, price, cal)
     if as_json:
@@ -383,7 +383,7 @@ def run(
         overrides.append(f"launch.nnodes={nnodes}")
     loaded = load_recipe(recipe, overrides)
     cal = _calibration(calibration)
-    if gpu:
+    if gpu is not None:
         catalog.get_gpu(gpu)
     try:
         from runners.launch import launch  # the one place the advisor reaches into the ML stack
@@ -393,6 +393,11 @@ def run(
                     calibration=cal, overrides=overrides, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, gpu=gpu)
     if report is not None:
         typer.echo(report.summary())
+        if report.status == "interrupted":
+            import signal
+            sys.stderr.write(f"advisor: interrupted by {report.interrupted_by} at step {report.steps}; the checkpoint is "
+                             f"saved: continue with `advisor run {recipe} --out {out or 'runs/' + loaded.name} --resume`\n")
+            raise typer.Exit(128 + int(getattr(signal, report.interrupted_by or "SIGINT", signal.SIGINT)))
 
 
 @app.command()
@@ -448,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         code = _fail("aborted", 130)
     except KeyboardInterrupt:
         code = _fail("interrupted", 130)
+    except OSError as exc:  # the machine, not the input: a full disk, a vanished directory
+        code = _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if getattr(exc, 'filename', None) else ''}", 1)
     except Exception as exc:  # noqa: BLE001 - the edge of the program: one line, not a traceback
         if hasattr(exc, "format_message"):  # click-style usage errors (click or typer's vendored copy)
             if type(exc).__name__ == "NoArgsIsHelpError":

@@ -94,11 +94,10 @@ def param_counts(arch: ModelArch) -> ParamCounts:
 
 def resolve_lora_targets(targets: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """`all-linear` (peft's shorthand: every projection, not the LM head) or a list of projection names."""
-    names = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else [t.strip() for t in targets]
-    names = [n for n in names if n]
+    names = [t.strip() for t in targets.split(",")] if isinstance(targets, str) else [str(t).strip() for t in targets]
     if names == ["all-linear"]:
         return LINEAR_MODULES
-    unknown = [n for n in names if n not in LINEAR_MODULES]
+    unknown = [n or "(empty)" for n in names if n not in LINEAR_MODULES]
     if unknown or not names:
         raise AdvisorError(f"unknown LoRA target {', '.join(unknown) or '(empty)'!r}; expected all-linear or a "
                            f"comma list of {','.join(LINEAR_MODULES)}")

@@ -7,7 +7,8 @@ from advisor.errors import AdvisorError
 
 # Decimal suffixes, as used for token and parameter counts ("7B model", "2T tokens").
 _SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
-_PATTERN = re.compile(r"^\s*([+-]?(?:\d[\d_,]*\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE)
+# ASCII digits only: Python's float() also reads other scripts' digits ("１２" is 12), which nobody means on a command line.
+_PATTERN = re.compile(r"^\s*([+-]?(?:[0-9][0-9_,]*\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE | re.ASCII)
 ACCEPTED_FORM = "a number such as 500k, 2e9, 1.5M, 2B or 70e9"
 
 

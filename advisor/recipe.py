@@ -260,8 +260,10 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
 
 
 def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line naming the field, what is wrong and how to fix it (nearest key for misspellings)."""
-    err = exc.errors()[0]
+    """One line naming the field, what is wrong and how to fix it (nearest key for misspellings). A misspelled key
+    also makes its intended key "missing", so unknown keys are reported first."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
     where = ".".join(str(p) for p in loc) or "(recipe)"
     if err["type"] == "extra_forbidden":

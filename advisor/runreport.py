@@ -55,6 +55,7 @@ class RunReport(BaseModel):
     estimate: Estimate
     resumed_from_step: int | None = None
     seed: int
+    interrupted_by: str | None = Field(None, description="SIGINT or SIGTERM when the run stopped early at a checkpoint.")
     adapter_checksums: list[str] = Field(default_factory=list, description="Hash of each rank's adapter weights "
                                          "(DDP replicas must be equal; FSDP ranks hold different shards).")
 

@@ -27,12 +27,32 @@ def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resum
         raise AdvisorError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
     command = torchrun_command(recipe, recipe_path, out_dir, resume, overwrite, force, calibration, overrides or [],
                                node_rank, rdzv_endpoint, gpu)
-    code = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    code = _run_forwarding_signals(command)
     if code != 0:
         raise AdvisorError(f"torchrun exited with code {code}; the first error is printed above")
     if (node_rank or 0) != 0:
         return None
     return load_report(out_dir)
+
+
+def _run_forwarding_signals(command: list[str]) -> int:
+    """Run torchrun and wait for it; SIGINT/SIGTERM are passed on (torchrun passes them to every worker, which
+    checkpoints and exits) instead of killing it mid-checkpoint as subprocess.run would."""
+    import signal
+    child = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    previous = {}
+
+    def forward(signum, frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def torchrun_command(recipe: Recipe, recipe_path: Path, out_dir: Path, resume: bool, overwrite: bool, force: bool,

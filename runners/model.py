@@ -2,7 +2,8 @@
 
 import hashlib
 import json
-import logging
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -10,8 +11,13 @@ import torch
 from advisor.errors import AdvisorError
 from advisor.recipe import LoraSection, QuantSection, Recipe
 
-log = logging.getLogger("rightsize")
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def notice(message: str) -> None:
+    """A line the user should see (once, from rank 0), outside any logging configuration."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"advisor: note: {message}", file=sys.stderr, flush=True)
 
 
 def compute_dtype(recipe: Recipe, device: torch.device) -> torch.dtype:
@@ -72,7 +78,7 @@ def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int
     common = dict(dtype=dtype, attn_implementation=recipe.model.attn_implementation)
     random_model = recipe.model.arch is not None or recipe.model.random_init
     if recipe.model.trust_remote_code:
-        log.warning("model.trust_remote_code is ON: code shipped with %s will run", recipe.model.name)
+        notice(f"model.trust_remote_code is ON: code shipped with {recipe.model.name or 'the model'} will run")
     if recipe.quant is not None:
         source = _random_checkpoint(recipe, dtype, cache_root, seed) if random_model else recipe.model.name
         model = AutoModelForCausalLM.from_pretrained(

@@ -22,10 +22,10 @@ from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
 from runners.io import atomic_write_json, atomic_write_text
-from runners.model import attach_adapters, check_vocab, compute_dtype, load_model, total_parameters, trainable_parameters
+from runners.model import notice, attach_adapters, check_vocab, compute_dtype, load_model, total_parameters, trainable_parameters
 from runners.tokenizer import load_tokenizer
 from runners.train import (
-    NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything, train,
+    CheckpointError, NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything, train,
 )
 
 log = logging.getLogger("rightsize")
@@ -148,7 +148,7 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     state = None
     if checkpoint is not None:
         state = load_checkpoint(model, optimizer, ctx, checkpoint)
-        log.info("resuming from %s (step %d)", checkpoint, state["step"])
+        notice(f"resuming from {checkpoint} (step {state['step']})")
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     setup_seconds = time.perf_counter() - setup_start
@@ -160,7 +160,7 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
         raise AdvisorError(f"CUDA out of memory (estimated peak {estimate.peak_memory_gib:.1f} GiB per GPU); would fit: "
                            + "; ".join(estimate.suggestions or ["a smaller train.micro_batch", "train.gradient_checkpointing: true",
                                                                 "QLoRA", "more GPUs with launch.strategy: fsdp"])) from None
-    except NonFiniteLoss as exc:
+    except (NonFiniteLoss, CheckpointError) as exc:
         raise AdvisorError(str(exc)) from None
     if result.status == "completed":
         save_outputs(model, recipe, out_dir, ctx)
@@ -259,4 +259,5 @@ def build_report(recipe, ctx, result, estimate: Estimate, trainable: int, total:
         device=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
         gpu_name=gpu.name if gpu else None, world_size=ctx.world_size, versions=_versions(), estimate=estimate,
         resumed_from_step=result.resumed_from_step, seed=recipe.train.seed, adapter_checksums=checksums,
+        interrupted_by=result.interrupted_by,
     )

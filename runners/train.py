@@ -15,11 +15,15 @@ import torch
 
 from advisor.recipe import Recipe, TrainSection
 from runners.data import IGNORE_INDEX, TokenizedData, collate, epoch_order, micro_batches_per_epoch, rank_rows
-from runners.distributed import DistContext, all_reduce, barrier
+from runners.distributed import DistContext, all_reduce, barrier, broadcast_object
 from runners.io import append_jsonl, atomic_replace_dir, atomic_write_json, atomic_write_text, read_jsonl
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is being written when the run dies
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written; the previous one is intact."""
 
 
 class NonFiniteLoss(RuntimeError):
@@ -47,6 +51,7 @@ class TrainResult:
     status: str
     resumed_from_step: int | None
     losses: list[float] = field(default_factory=list)
+    interrupted_by: str | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -133,18 +138,28 @@ def save_checkpoint(model, optimizer, state: dict, ctx: DistContext, out_dir: Pa
     from torch.distributed.checkpoint.state_dict import get_state_dict
     model_sd, optim_sd = get_state_dict(model, optimizer, options=_state_dict_options(cpu_offload=ctx.distributed))
     final = Path(out_dir) / CHECKPOINTS / f"step-{state['step']:08d}"
+    error = None
     if ctx.is_main:
         tmp = final.with_name(f".{final.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        buffer = io.BytesIO()
-        torch.save({"model": model_sd, "optimizer": optim_sd, "rng": _rng_state()}, buffer)
-        (tmp / "trainer.pt").write_bytes(buffer.getvalue())
-        (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the directory complete
-        atomic_replace_dir(tmp, final)
-        for old in sorted((Path(out_dir) / CHECKPOINTS).glob("step-*"))[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
-    barrier(ctx)
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            buffer = io.BytesIO()
+            torch.save({"model": model_sd, "optimizer": optim_sd, "rng": _rng_state()}, buffer)
+            (tmp / "trainer.pt").write_bytes(buffer.getvalue())
+            (tmp / "state.json").write_text(json.dumps(state, indent=2))  # written last: marks the directory complete
+            atomic_replace_dir(tmp, final)
+        except OSError as exc:  # a full disk, say: the previous checkpoint is untouched, so stop here with it intact
+            shutil.rmtree(tmp, ignore_errors=True)
+            previous = latest_checkpoint(out_dir)
+            error = (f"could not save the checkpoint of step {state['step']} ({exc.strerror or exc}); "
+                     + (f"{previous.name} is intact: free space, then --resume" if previous else "no earlier checkpoint"))
+        else:
+            for old in sorted((Path(out_dir) / CHECKPOINTS).glob("step-*"))[:-KEEP_CHECKPOINTS]:
+                shutil.rmtree(old, ignore_errors=True)
+    error = broadcast_object(ctx, error)
+    if error:
+        raise CheckpointError(error)
     return final
 
 
@@ -297,7 +312,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             append_jsonl(metrics_path, {"step": state["step"], "eval_loss": eval_loss})
     return TrainResult(state["step"], state["tokens"], state["processed_tokens"], state["wall_seconds"], state["eval_seconds"],
                        state["checkpoint_seconds"], state["first_loss"], state["last_loss"], eval_loss, status,
-                       resumed_from, losses)
+                       resumed_from, losses, stop.signal_name or None if status == "interrupted" else None)
 
 
 def _memory_now(ctx: DistContext) -> dict:
