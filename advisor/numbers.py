@@ -30,6 +30,8 @@ def parse_quantity(text: str, *, positive: bool = True, allow_zero: bool = False
         raise AdvisorError(f"{text!r} is not {ACCEPTED_FORM}") from None
     if not math.isfinite(value):
         raise AdvisorError(f"{text!r} is too large; expected {ACCEPTED_FORM}")
+    if value == 0 and any(c in "123456789" for c in mantissa.split("e")[0].split("E")[0]):
+        raise AdvisorError(f"{text!r} is too small to represent; expected {ACCEPTED_FORM}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
         bound = "zero or more" if allow_zero else "greater than zero"
         raise AdvisorError(f"{text!r} must be {bound}; expected {ACCEPTED_FORM}")

@@ -267,6 +267,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
         step_loss = all_reduce(ctx, float(loss_sum))
         if not math.isfinite(step_loss):
             optimizer.zero_grad(set_to_none=True)
+            progress.close()
             raise NonFiniteLoss(f"loss became {step_loss} at step {step + 1}; stopped without applying it. The last good "
                                 f"checkpoint is kept: lower train.lr or raise train.warmup_steps, then --resume")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.max_grad_norm))
@@ -287,8 +288,8 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
                                         "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": state["tokens"],
                                         "step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed,
                                         **_memory_now(ctx)})
-        progress.update(1)
         progress.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{step_tokens / elapsed:,.0f}", refresh=False)
+        progress.update(1)
         if t.eval_every and state["step"] % t.eval_every == 0 and state["step"] < steps:
             eval_start = time.perf_counter()
             eval_loss = evaluate(model, data, recipe, ctx, pad_id, dtype)
@@ -298,7 +299,11 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
         stop_now = all_reduce(ctx, 1.0 if stop.requested else 0.0, "max") > 0
         if (t.checkpoint_every and state["step"] % t.checkpoint_every == 0 and state["step"] < steps) or (stop_now and state["step"] < steps):
             ckpt_start = time.perf_counter()
-            save_checkpoint(model, optimizer, state, ctx, out_dir)
+            try:
+                save_checkpoint(model, optimizer, state, ctx, out_dir)
+            except CheckpointError:
+                progress.close()
+                raise
             state["checkpoint_seconds"] += time.perf_counter() - ckpt_start
         if stop_now and state["step"] < steps:
             status = "interrupted"
@@ -321,10 +326,33 @@ def _memory_now(ctx: DistContext) -> dict:
     return {"memory_allocated_gib": torch.cuda.max_memory_allocated(ctx.device) / 2**30}
 
 
+class _LogProgress:
+    """Progress for logs (no terminal): one line per tenth of the run with step, loss, tokens/s and ETA."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.total, self.n, self.enabled = total, initial, enabled
+        self.every = max(1, total // 10)
+        self.start, self.start_n, self.postfix = time.perf_counter(), initial, {}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.enabled and (self.n % self.every == 0 or self.n == self.total):
+            rate = (self.n - self.start_n) / max(time.perf_counter() - self.start, 1e-9)
+            eta = (self.total - self.n) / rate if rate else float("inf")
+            fields = " ".join(f"{k} {v}" for k, v in self.postfix.items())
+            print(f"train: step {self.n}/{self.total} {fields} eta {eta:,.0f}s", file=sys.stderr, flush=True)
+
+    def set_postfix(self, refresh: bool = False, **fields) -> None:
+        self.postfix = fields
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(total: int, initial: int, ctx: DistContext):
-    """A progress bar (step, loss, tokens/s, ETA) on a terminal; a line per tenth of the run in a log file."""
+    """A progress bar (step, loss, tokens/s, ETA) on a terminal; a plain line per tenth of the run in a log."""
+    if not sys.stderr.isatty():
+        return _LogProgress(total, initial, ctx.is_main)
     from tqdm.auto import tqdm
-    interactive = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, disable=not ctx.is_main, desc="train", unit="step", file=sys.stderr,
-                dynamic_ncols=interactive, mininterval=1.0 if interactive else 1e9, miniters=None if interactive else max(1, total // 10),
-                ascii=not interactive)
+                dynamic_ncols=True, mininterval=0.5)
