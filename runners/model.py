@@ -54,8 +54,11 @@ def _hf_config(recipe: Recipe):
     return AutoConfig.for_model(**arch.hf_config_dict())
 
 
-def _random_checkpoint(recipe: Recipe, dtype: torch.dtype, cache_root: Path, seed: int) -> Path:
-    """A randomly initialised model saved once as safetensors, so the 4-bit loader can quantise it like real weights."""
+def random_checkpoint(recipe: Recipe, dtype: torch.dtype, cache_root: Path, seed: int) -> Path:
+    """A randomly initialised model saved once as safetensors, so the 4-bit loader can quantise it like real weights.
+    Safe against concurrent callers: each writes its own temporary directory and the first rename wins."""
+    import shutil
+
     from transformers import AutoModelForCausalLM
     config = _hf_config(recipe)
     key = hashlib.sha256(json.dumps([config.to_dict(), str(dtype), seed], sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -63,10 +66,12 @@ def _random_checkpoint(recipe: Recipe, dtype: torch.dtype, cache_root: Path, see
     if not (path / "config.json").is_file():
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         model.save_pretrained(tmp, safe_serialization=True)
-        from runners.io import atomic_replace_dir
-        atomic_replace_dir(tmp, path)
+        try:
+            os.replace(tmp, path)  # atomic; fails if another process published it first
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -80,7 +85,7 @@ def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int
     if recipe.model.trust_remote_code:
         notice(f"model.trust_remote_code is ON: code shipped with {recipe.model.name or 'the model'} will run")
     if recipe.quant is not None:
-        source = _random_checkpoint(recipe, dtype, cache_root, seed) if random_model else recipe.model.name
+        source = random_checkpoint(recipe, dtype, cache_root, seed) if random_model else recipe.model.name
         model = AutoModelForCausalLM.from_pretrained(
             str(source), quantization_config=to_bnb_config(recipe.quant, dtype if fsdp else None),
             device_map={"": device}, use_safetensors=True, trust_remote_code=recipe.model.trust_remote_code, **common)

@@ -22,7 +22,7 @@ from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
 from runners.io import atomic_write_json, atomic_write_text
-from runners.model import notice, attach_adapters, check_vocab, compute_dtype, load_model, total_parameters, trainable_parameters
+from runners.model import notice, random_checkpoint, attach_adapters, check_vocab, compute_dtype, load_model, total_parameters, trainable_parameters
 from runners.tokenizer import load_tokenizer
 from runners.train import (
     CheckpointError, NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything, train,
@@ -139,6 +139,9 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
                            f"{gpu.memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
     strategy = _strategy(recipe, estimate)
     dtype = compute_dtype(recipe, ctx.device)
+    if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:
+        random_checkpoint(recipe, dtype, cache_root(), recipe.train.seed)  # once, before the other ranks read it
+    barrier(ctx)
     model = load_model(recipe, ctx.device, cache_root(), recipe.train.seed, fsdp=strategy == "fsdp")
     check_vocab(model, tokenizer)
     model = attach_adapters(model, recipe)
