@@ -7,23 +7,14 @@ Usage: python bench/accuracy_matrix.py [--steps 30] [--models Llama-3.2-1B,Llama
 
 import argparse
 import itertools
-import json
-import random
 import subprocess
 import sys
 from pathlib import Path
 
+from common import synthetic_corpus  # bench/common.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results" / "accuracy"
-
-
-def synthetic_text(path: Path, n_docs: int, seed: int = 0) -> None:
-    """Plain-text documents of random words: packed into full sequences, the throughput is that of any text."""
-    rng = random.Random(seed)
-    words = [''.join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(5000)]
-    with path.open("w") as f:
-        for _ in range(n_docs):
-            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(200, 900)))}) + "\n")
 
 
 def recipe(name: str, model: str, method: str, seq_len: int, steps: int, micro_batch: int, data: Path) -> str:
@@ -47,7 +38,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     data = OUT / "synthetic.jsonl"
     if not data.exists():
-        synthetic_text(data, 4000)
+        synthetic_corpus(data, 4000, words_per_doc=(200, 900))
     hub = {"Llama-3.2-1B": "meta-llama/Llama-3.2-1B", "Llama-3.1-8B": "meta-llama/Llama-3.1-8B"}
     for model, method, seq_len in itertools.product(args.models.split(","), ("lora", "qlora"), map(int, args.seq_lens.split(","))):
         name = f"{model.lower()}-{method}-{seq_len}"

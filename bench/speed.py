@@ -26,6 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from common import synthetic_corpus  # noqa: E402  (bench/common.py, beside this script)
+
 from advisor.catalog import ModelArch, get_model  # noqa: E402
 from advisor.estimate import flops_per_token, lora_trainable_params  # noqa: E402
 
@@ -49,16 +51,6 @@ def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int, it
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def synthetic_corpus(path: Path, docs: int, seed: int = 0) -> None:
-    """Plain-text documents of random words (what the text is does not change throughput once packed)."""
-    import random
-    rng = random.Random(seed)
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(3000)]
-    with path.open("w") as f:
-        for _ in range(docs):
-            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(rng.randint(100, 600)))}) + "\n")
 
 
 def recipe_text(arch: ModelArch, method: str, data: Path, seq_len: int, micro_batch: int, steps: int, checkpointing: bool) -> str:

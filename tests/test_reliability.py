@@ -53,24 +53,12 @@ def assert_one_line_error(code, out, err, args):
     assert err.startswith("advisor: error: ")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("flags, values", [(NUMERIC, bad_number), (NAMES, bad_name)], ids=["numbers", "names"])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_property_bad_numbers_every_command(capsys, data):
-    prefix = data.draw(st.sampled_from(sorted(NUMERIC)))
-    flag = data.draw(st.sampled_from(NUMERIC[prefix]))
-    value = data.draw(bad_number)
-    args = [*prefix, flag, value]
-    code, out, err = run_cli(args, capsys)
-    assert_one_line_error(code, out, err, args)
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_property_unknown_names_every_command(capsys, data):
-    prefix = data.draw(st.sampled_from(sorted(NAMES)))
-    flag = data.draw(st.sampled_from(NAMES[prefix]))
-    value = data.draw(bad_name)
-    args = [*prefix, flag, value]
+def test_property_bad_values_every_command(capsys, flags, values, data):
+    prefix = data.draw(st.sampled_from(sorted(flags)))
+    args = [*prefix, data.draw(st.sampled_from(flags[prefix])), data.draw(values)]
     code, out, err = run_cli(args, capsys)
     assert_one_line_error(code, out, err, args)
 
