@@ -147,6 +147,47 @@ def rule_pretraining_viability(s: Situation) -> Finding:
     )
 
 
+# Epochs over scarce data that are still nearly as good as fresh data (Muennighoff et al. 2023: "up to 4 epochs
+# yields negligible changes to loss compared to having unique data").
+REPEAT_EPOCHS = 4
+SERVING_YEARS = 2  # lifetime over which inference volume is counted for the inference-aware optimum
+
+
+def rule_repeated_data(s: Situation) -> Finding:
+    """What repeating scarce data buys: effective tokens and the compute-optimal size for them (Muennighoff 2023)."""
+    unique = s.effective_tokens
+    effective = scaling.effective_repeated_tokens(REPEAT_EPOCHS * unique, unique)
+    size = scaling.compute_optimal_for_tokens(effective, "chinchilla-rule").params
+    return Finding(
+        rule="repeated_data",
+        finding=f"Repeating the data {REPEAT_EPOCHS} times is worth {effective / unique:.2f}x unique tokens "
+                f"({_h(effective)} effective), enough for a compute-optimal model of about {_h(size)}; each further "
+                f"repetition is worth less (half as much as fresh data after "
+                f"~{scaling.MUENNIGHOFF_RD_STAR * math.log(2):.0f} repetitions).",
+        source="Muennighoff et al. 2023, Scaling Data-Constrained Language Models, eq. 5 and fitted R_D* = 15.4",
+        numbers={"epochs": REPEAT_EPOCHS, "effective_tokens": effective, "compute_optimal_params": size},
+    )
+
+
+def rule_inference_aware(s: Situation) -> Finding:
+    """For a model you would pretrain and serve: the size that minimises training + lifetime inference compute."""
+    point = scaling.compute_optimal_for_tokens(s.effective_tokens, "hoffmann2022")
+    lifetime = s.requests_per_day * s.tokens_per_request * 365 * SERVING_YEARS
+    best = scaling.inference_aware_optimum(point.loss, lifetime, "hoffmann2022")
+    needs_more = best.tokens > s.effective_tokens * 1.01
+    return Finding(
+        rule="inference_aware_size",
+        finding=(f"Serving {_h(lifetime)} tokens over {SERVING_YEARS} years, the cheapest model reaching the loss of the "
+                 f"compute-optimal {_h(point.params)} ({point.loss:.2f}) has {_h(best.params)} parameters trained on "
+                 f"{_h(best.tokens)} tokens, {best.savings_fraction:.0%} less lifetime compute"
+                 + (f" — but that needs {_h(best.tokens)} tokens of data and you have {_h(s.effective_tokens)}."
+                    if needs_more else ".")),
+        source="Sardana et al. 2024, Beyond Chinchilla-Optimal (training + inference FLOPs), with Hoffmann et al. 2022's fit",
+        numbers={"lifetime_inference_tokens": lifetime, "params": best.params, "tokens": best.tokens,
+                 "savings_fraction": best.savings_fraction, "data_sufficient": not needs_more},
+    )
+
+
 def rule_privacy(s: Situation) -> Finding:
     return Finding(
         rule="privacy",
@@ -316,7 +357,8 @@ def recommend(s: Situation, calibration: Calibration | None = None) -> Recommend
     sizing = rule_compute_optimal_size(s)
     pretrain = rule_pretraining_viability(s)
     usage = rule_usage_break_even(s)
-    reasons = [sizing, pretrain, rule_privacy(s), rule_api_quality(s), rule_task_kind(s), usage]
+    reasons = [sizing, pretrain, rule_repeated_data(s), rule_inference_aware(s), rule_privacy(s), rule_api_quality(s),
+               rule_task_kind(s), usage]
     options = {"api": cost_api(s), "lora": cost_finetune(s, "lora", calibration),
                "qlora": cost_finetune(s, "qlora", calibration), "full": cost_finetune(s, "full", calibration),
                "pretrain": cost_pretrain(s, calibration)}

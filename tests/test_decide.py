@@ -78,3 +78,19 @@ def test_quality_scales_effective_tokens():
 def test_knowledge_task_cites_retrieval():
     rec = recommend(Situation(tokens=2e9, task="knowledge"))
     assert "Ovadia" in next(r for r in rec.reasons if r.rule == "task_kind").source
+
+
+def test_repeated_data_finding():
+    rec = recommend(Situation(tokens=2e9))
+    finding = next(r for r in rec.reasons if r.rule == "repeated_data")
+    # 4 epochs: U (1 + 15.39 (1 - e^(-3/15.39))) = 3.73 U
+    assert finding.numbers["effective_tokens"] == pytest.approx(2e9 * 3.727, rel=1e-3)
+    assert finding.numbers["compute_optimal_params"] == pytest.approx(finding.numbers["effective_tokens"] / 20)
+
+
+def test_inference_aware_finding_shrinks_with_volume():
+    quiet = next(r for r in recommend(Situation(tokens=2e11, requests_per_day=0)).reasons if r.rule == "inference_aware_size")
+    busy = next(r for r in recommend(Situation(tokens=2e11, requests_per_day=1e7)).reasons if r.rule == "inference_aware_size")
+    assert quiet.numbers["savings_fraction"] == pytest.approx(0, abs=1e-6)
+    assert busy.numbers["params"] < quiet.numbers["params"] and busy.numbers["savings_fraction"] > 0.05
+    assert busy.numbers["data_sufficient"] is False  # over-training needs more data than there is
