@@ -209,6 +209,9 @@ def optimizer_bytes_per_param(optimizer: Optimizer, master_copy: bool) -> float:
 ACT_FULL = {"h": 20.0, "I": 8.0, "kv": 4.0}
 ACT_LORA_BASE = {"h": 11.7, "I": 6.0, "kv": 4.0}
 ACT_LORA_TARGET = {"qkv": 4.7, "o": 3.2, "gate_up": 4.4, "down": 2.2, "rank": 3.1}
+# QLoRA keeps 6 bytes x I more per token per layer than LoRA, whatever the targets (measured: exact at three
+# shapes, all-linear and q,v): after prepare_model_for_kbit_training part of the MLP path runs in fp32.
+ACT_QLORA_EXTRA_I = 6.0
 ACT_LORA_DROPOUT = 4.0  # bytes per input element of each adapted projection (fp32 dropped copy + mask), measured
 ACT_EAGER_PER_HEAD_TOKEN = 6.0  # fp32 softmax output + its bf16 copy, per head per context token (measured slope)
 
@@ -232,6 +235,8 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
         total += ACT_LORA_TARGET["gate_up"] * h * bool(targets & {"gate_proj", "up_proj"})
         total += ACT_LORA_TARGET["down"] * inter * ("down_proj" in targets)
         total += ACT_LORA_TARGET["rank"] * lora_rank * len(targets)
+        if method == "qlora":
+            total += ACT_QLORA_EXTRA_I * inter
         if lora_dropout > 0:
             shapes = layer_linear_shapes(arch)
             total += ACT_LORA_DROPOUT * sum(shapes[t].in_features for t in targets)

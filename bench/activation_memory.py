@@ -13,7 +13,7 @@ import numpy as np
 
 from advisor.catalog import ModelArch
 from advisor.estimate import LINEAR_MODULES, activation_bytes_per_token_per_layer
-from runners.measure import activation_bytes_per_layer_token, lora_builder
+from runners.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder
 
 SHAPES = [(128, 256, 4, 2), (256, 704, 8, 2), (192, 512, 6, 6), (320, 384, 10, 2), (256, 896, 8, 2), (384, 1024, 6, 2),
           (128, 448, 4, 1), (512, 1376, 8, 4)]
@@ -46,20 +46,33 @@ def main() -> None:
                 e = activation_bytes_per_token_per_layer(arch, "lora", 256, True, targets, rank)
                 rows.append({"shape": [h, inter, heads, kv_heads], "targets": name, "rank": rank, "measured": m,
                              "estimated": e, "features": features(h, inter, kv, targets, rank)})
+    qlora_rows = []
+    for h, inter, heads, kv_heads in SHAPES[:4]:
+        arch = ModelArch(hidden_size=h, intermediate_size=inter, num_hidden_layers=1, num_attention_heads=heads,
+                         num_key_value_heads=kv_heads, vocab_size=64)
+        for name in ("all-linear", "q,v"):
+            targets = SUBSETS[name]
+            q = activation_bytes_per_layer_token(qlora_builder(targets), h, inter, heads, kv_heads)
+            lora = next(r["measured"] for r in rows if r["shape"] == [h, inter, heads, kv_heads] and r["targets"] == name
+                        and r["rank"] == 8)
+            qlora_rows.append({"shape": [h, inter, heads, kv_heads], "targets": name, "rank": 8, "measured": q,
+                               "estimated": activation_bytes_per_token_per_layer(arch, "qlora", 256, True, targets, 8),
+                               "extra_over_lora_per_I": (q - lora) / inter})
     X = np.array([r["features"] for r in rows])
     y = np.array([r["measured"] for r in rows])
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     Xf = np.array([[r["shape"][0], r["shape"][1], r["shape"][3] * r["shape"][0] // r["shape"][2]] for r in full_rows])
     coef_full, *_ = np.linalg.lstsq(Xf, np.array([r["measured"] for r in full_rows]), rcond=None)
-    errors = [abs(r["estimated"] / r["measured"] - 1) for r in rows + full_rows]
+    errors = [abs(r["estimated"] / r["measured"] - 1) for r in rows + full_rows + qlora_rows]
     result = {
         "method": "bytes saved for backward per layer and token, bf16 autocast, CPU, tokens=256 x batch 4",
         "lora_fit": dict(zip(["h", "I", "kv", "qkv_in_h", "o_in_h", "gate_up_in_h", "down_in_I", "rank_x_targets"],
                              np.round(coef, 3).tolist())),
         "full_fit": dict(zip(["h", "I", "kv"], np.round(coef_full, 3).tolist())),
+        "qlora_extra_over_lora_per_I": sorted({round(r["extra_over_lora_per_I"], 3) for r in qlora_rows}),
         "estimator_max_relative_error": round(max(errors), 4),
         "estimator_median_relative_error": round(float(np.median(errors)), 4),
-        "rows": [{k: v for k, v in r.items() if k != "features"} for r in rows] + full_rows,
+        "rows": [{k: v for k, v in r.items() if k != "features"} for r in rows] + full_rows + qlora_rows,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
     if args.out:

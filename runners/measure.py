@@ -52,3 +52,22 @@ def lora_builder(targets, rank: int = 8, dropout: float = 0.0, dtype: torch.dtyp
             model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, lora_dropout=dropout))
         return model.train()
     return build
+
+
+def qlora_builder(targets, rank: int = 8):
+    """A `build` for activation_bytes_per_layer_token as the runner builds QLoRA: the bf16 model saved, reloaded
+    in NF4 with double quantisation, prepared with peft's prepare_model_for_kbit_training, LoRA on top."""
+    def build(config):
+        import tempfile
+
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig, LlamaForCausalLM
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.bfloat16)
+        with tempfile.TemporaryDirectory() as folder:
+            LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+            model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=torch.bfloat16,
+                                                         device_map={"": "cpu"})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets))).train()
+    return build

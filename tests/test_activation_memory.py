@@ -6,7 +6,7 @@ pytest.importorskip("torch")
 
 from advisor.catalog import ModelArch  # noqa: E402
 from advisor.estimate import LINEAR_MODULES, activation_bytes_per_token_per_layer  # noqa: E402
-from runners.measure import activation_bytes_per_layer_token, lora_builder  # noqa: E402
+from runners.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder  # noqa: E402
 
 
 @pytest.mark.parametrize("shape", [(448, 1536, 7, 1), (288, 768, 6, 3)])  # not among bench/activation_memory.py's shapes
@@ -20,4 +20,15 @@ def test_activation_estimate_matches_saved_tensors(shape, targets, rank):
                                                 tokens=128, batch=2)
     method = "lora" if targets else "full"
     estimated = activation_bytes_per_token_per_layer(arch, method, 128, True, tuple(targets), rank)
+    assert estimated == pytest.approx(measured, rel=0.05)
+
+
+@pytest.mark.parametrize("targets", [LINEAR_MODULES, ("q_proj", "v_proj")])
+def test_qlora_activation_estimate(targets):
+    pytest.importorskip("bitsandbytes")
+    h, inter, heads, kv = 288, 768, 6, 3  # not among the fitted shapes
+    arch = ModelArch(hidden_size=h, intermediate_size=inter, num_hidden_layers=1, num_attention_heads=heads,
+                     num_key_value_heads=kv, vocab_size=64)
+    measured = activation_bytes_per_layer_token(qlora_builder(targets), h, inter, heads, kv, tokens=128, batch=2)
+    estimated = activation_bytes_per_token_per_layer(arch, "qlora", 128, True, tuple(targets), 8)
     assert estimated == pytest.approx(measured, rel=0.05)
