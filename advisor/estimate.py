@@ -245,9 +245,17 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
     return total
 
 
+# Backward of a decoder layer holds, beside the layer's kept tensors, the gradients of its intermediate tensors:
+# measured with runners.measure.step_peak_bytes, half a layer's kept bytes more; with checkpointing the recomputed
+# layer peaks at 1.41-1.52 times its kept bytes (8 shapes) — 1.5 is used.
+BACKWARD_TRANSIENT_FACTOR = 0.5
+RECOMPUTE_PEAK_FACTOR = 1.5
+LOGITS_RETURNED_BYTES_PER_ELEMENT = 2.0
+
 # Cross-entropy over the vocabulary at the start of backward: the bf16 logits the model returns (2 bytes),
 # log_softmax's fp32 output kept for backward (4), and the fp32 gradients of both (4 + 4), per logit.
-# Transformers' ForCausalLMLoss upcasts logits to fp32 before cross_entropy.
+# Transformers' ForCausalLMLoss upcasts logits to fp32 before cross_entropy. Measured: 14.0 bytes per logit (the slope
+# of a step's live-bytes peak over the vocabulary size, runners.measure.step_peak_bytes).
 LOGITS_BYTES_PER_ELEMENT = 14.0
 
 
@@ -306,8 +314,12 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     weights and gradients plus the optimizer's master copy and moments (ZeRO's 16 bytes per parameter).
     Data parallelism (DDP) replicates all of it; FSDP (ZeRO-3) divides weights, gradients and optimizer
     state by the GPU count (Rajbhandari et al. 2020, ZeRO §5). Activations are per GPU (its own micro-batch):
-    every layer's kept tensors, or with gradient checkpointing each layer's input plus one layer's tensors
-    during its recompute. Logits per `logits_bytes`. Overhead per the module constants.
+    every layer's kept tensors, or with gradient checkpointing each layer's input, plus the backward's transient
+    peak of one layer wherever it exceeds the logits buffers (the two are never alive together). Logits per
+    `logits_bytes`. For full fine-tuning the sum is conservative: weight gradients build up while activations
+    are freed.
+    Checked against the live-bytes peak of real steps (runners.measure.peak_bytes, tests/test_memory_peak.py).
+    Overhead per the module constants.
     """
     arch, shard = setup.arch, _sharding(setup)
     divisor = setup.gpus if shard == "fsdp" else 1
@@ -326,11 +338,16 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     per_layer = activation_bytes_per_token_per_layer(
         arch, setup.method, setup.seq_len, setup.flash_attention, setup.lora_targets, setup.lora_rank, setup.lora_dropout
     ) * tokens
-    if setup.gradient_checkpointing:
-        activations = arch.num_hidden_layers * 2.0 * arch.hidden_size * tokens + per_layer
-    else:
-        activations = arch.num_hidden_layers * per_layer
     logits = logits_bytes(arch, setup.seq_len, setup.micro_batch)
+    if setup.gradient_checkpointing:
+        # each layer keeps only its bf16 input; backward recomputes one layer at a time
+        kept, transient = arch.num_hidden_layers * 2.0 * arch.hidden_size * tokens, RECOMPUTE_PEAK_FACTOR * per_layer
+    else:
+        kept, transient = arch.num_hidden_layers * per_layer, BACKWARD_TRANSIENT_FACTOR * per_layer
+    # The loss buffers are freed before the first layer's backward, so the peak holds the larger of the two phases;
+    # the bf16 logits the model returned (2 bytes each) stay alive through backward, held by its output.
+    returned_logits = LOGITS_RETURNED_BYTES_PER_ELEMENT * setup.micro_batch * setup.seq_len * arch.vocab_size
+    activations = kept + max(0.0, transient + returned_logits - logits)
     parts = [weights / divisor / GIB, adapters / divisor / GIB, gradients / divisor / GIB, optimizer / divisor / GIB,
              activations / GIB, logits / GIB]
     overhead = overhead_fraction * sum(parts) + overhead_fixed_gib

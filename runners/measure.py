@@ -1,6 +1,10 @@
 """Measurements the estimators are checked against: bytes autograd keeps for backward, per layer and token."""
 
+import weakref
+
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 
 def saved_activation_bytes(model, input_ids: torch.Tensor, autocast_dtype: torch.dtype | None = torch.bfloat16) -> int:
@@ -71,3 +75,48 @@ def qlora_builder(targets, rank: int = 8):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets))).train()
     return build
+
+
+class LiveBytes(TorchDispatchMode):
+    """Peak bytes of the storages that ops create while the mode is active (parameters and inputs excluded),
+    tracked on any device: each new storage counts until the last tensor holding it is garbage."""
+
+    def __init__(self):
+        super().__init__()
+        self.refs: dict[int, int] = {}
+        self.size: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        self.refs[key] -= 1
+        if self.refs[key] == 0:
+            self.current -= self.size.pop(key)
+            del self.refs[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
+        for tensor in tree_flatten(out)[0]:
+            if not isinstance(tensor, torch.Tensor) or tensor.device.type == "meta":
+                continue
+            key = tensor.untyped_storage().data_ptr()
+            if key == 0 or (key not in self.refs and key in inputs):  # a view or in-place result: no new memory
+                continue
+            if key not in self.refs:
+                self.refs[key], self.size[key] = 0, tensor.untyped_storage().nbytes()
+                self.current += self.size[key]
+                self.peak = max(self.peak, self.current)
+            self.refs[key] += 1
+            weakref.finalize(tensor, self._release, key)
+        return out
+
+
+def step_peak_bytes(model, input_ids: torch.Tensor, autocast_dtype: torch.dtype | None = torch.bfloat16) -> int:
+    """Peak bytes allocated during one forward and backward with labels: activations, logits and gradients
+    (weights and optimizer state are allocated before the step and not counted)."""
+    mode = LiveBytes()
+    with mode:
+        with torch.autocast(input_ids.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            out = model(input_ids=input_ids, labels=input_ids, use_cache=False)
+        out.loss.backward()
+    return mode.peak
