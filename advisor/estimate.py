@@ -190,12 +190,42 @@ def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True) -> 
     return counts.linear_weights * nf4_bytes_per_param(double_quant) + 4.0 * rest
 
 
-def optimizer_bytes_per_param(optimizer: Optimizer, master_copy: bool) -> float:
-    """AdamW keeps two fp32 moments (8 bytes); 8-bit AdamW keeps them in 8 bits (2 bytes; Dettmers et al.
-    2022, 8-bit Optimizers via Block-wise Quantization). Mixed-precision full training also keeps an fp32
-    master copy of the weights (4 bytes; Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020 §3.1: K=12)."""
-    moments = 8.0 if optimizer == "adamw" else 2.0
-    return moments + (4.0 if master_copy else 0.0)
+# bitsandbytes' 8-bit optimizers keep 32-bit state for tensors under 4096 elements (Optimizer8bit's
+# min_8bit_size) and, per block of 256 elements, two fp32 absmax scales (Optimizer2State.init_state).
+BNB_MIN_8BIT_SIZE = 4096
+BNB_OPTIM_BLOCK = 256
+
+
+def optimizer_state_bytes(tensor_numels, optimizer: Optimizer, master_copy: bool) -> float:
+    """Optimizer state for trainable tensors of these sizes. AdamW keeps two fp32 moments (8 bytes per element);
+    8-bit AdamW keeps them in 8 bits (2 bytes) plus block scales (Dettmers et al. 2022, 8-bit Optimizers via
+    Block-wise Quantization), except for small tensors. Mixed-precision full training also keeps an fp32 master
+    copy of the weights (4 bytes; Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020 §3.1: K = 12)."""
+    total = 0.0
+    for n in tensor_numels:
+        if optimizer == "adamw" or n < BNB_MIN_8BIT_SIZE:
+            total += 8.0 * n
+        else:
+            total += 2.0 * n + 2 * 4.0 * math.ceil(n / BNB_OPTIM_BLOCK)
+        total += 4.0 * n if master_copy else 0.0
+    return total
+
+
+def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
+    """Element counts of each trainable tensor: LoRA's A (r x in) and B (out x r) per adapted projection, or every
+    parameter tensor for full fine-tuning."""
+    arch, shapes = setup.arch, layer_linear_shapes(setup.arch)
+    per_layer = []
+    if setup.method == "full":
+        for s in shapes.values():
+            per_layer += [s.in_features * s.out_features] + ([s.out_features] if s.bias else [])
+        per_layer += [arch.hidden_size, arch.hidden_size]
+        heads = [arch.vocab_size * arch.hidden_size, arch.hidden_size]
+        heads += [] if arch.tie_word_embeddings else [arch.vocab_size * arch.hidden_size]
+        return per_layer * arch.num_hidden_layers + heads
+    for target in setup.lora_targets:
+        per_layer += [setup.lora_rank * shapes[target].in_features, shapes[target].out_features * setup.lora_rank]
+    return per_layer * arch.num_hidden_layers
 
 
 # Bytes autograd keeps per token for one Llama decoder layer under bf16 autocast (bf16 base weights, fp32 LoRA
@@ -328,12 +358,12 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
         weights = weight_bytes(arch, "full")
         adapters = 0.0
         gradients = 2.0 * trainable
-        optimizer = optimizer_bytes_per_param(setup.optimizer, master_copy=True) * trainable
+        optimizer = optimizer_state_bytes(trainable_tensor_numels(setup), setup.optimizer, master_copy=True)
     else:
         weights = weight_bytes(arch, setup.method, setup.double_quant)
         adapters = 4.0 * trainable
         gradients = 4.0 * trainable
-        optimizer = optimizer_bytes_per_param(setup.optimizer, master_copy=False) * trainable
+        optimizer = optimizer_state_bytes(trainable_tensor_numels(setup), setup.optimizer, master_copy=False)
     tokens = setup.micro_batch * setup.seq_len
     per_layer = activation_bytes_per_token_per_layer(
         arch, setup.method, setup.seq_len, setup.flash_attention, setup.lora_targets, setup.lora_rank, setup.lora_dropout

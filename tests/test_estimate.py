@@ -172,3 +172,11 @@ def test_lora_count_matches_peft(fields, rank, targets):
     peft_model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert trainable == lora_trainable_params(arch, rank, targets)
+
+
+def test_trainable_tensors_add_up():
+    from advisor.estimate import trainable_tensor_numels
+    arch = catalog.get_model("Llama-3.2-1B")
+    assert sum(trainable_tensor_numels(TrainingSetup(arch=arch, method="full"))) == param_counts(arch).total
+    lora = TrainingSetup(arch=arch, method="lora", lora_rank=8, lora_targets=("q_proj", "v_proj"))
+    assert sum(trainable_tensor_numels(lora)) == lora_trainable_params(arch, 8, "q_proj,v_proj")
