@@ -12,7 +12,6 @@ attention, Trainer's default fused AdamW. After warm-up steps, each run's tokens
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys

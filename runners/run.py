@@ -25,10 +25,9 @@ from runners.io import atomic_write_json, atomic_write_text
 from runners.model import notice, random_checkpoint, attach_adapters, check_vocab, compute_dtype, load_model, total_parameters, trainable_parameters
 from runners.tokenizer import load_tokenizer
 from runners.train import (
-    CheckpointError, NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything, train,
+    CheckpointError, NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, seed_everything, train,
 )
 
-log = logging.getLogger("rightsize")
 
 
 def cache_root() -> Path:

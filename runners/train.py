@@ -15,8 +15,8 @@ import torch
 
 from advisor.recipe import Recipe, TrainSection
 from runners.data import IGNORE_INDEX, TokenizedData, collate, epoch_order, micro_batches_per_epoch, rank_rows
-from runners.distributed import DistContext, all_reduce, barrier, broadcast_object
-from runners.io import append_jsonl, atomic_replace_dir, atomic_write_json, atomic_write_text, read_jsonl
+from runners.distributed import DistContext, all_reduce, broadcast_object
+from runners.io import append_jsonl, atomic_replace_dir, atomic_write_text, read_jsonl
 
 CHECKPOINTS = "checkpoints"
 KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is being written when the run dies
