@@ -184,13 +184,8 @@ def estimate(
     if recipe is not None:
         if model is not None:
             raise AdvisorError("give either RECIPE or --model, not both")
-        loaded = load_recipe(recipe, set_ or [])
-        result = estimate_recipe(loaded, gpu, calibration=cal, gpus=gpus)
-        if tokens is not None or efficiency is not None or price is not None:
-            result = estimate_training(_setup_of(loaded, gpus), result and (catalog.get_gpu(result.gpu) if result.gpu else None),
-                                       tokens if tokens is not None else result.tokens,
-                                       "given (--tokens)" if tokens is not None else result.tokens_source,
-                                       efficiency, price, cal, loaded.name)
+        result = estimate_recipe(load_recipe(recipe, set_ or []), gpu, calibration=cal, gpus=gpus, tokens=tokens,
+                                 efficiency=efficiency, price=price)
     else:
         if model is None:
             raise AdvisorError("give a RECIPE or --model (e.g. --model Llama-3.1-8B)")
@@ -202,18 +197,12 @@ def estimate(
                               lora_targets=resolve_lora_targets(targets), seq_len=seq_len, micro_batch=micro_batch,
                               gpus=gpus or 1, gradient_checkpointing=gradient_checkpointing,
                               flash_attention=not eager_attention, optimizer=optimizer)
-        gpu_entry = catalog.get_gpu(gpu) if gpu is not None else None
-        result = estimate_training(setup, gpu_entry, tokens, "given (--tokens)" if tokens is not None else None,
-                                   efficiency, price, cal)
+        result = estimate_training(setup, catalog.get_gpu(gpu) if gpu is not None else None, tokens,
+                                   "given (--tokens)" if tokens is not None else None, efficiency, price, cal)
     if as_json:
         _emit_json(_finite(result.model_dump(mode="json")))
     else:
         typer.echo(render_estimate(result))
-
-
-def _setup_of(recipe, gpus):
-    from advisor.plan import recipe_setup
-    return recipe_setup(recipe, gpus)
 
 
 # --- scaling -----------------------------------------------------------------------------------------

@@ -115,15 +115,16 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
 
 
 def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens: float | None = None,
-                    calibration: Calibration | None = None, gpus: int | None = None) -> Estimate:
-    """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated."""
+                    calibration: Calibration | None = None, gpus: int | None = None, tokens: float | None = None,
+                    efficiency: float | None = None, price: float | None = None) -> Estimate:
+    """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated; `tokens`,
+    `efficiency` and `price` override what the recipe, calibration and catalog would give."""
     if isinstance(gpu, str):
         gpu = get_gpu(gpu)
     if gpu is None and recipe.launch.gpu:
         gpu = get_gpu(recipe.launch.gpu)
-    tokens, source = recipe_tokens(recipe, dataset_tokens)
-    return estimate_training(recipe_setup(recipe, gpus), gpu, tokens, source, calibration=calibration,
-                             recipe_name=recipe.name)
+    count, source = (tokens, "given (--tokens)") if tokens is not None else recipe_tokens(recipe, dataset_tokens)
+    return estimate_training(recipe_setup(recipe, gpus), gpu, count, source, efficiency, price, calibration, recipe.name)
 
 
 def suggest_fits(setup: TrainingSetup, gpu: Gpu, overheads: dict) -> list[str]:

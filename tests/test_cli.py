@@ -159,3 +159,17 @@ def test_advisor_import_is_light():
                           "print([m for m in ('torch','transformers','peft') if m in sys.modules])"],
                          capture_output=True, text=True, cwd=ROOT, check=True)
     assert run.stdout.strip().endswith("[]")
+
+
+def test_estimate_recipe_json(capsys):
+    recipe = ROOT / "recipes" / "llama3.1-8b-qlora.yaml"
+    code, out, err = run_cli(["estimate", recipe, "--gpu", "L4", "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["recipe"] == "llama3.1-8b-qlora" and data["gpu"] == "L4" and data["method"] == "qlora"
+    assert data["tokens"] > 0 and data["gpu_hours"] > 0 and data["cost_usd"] > 0 and data["total_flops"] > 0
+    assert set(data["memory_gib"]) >= {"weights", "adapters", "gradients", "optimizer", "activations", "overhead", "total"}
+    code, out, _ = run_cli(["estimate", recipe, "--gpu", "L4", "--tokens", "1e6", "--json"], capsys)
+    assert json.loads(out)["tokens"] == 1e6
+    code, _, err = run_cli(["estimate", recipe, "--model", "Llama-3.1-8B"], capsys)
+    assert code == 2 and "not both" in err
