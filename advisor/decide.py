@@ -230,6 +230,13 @@ def rule_task_kind(s: Situation) -> Finding:
     return Finding(rule="task_kind", finding=text[0], source=text[1], numbers={"task": s.task})
 
 
+def api_usd_per_request(s: Situation) -> float:
+    """A request's API bill: prompt tokens at the input price, output tokens at the output price, per 1M tokens."""
+    api = catalog.get_api(s.api)
+    return s.tokens_per_request * ((1 - s.output_fraction) * api.input_usd_per_mtok
+                                   + s.output_fraction * api.output_usd_per_mtok) / 1e6
+
+
 def serving_gpus(s: Situation) -> tuple[int, float]:
     """GPUs to self-host the base model for this volume: enough memory for bf16 weights (+20% KV cache) and
     enough FLOPs for 2N per token (Kaplan et al. 2020 §2.1), prompt tokens at PREFILL_EFFICIENCY and output
@@ -247,8 +254,7 @@ def rule_usage_break_even(s: Situation) -> Finding:
     """Compare a month of API bills with a month of self-hosting; find the volume where they cross."""
     api = catalog.get_api(s.api)
     price = _gpu_price(s)
-    per_request = s.tokens_per_request * ((1 - s.output_fraction) * api.input_usd_per_mtok
-                                          + s.output_fraction * api.output_usd_per_mtok) / 1e6
+    per_request = api_usd_per_request(s)
     gpus, gpu_days_per_request = serving_gpus(s)
     api_month = per_request * s.requests_per_day * DAYS_PER_MONTH
     host_month = gpus * price * 24 * DAYS_PER_MONTH
@@ -324,8 +330,7 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
 
 def cost_api(s: Situation) -> Option:
     api = catalog.get_api(s.api)
-    per_request = s.tokens_per_request * ((1 - s.output_fraction) * api.input_usd_per_mtok
-                                          + s.output_fraction * api.output_usd_per_mtok) / 1e6
+    per_request = api_usd_per_request(s)
     return Option(tier="api", method="prompt+retrieval", model=api.name, gpu=None, gpus=0, gpu_hours=0.0,
                   cost_usd=per_request * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None, params=0,
                   tokens=0, viable=not s.on_prem, note="cost is per month of usage, no training" +
