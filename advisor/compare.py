@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor.calibration import Calibration, CalibrationEntry
 from advisor.errors import AdvisorError
+from advisor.estimate import flops_utilization, gpu_hours
 from advisor.runreport import RunReport, load_report
 
 
@@ -144,10 +145,10 @@ def plot_comparison(rows: list[Comparison], path: Path) -> None:
 # --- calibration ---------------------------------------------------------------------------------------
 
 def run_efficiency(r: RunReport) -> float | None:
-    """Achieved fraction of peak: executed FLOPs / (wall x GPUs x dense peak)."""
+    """Achieved fraction of peak: executed FLOPs / (wall x GPUs x dense peak), the inverse of the estimate's gpu_hours."""
     if not r.peak_flops_per_gpu or not r.gpus or r.wall_seconds <= 0:
         return None
-    return r.executed_flops / (r.wall_seconds * r.gpus * r.peak_flops_per_gpu)
+    return flops_utilization(r.executed_flops, r.wall_seconds, r.gpus, r.peak_flops_per_gpu)
 
 
 def run_memory_overhead(r: RunReport) -> float | None:
@@ -177,7 +178,7 @@ def _entry(gpu: str, method: str, runs: list[RunReport]) -> CalibrationEntry:
 
 def _predict(r: RunReport, entry: CalibrationEntry) -> tuple[float, float | None]:
     """GPU-hours and peak memory of run r as a calibration entry would have predicted them."""
-    hours = r.executed_flops / (r.gpus * r.peak_flops_per_gpu * entry.efficiency) / 3600
+    hours = gpu_hours(r.executed_flops, r.peak_flops_per_gpu, entry.efficiency)
     base = r.estimate.peak_memory_gib - r.estimate.memory_gib["overhead"]
     return hours, base * (1 + entry.memory_overhead_fraction)
 

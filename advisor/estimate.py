@@ -421,6 +421,7 @@ def cost_usd(hours: float, price_usd_per_gpu_hour: float) -> float:
     return hours * price_usd_per_gpu_hour
 
 
-def model_flops_utilization(model_flops: float, wall_seconds: float, gpus: int, peak_flops_per_gpu: float) -> float:
-    """MFU = model FLOPs / (wall time x GPUs x peak). Source: Chowdhery et al. 2022, PaLM Appendix B."""
-    return model_flops / (wall_seconds * gpus * peak_flops_per_gpu)
+def flops_utilization(flops: float, wall_seconds: float, gpus: int, peak_flops_per_gpu: float) -> float:
+    """FLOPs / (wall time x GPUs x peak). With model FLOPs it is MFU (Chowdhery et al. 2022, PaLM Appendix B);
+    with executed FLOPs (recompute included) the achieved efficiency that gpu_hours divides by."""
+    return flops / (wall_seconds * gpus * peak_flops_per_gpu)

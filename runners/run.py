@@ -15,7 +15,7 @@ import torch
 from advisor.calibration import Calibration
 from advisor.catalog import get_gpu, match_gpu
 from advisor.errors import AdvisorError
-from advisor.estimate import flops_per_token, model_flops_utilization
+from advisor.estimate import flops_per_token, flops_utilization
 from advisor.plan import Estimate, estimate_recipe
 from advisor.recipe import Recipe, recipe_to_yaml
 from advisor.runreport import LossSummary, PeakMemory, RunReport
@@ -255,7 +255,7 @@ def build_report(recipe, ctx, result, estimate: Estimate, trainable: int, total:
         eval_seconds=result.eval_seconds, checkpoint_seconds=result.checkpoint_seconds, setup_seconds=setup_seconds,
         gpus=gpus, gpu_hours=result.wall_seconds * gpus / 3600, tokens_per_second=result.tokens / wall,
         model_flops=model_flops, executed_flops=flops.total * result.processed_tokens,
-        mfu=model_flops_utilization(model_flops, wall, gpus, peak) if (peak and gpus) else None,
+        mfu=flops_utilization(model_flops, wall, gpus, peak) if (peak and gpus) else None,
         peak_flops_per_gpu=peak, peak_memory_gib=_peak_memory(ctx),
         loss=LossSummary(first=result.first_loss, last=result.last_loss, eval=result.eval_loss),
         device=torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",

@@ -13,19 +13,19 @@ from tests.conftest import run_cli
 
 
 def synthetic(tmp_path, name, model="Llama-3.1-8B", method="lora", gpu="H100-SXM", tokens=5e7, efficiency=0.3,
-              overhead=0.1, seq_len=2048, micro_batch=1) -> RunReport:
+              overhead=0.1, seq_len=2048, micro_batch=1, gpus=1) -> RunReport:
     g = get_gpu(gpu)
-    setup = TrainingSetup(arch=get_model(model), method=method, seq_len=seq_len, micro_batch=micro_batch)
+    setup = TrainingSetup(arch=get_model(model), method=method, seq_len=seq_len, micro_batch=micro_batch, gpus=gpus)
     est = estimate_training(setup, g, tokens, "synthetic")
-    wall = est.total_flops / (g.peak_flops * efficiency)
+    wall = est.total_flops / (gpus * g.peak_flops * efficiency)
     reserved = (est.peak_memory_gib - est.memory_gib["overhead"]) * (1 + overhead)
     report = RunReport(
         recipe=name, method=method, model=model, status="completed", steps=100, trainable_params=est.trainable_params,
-        total_params=est.total_params, tokens=int(tokens), processed_tokens=int(tokens), wall_seconds=wall, gpus=1,
-        gpu_hours=wall / 3600, tokens_per_second=tokens / wall, model_flops=est.model_flops, executed_flops=est.total_flops,
-        mfu=est.model_flops / (wall * g.peak_flops), peak_flops_per_gpu=g.peak_flops,
+        total_params=est.total_params, tokens=int(tokens), processed_tokens=int(tokens), wall_seconds=wall, gpus=gpus,
+        gpu_hours=wall * gpus / 3600, tokens_per_second=tokens / wall, model_flops=est.model_flops,
+        executed_flops=est.total_flops, mfu=est.model_flops / (wall * gpus * g.peak_flops), peak_flops_per_gpu=g.peak_flops,
         peak_memory_gib=PeakMemory(allocated=reserved * 0.9, reserved=reserved), loss=LossSummary(first=2.0, last=1.5, eval=1.6),
-        device="NVIDIA " + gpu, gpu_name=g.name, world_size=1, versions={}, estimate=est, seed=0)
+        device="NVIDIA " + gpu, gpu_name=g.name, world_size=gpus, versions={}, estimate=est, seed=0)
     run = tmp_path / name
     run.mkdir()
     (run / "report.json").write_text(json.dumps(report.model_dump(mode="json")))
@@ -107,3 +107,15 @@ def test_compare_errors(tmp_path, capsys):
     assert code == 2
     code, _, err = run_cli(["estimate", "--model", "Llama-3.1-8B", "--calibration", tmp_path / "none.json"], capsys)
     assert code == 2 and "no such calibration file" in err
+
+
+def test_multi_gpu_runs(tmp_path):
+    """GPU-hours count every GPU: 8 GPUs at the same efficiency cost what one does, and calibrate recovers it."""
+    one = synthetic(tmp_path, "one", efficiency=0.3)
+    eight = synthetic(tmp_path, "eight", efficiency=0.3, gpus=8, model="Llama-3.1-70B", method="qlora")
+    assert compare_report(tmp_path / "eight", eight).gpu_hours_ratio == pytest.approx(DEFAULT_EFFICIENCY["qlora"] / 0.3)
+    peers = [synthetic(tmp_path, f"e{i}", efficiency=0.3, gpus=8, model="Llama-3.1-70B", method="qlora") for i in range(2)]
+    cal = fit_calibration([(tmp_path / "eight", eight)] + [(tmp_path / f"e{i}", r) for i, r in enumerate(peers)])
+    assert cal.entries[0].efficiency == pytest.approx(0.3)
+    assert cal.leave_one_out["gpu_hours_median_abs_error"] == pytest.approx(0, abs=1e-9)
+    assert one.gpu_hours == pytest.approx(compare_report(tmp_path / "one", one).measured_gpu_hours)
