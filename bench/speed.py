@@ -96,7 +96,8 @@ def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.de
     recipe = load_recipe(recipe_path)
     rows = build_dataset(recipe, load_tokenizer(recipe), cache_root()).train
     import datasets
-    train = datasets.Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["input_ids"]} for r in rows])
+    train = datasets.Dataset.from_list([{"input_ids": r["input_ids"].tolist(), "labels": r["input_ids"].tolist()}
+                                        for r in rows.rows()])
     model = load_model(recipe, device, cache_root(), recipe.train.seed)  # the same random weights as ours
     if recipe.quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)

@@ -188,12 +188,12 @@ def _no_sync(model, last: bool):
 
 def _loss_tokens(rows: list[dict]) -> int:
     """Labels that count toward the loss after the causal shift (the first position predicts nothing)."""
-    return sum(sum(1 for label in r["labels"][1:] if label != IGNORE_INDEX) for r in rows)
+    return sum(int((r["labels"][1:] != IGNORE_INDEX).sum()) for r in rows)
 
 
 def evaluate(model, data: TokenizedData, recipe: Recipe, ctx: DistContext, pad_id: int, dtype: torch.dtype) -> float | None:
     """Mean loss per target token on the validation rows; every rank runs the same number of batches."""
-    if not data.val:
+    if len(data.val) == 0:
         return None
     n, mb, world = len(data.val), recipe.train.micro_batch, ctx.world_size
     total, count = 0.0, 0.0
@@ -201,8 +201,8 @@ def evaluate(model, data: TokenizedData, recipe: Recipe, ctx: DistContext, pad_i
     with torch.no_grad():
         for b in range(math.ceil(n / (mb * world))):
             idxs = [b * mb * world + ctx.rank * mb + j for j in range(mb)]
-            rows = [data.val[i % n] if i < n else {**data.val[i % n], "labels": [IGNORE_INDEX] * len(data.val[i % n]["labels"])}
-                    for i in idxs]
+            rows = [data.val.row(i % n) for i in idxs]
+            rows = [r if i < n else {**r, "labels": torch.full_like(r["labels"], IGNORE_INDEX)} for i, r in zip(idxs, rows)]
             batch = {k: v.to(ctx.device) for k, v in collate(rows, pad_id).items()}
             with torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"):
                 out = model(**batch, num_items_in_batch=1, use_cache=False)
@@ -244,13 +244,13 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             index = step * t.grad_accum + k
             epoch, within = divmod(index, per_epoch)
             order = orders.setdefault(epoch, epoch_order(len(data.train), epoch, t.seed))
-            global_rows = [data.train[i] for i in order[within * mb * world:(within + 1) * mb * world]]
-            mine = [data.train[i] for i in rank_rows(order, within, mb, ctx.rank, world)]
+            global_rows = [data.train.row(i) for i in order[within * mb * world:(within + 1) * mb * world]]
+            mine = [data.train.row(i) for i in rank_rows(order, within, mb, ctx.rank, world)]
             micro.append((mine, global_rows))
         n_loss_tokens = sum(_loss_tokens(g) for _, g in micro)
-        step_tokens = sum(len(r["input_ids"]) for _, g in micro for r in g)
+        step_tokens = sum(r["input_ids"].numel() for _, g in micro for r in g)
         # what the GPUs computed: each rank's micro-batch is padded to its longest row
-        step_processed = sum(mb * max(len(r["input_ids"]) for r in g[i:i + mb]) for _, g in micro for i in range(0, len(g), mb))
+        step_processed = sum(mb * max(r["input_ids"].numel() for r in g[i:i + mb]) for _, g in micro for i in range(0, len(g), mb))
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=ctx.device)
         for k, (rows, _) in enumerate(micro):

@@ -54,10 +54,12 @@ def test_text_and_field_mapping(tmp_path, tok):
 
 
 def test_pack_layout():
-    rows = pack([([1, 2, 3], [1, 2, 3]), ([4, 5], [4, 5]), ([6, 7, 8, 9], [6, 7, 8, 9])], seq_len=6, packing=True)
+    packed = pack([([1, 2, 3], [1, 2, 3]), ([4, 5], [4, 5]), ([6, 7, 8, 9], [6, 7, 8, 9])], seq_len=6, packing=True)
+    rows = [{k: v.tolist() for k, v in r.items()} for r in packed.rows()]
     assert rows[0]["input_ids"] == [1, 2, 3, 4, 5] and rows[0]["position_ids"] == [0, 1, 2, 0, 1]
     assert rows[0]["labels"] == [IGNORE_INDEX, 2, 3, IGNORE_INDEX, 5]
     assert rows[1]["input_ids"] == [6, 7, 8, 9]
+    assert packed.input_ids.dtype == torch.int32 and packed.tokens == 9
     unpacked = pack([([1, 2, 3], [1, 2, 3]), ([4, 5], [4, 5])], seq_len=6, packing=False)
     assert len(unpacked) == 2
 
@@ -70,8 +72,8 @@ def test_packed_attention_does_not_cross_examples():
                                          num_key_value_heads=2, vocab_size=50, attn_implementation="sdpa",
                                          use_cache=False)).eval()  # a KV cache disables packed-sequence masks
     a, b = [3, 4, 5, 6, 7], [9, 8, 7, 6]
-    packed = collate(pack([(a, a), (b, b)], 16, True), pad_id=0)
-    alone = collate(pack([(b, b)], 16, True), pad_id=0)
+    packed = collate(pack([(a, a), (b, b)], 16, True).rows(), pad_id=0)
+    alone = collate(pack([(b, b)], 16, True).rows(), pad_id=0)
     with torch.no_grad():
         logits_packed = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"]).logits[0, len(a):]
         logits_alone = model(input_ids=alone["input_ids"], position_ids=alone["position_ids"]).logits[0]
@@ -79,8 +81,9 @@ def test_packed_attention_does_not_cross_examples():
 
 
 def test_padding_gets_ignored_labels():
-    batch = collate([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3], "position_ids": [0, 1, 2]},
-                     {"input_ids": [4], "labels": [-100], "position_ids": [0]}], pad_id=0)
+    t = lambda *v: torch.tensor(v, dtype=torch.int32)  # noqa: E731
+    batch = collate([{"input_ids": t(1, 2, 3), "labels": t(-100, 2, 3), "position_ids": t(0, 1, 2)},
+                     {"input_ids": t(4), "labels": t(-100), "position_ids": t(0)}], pad_id=0)
     assert batch["input_ids"].tolist()[1] == [4, 0, 0] and batch["labels"].tolist()[1] == [-100, -100, -100]
     assert batch["position_ids"].tolist()[1] == [0, 0, 1]
 
@@ -89,10 +92,10 @@ def test_tokenized_cache_is_reused_and_keyed(tmp_path, tok, monkeypatch):
     recipe = load_recipe(RECIPES / "tiny-cpu-lora.yaml")
     first = build_dataset(recipe, tok, tmp_path)
     second = build_dataset(recipe, tok, tmp_path)
-    assert not first.cache_hit and second.cache_hit and first.train == second.train
+    assert not first.cache_hit and second.cache_hit and first.train.equal(second.train)
     other = build_dataset(recipe.model_copy(update={"data": recipe.data.model_copy(update={"seq_len": 128})}), tok, tmp_path)
     assert not other.cache_hit
-    assert first.train_tokens == sum(len(r["input_ids"]) for r in first.train)
+    assert first.train_tokens == sum(r["input_ids"].numel() for r in first.train.rows())
     assert len(first.val) > 0 and first.examples == 600
 
 
