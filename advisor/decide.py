@@ -303,7 +303,7 @@ def cost_finetune(s: Situation, method: str, calibration: Calibration | None = N
     memory = memory_per_gpu(setup, **overheads)
     flops = flops_per_token(arch, setup.seq_len, method, setup.trainable_params, setup.gradient_checkpointing)
     efficiency = calibration.efficiency(gpu.name, method) if calibration else None
-    hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency or _default_eff(method))
+    hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency or DEFAULT_EFFICIENCY[method])
     price = _gpu_price(s)
     note, viable = "", True
     if gpus > s.gpus:
@@ -320,7 +320,7 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
     """Pretraining the compute-optimal model for the effective tokens (6ND FLOPs at full-training efficiency)."""
     gpu = catalog.get_gpu(s.gpu)
     point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
-    efficiency = (calibration.efficiency(gpu.name, "full") if calibration else None) or _default_eff("full")
+    efficiency = (calibration.efficiency(gpu.name, "full") if calibration else None) or DEFAULT_EFFICIENCY["full"]
     hours = gpu_hours(point.flops, gpu.peak_flops, efficiency)
     price = _gpu_price(s)
     return Option(tier="pretrain", method="pretrain", model=f"{_h(point.params)}-param compute-optimal", gpu=gpu.name,
@@ -335,10 +335,6 @@ def cost_api(s: Situation) -> Option:
                   cost_usd=per_request * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None, params=0,
                   tokens=0, viable=not s.on_prem, note="cost is per month of usage, no training" +
                   ("; excluded: data must stay on premises" if s.on_prem else ""))
-
-
-def _default_eff(method: str) -> float:
-    return DEFAULT_EFFICIENCY[method]
 
 
 # --- the decision ------------------------------------------------------------------------------------

@@ -243,7 +243,9 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
         for k in range(t.grad_accum):
             index = step * t.grad_accum + k
             epoch, within = divmod(index, per_epoch)
-            order = orders.setdefault(epoch, epoch_order(len(data.train), epoch, t.seed))
+            if epoch not in orders:  # once per epoch (setdefault would reshuffle every micro-batch)
+                orders = {epoch: epoch_order(len(data.train), epoch, t.seed)}
+            order = orders[epoch]
             global_rows = [data.train.row(i) for i in order[within * mb * world:(within + 1) * mb * world]]
             mine = [data.train.row(i) for i in rank_rows(order, within, mb, ctx.rank, world)]
             micro.append((mine, global_rows))

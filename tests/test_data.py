@@ -111,3 +111,13 @@ def test_file_formats(tmp_path, tok, suffix):
         f"vocab_size: 259}}}}\ndata: {{path: {path.name}, format: text, seq_len: 64, val_fraction: 0.2}}\n")
     data = build_dataset(load_recipe(tmp_path / "r.yaml"), tok, tmp_path / "cache")
     assert data.examples == 10 and data.train_tokens > 0
+
+
+def test_editing_the_data_invalidates_the_cache(tmp_path, tok):
+    recipe = _data(tmp_path, "text", [{"text": "hello"}, {"text": "world"}])
+    assert not build_dataset(recipe, tok, tmp_path / "cache").cache_hit
+    assert build_dataset(recipe, tok, tmp_path / "cache").cache_hit
+    with open(recipe.data.path, "a") as f:
+        f.write(json.dumps({"text": "one more"}) + "\n")
+    again = build_dataset(recipe, tok, tmp_path / "cache")
+    assert not again.cache_hit and again.examples == 3
