@@ -287,11 +287,52 @@ LOGITS_RETURNED_BYTES_PER_ELEMENT = 2.0
 # Transformers' ForCausalLMLoss upcasts logits to fp32 before cross_entropy. Measured: 14.0 bytes per logit (the slope
 # of a step's live-bytes peak over the vocabulary size, runners.measure.step_peak_bytes).
 LOGITS_BYTES_PER_ELEMENT = 14.0
+# The fused head + loss holds one chunk's logits in the compute dtype while it upcasts them to fp32 (2 + 4 bytes);
+# the softmax and its gradient reuse the fp32 buffer in place. Measured: 6.2 bytes per chunk logit (live bytes,
+# tests/test_memory_peak.py). Beside it: the selected hidden states and their gradient, 2 + 2 bytes per element.
+FUSED_LOSS_BYTES_PER_ELEMENT = 6.0
+FUSED_LOSS_BYTES_PER_HIDDEN = 4.0
+
+# The fused head + loss (runners.loss) works through at most this many positions at a time. Its logits then take
+# about chunk x V x 6 bytes (0.7 GiB at V = 128k) whatever the micro-batch, and the gradient's matmul (chunk x h output,
+# contracted over V) still has 256 output tiles of 128 x 128 at h = 4096 to spread over a GPU's SMs (132 on an H200).
+# Liger Kernel's rule, chunk logits no larger than the hidden states (ceil(T / ceil(V / h)) positions, 64 for
+# Llama-3.1-8B at 2048 tokens), saves less than 1 GiB more but leaves its matmuls 8 output tiles.
+FUSED_LOSS_CHUNK_TOKENS = 1024
 
 
-def logits_bytes(arch: ModelArch, seq_len: int, micro_batch: int) -> float:
-    """Peak bytes of the logits and cross-entropy buffers: B T V x 14 bytes (see LOGITS_BYTES_PER_ELEMENT)."""
-    return LOGITS_BYTES_PER_ELEMENT * micro_batch * seq_len * arch.vocab_size
+def loss_chunk_tokens(tokens: int) -> int:
+    """Positions per chunk of the fused LM head + cross-entropy (see FUSED_LOSS_CHUNK_TOKENS)."""
+    return max(1, min(tokens, FUSED_LOSS_CHUNK_TOKENS))
+
+
+# Model types whose causal-LM forward is exactly decoder -> lm_head -> ForCausalLMLoss (no logit scaling or
+# soft-capping): the runner fuses their loss (runners.loss), each checked against the stock loss in tests.
+FUSED_LOSS_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def fused_loss_applies(arch: ModelArch, method: Method, lora_targets, requested: bool = True) -> bool:
+    """Whether the runner computes this setup's loss fused: asked for, a supported model type, and a frozen head
+    (not full fine-tuning, no adapter on lm_head)."""
+    return requested and method != "full" and arch.model_type in FUSED_LOSS_MODEL_TYPES and "lm_head" not in lora_targets
+
+
+def logits_bytes(arch: ModelArch, seq_len: int, micro_batch: int, fused: bool = False,
+                 head_cast: bool = False) -> tuple[float, float]:
+    """Bytes of the loss: (peak while it is computed, what stays alive through backward).
+
+    Stock (transformers' ForCausalLM + ForCausalLMLoss): B T V x 14 bytes at the loss (LOGITS_BYTES_PER_ELEMENT), and
+    the returned bf16 logits (2 bytes each) held by the model's output. Fused (runners.loss): one chunk's logits
+    (loss_chunk_tokens x V x 6 bytes) plus the hidden states' copy and gradient (B T h x 4 bytes), of which the
+    gradient (2 bytes each) is kept for backward; with `head_cast` (QLoRA, whose head peft keeps in fp32) also the
+    head cast to bf16 for the loop (V h x 2 bytes).
+    """
+    tokens = micro_batch * seq_len
+    if not fused:
+        return LOGITS_BYTES_PER_ELEMENT * tokens * arch.vocab_size, LOGITS_RETURNED_BYTES_PER_ELEMENT * tokens * arch.vocab_size
+    chunk = loss_chunk_tokens(tokens)
+    peak = FUSED_LOSS_BYTES_PER_ELEMENT * chunk * arch.vocab_size + FUSED_LOSS_BYTES_PER_HIDDEN * tokens * arch.hidden_size
+    return peak + 2.0 * arch.vocab_size * arch.hidden_size * head_cast, 2.0 * tokens * arch.hidden_size
 
 
 @dataclass(frozen=True)
@@ -309,6 +350,7 @@ class TrainingSetup:
     sharding: Sharding = "auto"
     gradient_checkpointing: bool = True
     flash_attention: bool = True
+    fused_loss: bool = True  # the runner's fused LM head + cross-entropy (LoRA/QLoRA; full fine-tuning trains the head)
     optimizer: Optimizer = "adamw"
     double_quant: bool = True
 
@@ -368,16 +410,16 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     per_layer = activation_bytes_per_token_per_layer(
         arch, setup.method, setup.seq_len, setup.flash_attention, setup.lora_targets, setup.lora_rank, setup.lora_dropout
     ) * tokens
-    logits = logits_bytes(arch, setup.seq_len, setup.micro_batch)
+    fused = fused_loss_applies(arch, setup.method, setup.lora_targets, setup.fused_loss)
+    logits, held = logits_bytes(arch, setup.seq_len, setup.micro_batch, fused, head_cast=setup.method == "qlora")
     if setup.gradient_checkpointing:
         # each layer keeps only its bf16 input; backward recomputes one layer at a time
         kept, transient = arch.num_hidden_layers * 2.0 * arch.hidden_size * tokens, RECOMPUTE_PEAK_FACTOR * per_layer
     else:
         kept, transient = arch.num_hidden_layers * per_layer, BACKWARD_TRANSIENT_FACTOR * per_layer
     # The loss buffers are freed before the first layer's backward, so the peak holds the larger of the two phases;
-    # the bf16 logits the model returned (2 bytes each) stay alive through backward, held by its output.
-    returned_logits = LOGITS_RETURNED_BYTES_PER_ELEMENT * setup.micro_batch * setup.seq_len * arch.vocab_size
-    activations = kept + max(0.0, transient + returned_logits - logits)
+    # part of the loss's memory (`held`: the returned logits, or the fused loss's gradient) stays alive through it.
+    activations = kept + max(0.0, transient + held - logits)
     parts = [weights / divisor / GIB, adapters / divisor / GIB, gradients / divisor / GIB, optimizer / divisor / GIB,
              activations / GIB, logits / GIB]
     overhead = overhead_fraction * sum(parts) + overhead_fixed_gib

@@ -55,7 +55,7 @@ def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
         arch=recipe.model.resolve_arch(), method=recipe.method, lora_rank=recipe.lora.r,
         lora_targets=recipe.lora.target_modules, lora_dropout=recipe.lora.dropout, seq_len=recipe.data.seq_len,
         micro_batch=recipe.train.micro_batch, gpus=gpus or recipe.world_size, sharding=recipe.launch.strategy,
-        gradient_checkpointing=recipe.train.gradient_checkpointing,
+        gradient_checkpointing=recipe.train.gradient_checkpointing, fused_loss=recipe.train.fused_loss,
         flash_attention=recipe.model.attn_implementation != "eager",
         optimizer=recipe.train.optimizer, double_quant=recipe.quant.double_quant if recipe.quant else True,
     )

@@ -124,6 +124,9 @@ class TrainSection(BaseModel):
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     gradient_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward (saves memory, ~+30% compute).")
+    fused_loss: bool = Field(
+        True, description="Compute the LM head and cross-entropy chunk by chunk, never holding the whole micro-batch's "
+                          "logits (same loss and gradients; Llama, Mistral, Qwen2/3, else the model's own loss).")
     optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit"] = Field(
         "adamw", description="adamw (torch, fused on CUDA) or bitsandbytes' 8-bit AdamW (paged: spills to CPU under pressure).")
     seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch on every rank.")

@@ -102,7 +102,7 @@ def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int
 
 
 def attach_adapters(model, recipe: Recipe):
-    """Freeze the base, prepare 4-bit models for training, enable checkpointing, add LoRA adapters."""
+    """Freeze the base, prepare 4-bit models for training, enable checkpointing, add LoRA adapters, fuse the loss."""
     from peft import get_peft_model, prepare_model_for_kbit_training
     checkpointing = recipe.train.gradient_checkpointing
     kwargs = {"use_reentrant": False}
@@ -111,7 +111,15 @@ def attach_adapters(model, recipe: Recipe):
                                                 gradient_checkpointing_kwargs=kwargs)
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    return get_peft_model(model, to_peft_config(recipe.lora))
+    model = get_peft_model(model, to_peft_config(recipe.lora))
+    if recipe.train.fused_loss:
+        from runners.loss import supports_fused_loss, use_fused_loss
+        why_not = supports_fused_loss(model.get_base_model())
+        if why_not is None:
+            use_fused_loss(model.get_base_model())
+        else:
+            notice(f"train.fused_loss is off for this model: {why_not}")
+    return model
 
 
 def check_vocab(model, tokenizer) -> None:

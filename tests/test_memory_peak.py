@@ -19,12 +19,19 @@ CASES = [  # hidden, MLP, layers, heads, kv heads, vocab, tokens, batch, method,
     (256, 704, 4, 8, 2, 8192, 256, 2, "qlora", False),
     (256, 704, 4, 8, 2, 8192, 256, 2, "full", False),
 ]
+FUSED = [  # the runner's fused LM head + loss (runners.loss): a large vocabulary no longer sets the peak
+    (256, 704, 4, 8, 2, 32000, 512, 2, "lora", False),
+    (256, 704, 4, 8, 2, 32000, 512, 2, "lora", True),
+    (384, 1024, 6, 6, 2, 8192, 256, 4, "lora", False),
+    (256, 704, 4, 8, 2, 32000, 256, 2, "qlora", False),
+]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[8]}-h{c[0]}-V{c[5]}-T{c[6]}{'-ckpt' if c[9] else ''}")
+@pytest.mark.parametrize("case", [c + (False,) for c in CASES] + [c + (True,) for c in FUSED],
+                         ids=lambda c: f"{c[8]}-h{c[0]}-V{c[5]}-T{c[6]}{'-ckpt' if c[9] else ''}{'-fused' if c[10] else ''}")
 def test_step_peak_matches_estimate(case):
     from transformers import LlamaConfig
-    h, inter, layers, heads, kv, vocab, tokens, batch, method, checkpointing = case
+    h, inter, layers, heads, kv, vocab, tokens, batch, method, checkpointing, fused = case
     config = LlamaConfig(hidden_size=h, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
                          num_key_value_heads=kv, vocab_size=vocab, use_cache=False)
     torch.manual_seed(0)
@@ -32,11 +39,14 @@ def test_step_peak_matches_estimate(case):
     model = (qlora_builder(targets, rank=16) if method == "qlora" else lora_builder(targets, rank=16))(config)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if fused:
+        from runners.loss import use_fused_loss
+        use_fused_loss(model.get_base_model())
     measured = step_peak_bytes(model, torch.randint(0, vocab, (batch, tokens)))
     arch = ModelArch(hidden_size=h, intermediate_size=inter, num_hidden_layers=layers, num_attention_heads=heads,
                      num_key_value_heads=kv, vocab_size=vocab)
     m = memory_per_gpu(TrainingSetup(arch=arch, method=method, lora_rank=16, seq_len=tokens, micro_batch=batch,
-                                     gradient_checkpointing=checkpointing))
+                                     gradient_checkpointing=checkpointing, fused_loss=fused))
     estimated = (m.activations + m.logits + m.gradients) * 2**30
     if method == "full":  # weight gradients build up as activations are freed: the sum is an upper bound
         assert measured <= estimated <= 1.25 * measured
@@ -55,3 +65,20 @@ def test_logits_cost_14_bytes_each():
         peaks.append(step_peak_bytes(lora_builder(("q_proj",), rank=8)(config), torch.randint(0, 4096, (2, 256))))
     from advisor.estimate import LOGITS_BYTES_PER_ELEMENT
     assert (peaks[1] - peaks[0]) / (2 * 256 * (16384 - 4096)) == pytest.approx(LOGITS_BYTES_PER_ELEMENT, rel=0.01)
+
+
+def test_fused_loss_costs_6_bytes_per_chunk_logit():
+    """The slope of the fused step's peak over the vocabulary (one chunk of 512 positions)."""
+    from transformers import LlamaConfig
+
+    from runners.loss import use_fused_loss
+    peaks = []
+    for vocab in (16384, 65536):
+        torch.manual_seed(0)
+        config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+                             num_key_value_heads=2, vocab_size=vocab, use_cache=False)
+        model = lora_builder(("q_proj",), rank=8)(config)
+        use_fused_loss(model.get_base_model())
+        peaks.append(step_peak_bytes(model, torch.randint(0, 4096, (2, 256))))
+    from advisor.estimate import FUSED_LOSS_BYTES_PER_ELEMENT
+    assert (peaks[1] - peaks[0]) / (512 * (65536 - 16384)) == pytest.approx(FUSED_LOSS_BYTES_PER_ELEMENT, rel=0.05)
