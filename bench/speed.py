@@ -70,11 +70,11 @@ def steady_rate(step_tokens: list[int], step_seconds: list[float], warmup: int) 
     return sum(step_tokens[warmup:]) / sum(step_seconds[warmup:])
 
 
-def run_ours(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device) -> dict:
+def run_ours(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device, overrides: tuple[str, ...] = ()) -> dict:
     """The real runner, end to end; throughput from its own per-step metrics after warm-up."""
     from advisor.recipe import load_recipe
     from runners.run import run
-    report = run(load_recipe(recipe_path), out_dir, overwrite=True)
+    report = run(load_recipe(recipe_path, overrides), out_dir, overwrite=True)
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if "loss" in line]
     tokens = [m["tokens"] - (metrics[i - 1]["tokens"] if i else 0) for i, m in enumerate(metrics)]
     mem = report.peak_memory_gib
@@ -142,8 +142,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--no-checkpointing", action="store_true", help="disable gradient checkpointing in both runs")
     parser.add_argument("--methods", default="lora,qlora")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                        help="also run ours with these recipe overrides (e.g. stock-loss:train.fused_loss=false); "
+                             "repeatable, reported under 'variants' beside the default runner")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    variants = {}
+    for spec in args.variant:
+        name, _, assignments = spec.partition(":")
+        if not name or not assignments:
+            parser.error(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
+        variants[name] = tuple(assignments.split(","))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = TINY if args.tiny else get_model(args.model)
     seq_len = 128 if args.tiny else args.seq_len
@@ -170,6 +179,14 @@ def main() -> None:
                 r = fn(path, tmp / f"{method}-{name}", warmup, device)
                 r["mfu"] = model_flops * r["tokens_per_second"] / peak_rate
                 result[f"{method}_{name}"] = r
+            for name, overrides in variants.items():
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                r = run_ours(path, tmp / f"{method}-{name}", warmup, device, overrides)
+                r["mfu"] = model_flops * r["tokens_per_second"] / peak_rate
+                r["overrides"] = list(overrides)
+                r["speedup_vs_baseline"] = r["tokens_per_second"] / result[f"{method}_baseline"]["tokens_per_second"]
+                result.setdefault("variants", {})[f"{method}_{name}"] = r
             ours, base = result[f"{method}_ours"], result[f"{method}_baseline"]
             result[f"{method}_speedup"] = ours["tokens_per_second"] / base["tokens_per_second"]
             result[f"{method}_memory_ratio"] = ours["peak_memory_gib"] / base["peak_memory_gib"]
@@ -189,6 +206,9 @@ def render(result: dict) -> str:
             continue
         r = result[name]
         lines.append(f"{name:<16}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.2f}")
+    for name, r in result.get("variants", {}).items():
+        lines.append(f"{name:<16}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.2f}"
+                     f"   ({', '.join(r['overrides'])})")
     for method in ("lora", "qlora"):
         if f"{method}_speedup" in result:
             lines.append(f"{method}: speed-up {result[f'{method}_speedup']:.2f}x, memory ratio "

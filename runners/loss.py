@@ -49,11 +49,12 @@ def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, 
         lse = torch.logsumexp(logits, dim=-1)
         r = rows[:h.shape[0]]
         total += (lse - logits[r, t]).sum()
-        if grad is not None:  # softmax - one_hot, scaled, reusing the fp32 logits' memory
-            probs = logits.sub_(lse.unsqueeze(1)).exp_()
-            probs[r, t] -= 1.0
-            probs.mul_(scale)
-            grad[start:start + chunk] = probs.to(h.dtype) @ weight
+        if grad is not None:  # softmax - one_hot, scaled, in the fp32 logits' own memory
+            logits.sub_(lse.unsqueeze(1)).exp_()
+            logits[r, t] -= 1.0
+            logits.mul_(scale)
+            grad[start:start + chunk] = logits.to(h.dtype) @ weight
+        del logits, lse  # before the next chunk allocates its own: one chunk's buffers alive at a time
     return total * scale, grad
 
 

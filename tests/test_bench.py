@@ -12,7 +12,8 @@ from tests.conftest import ROOT
 @pytest.mark.slow
 def test_speed_benchmark_smoke(tmp_path):
     out = tmp_path / "speed.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--tiny", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--tiny", "--out", str(out),
+                           "--variant", "stock-loss:train.fused_loss=false"],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -21,6 +22,21 @@ def test_speed_benchmark_smoke(tmp_path):
         assert result[run]["tokens_per_second"] > 0 and result[run]["peak_memory_gib"] > 0
     assert 0 < result["lora_mfu"] < 1 and result["lora_speedup"] > 0
     assert "speed-up" in proc.stdout
+    for method in ("lora", "qlora"):  # the A/B variant ran too, with its override
+        variant = result["variants"][f"{method}_stock-loss"]
+        assert variant["overrides"] == ["train.fused_loss=false"] and variant["tokens_per_second"] > 0
+    assert "stock-loss" in proc.stdout
+
+
+def test_fused_loss_benchmark_smoke(tmp_path):
+    out = tmp_path / "fused.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "fused_loss.py"), "--hidden", "64", "--intermediate", "128",
+                    "--heads", "4", "--layers", "1", "--vocab", "8192", "--seq-len", "128", "--micro-batches", "2",
+                    "--repeats", "1", "--out", str(out)], check=True, capture_output=True, timeout=300)
+    runs = json.loads(out.read_text())["runs"]
+    stock, fused = runs
+    assert stock["loss"] == "stock" and fused["loss"].startswith("fused")
+    assert fused["peak_bytes"] < stock["peak_bytes"] and fused["predicted_loss_bytes"] > 0
 
 
 def test_advisor_latency_benchmark_smoke(tmp_path):

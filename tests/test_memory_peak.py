@@ -22,6 +22,7 @@ CASES = [  # hidden, MLP, layers, heads, kv heads, vocab, tokens, batch, method,
 FUSED = [  # the runner's fused LM head + loss (runners.loss): a large vocabulary no longer sets the peak
     (256, 704, 4, 8, 2, 32000, 512, 2, "lora", False),
     (256, 704, 4, 8, 2, 32000, 512, 2, "lora", True),
+    (128, 352, 2, 4, 2, 32000, 1024, 3, "lora", False),  # three chunks: one chunk's buffers alive at a time
     (384, 1024, 6, 6, 2, 8192, 256, 4, "lora", False),
     (256, 704, 4, 8, 2, 32000, 256, 2, "qlora", False),
 ]
