@@ -83,7 +83,7 @@ def run_ours(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device
             "peak_memory_kind": "reserved" if mem.reserved is not None else "process rss", "steps": report.steps}
 
 
-def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device) -> dict:
+def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device, overrides: tuple[str, ...] = ()) -> dict:
     """transformers.Trainer + peft on the same rows, as the Hugging Face docs set it up."""
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import Trainer, TrainerCallback, TrainingArguments
@@ -93,7 +93,7 @@ def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.de
     from runners.model import load_model, to_peft_config
     from runners.run import cache_root
     from runners.tokenizer import load_tokenizer
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path, overrides)
     rows = build_dataset(recipe, load_tokenizer(recipe), cache_root()).train
     import datasets
     train = datasets.Dataset.from_list([{"input_ids": r["input_ids"].tolist(), "labels": r["input_ids"].tolist()}
@@ -173,20 +173,19 @@ def main() -> None:
             path = tmp / f"{method}.yaml"
             path.write_text(recipe_text(arch, method, data, seq_len, args.micro_batch, steps, not args.no_checkpointing))
             model_flops = flops_per_token(arch, seq_len, method, lora_params).model
-            for name, fn in (("baseline", run_baseline), ("ours", run_ours)):
+            runs = [("baseline", run_baseline, ()), ("ours", run_ours, ())] + [
+                (name, run_ours, overrides) for name, overrides in variants.items()]
+            for name, fn, overrides in runs:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                r = fn(path, tmp / f"{method}-{name}", warmup, device)
+                r = fn(path, tmp / f"{method}-{name}", warmup, device, overrides)
                 r["mfu"] = model_flops * r["tokens_per_second"] / peak_rate
-                result[f"{method}_{name}"] = r
-            for name, overrides in variants.items():
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                r = run_ours(path, tmp / f"{method}-{name}", warmup, device, overrides)
-                r["mfu"] = model_flops * r["tokens_per_second"] / peak_rate
-                r["overrides"] = list(overrides)
-                r["speedup_vs_baseline"] = r["tokens_per_second"] / result[f"{method}_baseline"]["tokens_per_second"]
-                result.setdefault("variants", {})[f"{method}_{name}"] = r
+                if name not in variants:
+                    result[f"{method}_{name}"] = r
+                else:
+                    r["overrides"] = list(overrides)
+                    r["speedup_vs_baseline"] = r["tokens_per_second"] / result[f"{method}_baseline"]["tokens_per_second"]
+                    result.setdefault("variants", {})[f"{method}_{name}"] = r
             ours, base = result[f"{method}_ours"], result[f"{method}_baseline"]
             result[f"{method}_speedup"] = ours["tokens_per_second"] / base["tokens_per_second"]
             result[f"{method}_memory_ratio"] = ours["peak_memory_gib"] / base["peak_memory_gib"]

@@ -10,8 +10,8 @@ of advisor.estimate.loss_chunk_tokens. Backward only rescales the stored gradien
 upcast to fp32 for the softmax, the gradient cast back to the compute dtype before its matmul.
 
 Only a frozen, bias-free head on a model whose forward is the plain `lm_head(model(...).last_hidden_state)` is
-fused (advisor.estimate.FUSED_LOSS_MODEL_TYPES, each checked against the stock loss and gradients in tests/test_fused_loss.py); anything
-else keeps transformers' own forward.
+fused (advisor.estimate.FUSED_LOSS_MODEL_TYPES, each checked against the stock loss and gradients in
+tests/test_fused_loss.py); anything else keeps transformers' own forward.
 """
 
 import types
@@ -99,6 +99,7 @@ def use_fused_loss(causal_lm, chunk: int | None = None) -> None:
     """Make this model instance (not its class) compute its training loss with `linear_cross_entropy` (chunks of
     `chunk` positions, default loss_chunk_tokens); calls without labels (generation, logits wanted) keep the stock
     forward."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
     stock = type(causal_lm).forward
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, num_items_in_batch=None,
@@ -106,7 +107,6 @@ def use_fused_loss(causal_lm, chunk: int | None = None) -> None:
         if labels is None:
             return stock(self, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          use_cache=use_cache, **kwargs)
-        from transformers.modeling_outputs import CausalLMOutputWithPast
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False, **kwargs).last_hidden_state
         loss = linear_cross_entropy(hidden, self.get_output_embeddings().weight, labels, num_items_in_batch, chunk)

@@ -55,31 +55,29 @@ def test_step_peak_matches_estimate(case):
         assert estimated == pytest.approx(measured, rel=0.05)
 
 
-def test_logits_cost_14_bytes_each():
-    """The slope of the step's peak over the vocabulary: everything else cancels."""
-    from transformers import LlamaConfig
-    peaks = []
-    for vocab in (4096, 16384):
-        torch.manual_seed(0)
-        config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
-                             num_key_value_heads=2, vocab_size=vocab, use_cache=False)
-        peaks.append(step_peak_bytes(lora_builder(("q_proj",), rank=8)(config), torch.randint(0, 4096, (2, 256))))
-    from advisor.estimate import LOGITS_BYTES_PER_ELEMENT
-    assert (peaks[1] - peaks[0]) / (2 * 256 * (16384 - 4096)) == pytest.approx(LOGITS_BYTES_PER_ELEMENT, rel=0.01)
-
-
-def test_fused_loss_costs_6_bytes_per_chunk_logit():
-    """The slope of the fused step's peak over the vocabulary (one chunk of 512 positions)."""
+def bytes_per_vocab_entry(vocabs: tuple[int, int], fused: bool) -> float:
+    """The slope of a step's peak over the vocabulary, per position (2 x 256): everything else cancels."""
     from transformers import LlamaConfig
 
     from runners.loss import use_fused_loss
     peaks = []
-    for vocab in (16384, 65536):
+    for vocab in vocabs:
         torch.manual_seed(0)
         config = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
                              num_key_value_heads=2, vocab_size=vocab, use_cache=False)
         model = lora_builder(("q_proj",), rank=8)(config)
-        use_fused_loss(model.get_base_model())
+        if fused:
+            use_fused_loss(model.get_base_model())
         peaks.append(step_peak_bytes(model, torch.randint(0, 4096, (2, 256))))
+    return (peaks[1] - peaks[0]) / (2 * 256 * (vocabs[1] - vocabs[0]))
+
+
+def test_logits_cost_14_bytes_each():
+    from advisor.estimate import LOGITS_BYTES_PER_ELEMENT
+    assert bytes_per_vocab_entry((4096, 16384), fused=False) == pytest.approx(LOGITS_BYTES_PER_ELEMENT, rel=0.01)
+
+
+def test_fused_loss_costs_6_bytes_per_chunk_logit():
+    """All 512 positions are one chunk, so the slope is the bytes per chunk logit."""
     from advisor.estimate import FUSED_LOSS_BYTES_PER_ELEMENT
-    assert (peaks[1] - peaks[0]) / (512 * (65536 - 16384)) == pytest.approx(FUSED_LOSS_BYTES_PER_ELEMENT, rel=0.05)
+    assert bytes_per_vocab_entry((16384, 65536), fused=True) == pytest.approx(FUSED_LOSS_BYTES_PER_ELEMENT, rel=0.05)
