@@ -18,6 +18,12 @@ from advisor.recipe import Recipe
 # with the exact count before it launches.
 CHARS_PER_TOKEN = 4.0
 
+# train.gradient_checkpointing: auto leaves recomputation off only when the estimated peak without it stays under
+# this share of the GPU's memory. The margin covers the estimate's error (within 5% of measured peaks on CPU,
+# tests/test_memory_peak.py; not yet checked on a GPU, docs/accuracy.md) and allocator fragmentation: running out of
+# memory loses the run, while checkpointing costs one more forward of the decoder layers.
+AUTO_CHECKPOINTING_MAX_SHARE = 0.90
+
 
 class Estimate(BaseModel):
     """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
@@ -35,6 +41,8 @@ class Estimate(BaseModel):
     memory_gib: dict
     peak_memory_gib: float
     gpu_memory_gib: float | None
+    gradient_checkpointing: bool = False
+    gradient_checkpointing_reason: str | None = None
     fits: bool
     gpus_needed: int | None
     suggestions: list[str]
@@ -50,12 +58,12 @@ class Estimate(BaseModel):
 
 
 def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
-    """The estimators' view of a recipe."""
+    """The estimators' view of a recipe (gradient_checkpointing: auto reads as off; `choose_checkpointing` decides)."""
     return TrainingSetup(
         arch=recipe.model.resolve_arch(), method=recipe.method, lora_rank=recipe.lora.r,
         lora_targets=recipe.lora.target_modules, lora_dropout=recipe.lora.dropout, seq_len=recipe.data.seq_len,
         micro_batch=recipe.train.micro_batch, gpus=gpus or recipe.world_size, sharding=recipe.launch.strategy,
-        gradient_checkpointing=recipe.train.gradient_checkpointing, fused_loss=recipe.train.fused_loss,
+        gradient_checkpointing=recipe.train.gradient_checkpointing is True, fused_loss=recipe.train.fused_loss,
         flash_attention=recipe.model.attn_implementation != "eager",
         optimizer=recipe.train.optimizer, double_quant=recipe.quant.double_quant if recipe.quant else True,
     )
@@ -79,9 +87,25 @@ def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[
     return size / CHARS_PER_TOKEN * (1 - recipe.data.val_fraction) * t.epochs, "file size / 4 chars per token x epochs"
 
 
+def choose_checkpointing(setup: TrainingSetup, memory_gib: float | None, overheads: dict | None = None) -> tuple[bool, str]:
+    """train.gradient_checkpointing: auto. Off when the estimated peak without it is at most
+    AUTO_CHECKPOINTING_MAX_SHARE of `memory_gib` (the GPU's), on otherwise; off with no GPU to size against (a CPU
+    run). Recomputation costs one more forward of the decoder layers (`flops_per_token`), so it is paid only when
+    memory needs it. Returns the choice and a one-line reason for the estimate and the run report."""
+    if memory_gib is None:
+        return False, "auto; no GPU memory to size against"
+    without = memory_per_gpu(replace(setup, gradient_checkpointing=False), **(overheads or {})).total
+    budget = AUTO_CHECKPOINTING_MAX_SHARE * memory_gib
+    share = f"{AUTO_CHECKPOINTING_MAX_SHARE:.0%} of {memory_gib:.1f} GiB"
+    if without <= budget:
+        return False, f"auto; the peak without it, {without:.1f} GiB, is within {budget:.1f} GiB ({share})"
+    return True, f"auto; the peak without it, {without:.1f} GiB, exceeds {budget:.1f} GiB ({share})"
+
+
 def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,
                       efficiency: float | None = None, price: float | None = None,
-                      calibration: Calibration | None = None, recipe_name: str | None = None) -> Estimate:
+                      calibration: Calibration | None = None, recipe_name: str | None = None,
+                      checkpointing_reason: str | None = None) -> Estimate:
     """Apply every estimator to one setup on one GPU type (None: a CPU run, which costs no GPU-hours)."""
     arch = setup.arch
     overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
@@ -103,7 +127,8 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
         total_params=param_counts(arch).total, trainable_params=setup.trainable_params,
         flops_per_token=flops.total, flops_breakdown=flops.as_dict(), memory_gib=memory.as_dict(),
-        peak_memory_gib=memory.total, gpu_memory_gib=gpu.memory_gib if gpu else None, fits=fits,
+        peak_memory_gib=memory.total, gpu_memory_gib=gpu.memory_gib if gpu else None,
+        gradient_checkpointing=setup.gradient_checkpointing, gradient_checkpointing_reason=checkpointing_reason, fits=fits,
         gpus_needed=gpus_needed(setup, gpu, **overheads) if gpu else None,
         suggestions=[] if fits else suggest_fits(setup, gpu, overheads),
         tokens=tokens, tokens_source=tokens_source,
@@ -116,15 +141,26 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
 
 def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens: float | None = None,
                     calibration: Calibration | None = None, gpus: int | None = None, tokens: float | None = None,
-                    efficiency: float | None = None, price: float | None = None) -> Estimate:
+                    efficiency: float | None = None, price: float | None = None,
+                    device_memory_gib: float | None = None) -> Estimate:
     """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated; `tokens`,
-    `efficiency` and `price` override what the recipe, calibration and catalog would give."""
+    `efficiency` and `price` override what the recipe, calibration and catalog would give. At run time
+    `device_memory_gib` (the device's own total) replaces the catalog's memory for the fit and for `auto` checkpointing."""
     if isinstance(gpu, str):
         gpu = get_gpu(gpu)
     if gpu is None and recipe.launch.gpu:
         gpu = get_gpu(recipe.launch.gpu)
+    if gpu is not None and device_memory_gib:  # at run time: the device's own memory, not the catalog's
+        gpu = gpu.model_copy(update={"memory_gib": device_memory_gib})
     count, source = (tokens, "given (--tokens)") if tokens is not None else recipe_tokens(recipe, dataset_tokens)
-    return estimate_training(recipe_setup(recipe, gpus), gpu, count, source, efficiency, price, calibration, recipe.name)
+    setup = recipe_setup(recipe, gpus)
+    if recipe.train.gradient_checkpointing == "auto":
+        overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
+        checkpointing, reason = choose_checkpointing(setup, device_memory_gib or (gpu.memory_gib if gpu else None), overheads)
+        setup = replace(setup, gradient_checkpointing=checkpointing)
+    else:
+        reason = "set in the recipe"
+    return estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, reason)
 
 
 def suggest_fits(setup: TrainingSetup, gpu: Gpu, overheads: dict) -> list[str]:

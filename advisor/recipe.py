@@ -123,10 +123,15 @@ class TrainSection(BaseModel):
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    gradient_checkpointing: bool = Field(False, description="Recompute each layer's activations in backward (saves memory, ~+30% compute).")
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto", description="Recompute each layer's activations in backward (saves memory, one more forward of compute). "
+                            "auto: on only when the estimated peak without it would not leave 10% of the GPU free.")
     fused_loss: bool = Field(
         True, description="Compute the LM head and cross-entropy chunk by chunk, never holding the whole micro-batch's "
                           "logits (same loss and gradients; Llama, Mistral, Qwen2/3, else the model's own loss).")
+    compile: bool = Field(
+        False, description="torch.compile each decoder layer (regional: compiled once, reused by every layer; the first "
+                           "steps take longer). Not applied with FSDP.")
     optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit"] = Field(
         "adamw", description="adamw (torch, fused on CUDA) or bitsandbytes' 8-bit AdamW (paged: spills to CPU under pressure).")
     seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch on every rank.")

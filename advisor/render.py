@@ -122,6 +122,8 @@ def render_estimate(e: Estimate) -> str:
         table(["weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead", "total"],
               [[gib(m[k]) for k in ("weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead", "total")]]),
         f"  sharding: {m['sharding']}",
+        f"  gradient checkpointing: {'on' if e.gradient_checkpointing else 'off'}"
+        + (f" ({e.gradient_checkpointing_reason})" if e.gradient_checkpointing_reason else ""),
     ]
     if e.gpu:
         verdict = "fits" if e.fits else "does NOT fit"

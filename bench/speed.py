@@ -4,8 +4,9 @@ Usage (GPU): python bench/speed.py --out bench/results/speed_h200.json
 Usage (CPU smoke test, tiny model): python bench/speed.py --tiny --out /tmp/speed.json
 
 Both pipelines train the same randomly initialised architecture (default: Llama-3.1-8B's shape; nothing is
-downloaded) on the same packed token rows, with LoRA r=16 on every projection, the same micro-batch and the same
-gradient-checkpointing choice. The baseline follows the Hugging Face docs' recommended settings: bf16, SDPA
+downloaded) on the same packed token rows, with LoRA r=16 on every projection and the same micro-batch; each run
+uses gradient checkpointing only if it needs it to fit this device (`--checkpointing auto`, the default; `on` or
+`off` forces it everywhere). The baseline follows the Hugging Face docs' recommended settings: bf16, SDPA
 attention, Trainer's default fused AdamW. After warm-up steps, each run's tokens/s, model FLOPs utilisation
 (against the bf16 matmul rate measured here, on this device) and peak memory are recorded.
 """
@@ -52,7 +53,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def recipe_text(arch: ModelArch, method: str, data: Path, seq_len: int, micro_batch: int, steps: int, checkpointing: bool) -> str:
+def recipe_text(arch: ModelArch, method: str, data: Path, seq_len: int, micro_batch: int, steps: int,
+                checkpointing: bool | str) -> str:
     import yaml
     model = {"arch": arch.hf_config_dict() | {"max_position_embeddings": max(seq_len, 4096)}}
     model["arch"].pop("head_dim", None)
@@ -74,13 +76,25 @@ def run_ours(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device
     """The real runner, end to end; throughput from its own per-step metrics after warm-up."""
     from advisor.recipe import load_recipe
     from runners.run import run
-    report = run(load_recipe(recipe_path, overrides), out_dir, overwrite=True)
+    report = run(load_recipe(recipe_path, overrides), out_dir, overwrite=True)  # resolves checkpointing: auto itself
     metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if "loss" in line]
     tokens = [m["tokens"] - (metrics[i - 1]["tokens"] if i else 0) for i, m in enumerate(metrics)]
     mem = report.peak_memory_gib
     return {"tokens_per_second": steady_rate(tokens, [m["step_seconds"] for m in metrics], warmup),
             "peak_memory_gib": mem.reserved if mem.reserved is not None else mem.rss,
-            "peak_memory_kind": "reserved" if mem.reserved is not None else "process rss", "steps": report.steps}
+            "peak_memory_kind": "reserved" if mem.reserved is not None else "process rss", "steps": report.steps,
+            "gradient_checkpointing": report.estimate.gradient_checkpointing}
+
+
+def baseline_checkpointing(recipe, device: torch.device) -> bool:
+    """The baseline's checkpointing "as needed to fit": the recipe's choice, or for `auto` the advisor's estimate of
+    the baseline's own peak (transformers' loss, which holds the whole micro-batch's logits) against this device."""
+    from advisor.plan import estimate_recipe
+    if recipe.train.gradient_checkpointing != "auto":
+        return recipe.train.gradient_checkpointing
+    memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+    stock = recipe.model_copy(update={"train": recipe.train.model_copy(update={"fused_loss": False})})
+    return estimate_recipe(stock, device_memory_gib=memory).gradient_checkpointing
 
 
 def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device, overrides: tuple[str, ...] = ()) -> dict:
@@ -94,13 +108,14 @@ def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.de
     from runners.run import cache_root
     from runners.tokenizer import load_tokenizer
     recipe = load_recipe(recipe_path, overrides)
+    checkpointing = baseline_checkpointing(recipe, device)
     rows = build_dataset(recipe, load_tokenizer(recipe), cache_root()).train
     import datasets
     train = datasets.Dataset.from_list([{"input_ids": r["input_ids"].tolist(), "labels": r["input_ids"].tolist()}
                                         for r in rows.rows()])
     model = load_model(recipe, device, cache_root(), recipe.train.seed)  # the same random weights as ours
     if recipe.quant is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     model = get_peft_model(model, to_peft_config(recipe.lora))
     times: list[float] = []
 
@@ -116,12 +131,12 @@ def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.de
     cuda = device.type == "cuda"
     # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever this version has
     prefix = "activation" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient"
-    checkpointing = {f"{prefix}_checkpointing": recipe.train.gradient_checkpointing,
-                     f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}}
+    trainer_checkpointing = {f"{prefix}_checkpointing": checkpointing,
+                             f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}}
     args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=recipe.train.micro_batch,
                              max_steps=recipe.train.max_steps, learning_rate=recipe.train.lr, bf16=cuda, use_cpu=not cuda,
                              logging_steps=10, report_to=[], save_strategy="no", dataloader_drop_last=True,
-                             remove_unused_columns=False, disable_tqdm=True, **checkpointing)
+                             remove_unused_columns=False, disable_tqdm=True, **trainer_checkpointing)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     Trainer(model=model, args=args, train_dataset=train, callbacks=[StepTimer()]).train()
@@ -129,7 +144,7 @@ def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.de
     import resource
     peak = torch.cuda.max_memory_reserved(device) / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"tokens_per_second": steady_rate(tokens, times, warmup), "peak_memory_gib": peak,
-            "peak_memory_kind": "reserved" if cuda else "process rss", "steps": len(times)}
+            "peak_memory_kind": "reserved" if cuda else "process rss", "steps": len(times), "gradient_checkpointing": checkpointing}
 
 
 def main() -> None:
@@ -140,7 +155,9 @@ def main() -> None:
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--no-checkpointing", action="store_true", help="disable gradient checkpointing in both runs")
+    parser.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
+                        help="gradient checkpointing in every run; auto: each run as needed to fit this device (ours decides "
+                             "with its own estimate, the baseline by the estimate of its own peak)")
     parser.add_argument("--methods", default="lora,qlora")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="also run ours with these recipe overrides (e.g. stock-loss:train.fused_loss=false); "
@@ -162,7 +179,7 @@ def main() -> None:
     lora_params = lora_trainable_params(arch, 16, "all-linear")
     result = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
               "model": arch.name, "seq_len": seq_len, "micro_batch": args.micro_batch, "steps": steps, "warmup_steps": warmup,
-              "gradient_checkpointing": not args.no_checkpointing, "measured_matmul_tflops": peak_rate / 1e12,
+              "gradient_checkpointing": args.checkpointing, "measured_matmul_tflops": peak_rate / 1e12,
               "versions": {"torch": torch.__version__}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -171,7 +188,8 @@ def main() -> None:
         synthetic_corpus(data, docs=400 if args.tiny else max(200, steps * args.micro_batch * seq_len // 2000 + 50))
         for method in args.methods.split(","):
             path = tmp / f"{method}.yaml"
-            path.write_text(recipe_text(arch, method, data, seq_len, args.micro_batch, steps, not args.no_checkpointing))
+            checkpointing = {"auto": "auto", "on": True, "off": False}[args.checkpointing]
+            path.write_text(recipe_text(arch, method, data, seq_len, args.micro_batch, steps, checkpointing))
             model_flops = flops_per_token(arch, seq_len, method, lora_params).model
             runs = [("baseline", run_baseline, ()), ("ours", run_ours, ())] + [
                 (name, run_ours, overrides) for name, overrides in variants.items()]
@@ -199,15 +217,16 @@ def main() -> None:
 def render(result: dict) -> str:
     lines = [f"{result['gpu']}: {result['model']}, seq {result['seq_len']}, micro-batch {result['micro_batch']}, "
              f"checkpointing {result['gradient_checkpointing']}, matmul {result['measured_matmul_tflops']:.1f} TFLOP/s measured",
-             f"{'run':<16}{'tokens/s':>12}{'MFU':>9}{'peak GiB':>10}"]
+             f"{'run':<16}{'tokens/s':>12}{'MFU':>9}{'peak GiB':>10}{'ckpt':>6}"]
     for name in ("lora_baseline", "lora_ours", "qlora_baseline", "qlora_ours"):
         if name not in result:
             continue
         r = result[name]
-        lines.append(f"{name:<16}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.2f}")
+        lines.append(f"{name:<16}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.2f}"
+                     f"{'on' if r['gradient_checkpointing'] else 'off':>6}")
     for name, r in result.get("variants", {}).items():
         lines.append(f"{name:<16}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.2f}"
-                     f"   ({', '.join(r['overrides'])})")
+                     f"{'on' if r['gradient_checkpointing'] else 'off':>6}   ({', '.join(r['overrides'])})")
     for method in ("lora", "qlora"):
         if f"{method}_speedup" in result:
             lines.append(f"{method}: speed-up {result[f'{method}_speedup']:.2f}x, memory ratio "

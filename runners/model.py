@@ -101,10 +101,10 @@ def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int
     return model
 
 
-def attach_adapters(model, recipe: Recipe):
-    """Freeze the base, prepare 4-bit models for training, enable checkpointing, add LoRA adapters, fuse the loss."""
+def attach_adapters(model, recipe: Recipe, checkpointing: bool):
+    """Freeze the base, prepare 4-bit models for training, enable checkpointing (the recipe's choice, `auto` resolved
+    by the estimate), add LoRA adapters, fuse the loss."""
     from peft import get_peft_model, prepare_model_for_kbit_training
-    checkpointing = recipe.train.gradient_checkpointing
     kwargs = {"use_reentrant": False}
     if recipe.quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
@@ -120,6 +120,18 @@ def attach_adapters(model, recipe: Recipe):
         else:
             notice(f"train.fused_loss is off for this model: {why_not}")
     return model
+
+
+def compile_layers(model) -> int:
+    """Regional compilation: torch.compile every decoder layer in place (transformers' GradientCheckpointingLayer
+    subclasses). The layers share one class and shapes, so one compiled graph serves them all, and the per-layer
+    compile is cheaper and less fragile than compiling the whole model (PyTorch's "regional compilation" recipe).
+    Returns the number of layers compiled."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile()
+    return len(layers)
 
 
 def check_vocab(model, tokenizer) -> None:

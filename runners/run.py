@@ -22,7 +22,10 @@ from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
 from runners.io import atomic_write_json, atomic_write_text
-from runners.model import notice, random_checkpoint, attach_adapters, check_vocab, compute_dtype, load_model, total_parameters, trainable_parameters
+from runners.model import (
+    attach_adapters, check_vocab, compile_layers, compute_dtype, load_model, notice, random_checkpoint, total_parameters,
+    trainable_parameters,
+)
 from runners.tokenizer import load_tokenizer
 from runners.train import (
     CheckpointError, NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, seed_everything, train,
@@ -132,10 +135,15 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     if data is None:
         data = build_dataset(recipe, tokenizer, cache_root())
     gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
-    estimate = estimate_recipe(recipe, gpu, dataset_tokens=data.train_tokens, calibration=calibration, gpus=ctx.world_size)
+    device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
+    estimate = estimate_recipe(recipe, gpu, dataset_tokens=data.train_tokens, calibration=calibration, gpus=ctx.world_size,
+                               device_memory_gib=device_memory)
+    if recipe.train.gradient_checkpointing == "auto":
+        notice(f"gradient checkpointing {'on' if estimate.gradient_checkpointing else 'off'} "
+               f"({estimate.gradient_checkpointing_reason})")
     if gpu is not None and not estimate.fits and not force:
         raise AdvisorError(f"predicted peak {estimate.peak_memory_gib:.1f} GiB per GPU exceeds the {gpu.name}'s "
-                           f"{gpu.memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
+                           f"{estimate.gpu_memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
     strategy = _strategy(recipe, estimate)
     dtype = compute_dtype(recipe, ctx.device)
     if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:
@@ -143,8 +151,13 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     barrier(ctx)
     model = load_model(recipe, ctx.device, cache_root(), recipe.train.seed, fsdp=strategy == "fsdp")
     check_vocab(model, tokenizer)
-    model = attach_adapters(model, recipe)
+    model = attach_adapters(model, recipe, estimate.gradient_checkpointing)
     trainable, total = trainable_parameters(model), total_parameters(model)
+    if recipe.train.compile:
+        if strategy == "fsdp":
+            notice("train.compile is not applied with FSDP (its sharding hooks inside compiled layers are not verified here)")
+        elif not compile_layers(model):
+            notice("train.compile: this model has no transformers decoder layers to compile; running eagerly")
     model = wrap_model(model, ctx, strategy, dtype)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], recipe.train, ctx.device)
     state = None
@@ -243,7 +256,7 @@ def build_report(recipe, ctx, result, estimate: Estimate, trainable: int, total:
                  checksums: list[str]) -> RunReport:
     """Measured compute; model FLOPs from the advisor's own flops_per_token, so MFU and the estimate agree."""
     arch = recipe.model.resolve_arch()
-    flops = flops_per_token(arch, recipe.data.seq_len, recipe.method, trainable, recipe.train.gradient_checkpointing)
+    flops = flops_per_token(arch, recipe.data.seq_len, recipe.method, trainable, estimate.gradient_checkpointing)
     gpus = ctx.world_size if ctx.device.type == "cuda" else 0
     wall = max(result.wall_seconds, 1e-9)
     model_flops = flops.model * result.tokens  # useful work: padding is not model FLOPs

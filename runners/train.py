@@ -198,7 +198,9 @@ def evaluate(model, data: TokenizedData, recipe: Recipe, ctx: DistContext, pad_i
     n, mb, world = len(data.val), recipe.train.micro_batch, ctx.world_size
     total, count = 0.0, 0.0
     model.eval()
-    with torch.no_grad():
+    # compiled layers (train.compile) run eagerly here: a no-grad graph would be one more compile for a short pass,
+    # and bitsandbytes' 4-bit layers fail in it (a mis-shaped fake kernel, seen with bitsandbytes 0.50 on CPU)
+    with torch.no_grad(), torch.compiler.set_stance("force_eager"):
         for b in range(math.ceil(n / (mb * world))):
             idxs = [b * mb * world + ctx.rank * mb + j for j in range(mb)]
             rows = [data.val.row(i % n) for i in idxs]

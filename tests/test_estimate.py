@@ -180,3 +180,38 @@ def test_trainable_tensors_add_up():
     assert sum(trainable_tensor_numels(TrainingSetup(arch=arch, method="full"))) == param_counts(arch).total
     lora = TrainingSetup(arch=arch, method="lora", lora_rank=8, lora_targets=("q_proj", "v_proj"))
     assert sum(trainable_tensor_numels(lora)) == lora_trainable_params(arch, 8, "q_proj,v_proj")
+
+
+# --- gradient_checkpointing: auto ---------------------------------------------------------------------------
+
+def test_auto_checkpointing_pays_recompute_only_when_memory_needs_it():
+    from advisor.plan import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing
+    setup = TrainingSetup(arch=catalog.get_model("Llama-3.1-8B"), micro_batch=2)
+    without = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=False)).total
+    with_it = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=True)).total
+    assert with_it < without
+    assert choose_checkpointing(setup, without / AUTO_CHECKPOINTING_MAX_SHARE + 0.01)[0] is False
+    # it would fit, but with less than the margin to spare: checkpoint rather than risk the run
+    on, reason = choose_checkpointing(setup, without * 1.05)
+    assert on is True and f"{without:.1f} GiB" in reason
+    assert choose_checkpointing(setup, None) == (False, "auto; no GPU memory to size against")
+
+
+def test_auto_checkpointing_in_recipe_estimates_and_the_device_memory_wins(tmp_path):
+    from advisor.plan import estimate_recipe
+    from advisor.recipe import load_recipe
+    from tests.helpers import RECIPES
+    recipe = load_recipe(RECIPES / "llama3.1-8b-lora.yaml")  # micro-batch 4 x 2048 tokens, gradient_checkpointing: auto
+    assert recipe.train.gradient_checkpointing == "auto"
+    h100 = estimate_recipe(recipe, "H100-SXM")
+    h200 = estimate_recipe(recipe, "H200")
+    assert h100.gradient_checkpointing and not h200.gradient_checkpointing
+    assert h100.flops_breakdown["recompute"] > 0 and h200.flops_breakdown["recompute"] == 0
+    assert h200.peak_memory_gib > h100.peak_memory_gib and h100.fits and h200.fits
+    # at run time the device's own total replaces the catalog's (e.g. a 40 GiB slice of an H200)
+    small = estimate_recipe(recipe, "H200", device_memory_gib=40.0)
+    assert small.gradient_checkpointing and small.gpu_memory_gib == 40.0 and small.fits
+    explicit = estimate_recipe(load_recipe(RECIPES / "llama3.1-8b-lora.yaml", ["train.gradient_checkpointing=false"]), "H100-SXM")
+    assert not explicit.gradient_checkpointing and not explicit.fits
+    assert explicit.gradient_checkpointing_reason == "set in the recipe"
+    assert "train.micro_batch: 1" in " ".join(explicit.suggestions)

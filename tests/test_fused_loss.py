@@ -141,5 +141,5 @@ def test_the_runner_fuses_by_default_and_can_be_told_not_to(tmp_path):
     recipe = load_recipe("recipes/tiny-cpu-lora.yaml")
     for flag in (True, False):
         r = recipe.model_copy(update={"train": recipe.train.model_copy(update={"fused_loss": flag})})
-        model = attach_adapters(load_model(r, torch.device("cpu"), tmp_path, 0), r)
+        model = attach_adapters(load_model(r, torch.device("cpu"), tmp_path, 0), r, False)
         assert ("forward" in vars(model.get_base_model())) == flag

@@ -38,7 +38,7 @@ def test_static_memory_matches_the_runner(tmp_path, recipe_name, extra, rel):
     from runners.model import attach_adapters, load_model
     from runners.train import build_optimizer
     recipe = load_recipe(RECIPES / recipe_name, SHAPE + extra)
-    model = attach_adapters(load_model(recipe, torch.device("cpu"), Path(tmp_path), 0), recipe)
+    model = attach_adapters(load_model(recipe, torch.device("cpu"), Path(tmp_path), 0), recipe, False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, recipe.train, torch.device("cpu"))
     ids = torch.randint(0, 2048, (1, 64))

@@ -186,8 +186,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch)
     import runners.run as run_module
     original = run_module.attach_adapters
 
-    def poisoned(model, recipe):
-        peft_model = original(model, recipe)
+    def poisoned(*args):
+        peft_model = original(*args)
         forward, calls = peft_model.forward, {"n": 0}
 
         def forward_nan(*args, **kwargs):

@@ -39,6 +39,9 @@ def _check_run(out: Path, recipe_file: str, rel: float = 1e-5) -> dict:
     # trainable parameters: the runner's count, the advisor's estimate for the same recipe, exactly
     recipe = load_recipe(RECIPES / recipe_file)
     assert report["trainable_params"] == estimate_recipe(recipe).trainable_params == report["estimate"]["trainable_params"]
+    # gradient_checkpointing: auto (the default) on a CPU: nothing to size against, so no recompute is paid
+    assert recipe.train.gradient_checkpointing == "auto" and report["estimate"]["gradient_checkpointing"] is False
+    assert report["estimate"]["flops_breakdown"]["recompute"] == 0
     # the loss falls: the last tenth of the run below the first tenth and well below the first step (ln 259 = 5.56
     # for the untrained byte model), and eval below the first step's loss
     losses = train_losses(out)

@@ -42,6 +42,23 @@ def test_gradient_checkpointing_changes_memory_not_math(tmp_path, capsys):
     assert report["executed_flops"] > report["model_flops"]  # the recompute is counted as executed work
 
 
+def test_compiled_layers_give_the_eager_losses(tmp_path, capsys):
+    """train.compile: every decoder layer torch.compiled (inductor's CPU code here), with checkpointing on too, the
+    riskier combination; the loss curve and the adapter match the eager run's."""
+    from advisor.recipe import load_recipe
+    from runners.model import attach_adapters, compile_layers, load_model
+    recipe = load_recipe(TINY)
+    model = attach_adapters(load_model(recipe, torch.device("cpu"), tmp_path / "cache", 0), recipe, False)
+    assert compile_layers(model) == recipe.model.resolve_arch().num_hidden_layers
+    few = ["--set", "train.max_steps=4", "--set", "train.gradient_checkpointing=true"]
+    eager = _run(tmp_path, capsys, "eager", *few)
+    compiled = _run(tmp_path, capsys, "compiled", *few, "--set", "train.compile=true")
+    assert train_losses(compiled) == pytest.approx(train_losses(eager), rel=1e-5)
+    a, b = _adapter(eager), _adapter(compiled)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
 def test_merged_model_matches_base_plus_adapter(tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
