@@ -131,7 +131,7 @@ class TrainSection(BaseModel):
                           "logits (same loss and gradients; Llama, Mistral, Qwen2/3, else the model's own loss).")
     compile: bool = Field(
         False, description="torch.compile each decoder layer (regional: compiled once, reused by every layer; the first "
-                           "steps take longer). Not applied with FSDP.")
+                           "steps take longer; eval runs eagerly).")
     optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit"] = Field(
         "adamw", description="adamw (torch, fused on CUDA) or bitsandbytes' 8-bit AdamW (paged: spills to CPU under pressure).")
     seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch on every rank.")

@@ -153,11 +153,8 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     check_vocab(model, tokenizer)
     model = attach_adapters(model, recipe, estimate.gradient_checkpointing)
     trainable, total = trainable_parameters(model), total_parameters(model)
-    if recipe.train.compile:
-        if strategy == "fsdp":
-            notice("train.compile is not applied with FSDP (its sharding hooks inside compiled layers are not verified here)")
-        elif not compile_layers(model):
-            notice("train.compile: this model has no transformers decoder layers to compile; running eagerly")
+    if recipe.train.compile and not compile_layers(model):  # before DDP/FSDP wrap the layers
+        notice("train.compile: this model has no transformers decoder layers to compile; running eagerly")
     model = wrap_model(model, ctx, strategy, dtype)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], recipe.train, ctx.device)
     state = None
