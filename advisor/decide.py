@@ -15,7 +15,7 @@ from advisor.numbers import human
 from advisor.calibration import Calibration
 from advisor.estimate import (
     DEFAULT_EFFICIENCY,
-    TrainingSetup, cost_usd, flops_per_token, gpu_hours, gpus_needed, memory_per_gpu, param_counts, training_flops,
+    TrainingSetup, choose_checkpointing, cost_usd, flops_per_token, gpu_hours, gpus_needed, memory_per_gpu, param_counts, training_flops,
 )
 
 Tier = Literal["api", "peft", "full", "pretrain"]
@@ -300,6 +300,8 @@ def cost_finetune(s: Situation, method: str, calibration: Calibration | None = N
                       viable=False, note=f"does not fit on any number of {gpu.name}")
     gpus = max(needed, 1)
     setup = replace(setup, gpus=gpus, sharding="fsdp" if gpus > 1 else "auto")
+    # as the runner does by default (train.gradient_checkpointing: auto): recompute only if memory needs it
+    setup = replace(setup, gradient_checkpointing=choose_checkpointing(setup, gpu.memory_gib, overheads)[0])
     memory = memory_per_gpu(setup, **overheads)
     flops = flops_per_token(arch, setup.seq_len, method, setup.trainable_params, setup.gradient_checkpointing)
     efficiency = calibration.efficiency(gpu.name, method) if calibration else None

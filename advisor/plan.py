@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict
 from advisor.calibration import Calibration
 from advisor.catalog import Gpu, get_gpu
 from advisor.estimate import (
-    DEFAULT_EFFICIENCY, TrainingSetup, cost_usd, flops_per_token, gpu_hours, gpus_needed, memory_per_gpu, param_counts,
-    training_flops,
+    DEFAULT_EFFICIENCY, TrainingSetup, choose_checkpointing, cost_usd, flops_per_token, gpu_hours, gpus_needed,
+    memory_per_gpu, param_counts, training_flops,
 )
 from advisor.recipe import Recipe
 
@@ -18,11 +18,6 @@ from advisor.recipe import Recipe
 # with the exact count before it launches.
 CHARS_PER_TOKEN = 4.0
 
-# train.gradient_checkpointing: auto leaves recomputation off only when the estimated peak without it stays under
-# this share of the GPU's memory. The margin covers the estimate's error (within 5% of measured peaks on CPU,
-# tests/test_memory_peak.py; not yet checked on a GPU, docs/accuracy.md) and allocator fragmentation: running out of
-# memory loses the run, while checkpointing costs one more forward of the decoder layers.
-AUTO_CHECKPOINTING_MAX_SHARE = 0.90
 
 
 class Estimate(BaseModel):
@@ -85,21 +80,6 @@ def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[
     else:
         return 0.0, "data not found"
     return size / CHARS_PER_TOKEN * (1 - recipe.data.val_fraction) * t.epochs, "file size / 4 chars per token x epochs"
-
-
-def choose_checkpointing(setup: TrainingSetup, memory_gib: float | None, overheads: dict | None = None) -> tuple[bool, str]:
-    """train.gradient_checkpointing: auto. Off when the estimated peak without it is at most
-    AUTO_CHECKPOINTING_MAX_SHARE of `memory_gib` (the GPU's), on otherwise; off with no GPU to size against (a CPU
-    run). Recomputation costs one more forward of the decoder layers (`flops_per_token`), so it is paid only when
-    memory needs it. Returns the choice and a one-line reason for the estimate and the run report."""
-    if memory_gib is None:
-        return False, "auto; no GPU memory to size against"
-    without = memory_per_gpu(replace(setup, gradient_checkpointing=False), **(overheads or {})).total
-    budget = AUTO_CHECKPOINTING_MAX_SHARE * memory_gib
-    share = f"{AUTO_CHECKPOINTING_MAX_SHARE:.0%} of {memory_gib:.1f} GiB"
-    if without <= budget:
-        return False, f"auto; the peak without it, {without:.1f} GiB, is within {budget:.1f} GiB ({share})"
-    return True, f"auto; the peak without it, {without:.1f} GiB, exceeds {budget:.1f} GiB ({share})"
 
 
 def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,

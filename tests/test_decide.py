@@ -94,3 +94,24 @@ def test_inference_aware_finding_shrinks_with_volume():
     assert quiet.numbers["savings_fraction"] == pytest.approx(0, abs=1e-6)
     assert busy.numbers["params"] < quiet.numbers["params"] and busy.numbers["savings_fraction"] > 0.05
     assert busy.numbers["data_sufficient"] is False  # over-training needs more data than there is
+
+
+def test_finetune_costs_assume_checkpointing_only_where_memory_needs_it():
+    """recommend prices a fine-tune as the runner would run it (train.gradient_checkpointing: auto)."""
+    from advisor import catalog
+    from advisor.decide import cost_finetune
+    from advisor.estimate import (
+        DEFAULT_EFFICIENCY, TrainingSetup, flops_per_token, gpu_hours, lora_trainable_params, memory_per_gpu,
+    )
+    arch = catalog.get_model("Llama-3.1-8B")
+    lora = lora_trainable_params(arch, 16, TrainingSetup(arch=arch).lora_targets)
+
+    def hours(gpu, checkpointing):
+        flops = flops_per_token(arch, 2048, "lora", lora, checkpointing).total
+        return gpu_hours(flops * 2e9, catalog.get_gpu(gpu).peak_flops, DEFAULT_EFFICIENCY["lora"])
+
+    roomy = cost_finetune(Situation(tokens=2e9, gpu="H200"), "lora")     # 32 GiB without checkpointing: fits
+    tight = cost_finetune(Situation(tokens=2e9, gpu="A10G"), "lora")      # 22 GiB card: needs it
+    assert roomy.gpu_hours == pytest.approx(hours("H200", False))
+    assert tight.gpu_hours == pytest.approx(hours("A10G", True))
+    assert roomy.memory_gib_per_gpu == pytest.approx(memory_per_gpu(TrainingSetup(arch=arch, gradient_checkpointing=False)).total)

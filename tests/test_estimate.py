@@ -185,7 +185,7 @@ def test_trainable_tensors_add_up():
 # --- gradient_checkpointing: auto ---------------------------------------------------------------------------
 
 def test_auto_checkpointing_pays_recompute_only_when_memory_needs_it():
-    from advisor.plan import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing
+    from advisor.estimate import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing
     setup = TrainingSetup(arch=catalog.get_model("Llama-3.1-8B"), micro_batch=2)
     without = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=False)).total
     with_it = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=True)).total
