@@ -86,13 +86,16 @@ def run_ours(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device
             "gradient_checkpointing": report.estimate.gradient_checkpointing}
 
 
-def baseline_checkpointing(recipe, device: torch.device) -> bool:
+def device_memory_gib(device: torch.device) -> float | None:
+    return torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
+
+
+def baseline_checkpointing(recipe, memory: float | None) -> bool:
     """The baseline's checkpointing "as needed to fit": the recipe's choice, or for `auto` the advisor's estimate of
-    the baseline's own peak (transformers' loss, which holds the whole micro-batch's logits) against this device."""
+    the baseline's own peak (transformers' loss, which holds the whole micro-batch's logits) against `memory` GiB."""
     from advisor.plan import estimate_recipe
     if recipe.train.gradient_checkpointing != "auto":
         return recipe.train.gradient_checkpointing
-    memory = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else None
     stock = recipe.model_copy(update={"train": recipe.train.model_copy(update={"fused_loss": False})})
     return estimate_recipe(stock, device_memory_gib=memory).gradient_checkpointing
 
@@ -108,7 +111,7 @@ def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.de
     from runners.run import cache_root
     from runners.tokenizer import load_tokenizer
     recipe = load_recipe(recipe_path, overrides)
-    checkpointing = baseline_checkpointing(recipe, device)
+    checkpointing = baseline_checkpointing(recipe, device_memory_gib(device))
     rows = build_dataset(recipe, load_tokenizer(recipe), cache_root()).train
     import datasets
     train = datasets.Dataset.from_list([{"input_ids": r["input_ids"].tolist(), "labels": r["input_ids"].tolist()}

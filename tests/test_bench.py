@@ -26,6 +26,26 @@ def test_speed_benchmark_smoke(tmp_path):
         variant = result["variants"][f"{method}_stock-loss"]
         assert variant["overrides"] == ["train.fused_loss=false"] and variant["tokens_per_second"] > 0
     assert "stock-loss" in proc.stdout
+    assert result["gradient_checkpointing"] == "auto"  # CPU: nothing to size against, so no run recomputes
+    assert not any(result[run]["gradient_checkpointing"] for run in ("lora_ours", "lora_baseline", "qlora_ours", "qlora_baseline"))
+
+
+def test_speed_benchmark_gives_each_run_checkpointing_as_needed_to_fit():
+    """--checkpointing auto: the baseline's choice comes from the estimate of its own (stock-loss) peak, ours from the
+    runner's. The 8B LoRA recipe (micro-batch 4 x 2k tokens, dropout 0.05) without it: ours 114.6 GiB, the baseline
+    127.4 GiB (the whole micro-batch's logits), so on 135 GiB the baseline needs it and ours does not."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from speed import baseline_checkpointing
+
+    from advisor.plan import estimate_recipe
+    from advisor.recipe import load_recipe
+    recipe = load_recipe(ROOT / "recipes" / "llama3.1-8b-lora.yaml")
+    assert recipe.train.gradient_checkpointing == "auto" and recipe.train.fused_loss
+    assert baseline_checkpointing(recipe, 135.0) is True
+    assert estimate_recipe(recipe, device_memory_gib=135.0).gradient_checkpointing is False
+    assert baseline_checkpointing(recipe, None) is True  # no device: sized against the recipe's launch.gpu, an H100
+    assert baseline_checkpointing(load_recipe(ROOT / "recipes" / "llama3.1-8b-lora.yaml",
+                                              ["train.gradient_checkpointing=true"]), None) is True
 
 
 def test_fused_loss_benchmark_smoke(tmp_path):
