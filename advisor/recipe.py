@@ -27,8 +27,10 @@ class ModelSection(BaseModel):
                                                     "byte-level tokenizer shipped with Rightsize for inline or random models.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weights and compute dtype; auto = bfloat16 on CUDA (float16 where bf16 is absent), float32 on CPU.")
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
-        "sdpa", description="Attention kernel; sdpa picks flash or memory-efficient kernels when it can.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        "sdpa", description="Attention kernel; sdpa picks flash or memory-efficient kernels when it can (packed rows give "
+                            "it a block-causal mask); flex_attention skips the masked blocks of packed rows (compiled on "
+                            "first use); flash_attention_2 needs the flash-attn package.")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you set it; the run says so.")
 
     @model_validator(mode="after")

@@ -121,6 +121,9 @@ def _first_error(ctx: DistContext, fn):
 
 def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) -> RunReport:
     setup_start = time.perf_counter()
+    if recipe.model.attn_implementation == "flex_attention" and ctx.device.type != "cuda":
+        raise AdvisorError("model.attn_implementation: flex_attention trains on CUDA GPUs only (PyTorch's FlexAttention "
+                           "has no backward on the CPU); use sdpa here")
     _first_error(ctx, lambda: prepare_out_dir(out_dir, resume, overwrite))
     barrier(ctx)
     checkpoint = latest_checkpoint(out_dir) if resume else None

@@ -64,12 +64,13 @@ def test_pack_layout():
     assert len(unpacked) == 2
 
 
-def test_packed_attention_does_not_cross_examples():
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "flex_attention"])  # flex: compiled on first use (~25 s here)
+def test_packed_attention_does_not_cross_examples(attention):
     """Logits of an example packed after another equal its logits alone: the block-causal mask holds."""
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, vocab_size=50, attn_implementation="sdpa",
+                                         num_key_value_heads=2, vocab_size=50, attn_implementation=attention,
                                          use_cache=False)).eval()  # a KV cache disables packed-sequence masks
     a, b = [3, 4, 5, 6, 7], [9, 8, 7, 6]
     packed = collate(pack([(a, a), (b, b)], 16, True).rows(), pad_id=0)

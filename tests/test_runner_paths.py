@@ -59,6 +59,12 @@ def test_compiled_layers_give_the_eager_losses(tmp_path, capsys):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
+def test_flex_attention_is_refused_on_cpu_before_anything_loads(tmp_path, capsys):
+    code, _, err = run_cli(["run", TINY, "--out", tmp_path / "flex", "--set", "model.attn_implementation=flex_attention"], capsys)
+    assert code == 2 and "flex_attention trains on CUDA GPUs only" in err and "Traceback" not in err
+    assert not (tmp_path / "flex").exists()
+
+
 def test_merged_model_matches_base_plus_adapter(tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
