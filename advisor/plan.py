@@ -19,7 +19,6 @@ from advisor.recipe import Recipe
 CHARS_PER_TOKEN = 4.0
 
 
-
 class Estimate(BaseModel):
     """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
 
