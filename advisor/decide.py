@@ -14,7 +14,7 @@ from advisor import catalog, scaling
 from advisor.numbers import human
 from advisor.calibration import Calibration
 from advisor.estimate import (
-    DEFAULT_EFFICIENCY, TrainingSetup, choose_checkpointing, cost_usd, flops_per_token, gpu_hours, gpus_needed,
+    AUTO_CHECKPOINTING_MAX_SHARE, DEFAULT_EFFICIENCY, TrainingSetup, choose_checkpointing, cost_usd, flops_per_token, gpu_hours, gpus_needed,
     memory_per_gpu, param_counts, training_flops,
 )
 
@@ -375,7 +375,8 @@ def recommend(s: Situation, calibration: Calibration | None = None) -> Recommend
     order = list(TIERS)
     ranked = sorted(options.values(), key=lambda o: (o.tier != tier, not o.viable, order.index(o.tier), o.cost_usd))
     assumptions = [
-        f"Fine-tuning: {s.base_model}, sequence length {s.seq_len}, micro-batch 1, gradient checkpointing, "
+        f"Fine-tuning: {s.base_model}, sequence length {s.seq_len}, micro-batch 1, gradient checkpointing only where "
+        f"the peak without it exceeds {AUTO_CHECKPOINTING_MAX_SHARE:.0%} of the GPU, "
         f"LoRA r=16 on all linear layers, AdamW, {s.epochs:g} epoch(s) over the effective tokens.",
         "GPU-hours = FLOPs / (dense bf16 peak x efficiency); efficiency "
         + (f"from calibration {calibration.path}" if calibration else
