@@ -14,8 +14,8 @@ from advisor import catalog, scaling
 from advisor.numbers import human
 from advisor.calibration import Calibration
 from advisor.estimate import (
-    AUTO_CHECKPOINTING_MAX_SHARE, DEFAULT_EFFICIENCY, TrainingSetup, choose_checkpointing, cost_usd, flops_per_token, gpu_hours, gpus_needed,
-    memory_per_gpu, param_counts, training_flops,
+    AUTO_CHECKPOINTING_MAX_SHARE, DEFAULT_EFFICIENCY, TrainingSetup, choose_checkpointing, cost_usd, flops_per_token,
+    gpu_hours, gpus_needed, memory_per_gpu, param_counts, training_flops,
 )
 
 Tier = Literal["api", "peft", "full", "pretrain"]
