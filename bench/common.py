@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: synthetic text, whose throughput once packed is that of any text."""
+"""What the benchmark scripts share: synthetic text, whose throughput once packed is that of any text, and a device
+sync for timing."""
 
 import json
 import random
@@ -12,3 +13,10 @@ def synthetic_corpus(path: Path, docs: int, words_per_doc: tuple[int, int] = (10
     with Path(path).open("w") as f:
         for _ in range(docs):
             f.write(json.dumps({"text": " ".join(rng.choice(vocabulary) for _ in range(rng.randint(*words_per_doc)))}) + "\n")
+
+
+def sync(device) -> None:
+    """Wait for the device's queued work, so a timer measures it (a no-op on the CPU, which runs synchronously)."""
+    if device.type == "cuda":
+        import torch
+        torch.cuda.synchronize(device)

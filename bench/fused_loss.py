@@ -28,7 +28,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from advisor.catalog import ModelArch  # noqa: E402
-from advisor.estimate import logits_bytes, loss_chunk_tokens  # noqa: E402
+from common import sync  # noqa: E402  (bench/common.py, beside this script)
+
+from advisor.estimate import LINEAR_MODULES, logits_bytes, loss_chunk_tokens  # noqa: E402
 from runners.loss import use_fused_loss  # noqa: E402
 from runners.measure import lora_builder, step_peak_bytes  # noqa: E402
 
@@ -45,12 +47,10 @@ def measure(model, ids: torch.Tensor, repeats: int) -> dict:
     step(model, ids)  # warm-up
     times = []
     for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
+        sync(ids.device)
         start = time.perf_counter()
         step(model, ids)
-        if cuda:
-            torch.cuda.synchronize()
+        sync(ids.device)
         times.append(time.perf_counter() - start)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -85,7 +85,7 @@ def main() -> None:
     arch = ModelArch(hidden_size=args.hidden, intermediate_size=args.intermediate, num_hidden_layers=args.layers,
                      num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, vocab_size=args.vocab)
     torch.manual_seed(0)
-    model = lora_builder(("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), rank=16)(config)
+    model = lora_builder(LINEAR_MODULES, rank=16)(config)
     model = model.to(device)
     causal_lm = model.get_base_model()
     stock_forward = causal_lm.forward

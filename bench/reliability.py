@@ -159,6 +159,35 @@ def kill_campaign(kills: int, rng: random.Random, tmp: Path) -> dict:
             "adapter_identical_after_kills": adapter_equal(straight, out), "signals": signals}
 
 
+def nan_loss_from(attach_adapters, forward_call: int):
+    """`attach_adapters` whose model returns a NaN loss from its `forward_call`-th forward on (a diverging run)."""
+    def poisoned(*args):
+        model = attach_adapters(*args)
+        forward, calls = model.forward, {"n": 0}
+
+        def nan_forward(*a, **k):
+            calls["n"] += 1
+            out = forward(*a, **k)
+            if calls["n"] >= forward_call:
+                out.loss = out.loss * float("nan")
+            return out
+        model.forward = nan_forward
+        return model
+    return poisoned
+
+
+def disk_full_on_call(fn, call: int):
+    """`fn` that raises ENOSPC on its `call`-th call (a disk that fills up mid-run)."""
+    calls = {"n": 0}
+
+    def full(*args):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return fn(*args)
+    return full
+
+
 def fault_campaign(tmp: Path) -> dict:
     """Faults injected inside the process: a NaN loss and a full disk while checkpointing and while writing."""
     import runners.run as run_module
@@ -166,33 +195,14 @@ def fault_campaign(tmp: Path) -> dict:
     from runners import io as rio
     results = {}
     original = run_module.attach_adapters
-
-    def poisoned(*args):
-        m = original(*args)
-        forward, n = m.forward, {"calls": 0}
-
-        def nan_forward(*a, **k):
-            n["calls"] += 1
-            o = forward(*a, **k)
-            if n["calls"] >= 13:
-                o.loss = o.loss * float("nan")
-            return o
-        m.forward = nan_forward
-        return m
-    run_module.attach_adapters = poisoned
+    run_module.attach_adapters = nan_loss_from(original, 13)
     code, _, err = cli(["run", TINY, "--out", tmp / "nan", *RUN_ARGS])
     run_module.attach_adapters = original
     ckpts = sorted(p.name for p in (tmp / "nan" / "checkpoints").glob("step-*"))
     results["nan_loss"] = {"exit_code": code, "message": error_line(err), "last_checkpoint": ckpts[-1] if ckpts else None}
 
-    replace, calls = train_module.atomic_replace_dir, {"n": 0}
-
-    def full(tmp_dir, final):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return replace(tmp_dir, final)
-    train_module.atomic_replace_dir = full
+    replace = train_module.atomic_replace_dir
+    train_module.atomic_replace_dir = disk_full_on_call(replace, 3)
     code, _, err = cli(["run", TINY, "--out", tmp / "disk", *RUN_ARGS])
     train_module.atomic_replace_dir = replace
     left = sorted(p.name for p in (tmp / "disk" / "checkpoints").iterdir())

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from common import synthetic_corpus  # noqa: E402  (bench/common.py, beside this script)
+from common import sync, synthetic_corpus  # noqa: E402  (bench/common.py, beside this script)
 
 from advisor.catalog import ModelArch, get_model  # noqa: E402
 from advisor.estimate import flops_per_token, lora_trainable_params  # noqa: E402
@@ -46,11 +46,6 @@ def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int, it
         a @ b
     sync(device)
     return 2 * n**3 * iters / (time.perf_counter() - start)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def recipe_text(arch: ModelArch, method: str, data: Path, seq_len: int, micro_batch: int, steps: int,

@@ -252,9 +252,3 @@ def micro_batches_per_epoch(n_rows: int, micro_batch: int, world_size: int) -> i
         raise AdvisorError(f"only {n_rows} training sequences for micro_batch {micro_batch} x {world_size} processes: "
                            "add data, lower train.micro_batch, or disable data.packing")
     return n_rows // per_step
-
-
-def rank_rows(order: list[int], index: int, micro_batch: int, rank: int, world_size: int) -> list[int]:
-    """Row indices of micro-batch `index` for this rank: each global micro-batch is split across ranks."""
-    start = index * micro_batch * world_size + rank * micro_batch
-    return order[start:start + micro_batch]

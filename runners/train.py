@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from advisor.recipe import Recipe, TrainSection
-from runners.data import IGNORE_INDEX, TokenizedData, collate, epoch_order, micro_batches_per_epoch, rank_rows
+from runners.data import IGNORE_INDEX, TokenizedData, collate, epoch_order, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce, broadcast_object
 from runners.io import append_jsonl, atomic_replace_dir, atomic_write_text, read_jsonl
 
@@ -248,9 +248,9 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             if epoch not in orders:  # once per epoch (setdefault would reshuffle every micro-batch)
                 orders = {epoch: epoch_order(len(data.train), epoch, t.seed)}
             order = orders[epoch]
+            # each global micro-batch is split across ranks; every rank sees all of it to count the step's tokens
             global_rows = [data.train.row(i) for i in order[within * mb * world:(within + 1) * mb * world]]
-            mine = [data.train.row(i) for i in rank_rows(order, within, mb, ctx.rank, world)]
-            micro.append((mine, global_rows))
+            micro.append((global_rows[ctx.rank * mb:(ctx.rank + 1) * mb], global_rows))
         n_loss_tokens = sum(_loss_tokens(g) for _, g in micro)
         step_tokens = sum(r["input_ids"].numel() for _, g in micro for r in g)
         # what the GPUs computed: each rank's micro-batch is padded to its longest row

@@ -18,6 +18,9 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT, run_cli
 from tests.helpers import RECIPES, train_losses
 
+sys.path.insert(0, str(ROOT / "bench"))
+from reliability import disk_full_on_call, nan_loss_from  # noqa: E402  (the campaign's own fault injectors)
+
 TINY = RECIPES / "tiny-cpu-lora.yaml"
 
 # --- bad input on every command and flag ------------------------------------------------------------------
@@ -184,22 +187,7 @@ def _run_in_process(tmp_path, capsys, *extra):
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch):
     import runners.run as run_module
-    original = run_module.attach_adapters
-
-    def poisoned(*args):
-        peft_model = original(*args)
-        forward, calls = peft_model.forward, {"n": 0}
-
-        def forward_nan(*args, **kwargs):
-            calls["n"] += 1
-            out = forward(*args, **kwargs)
-            if calls["n"] >= 13:
-                out.loss = out.loss * float("nan")
-            return out
-        peft_model.forward = forward_nan
-        return peft_model
-
-    monkeypatch.setattr(run_module, "attach_adapters", poisoned)
+    monkeypatch.setattr(run_module, "attach_adapters", nan_loss_from(run_module.attach_adapters, 13))
     code, out, err = _run_in_process(tmp_path, capsys)
     assert code == 2 and "loss became nan at step 13" in err and "--resume" in err
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
@@ -212,15 +200,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch)
 
 def test_full_disk_while_checkpointing_keeps_previous(tmp_path, capsys, monkeypatch):
     import runners.train as train_module
-    original, calls = train_module.atomic_replace_dir, {"n": 0}
-
-    def full_disk(tmp, final):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return original(tmp, final)
-
-    monkeypatch.setattr(train_module, "atomic_replace_dir", full_disk)
+    original = train_module.atomic_replace_dir
+    monkeypatch.setattr(train_module, "atomic_replace_dir", disk_full_on_call(original, 3))
     code, out, err = _run_in_process(tmp_path, capsys)
     assert code == 2 and "No space left on device" in err and "step-00000010 is intact" in err
     ckpts = tmp_path / "run" / "checkpoints"
