@@ -175,8 +175,9 @@ def estimate(
     as_json: JsonFlag = False,
 ):
     """Memory per GPU, FLOPs, GPU count, GPU-hours and dollars of a fine-tune (flags or a recipe)."""
-    from advisor.estimate import TrainingSetup, resolve_lora_targets
-    from advisor.plan import estimate_recipe, estimate_training
+    from advisor.params import resolve_lora_targets
+    from advisor.training import TrainingSetup
+    from advisor.estimate import estimate_recipe, estimate_training
     from advisor.recipe import load_recipe
     from advisor.render import render_estimate
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor.calibration import Calibration, CalibrationEntry
 from advisor.errors import AdvisorError
-from advisor.estimate import flops_utilization, gpu_hours
+from advisor.flops import flops_utilization, gpu_hours
 from advisor.runreport import RunReport, load_report
 
 

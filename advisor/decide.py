@@ -13,10 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from advisor import catalog, scaling
 from advisor.numbers import human
 from advisor.calibration import Calibration
-from advisor.estimate import (
-    AUTO_CHECKPOINTING_MAX_SHARE, DEFAULT_EFFICIENCY, TrainingSetup, choose_checkpointing, cost_usd, flops_per_token,
-    gpu_hours, gpus_needed, memory_per_gpu, param_counts, training_flops,
-)
+from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.memory import memory_per_gpu
+from advisor.params import param_counts
+from advisor.sizing import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing, gpus_needed
+from advisor.training import TrainingSetup
 
 Tier = Literal["api", "peft", "full", "pretrain"]
 TaskKind = Literal["knowledge", "style", "task", "domain", "language"]
@@ -399,7 +400,7 @@ def _hardware_finding(s: Situation, options: dict[str, Option]) -> Finding:
         parts.append(f"{key}: {o.gpus} x {o.gpu} at {o.memory_gib_per_gpu:.1f} GiB each" if o.memory_gib_per_gpu
                      else f"{key}: does not fit")
     return Finding(rule="hardware_fit", finding=f"On {s.gpus} x {s.gpu} ({s.availability:.0%} available): " + "; ".join(parts) + ".",
-                   source="advisor.estimate.memory_per_gpu (see docs/estimation.md)",
+                   source="advisor.memory.memory_per_gpu (see docs/estimation.md)",
                    numbers={f"{k}_gpus": options[k].gpus for k in ("lora", "qlora", "full")})
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from advisor.catalog import ModelArch, get_model, load
 from advisor.errors import AdvisorError
-from advisor.estimate import LINEAR_MODULES, resolve_lora_targets
+from advisor.params import LINEAR_MODULES, resolve_lora_targets
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

@@ -4,7 +4,7 @@ import math
 
 from advisor.decide import Recommendation
 from advisor.numbers import human
-from advisor.plan import Estimate
+from advisor.estimate import Estimate
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

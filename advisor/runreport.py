@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advisor.errors import AdvisorError
 from advisor.numbers import human
-from advisor.plan import Estimate
+from advisor.estimate import Estimate
 
 
 class LossSummary(BaseModel):
@@ -42,7 +42,7 @@ class RunReport(BaseModel):
     gpus: int = Field(description="GPUs used (0 on CPU).")
     gpu_hours: float = Field(description="wall_seconds x gpus / 3600.")
     tokens_per_second: float
-    model_flops: float = Field(description="advisor.estimate.flops_per_token(...).model x tokens.")
+    model_flops: float = Field(description="advisor.flops.flops_per_token(...).model x tokens.")
     executed_flops: float = Field(description="flops_per_token(...).total x processed_tokens: model FLOPs, recompute and padding.")
     mfu: float | None = Field(description="model_flops / (wall x gpus x the GPU's dense bf16 peak); None on CPU.")
     peak_flops_per_gpu: float | None

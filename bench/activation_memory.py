@@ -2,7 +2,7 @@
 
 Usage: python bench/activation_memory.py [--out bench/results/activation_fit_cpu.json]
 For each shape and LoRA target set, counts the bytes autograd saves per layer and token under bf16 autocast
-(runners.measure), fits the linear model advisor.estimate uses, and prints the fit beside the shipped constants.
+(runners.measure), fits the linear model advisor.memory uses, and prints the fit beside the shipped constants.
 """
 
 import argparse
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from advisor.catalog import ModelArch
-from advisor.estimate import LINEAR_MODULES, activation_bytes_per_token_per_layer
+from advisor.memory import activation_bytes_per_token_per_layer
+from advisor.params import LINEAR_MODULES
 from runners.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder
 
 SHAPES = [(128, 256, 4, 2), (256, 704, 8, 2), (192, 512, 6, 6), (320, 384, 10, 2), (256, 896, 8, 2), (384, 1024, 6, 2),

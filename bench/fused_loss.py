@@ -8,7 +8,7 @@ Usage (GPU, Llama-3.1-8B's head, one layer): python bench/fused_loss.py --hidden
 The model has Llama-3's 128,256-token vocabulary and few, narrow layers, so the loss is a large part of the step, as
 it is for an 8B model with gradient checkpointing. Peak memory: on CUDA the allocator's peak above the memory in use
 before the step; on the CPU the live-bytes tracker (runners.measure.step_peak_bytes), which counts the same
-allocations. Each is printed beside the advisor's prediction of the loss's own peak (advisor.estimate.logits_bytes).
+allocations. Each is printed beside the advisor's prediction of the loss's own peak (advisor.memory.logits_bytes).
 Times are medians over --repeats steps after one warm-up; CPU times say nothing about GPU speed.
 """
 
@@ -30,7 +30,9 @@ import torch  # noqa: E402
 from advisor.catalog import ModelArch  # noqa: E402
 from common import sync  # noqa: E402  (bench/common.py, beside this script)
 
-from advisor.estimate import LINEAR_MODULES, logits_bytes, loss_chunk_tokens  # noqa: E402
+from advisor.fused_loss import loss_chunk_tokens
+from advisor.memory import logits_bytes
+from advisor.params import LINEAR_MODULES
 from runners.loss import use_fused_loss  # noqa: E402
 from runners.measure import lora_builder, step_peak_bytes  # noqa: E402
 

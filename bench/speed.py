@@ -29,7 +29,8 @@ import torch  # noqa: E402
 from common import sync, synthetic_corpus  # noqa: E402  (bench/common.py, beside this script)
 
 from advisor.catalog import ModelArch, get_model  # noqa: E402
-from advisor.estimate import flops_per_token, lora_trainable_params  # noqa: E402
+from advisor.flops import flops_per_token
+from advisor.params import lora_trainable_params
 
 TINY = ModelArch(name="tiny", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=259, max_position_embeddings=4096)
@@ -88,7 +89,7 @@ def device_memory_gib(device: torch.device) -> float | None:
 def baseline_checkpointing(recipe, memory: float | None) -> bool:
     """The baseline's checkpointing "as needed to fit": the recipe's choice, or for `auto` the advisor's estimate of
     the baseline's own peak (transformers' loss, which holds the whole micro-batch's logits) against `memory` GiB."""
-    from advisor.plan import estimate_recipe
+    from advisor.estimate import estimate_recipe
     if recipe.train.gradient_checkpointing != "auto":
         return recipe.train.gradient_checkpointing
     stock = recipe.model_copy(update={"train": recipe.train.model_copy(update={"fused_loss": False})})

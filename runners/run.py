@@ -15,8 +15,8 @@ import torch
 from advisor.calibration import Calibration
 from advisor.catalog import get_gpu, match_gpu
 from advisor.errors import AdvisorError
-from advisor.estimate import flops_per_token, flops_utilization
-from advisor.plan import Estimate, estimate_recipe
+from advisor.flops import flops_per_token, flops_utilization
+from advisor.estimate import Estimate, estimate_recipe
 from advisor.recipe import Recipe, recipe_to_yaml
 from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
@@ -147,7 +147,7 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     if gpu is not None and not estimate.fits and not force:
         raise AdvisorError(f"predicted peak {estimate.peak_memory_gib:.1f} GiB per GPU exceeds the {gpu.name}'s "
                            f"{estimate.gpu_memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
-    strategy = _strategy(recipe, estimate)
+    strategy = estimate.sharding  # none, ddp or fsdp: decided by advisor.sizing.choose_sharding
     dtype = compute_dtype(recipe, ctx.device)
     if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:
         random_checkpoint(recipe, dtype, cache_root(), recipe.train.seed)  # once, before the other ranks read it
@@ -185,14 +185,6 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
         atomic_write_json(out_dir / "report.json", report.model_dump(mode="json"))
     barrier(ctx)
     return report
-
-
-def _strategy(recipe: Recipe, estimate: Estimate) -> str:
-    if recipe.world_size == 1:
-        return "none"
-    if recipe.launch.strategy != "auto":
-        return recipe.launch.strategy
-    return estimate.memory_gib["sharding"] if estimate.memory_gib["sharding"] in ("ddp", "fsdp") else "ddp"
 
 
 def save_outputs(model, recipe: Recipe, out_dir: Path, ctx: DistContext) -> None:

@@ -5,7 +5,8 @@ import pytest
 pytest.importorskip("torch")
 
 from advisor.catalog import ModelArch  # noqa: E402
-from advisor.estimate import LINEAR_MODULES, activation_bytes_per_token_per_layer  # noqa: E402
+from advisor.memory import activation_bytes_per_token_per_layer
+from advisor.params import LINEAR_MODULES
 from runners.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder  # noqa: E402
 
 

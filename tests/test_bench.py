@@ -37,7 +37,7 @@ def test_speed_benchmark_gives_each_run_checkpointing_as_needed_to_fit():
     sys.path.insert(0, str(ROOT / "bench"))
     from speed import baseline_checkpointing
 
-    from advisor.plan import estimate_recipe
+    from advisor.estimate import estimate_recipe
     from advisor.recipe import load_recipe
     recipe = load_recipe(ROOT / "recipes" / "llama3.1-8b-lora.yaml")
     assert recipe.train.gradient_checkpointing == "auto" and recipe.train.fused_loss

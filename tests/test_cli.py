@@ -149,7 +149,7 @@ def test_property_any_arguments_never_traceback(capsys, args):
 def test_advisor_import_is_light():
     """Importing the CLI and answering `recommend` must not pull in the ML stack."""
     code = ("import sys; from advisor.cli import main; main(['recommend','--tokens','2e9','--json']) if False else None;"
-            "import advisor.decide, advisor.plan, advisor.recipe, advisor.compare, advisor.render;"
+            "import advisor.decide, advisor.estimate, advisor.recipe, advisor.compare, advisor.render;"
             "heavy=[m for m in ('torch','transformers','peft','bitsandbytes','datasets','numpy') if m in sys.modules];"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)

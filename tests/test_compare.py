@@ -6,8 +6,9 @@ import pytest
 
 from advisor.catalog import get_gpu, get_model
 from advisor.compare import compare_report, fit_calibration, leave_one_out
-from advisor.estimate import DEFAULT_EFFICIENCY, TrainingSetup
-from advisor.plan import estimate_training
+from advisor.flops import DEFAULT_EFFICIENCY
+from advisor.training import TrainingSetup
+from advisor.estimate import estimate_training
 from advisor.runreport import LossSummary, PeakMemory, RunReport
 from tests.conftest import run_cli
 

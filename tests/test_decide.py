@@ -100,9 +100,10 @@ def test_finetune_costs_assume_checkpointing_only_where_memory_needs_it():
     """recommend prices a fine-tune as the runner would run it (train.gradient_checkpointing: auto)."""
     from advisor import catalog
     from advisor.decide import cost_finetune
-    from advisor.estimate import (
-        DEFAULT_EFFICIENCY, TrainingSetup, flops_per_token, gpu_hours, lora_trainable_params, memory_per_gpu,
-    )
+    from advisor.flops import DEFAULT_EFFICIENCY, flops_per_token, gpu_hours
+    from advisor.memory import memory_per_gpu
+    from advisor.params import lora_trainable_params
+    from advisor.training import TrainingSetup
     arch = catalog.get_model("Llama-3.1-8B")
     lora = lora_trainable_params(arch, 16, TrainingSetup(arch=arch).lora_targets)
 

@@ -5,10 +5,11 @@ import pytest
 from advisor import catalog
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
-from advisor.estimate import (
-    LINEAR_MODULES, TrainingSetup, flops_per_token, gpu_hours, gpus_needed, lora_trainable_params, memory_per_gpu,
-    nf4_bytes_per_param, param_counts, resolve_lora_targets, weight_bytes,
-)
+from advisor.flops import flops_per_token, gpu_hours
+from advisor.memory import memory_per_gpu, nf4_bytes_per_param, weight_bytes
+from advisor.params import LINEAR_MODULES, lora_trainable_params, param_counts, resolve_lora_targets
+from advisor.sizing import gpus_needed
+from advisor.training import TrainingSetup
 
 CATALOG_MODELS = [m.name for m in catalog.entries("models")]
 
@@ -175,7 +176,7 @@ def test_lora_count_matches_peft(fields, rank, targets):
 
 
 def test_trainable_tensors_add_up():
-    from advisor.estimate import trainable_tensor_numels
+    from advisor.memory import trainable_tensor_numels
     arch = catalog.get_model("Llama-3.2-1B")
     assert sum(trainable_tensor_numels(TrainingSetup(arch=arch, method="full"))) == param_counts(arch).total
     lora = TrainingSetup(arch=arch, method="lora", lora_rank=8, lora_targets=("q_proj", "v_proj"))
@@ -185,7 +186,7 @@ def test_trainable_tensors_add_up():
 # --- gradient_checkpointing: auto ---------------------------------------------------------------------------
 
 def test_auto_checkpointing_pays_recompute_only_when_memory_needs_it():
-    from advisor.estimate import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing
+    from advisor.sizing import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing
     setup = TrainingSetup(arch=catalog.get_model("Llama-3.1-8B"), micro_batch=2)
     without = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=False)).total
     with_it = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=True)).total
@@ -198,7 +199,7 @@ def test_auto_checkpointing_pays_recompute_only_when_memory_needs_it():
 
 
 def test_auto_checkpointing_in_recipe_estimates_and_the_device_memory_wins(tmp_path):
-    from advisor.plan import estimate_recipe
+    from advisor.estimate import estimate_recipe
     from advisor.recipe import load_recipe
     from tests.helpers import RECIPES
     recipe = load_recipe(RECIPES / "llama3.1-8b-lora.yaml")  # micro-batch 4 x 2048 tokens, gradient_checkpointing: auto

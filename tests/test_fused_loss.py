@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from advisor.estimate import FUSED_LOSS_MODEL_TYPES, fused_loss_applies, loss_chunk_tokens
+from advisor.fused_loss import FUSED_LOSS_MODEL_TYPES, fused_loss_applies, loss_chunk_tokens
 from runners.loss import linear_cross_entropy, supports_fused_loss, use_fused_loss
 
 

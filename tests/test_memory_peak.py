@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from advisor.catalog import ModelArch
-from advisor.estimate import TrainingSetup, memory_per_gpu
+from advisor.memory import memory_per_gpu
+from advisor.training import TrainingSetup
 from runners.measure import lora_builder, qlora_builder, step_peak_bytes
 
 CASES = [  # hidden, MLP, layers, heads, kv heads, vocab, tokens, batch, method, checkpointing
@@ -73,11 +74,11 @@ def bytes_per_vocab_entry(vocabs: tuple[int, int], fused: bool) -> float:
 
 
 def test_logits_cost_14_bytes_each():
-    from advisor.estimate import LOGITS_BYTES_PER_ELEMENT
+    from advisor.memory import LOGITS_BYTES_PER_ELEMENT
     assert bytes_per_vocab_entry((4096, 16384), fused=False) == pytest.approx(LOGITS_BYTES_PER_ELEMENT, rel=0.01)
 
 
 def test_fused_loss_costs_6_bytes_per_chunk_logit():
     """All 512 positions are one chunk, so the slope is the bytes per chunk logit."""
-    from advisor.estimate import FUSED_LOSS_BYTES_PER_ELEMENT
+    from advisor.memory import FUSED_LOSS_BYTES_PER_ELEMENT
     assert bytes_per_vocab_entry((16384, 65536), fused=True) == pytest.approx(FUSED_LOSS_BYTES_PER_ELEMENT, rel=0.05)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from advisor.estimate import GIB, memory_per_gpu
-from advisor.plan import recipe_setup
+from advisor.memory import GIB, memory_per_gpu
+from advisor.estimate import recipe_setup
 from advisor.recipe import load_recipe
 from tests.helpers import RECIPES
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from advisor.errors import AdvisorError
-from advisor.plan import estimate_recipe
+from advisor.estimate import estimate_recipe
 from advisor.recipe import Recipe, load_recipe, recipe_to_yaml
 from tests.conftest import run_cli
 from tests.helpers import RECIPES
