@@ -1,7 +1,6 @@
 """Estimated against measured: per-run comparison, calibration fit, and leave-one-out error (no torch)."""
 
 import json
-import math
 import statistics
 from pathlib import Path
 
@@ -82,26 +81,6 @@ def median_abs_error(ratios: list[float | None]) -> float | None:
     """Median of |measured/estimated - 1| over the runs that have the ratio."""
     values = [abs(x - 1) for x in ratios if x is not None]
     return statistics.median(values) if values else None
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def render_comparison(rows: list[Comparison]) -> str:
-    from advisor.render import table
-    headers = ["run", "method", "GPUs", "GPU-h est", "GPU-h meas", "ratio", "GiB est", "GiB meas", "ratio",
-               "tok/s est", "tok/s meas", "MFU est", "MFU meas"]
-    body = [[Path(r.run).name, r.method, f"{r.gpus} x {r.gpu}" if r.gpu else "cpu", _fmt(r.estimated_gpu_hours, ".4g"),
-             _fmt(r.measured_gpu_hours, ".4g"), _fmt(r.gpu_hours_ratio, ".2f"), _fmt(r.estimated_peak_memory_gib, ".1f"),
-             _fmt(r.measured_peak_memory_gib, ".1f"), _fmt(r.memory_ratio, ".2f"), _fmt(r.estimated_tokens_per_second, ",.0f"),
-             _fmt(r.measured_tokens_per_second, ",.0f"), _fmt(r.estimated_mfu, ".1%"), _fmt(r.measured_mfu, ".1%")]
-            for r in rows]
-    hours_err = median_abs_error([r.gpu_hours_ratio for r in rows])
-    mem_err = median_abs_error([r.memory_ratio for r in rows])
-    summary = (f"median |measured/estimated - 1|: GPU-hours {_fmt(hours_err, '.1%')}, peak memory {_fmt(mem_err, '.1%')}"
-               f" over {len(rows)} run(s) (ratios need a GPU run; CPU runs have none)")
-    return table(headers, body) + "\n" + summary
 
 
 def plot_comparison(rows: list[Comparison], path: Path) -> None:
@@ -224,18 +203,3 @@ def save_calibration(cal: Calibration, path: Path) -> Path:
     except OSError as exc:
         raise AdvisorError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
-
-
-def render_calibration(cal: Calibration) -> str:
-    from advisor.render import table
-    rows = [[e.gpu, e.method, str(e.runs), f"{e.efficiency:.3f} ({e.efficiency_min:.3f}-{e.efficiency_max:.3f})",
-             f"{e.memory_overhead_fraction:+.1%} ({e.memory_overhead_min:+.1%} to {e.memory_overhead_max:+.1%})"]
-            for e in cal.entries]
-    loo = cal.leave_one_out
-    lines = [table(["GPU", "method", "runs", "efficiency (min-max)", "memory overhead (min to max)"], rows), ""]
-    if loo.get("gpu_hours_median_abs_error") is not None:
-        lines.append(f"leave-one-out over {int(loo['runs'])} run(s): median |predicted/measured - 1| GPU-hours "
-                     f"{loo['gpu_hours_median_abs_error']:.1%}, peak memory {_fmt(loo.get('memory_median_abs_error'), '.1%')}")
-    else:
-        lines.append("leave-one-out: needs at least two runs on the same GPU type")
-    return "\n".join(lines)

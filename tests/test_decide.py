@@ -2,7 +2,9 @@
 
 import pytest
 
-from advisor.decide import Situation, recommend, rule_usage_break_even
+from advisor.costing import rule_usage_break_even
+from advisor.decide import recommend
+from advisor.situation import Situation
 
 
 def tier(**kw) -> str:
@@ -36,7 +38,7 @@ def test_api_insufficient_moves_to_peft():
 
 def test_high_volume_breaks_even():
     s = Situation(tokens=2e9)
-    be = rule_usage_break_even(s).numbers["break_even_requests_per_day"]
+    be = rule_usage_break_even(s).break_even_requests_per_day
     assert be is not None
     assert tier(requests_per_day=be * 0.5) == "api"
     assert tier(requests_per_day=be * 2) == "peft"
@@ -46,7 +48,7 @@ def test_break_even_arithmetic():
     s = Situation(tokens=2e9, requests_per_day=0)
     # gpt-4o-mini: 750 input tokens at $0.15/M + 250 output at $0.60/M per request; one A100 at $1.79/h all day.
     per_request = (750 * 0.15 + 250 * 0.60) / 1e6
-    assert rule_usage_break_even(s).numbers["break_even_requests_per_day"] == pytest.approx(1.79 * 24 / per_request)
+    assert rule_usage_break_even(s).break_even_requests_per_day == pytest.approx(1.79 * 24 / per_request)
 
 
 def test_domain_with_a_billion_tokens_goes_full():
@@ -99,7 +101,7 @@ def test_inference_aware_finding_shrinks_with_volume():
 def test_finetune_costs_assume_checkpointing_only_where_memory_needs_it():
     """recommend prices a fine-tune as the runner would run it (train.gradient_checkpointing: auto)."""
     from advisor import catalog
-    from advisor.decide import cost_finetune
+    from advisor.costing import cost_finetune
     from advisor.flops import DEFAULT_EFFICIENCY, flops_per_token, gpu_hours
     from advisor.memory import memory_per_gpu
     from advisor.params import lora_trainable_params

@@ -1,43 +1,14 @@
-"""Plain-text tables and the Markdown scaling-justification report (no rich: the advisor must start fast)."""
-
-import math
+"""`advisor recommend`: the decision, its options and reasoning, and the Markdown scaling justification."""
 
 from advisor.decide import Recommendation
 from advisor.numbers import human
-from advisor.estimate import Estimate
-
-
-def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Left-aligned text table with a rule under the header."""
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def money(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if math.isinf(x):
-        return "n/a"
-    return f"${x:,.0f}" if x >= 100 else f"${x:,.2f}"
-
-
-def hours(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if math.isinf(x):
-        return "n/a"
-    return f"{x:,.1f}" if x < 1000 else f"{x:,.0f}"
-
-
-def gib(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}"
+from advisor.render import gib, hours, money, table
 
 
 def option_rows(rec: Recommendation) -> list[list[str]]:
     rows = []
     for o in rec.options:
-        mark = "*" if o.tier == rec.tier and o == rec.options[0] else ("" if o.viable else "x")
+        mark = "*" if o.tier == rec.tier and o.method == rec.method else ("" if o.viable else "x")
         rows.append([mark, o.tier, o.method, o.model, f"{o.gpus} x {o.gpu}" if o.gpu else "-", hours(o.gpu_hours),
                      money(o.cost_usd) + ("/mo" if o.tier == "api" else ""), gib(o.memory_gib_per_gpu), o.note])
     return rows
@@ -107,32 +78,3 @@ def report_markdown(rec: Recommendation) -> str:
     lines += ["", "## Assumptions", ""] + [f"- {a}" for a in rec.assumptions]
     lines += ["", "Formulas and their sources: docs/estimation.md in the Rightsize repository.", ""]
     return "\n".join(lines)
-
-
-def render_estimate(e: Estimate) -> str:
-    m = e.memory_gib
-    where = f"{e.gpus} x {e.gpu}" if e.gpu else "CPU"
-    out = [
-        f"Estimate: {e.method} of {e.model} on {where}" + (f" (recipe {e.recipe})" if e.recipe else ""),
-        f"  parameters: {human(e.total_params)} total, {e.trainable_params:,} trainable",
-        f"  FLOPs per token: {e.flops_per_token:.3g} (forward {e.flops_breakdown['forward']:.3g}, backward "
-        f"{e.flops_breakdown['backward']:.3g}, recompute {e.flops_breakdown['recompute']:.3g})",
-        "",
-        "Memory per GPU (GiB):",
-        table(["weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead", "total"],
-              [[gib(m[k]) for k in ("weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead", "total")]]),
-        f"  sharding: {m['sharding']}",
-        f"  gradient checkpointing: {'on' if e.gradient_checkpointing else 'off'}"
-        + (f" ({e.gradient_checkpointing_reason})" if e.gradient_checkpointing_reason else ""),
-    ]
-    if e.gpu:
-        verdict = "fits" if e.fits else "does NOT fit"
-        out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
-    for s in e.suggestions:
-        out.append(f"  would fit: {s}")
-    if e.tokens is not None:
-        out += ["", f"Tokens: {human(e.tokens)} ({e.tokens_source})",
-                f"  FLOPs: {e.total_flops:.3g} executed, {e.model_flops:.3g} model",
-                f"  GPU-hours: {hours(e.gpu_hours)} at efficiency {e.efficiency:.2f} ({e.efficiency_source})",
-                f"  cost: {money(e.cost_usd)}"]
-    return "\n".join(out)

@@ -1,0 +1,117 @@
+"""`advisor recommend` and `advisor estimate`."""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advisor import catalog
+from advisor.cli.app import app
+from advisor.cli.options import (
+    Count, CountOrZero, Int, JsonFlag, _calibration, _emit_json, _finite, _fraction, _number, _validated, _write_text,
+)
+from advisor.errors import AdvisorError
+
+
+@app.command()
+def recommend(
+    tokens: Annotated[Optional[float], typer.Option(parser=Count, help="Training tokens you have, e.g. 2e9.")] = None,
+    docs: Annotated[Optional[float], typer.Option(parser=Count, help="Documents you have, e.g. 500k.")] = None,
+    tokens_per_doc: Annotated[float, typer.Option(parser=Count, help="Average tokens per document, used when --tokens is not given.")] = 1000,
+    quality: Annotated[float, typer.Option(parser=_fraction, help="Usable fraction of the data, in (0, 1].")] = 1.0,
+    requests_per_day: Annotated[float, typer.Option(parser=CountOrZero, help="Production requests per day.")] = 1000,
+    tokens_per_request: Annotated[float, typer.Option(parser=Count, help="Prompt + completion tokens per request.")] = 1000,
+    task: Annotated[str, typer.Option(help="knowledge | style | task | domain | language")] = "task",
+    on_prem: Annotated[bool, typer.Option("--on-prem", help="Data must stay on premises (no hosted API).")] = False,
+    api_insufficient: Annotated[bool, typer.Option("--api-insufficient", help="No hosted API meets the quality bar.")] = False,
+    api: Annotated[str, typer.Option(help="Hosted model to price (advisor catalog apis).")] = "gpt-4o-mini",
+    base_model: Annotated[str, typer.Option(help="Open model to adapt (catalog name or config.json).")] = "Llama-3.1-8B",
+    gpu: Annotated[str, typer.Option(help="GPU type available (advisor catalog gpus).")] = "A100-80GB",
+    gpus: Annotated[int, typer.Option(parser=Int, help="How many GPUs of that type you have.")] = 8,
+    availability: Annotated[float, typer.Option(parser=_fraction, help="Fraction of the time the GPUs are yours.")] = 1.0,
+    budget: Annotated[Optional[float], typer.Option(parser=Count, help="Training budget, USD.")] = None,
+    price: Annotated[Optional[float], typer.Option(parser=Count, help="Override the GPU's $/GPU-hour.")] = None,
+    epochs: Annotated[float, typer.Option(parser=_number(upper=1000), help="Fine-tuning passes over the data.")] = 1.0,
+    seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576), help="Training sequence length.")] = 2048,
+    calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
+    as_json: JsonFlag = False,
+    report: Annotated[Optional[Path], typer.Option(help="Also write a Markdown scaling justification to this file.")] = None,
+):
+    """Which tier (API, PEFT, full fine-tune, pretrain) your data, usage and hardware call for, with costs."""
+    from advisor.decide import Situation, recommend as decide
+    from advisor.render.recommendation import render_recommendation, report_markdown
+
+    if tokens is None and docs is None:
+        raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
+    situation = _validated(Situation, tokens=tokens if tokens is not None else docs * tokens_per_doc, docs=docs,
+                           quality=quality, requests_per_day=requests_per_day, tokens_per_request=tokens_per_request,
+                           task=task, on_prem=on_prem, api_sufficient=not api_insufficient, api=api,
+                           base_model=base_model, gpu=gpu, gpus=gpus, availability=availability, budget_usd=budget,
+                           price_usd_per_gpu_hour=price, epochs=epochs, seq_len=seq_len)
+    catalog.get_api(api), catalog.get_gpu(gpu), catalog.get_model(base_model)  # unknown names: one clear line
+    rec = decide(situation, _calibration(calibration))
+    if report:
+        _write_text(report, report_markdown(rec))
+    if as_json:
+        data = rec.model_dump(mode="json")
+        _emit_json(_finite(data))
+    else:
+        typer.echo(render_recommendation(rec))
+        if rec.calibration:
+            typer.echo(f"Calibrated with {rec.calibration}.")
+        if report:
+            typer.echo(f"Wrote {report}")
+
+
+
+@app.command()
+def estimate(
+    recipe: Annotated[Optional[Path], typer.Argument(help="A recipe YAML to estimate (instead of --model ...).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Catalog model or config.json path.")] = None,
+    method: Annotated[str, typer.Option(help="lora | qlora | full")] = "lora",
+    rank: Annotated[int, typer.Option(parser=_number(integer=True, upper=4096), help="LoRA rank.")] = 16,
+    targets: Annotated[str, typer.Option(help="all-linear, or a comma list such as q_proj,v_proj.")] = "all-linear",
+    seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576), help="Sequence length.")] = 2048,
+    micro_batch: Annotated[int, typer.Option(parser=_number(integer=True, upper=4096), help="Sequences per GPU per step.")] = 1,
+    gpu: Annotated[Optional[str], typer.Option(help="GPU type (advisor catalog gpus).")] = None,
+    gpus: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=100000), help="GPU count (FSDP beyond one if needed).")] = None,
+    tokens: Annotated[Optional[float], typer.Option(parser=Count, help="Tokens to train on, for GPU-hours and dollars.")] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")] = True,
+    eager_attention: Annotated[bool, typer.Option("--eager-attention", help="No fused attention kernel (keeps the T x T scores).")] = False,
+    optimizer: Annotated[str, typer.Option(help="adamw | adamw-8bit | paged-adamw-8bit")] = "adamw",
+    efficiency: Annotated[Optional[float], typer.Option(parser=_fraction, help="Achieved fraction of peak (default: calibrated or assumed).")] = None,
+    price: Annotated[Optional[float], typer.Option(parser=Count, help="Override $/GPU-hour.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Recipe override key.path=value (with RECIPE).")] = None,
+    as_json: JsonFlag = False,
+):
+    """Memory per GPU, FLOPs, GPU count, GPU-hours and dollars of a fine-tune (flags or a recipe)."""
+    from advisor.params import resolve_lora_targets
+    from advisor.training import TrainingSetup
+    from advisor.estimate import estimate_recipe, estimate_training
+    from advisor.recipe import load_recipe
+    from advisor.render.estimate import render_estimate
+
+    cal = _calibration(calibration)
+    if recipe is not None:
+        if model is not None:
+            raise AdvisorError("give either RECIPE or --model, not both")
+        result = estimate_recipe(load_recipe(recipe, set_ or []), gpu, calibration=cal, gpus=gpus, tokens=tokens,
+                                 efficiency=efficiency, price=price)
+    else:
+        if model is None:
+            raise AdvisorError("give a RECIPE or --model (e.g. --model Llama-3.1-8B)")
+        if method not in ("lora", "qlora", "full"):
+            raise AdvisorError(f"--method {method!r}: expected lora, qlora or full")
+        if optimizer not in ("adamw", "adamw-8bit", "paged-adamw-8bit"):
+            raise AdvisorError(f"--optimizer {optimizer!r}: expected adamw, adamw-8bit or paged-adamw-8bit")
+        setup = TrainingSetup(arch=catalog.get_model(model), method=method, lora_rank=rank,
+                              lora_targets=resolve_lora_targets(targets), seq_len=seq_len, micro_batch=micro_batch,
+                              gpus=gpus or 1, gradient_checkpointing=gradient_checkpointing,
+                              flash_attention=not eager_attention, optimizer=optimizer)
+        result = estimate_training(setup, catalog.get_gpu(gpu) if gpu is not None else None, tokens,
+                                   "given (--tokens)" if tokens is not None else None, efficiency, price, cal)
+    if as_json:
+        _emit_json(_finite(result.model_dump(mode="json")))
+    else:
+        typer.echo(render_estimate(result))

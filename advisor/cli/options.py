@@ -1,0 +1,89 @@
+"""Option parsers and output helpers shared by the commands: numbers as people write them, one clear line when not."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from advisor.errors import AdvisorError
+from advisor.numbers import ACCEPTED_FORM, parse_quantity
+
+
+def _number(allow_zero: bool = False, upper: float | None = None, integer: bool = False, inclusive_upper: bool = True):
+    def parse(text: str) -> float:
+        try:
+            value = parse_quantity(text, allow_zero=allow_zero)
+        except AdvisorError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if upper is not None and (value > upper or (value == upper and not inclusive_upper)):
+            raise typer.BadParameter(f"{text!r} must be at most {upper:g}; expected {ACCEPTED_FORM}")
+        if integer:
+            if value != int(value):
+                raise typer.BadParameter(f"{text!r} must be a whole number")
+            return int(value)
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = parse_quantity(text)
+    except AdvisorError:
+        raise typer.BadParameter(f"{text!r} must be a fraction in (0, 1], e.g. 0.8") from None
+    if value > 1:
+        raise typer.BadParameter(f"{text!r} must be a fraction in (0, 1], e.g. 0.8")
+    return value
+
+
+Count = _number()
+CountOrZero = _number(allow_zero=True)
+Int = _number(integer=True, upper=1e7)
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _emit_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=_json_default, allow_nan=False))
+
+
+def _json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(obj):
+    """JSON has no infinity: an option that cannot run reports null."""
+    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _calibration(path: Optional[Path]):
+    from advisor.calibration import load_calibration
+    return load_calibration(path)
+
+
+
+def _validated(model, **fields):
+    from pydantic import ValidationError
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "input"
+        raise AdvisorError(f"{flag}: {err['msg']}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise AdvisorError(f"{path}: cannot write ({exc.strerror or exc})") from None
+

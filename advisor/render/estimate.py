@@ -1,0 +1,34 @@
+"""`advisor estimate`: memory per GPU by component, the fit verdict, FLOPs, GPU-hours and dollars."""
+
+from advisor.estimate import Estimate
+from advisor.numbers import human
+from advisor.render import gib, hours, money, table
+
+
+def render_estimate(e: Estimate) -> str:
+    m = e.memory_gib
+    where = f"{e.gpus} x {e.gpu}" if e.gpu else "CPU"
+    out = [
+        f"Estimate: {e.method} of {e.model} on {where}" + (f" (recipe {e.recipe})" if e.recipe else ""),
+        f"  parameters: {human(e.total_params)} total, {e.trainable_params:,} trainable",
+        f"  FLOPs per token: {e.flops_per_token:.3g} (forward {e.flops_breakdown['forward']:.3g}, backward "
+        f"{e.flops_breakdown['backward']:.3g}, recompute {e.flops_breakdown['recompute']:.3g})",
+        "",
+        "Memory per GPU (GiB):",
+        table(["weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead", "total"],
+              [[gib(m[k]) for k in ("weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead", "total")]]),
+        f"  sharding: {m['sharding']}",
+        f"  gradient checkpointing: {'on' if e.gradient_checkpointing else 'off'}"
+        + (f" ({e.gradient_checkpointing_reason})" if e.gradient_checkpointing_reason else ""),
+    ]
+    if e.gpu:
+        verdict = "fits" if e.fits else "does NOT fit"
+        out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
+    for s in e.suggestions:
+        out.append(f"  would fit: {s}")
+    if e.tokens is not None:
+        out += ["", f"Tokens: {human(e.tokens)} ({e.tokens_source})",
+                f"  FLOPs: {e.total_flops:.3g} executed, {e.model_flops:.3g} model",
+                f"  GPU-hours: {hours(e.gpu_hours)} at efficiency {e.efficiency:.2f} ({e.efficiency_source})",
+                f"  cost: {money(e.cost_usd)}"]
+    return "\n".join(out)
