@@ -86,7 +86,7 @@ def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
 
 
 # Bytes autograd keeps per token for one Llama decoder layer under bf16 autocast (bf16 base weights, fp32 LoRA
-# adapters, a fused SDPA kernel), MEASURED on the CPU with runners.measure.saved_activation_bytes over eight
+# adapters, a fused SDPA kernel), MEASURED on the CPU with bench.measure.saved_activation_bytes over eight
 # shapes and nine target sets (bench/activation_memory.py; results in bench/results/activation_fit_cpu.json).
 # Full fine-tuning: 20h + 8I + 4kv (fit error < 0.1%); a per-tensor count in the manner of Korthikanti et al.
 # 2022 §4.1 gives 18h + 8I + 4kv: fp32 RMSNorm inputs (2 x 4h), q, k, v and the attention output, its
@@ -133,7 +133,7 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
 
 
 # Backward of a decoder layer holds, beside the layer's kept tensors, the gradients of its intermediate tensors:
-# measured with runners.measure.step_peak_bytes, half a layer's kept bytes more; with checkpointing the recomputed
+# measured with bench.measure.step_peak_bytes, half a layer's kept bytes more; with checkpointing the recomputed
 # layer peaks at 1.41-1.52 times its kept bytes (8 shapes) — 1.5 is used.
 BACKWARD_TRANSIENT_FACTOR = 0.5
 RECOMPUTE_PEAK_FACTOR = 1.5
@@ -142,7 +142,7 @@ LOGITS_RETURNED_BYTES_PER_ELEMENT = 2.0
 # Cross-entropy over the vocabulary at the start of backward: the bf16 logits the model returns (2 bytes),
 # log_softmax's fp32 output kept for backward (4), and the fp32 gradients of both (4 + 4), per logit.
 # Transformers' ForCausalLMLoss upcasts logits to fp32 before cross_entropy. Measured: 14.0 bytes per logit (the slope
-# of a step's live-bytes peak over the vocabulary size, runners.measure.step_peak_bytes).
+# of a step's live-bytes peak over the vocabulary size, bench.measure.step_peak_bytes).
 LOGITS_BYTES_PER_ELEMENT = 14.0
 # The fused head + loss holds one chunk's logits in the compute dtype while it upcasts them to fp32 (2 + 4 bytes);
 # the softmax and its gradient reuse the fp32 buffer in place. Measured: 5.98 bytes per chunk logit (the slope of a
@@ -201,7 +201,7 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     peak of one layer wherever it exceeds the logits buffers (the two are never alive together). Logits per
     `logits_bytes`. For full fine-tuning the sum is conservative: weight gradients build up while activations
     are freed.
-    Checked against the live-bytes peak of real steps (runners.measure.peak_bytes, tests/test_memory_peak.py).
+    Checked against the live-bytes peak of real steps (bench.measure.peak_bytes, tests/test_memory_peak.py).
     Overhead per the module constants.
     """
     arch, shard = setup.arch, decided_sharding(setup)

@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import synthetic_corpus  # bench/common.py, beside this script
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: the project root, for `bench`
+
+from bench.common import synthetic_corpus  # noqa: E402
 OUT = ROOT / "bench" / "results" / "accuracy"
 
 

@@ -2,19 +2,22 @@
 
 Usage: python bench/activation_memory.py [--out bench/results/activation_fit_cpu.json]
 For each shape and LoRA target set, counts the bytes autograd saves per layer and token under bf16 autocast
-(runners.measure), fits the linear model advisor.memory uses, and prints the fit beside the shipped constants.
+(bench.measure), fits the linear model advisor.memory uses, and prints the fit beside the shipped constants.
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from advisor.catalog import ModelArch
-from advisor.memory import activation_bytes_per_token_per_layer
-from advisor.params import LINEAR_MODULES
-from runners.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the project root, for `bench`
+
+from advisor.catalog import ModelArch  # noqa: E402
+from advisor.memory import activation_bytes_per_token_per_layer  # noqa: E402
+from advisor.params import LINEAR_MODULES  # noqa: E402
+from bench.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder  # noqa: E402
 
 SHAPES = [(128, 256, 4, 2), (256, 704, 8, 2), (192, 512, 6, 6), (320, 384, 10, 2), (256, 896, 8, 2), (384, 1024, 6, 2),
           (128, 448, 4, 1), (512, 1376, 8, 4)]

@@ -191,7 +191,7 @@ def disk_full_on_call(fn, call: int):
 def fault_campaign(tmp: Path) -> dict:
     """Faults injected inside the process: a NaN loss and a full disk while checkpointing and while writing."""
     import runners.run as run_module
-    import runners.train as train_module
+    import runners.checkpoint as checkpoint_module
     from runners import io as rio
     results = {}
     original = run_module.attach_adapters
@@ -201,10 +201,10 @@ def fault_campaign(tmp: Path) -> dict:
     ckpts = sorted(p.name for p in (tmp / "nan" / "checkpoints").glob("step-*"))
     results["nan_loss"] = {"exit_code": code, "message": error_line(err), "last_checkpoint": ckpts[-1] if ckpts else None}
 
-    replace = train_module.atomic_replace_dir
-    train_module.atomic_replace_dir = disk_full_on_call(replace, 3)
+    replace = checkpoint_module.atomic_replace_dir
+    checkpoint_module.atomic_replace_dir = disk_full_on_call(replace, 3)
     code, _, err = cli(["run", TINY, "--out", tmp / "disk", *RUN_ARGS])
-    train_module.atomic_replace_dir = replace
+    checkpoint_module.atomic_replace_dir = replace
     left = sorted(p.name for p in (tmp / "disk" / "checkpoints").iterdir())
     code_resume, _, _ = cli(["run", TINY, "--out", tmp / "disk", *RUN_ARGS, "--resume"])
     results["disk_full_at_checkpoint"] = {"exit_code": code, "message": error_line(err), "checkpoints_left": left,

@@ -26,11 +26,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from common import sync, synthetic_corpus  # noqa: E402  (bench/common.py, beside this script)
+from bench.common import sync, synthetic_corpus  # noqa: E402
 
 from advisor.catalog import ModelArch, get_model  # noqa: E402
-from advisor.flops import flops_per_token
-from advisor.params import lora_trainable_params
+from advisor.flops import flops_per_token  # noqa: E402
+from advisor.params import lora_trainable_params  # noqa: E402
 
 TINY = ModelArch(name="tiny", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=259, max_position_embeddings=4096)

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,3 +253,58 @@ def micro_batches_per_epoch(n_rows: int, micro_batch: int, world_size: int) -> i
         raise AdvisorError(f"only {n_rows} training sequences for micro_batch {micro_batch} x {world_size} processes: "
                            "add data, lower train.micro_batch, or disable data.packing")
     return n_rows // per_step
+
+
+def loss_tokens(rows: list[dict[str, torch.Tensor]]) -> int:
+    """Labels that count toward the loss after the causal shift (the first position predicts nothing)."""
+    return sum(int((r["labels"][1:] != IGNORE_INDEX).sum()) for r in rows)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One global micro-batch: every rank's rows (each rank counts the step's tokens from them) and this rank's share,
+    collated for the model."""
+
+    inputs: dict[str, torch.Tensor]        # this rank's rows, padded (collate): input_ids, labels, position_ids
+    rank_rows: list[dict[str, torch.Tensor]]
+    global_rows: list[dict[str, torch.Tensor]]
+    micro_batch: int
+
+    @property
+    def tokens(self) -> int:
+        """Input tokens of the global micro-batch (rows hold no padding)."""
+        return sum(r["input_ids"].numel() for r in self.global_rows)
+
+    @property
+    def processed_tokens(self) -> int:
+        """What the GPUs computed: each rank's rows padded to its longest."""
+        g, mb = self.global_rows, self.micro_batch
+        return sum(mb * max(r["input_ids"].numel() for r in g[i:i + mb]) for i in range(0, len(g), mb))
+
+    @property
+    def loss_tokens(self) -> int:
+        """Target tokens of the global micro-batch."""
+        return loss_tokens(self.global_rows)
+
+    @property
+    def rank_loss_tokens(self) -> int:
+        return loss_tokens(self.rank_rows)
+
+
+def get_batch(rows: PackedRows, order: Sequence[int], index: int, micro_batch: int, rank: int, world_size: int,
+              pad_id: int, wrap: bool = False) -> Batch:
+    """The `index`-th global micro-batch of `rows` taken in `order` (micro_batch rows per rank, world_size ranks), for
+    training and evaluation alike. Training passes an epoch's shuffled order, whose micro-batches are always full.
+    Evaluation passes the rows in order with `wrap`: the last micro-batch is filled with rows from the start whose
+    labels are ignored, so every rank runs the same number of batches and no row is counted twice."""
+    per_step = micro_batch * world_size
+    start = index * per_step
+    picked = []
+    for i in range(start, start + per_step):
+        if i < len(order):
+            picked.append(rows.row(order[i]))
+        elif wrap:
+            row = rows.row(order[i % len(order)])
+            picked.append({**row, "labels": torch.full_like(row["labels"], IGNORE_INDEX)})
+    mine = picked[rank * micro_batch:(rank + 1) * micro_batch]
+    return Batch(collate(mine, pad_id), mine, picked, micro_batch)

@@ -27,9 +27,8 @@ from runners.model import (
     trainable_parameters,
 )
 from runners.tokenizer import load_tokenizer
-from runners.train import (
-    CheckpointError, NonFiniteLoss, StopRequest, build_optimizer, latest_checkpoint, load_checkpoint, seed_everything, train,
-)
+from runners.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from runners.train import NonFiniteLoss, StopRequest, build_optimizer, seed_everything, train
 
 
 
@@ -163,7 +162,7 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     state = None
     if checkpoint is not None:
         state = load_checkpoint(model, optimizer, ctx, checkpoint)
-        notice(f"resuming from {checkpoint} (step {state['step']})")
+        notice(f"resuming from {checkpoint} (step {state.step})")
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     setup_seconds = time.perf_counter() - setup_start

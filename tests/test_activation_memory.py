@@ -7,7 +7,7 @@ pytest.importorskip("torch")
 from advisor.catalog import ModelArch  # noqa: E402
 from advisor.memory import activation_bytes_per_token_per_layer
 from advisor.params import LINEAR_MODULES
-from runners.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder  # noqa: E402
+from bench.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder  # noqa: E402
 
 
 @pytest.mark.parametrize("shape", [(448, 1536, 7, 1), (288, 768, 6, 3)])  # not among bench/activation_memory.py's shapes

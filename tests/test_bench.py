@@ -34,8 +34,7 @@ def test_speed_benchmark_gives_each_run_checkpointing_as_needed_to_fit():
     """--checkpointing auto: the baseline's choice comes from the estimate of its own (stock-loss) peak, ours from the
     runner's. The 8B LoRA recipe (micro-batch 4 x 2k tokens, dropout 0.05) without it: ours 114.6 GiB, the baseline
     127.4 GiB (the whole micro-batch's logits), so on 135 GiB the baseline needs it and ours does not."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from speed import baseline_checkpointing
+    from bench.speed import baseline_checkpointing
 
     from advisor.estimate import estimate_recipe
     from advisor.recipe import load_recipe

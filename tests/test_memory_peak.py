@@ -7,7 +7,7 @@ import torch
 from advisor.catalog import ModelArch
 from advisor.memory import memory_per_gpu
 from advisor.training import TrainingSetup
-from runners.measure import lora_builder, qlora_builder, step_peak_bytes
+from bench.measure import lora_builder, qlora_builder, step_peak_bytes
 
 CASES = [  # hidden, MLP, layers, heads, kv heads, vocab, tokens, batch, method, checkpointing
     (256, 704, 4, 8, 2, 4096, 512, 2, "lora", False),

@@ -18,8 +18,7 @@ from safetensors.torch import load_file
 from tests.conftest import ROOT, run_cli
 from tests.helpers import RECIPES, train_losses
 
-sys.path.insert(0, str(ROOT / "bench"))
-from reliability import disk_full_on_call, nan_loss_from  # noqa: E402  (the campaign's own fault injectors)
+from bench.reliability import disk_full_on_call, nan_loss_from  # the campaign's own fault injectors
 
 TINY = RECIPES / "tiny-cpu-lora.yaml"
 
@@ -192,22 +191,22 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch)
     assert code == 2 and "loss became nan at step 13" in err and "--resume" in err
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
     assert checkpoints[-1] == "step-00000010"
-    from runners.train import latest_checkpoint
+    from runners.checkpoint import latest_checkpoint
     import torch
     blob = torch.load(latest_checkpoint(tmp_path / "run") / "trainer.pt", weights_only=True)
     assert all(torch.isfinite(v).all() for v in blob["model"].values())
 
 
 def test_full_disk_while_checkpointing_keeps_previous(tmp_path, capsys, monkeypatch):
-    import runners.train as train_module
-    original = train_module.atomic_replace_dir
-    monkeypatch.setattr(train_module, "atomic_replace_dir", disk_full_on_call(original, 3))
+    import runners.checkpoint as checkpoint_module
+    original = checkpoint_module.atomic_replace_dir
+    monkeypatch.setattr(checkpoint_module, "atomic_replace_dir", disk_full_on_call(original, 3))
     code, out, err = _run_in_process(tmp_path, capsys)
     assert code == 2 and "No space left on device" in err and "step-00000010 is intact" in err
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-00000005", "step-00000010"]  # no torn temporary left
     assert json.loads((ckpts / "step-00000010" / "state.json").read_text())["step"] == 10
-    monkeypatch.setattr(train_module, "atomic_replace_dir", original)
+    monkeypatch.setattr(checkpoint_module, "atomic_replace_dir", original)
     code, out, err = _run_in_process(tmp_path, capsys, "--resume")
     assert code == 0, err
 

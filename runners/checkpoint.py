@@ -1,0 +1,117 @@
+"""Resumable checkpoints: the adapters, optimizer, RNG and loop state, written atomically; the newest intact one wins."""
+
+import io
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from runners.distributed import DistContext, broadcast_object
+from runners.io import atomic_replace_dir
+
+CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2  # the newest and the one before it, in case the newest is being written when the run dies
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written; the previous one is intact."""
+
+
+@dataclass
+class LoopState:
+    """The training loop's counters: what a checkpoint's state.json holds and a resume restores."""
+
+    step: int = 0
+    tokens: int = 0                # input tokens trained on (rows hold no padding)
+    processed_tokens: int = 0      # what the GPUs computed, padding included
+    wall_seconds: float = 0.0      # optimizer steps only (eval and checkpoints are timed apart)
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    first_loss: float | None = None
+    last_loss: float | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LoopState":
+        """A state.json's fields (older checkpoints may lack some: they keep their defaults)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _state_dict_options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+    return StateDictOptions(full_state_dict=True, ignore_frozen_params=True, **kw)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+    except ImportError:
+        pass
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        import numpy as np
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint (a directory is only published, by rename, once fully written)."""
+    root = Path(out_dir) / CHECKPOINTS
+    candidates = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file()) if root.is_dir() else []
+    return candidates[-1] if candidates else None
+
+
+def save_checkpoint(model, optimizer, state: LoopState, ctx: DistContext, out_dir: Path) -> Path:
+    """Adapters, optimizer, RNG and loop state, written to a temporary directory and renamed into place."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_state_dict_options(cpu_offload=ctx.distributed))
+    final = Path(out_dir) / CHECKPOINTS / f"step-{state.step:08d}"
+    error = None
+    if ctx.is_main:
+        tmp = final.with_name(f".{final.name}.tmp")
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            buffer = io.BytesIO()
+            torch.save({"model": model_sd, "optimizer": optim_sd, "rng": _rng_state()}, buffer)
+            (tmp / "trainer.pt").write_bytes(buffer.getvalue())
+            (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))  # written last: marks the directory complete
+            atomic_replace_dir(tmp, final)
+        except OSError as exc:  # a full disk, say: the previous checkpoint is untouched, so stop here with it intact
+            shutil.rmtree(tmp, ignore_errors=True)
+            previous = latest_checkpoint(out_dir)
+            error = (f"could not save the checkpoint of step {state.step} ({exc.strerror or exc}); "
+                     + (f"{previous.name} is intact: free space, then --resume" if previous else "no earlier checkpoint"))
+        else:
+            for old in sorted((Path(out_dir) / CHECKPOINTS).glob("step-*"))[:-KEEP_CHECKPOINTS]:
+                shutil.rmtree(old, ignore_errors=True)
+    error = broadcast_object(ctx, error)
+    if error:
+        raise CheckpointError(error)
+    return final
+
+
+def load_checkpoint(model, optimizer, ctx: DistContext, path: Path) -> LoopState:
+    """Restore a checkpoint on every rank (weights_only: checkpoints never execute code on load)."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+    blob = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
+    set_state_dict(model, optimizer, model_state_dict=blob["model"], optim_state_dict=blob["optimizer"],
+                   options=_state_dict_options())
+    _set_rng_state(blob["rng"])
+    return LoopState.from_json(json.loads((path / "state.json").read_text()))
