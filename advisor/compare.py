@@ -4,7 +4,7 @@ import json
 import statistics
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from advisor.calibration import Calibration, CalibrationEntry
 from advisor.errors import AdvisorError
@@ -18,17 +18,19 @@ class Comparison(BaseModel):
     model_config = ConfigDict(frozen=True)
     run: str
     recipe: str
+    status: str = Field("completed", description="completed, interrupted (checkpoint saved) or failed (no report.json: "
+                                                 "the run stopped with an error; only the recipe is known)")
     method: str
     gpu: str | None
     gpus: int
     estimated_gpu_hours: float | None
-    measured_gpu_hours: float
+    measured_gpu_hours: float | None
     gpu_hours_ratio: float | None
-    estimated_peak_memory_gib: float
+    estimated_peak_memory_gib: float | None
     measured_peak_memory_gib: float | None
     memory_ratio: float | None
     estimated_tokens_per_second: float | None
-    measured_tokens_per_second: float
+    measured_tokens_per_second: float | None
     tokens_per_second_ratio: float | None
     estimated_mfu: float | None
     measured_mfu: float | None
@@ -63,7 +65,7 @@ def compare_report(run: Path, r: RunReport) -> Comparison:
     est_mfu = e.efficiency * e.flops_breakdown["model"] / e.flops_per_token if e.gpu else None
     measured_memory = r.peak_memory_gib.reserved
     return Comparison(
-        run=str(run), recipe=r.recipe, method=r.method, gpu=r.gpu_name, gpus=r.gpus,
+        run=str(run), recipe=r.recipe, status=r.status, method=r.method, gpu=r.gpu_name, gpus=r.gpus,
         estimated_gpu_hours=est_hours, measured_gpu_hours=r.gpu_hours, gpu_hours_ratio=_ratio(r.gpu_hours, est_hours),
         estimated_peak_memory_gib=e.peak_memory_gib, measured_peak_memory_gib=measured_memory,
         memory_ratio=_ratio(measured_memory, e.peak_memory_gib),
@@ -73,8 +75,32 @@ def compare_report(run: Path, r: RunReport) -> Comparison:
     )
 
 
+def failed_run(run: Path) -> Comparison:
+    """A directory `advisor run` started (it holds recipe.resolved.yaml) but that has no report.json: the run failed
+    before it finished (or is still running); what it was is known from its recipe, nothing was measured."""
+    from advisor.recipe import Recipe, read_yaml_mapping
+    from pydantic import ValidationError
+    try:
+        recipe = Recipe.model_validate(read_yaml_mapping(run / "recipe.resolved.yaml"))
+    except ValidationError as exc:
+        raise AdvisorError(f"{run}: no report.json and an unreadable recipe.resolved.yaml ({exc.errors()[0]['msg']})") from None
+    return Comparison(run=str(run), recipe=recipe.name, status="failed", method=recipe.method, gpu=None,
+                      gpus=recipe.world_size, estimated_gpu_hours=None, measured_gpu_hours=None, gpu_hours_ratio=None,
+                      estimated_peak_memory_gib=None, measured_peak_memory_gib=None, memory_ratio=None,
+                      estimated_tokens_per_second=None, measured_tokens_per_second=None, tokens_per_second_ratio=None,
+                      estimated_mfu=None, measured_mfu=None, mfu_ratio=None)
+
+
 def compare_runs(run_dirs: list[Path]) -> list[Comparison]:
-    return [compare_report(path, report) for path, report in load_reports(run_dirs)]
+    """One row per run directory, in the order given: finished and interrupted runs from report.json, failed ones
+    (a started directory without report.json) from their recipe."""
+    if not run_dirs:
+        raise AdvisorError("give at least one run directory")
+    rows = []
+    for run in map(Path, run_dirs):
+        started = (run / "recipe.resolved.yaml").is_file() and not (run / "report.json").exists()
+        rows.append(failed_run(run) if started else compare_report(run, load_report(run)))
+    return rows
 
 
 def median_abs_error(ratios: list[float | None]) -> float | None:
@@ -83,8 +109,18 @@ def median_abs_error(ratios: list[float | None]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def plot_comparison(rows: list[Comparison], path: Path) -> None:
-    """Estimated against measured on log axes with y = x, one marker per method (matplotlib, optional)."""
+def plot_path(path: Path) -> Path:
+    """The file --plot writes: PATH itself when it names a file with a suffix, PATH/comparison.png for a directory,
+    PATH.png otherwise (matplotlib would add the .png itself)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "comparison.png"
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
+def plot_comparison(rows: list[Comparison], path: Path) -> Path:
+    """Estimated against measured on log axes with y = x, one marker per method (matplotlib, optional); returns the
+    path written (plot_path)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -116,9 +152,11 @@ def plot_comparison(rows: list[Comparison], path: Path) -> None:
         ax.set_ylabel("measured")
         ax.set_title(title)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = plot_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
 
 
 # --- calibration ---------------------------------------------------------------------------------------

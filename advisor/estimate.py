@@ -7,10 +7,12 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor.calibration import Calibration
 from advisor.catalog import Gpu, get_gpu
+from advisor.errors import AdvisorError
 from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.numbers import human
 from advisor.params import param_counts
 from advisor.recipe import Recipe
-from advisor.sizing import choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits
+from advisor.sizing import bf16_conflict, choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits
 from advisor.training import TrainingSetup
 
 # Without tokenizing, a file's characters / 4 approximates its tokens for English text with a BPE
@@ -27,6 +29,7 @@ class Estimate(BaseModel):
     method: str
     model: str
     gpu: str | None
+    gpu_source: str | None = None
     gpus: int
     total_params: int
     trainable_params: int
@@ -51,6 +54,7 @@ class Estimate(BaseModel):
     gpu_hours: float | None = None
     cost_usd: float | None = None
     calibration: str | None = None
+    precision_conflict: str | None = None
 
 
 def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
@@ -66,21 +70,28 @@ def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
 
 
 def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[float, str]:
-    """Tokens the recipe trains on, and where the figure comes from."""
+    """Tokens the recipe trains on, and where the figure comes from: max_steps, the tokenized dataset (at run time),
+    or the data file's size. A data path that does not exist is an error (cost a dataset you do not have with
+    `--tokens`), never zero tokens."""
     t = recipe.train
     if t.max_steps:
         per_step = t.micro_batch * t.grad_accum * recipe.world_size * recipe.data.seq_len
-        return float(t.max_steps * per_step), "max_steps x global batch x seq_len (packed)"
+        return float(t.max_steps * per_step), (f"train.max_steps {t.max_steps} x {per_step:,} tokens per step "
+                                               "(global batch x seq_len, packed)")
     if dataset_tokens is not None:
-        return dataset_tokens * t.epochs, "tokenized dataset x epochs"
+        return dataset_tokens * t.epochs, f"tokenized dataset x {t.epochs:g} epochs"
     path = Path(recipe.data.path)
     if path.is_dir():
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     elif path.is_file():
         size = path.stat().st_size
     else:
-        return 0.0, "data not found"
-    return size / CHARS_PER_TOKEN * (1 - recipe.data.val_fraction) * t.epochs, "file size / 4 chars per token x epochs"
+        raise AdvisorError(f"data.path {path} does not exist: point it at your data, or give --tokens to cost a dataset "
+                           "you do not have yet")
+    per_epoch = size / CHARS_PER_TOKEN * (1 - recipe.data.val_fraction)
+    return per_epoch * t.epochs, (f"the data file {path.name}: ~{human(per_epoch)} tokens (file size / "
+                                  f"{CHARS_PER_TOKEN:g} chars per token) x {t.epochs:g} epochs; "
+                                  "--tokens costs a full-size dataset")
 
 
 def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,
@@ -129,10 +140,11 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
     """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated; `tokens`,
     `efficiency` and `price` override what the recipe, calibration and catalog would give. At run time
     `device_memory_gib` (the device's own total) replaces the catalog's memory for the fit and for `auto` checkpointing."""
+    gpu_source = "given" if gpu is not None else None
     if isinstance(gpu, str):
         gpu = get_gpu(gpu)
     if gpu is None and recipe.launch.gpu:
-        gpu = get_gpu(recipe.launch.gpu)
+        gpu, gpu_source = get_gpu(recipe.launch.gpu), "the recipe's launch.gpu"
     if gpu is not None and device_memory_gib:  # at run time: the device's own memory, not the catalog's
         gpu = gpu.model_copy(update={"memory_gib": device_memory_gib})
     count, source = (tokens, "given (--tokens)") if tokens is not None else recipe_tokens(recipe, dataset_tokens)
@@ -143,4 +155,17 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
         setup = replace(setup, gradient_checkpointing=checkpointing)
     else:
         reason = "set in the recipe"
-    return estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, reason)
+    result = estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, reason)
+    conflict = bf16_conflict(gpu, recipe.model.dtype, recipe.quant.compute_dtype if recipe.quant else None)
+    return result.model_copy(update={"gpu_source": gpu_source, "precision_conflict": conflict})
+
+
+def plan_refusal(e: Estimate) -> str | None:
+    """Why a run with this estimate stops before loading anything (`--force` runs it anyway), or None: the predicted
+    peak exceeds the GPU's memory, or the recipe asks for bf16 on a GPU without it (advisor.sizing.bf16_conflict)."""
+    if not e.fits:
+        return (f"predicted peak {e.peak_memory_gib:.1f} GiB per GPU exceeds the {e.gpu}'s {e.gpu_memory_gib:.1f} GiB; "
+                "would fit: " + "; ".join(e.suggestions) + " (or --force)")
+    if e.precision_conflict:
+        return f"{e.precision_conflict} (or --force)"
+    return None

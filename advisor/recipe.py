@@ -22,7 +22,8 @@ class ModelSection(BaseModel):
     arch: ModelArch | None = Field(None, description="Architecture given inline (Hugging Face config fields); the "
                                                      "model is initialised randomly. For smoke tests and benchmarks.")
     random_init: bool = Field(False, description="Build `name`'s architecture from the advisor catalog and initialise it "
-                                                 "randomly instead of loading weights (benchmarks; nothing is downloaded).")
+                                                 "randomly instead of loading weights (benchmarks; nothing is downloaded). "
+                                                 "Always true for an inline `arch`.")
     tokenizer: str | None = Field(None, description="Tokenizer hub id or local path; defaults to `name`, or to the "
                                                     "byte-level tokenizer shipped with Rightsize for inline or random models.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
@@ -33,12 +34,20 @@ class ModelSection(BaseModel):
                             "first use); flash_attention_2 needs the flash-attn package.")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you set it; the run says so.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_is_random(cls, data):
+        """An inline architecture has no weights to load, so the resolved recipe says random_init: true."""
+        if isinstance(data, dict) and data.get("arch") is not None and "random_init" not in data:
+            return {**data, "random_init": True}
+        return data
+
     @model_validator(mode="after")
     def _one_source(self):
         if (self.name is None) == (self.arch is None):
             raise ValueError("give exactly one of model.name (hub id or local path) or model.arch (inline architecture)")
-        if self.random_init and self.name is None:
-            raise ValueError("model.random_init applies to model.name; an inline model.arch is always random")
+        if self.arch is not None and not self.random_init:
+            raise ValueError("an inline model.arch is always initialised randomly: drop model.random_init: false")
         return self
 
     def resolve_arch(self) -> ModelArch:
@@ -329,6 +338,22 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not data_path.is_absolute():
         data_path = (path.parent / data_path).resolve()
     return recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": str(data_path)})})
+
+
+def looks_like_path(name: str) -> bool:
+    """model.name names a local directory rather than a hub id (`org/model`): it starts with /, . or ~, or has more
+    than one /."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def check_inputs(recipe: Recipe, source: str | Path, data: bool = True) -> None:
+    """The files the recipe names exist: its data (unless `data` is False, e.g. when tokens are given) and its model
+    when `model.name` is a local path. One AdvisorError line naming the key otherwise."""
+    name = recipe.model.name
+    if name is not None and looks_like_path(name) and not Path(name).expanduser().exists():
+        raise AdvisorError(f"{source}: model.name {name} does not exist (a local path; a hub id is org/model)")
+    if data and not Path(recipe.data.path).exists():
+        raise AdvisorError(f"{source}: data.path {recipe.data.path} does not exist")
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -107,3 +107,30 @@ def suggest_fits(setup: TrainingSetup, gpu: Gpu, overheads: dict) -> list[str]:
         peak = memory_per_gpu(replace(setup, gpus=needed, sharding="fsdp"), **overheads).total
         out.append(f"use {needed} GPUs with FSDP (--nproc-per-node {needed}, launch.strategy: fsdp): {peak:.1f} GiB each")
     return out or [f"no change tried fits {gpu.name}; combine QLoRA, checkpointing, a smaller batch and more GPUs"]
+
+
+# Precision: bf16 needs an Ampere-or-newer GPU (the catalog's `Gpu.bf16`; NVIDIA's V100 and T4 datasheets list FP16
+# tensor cores and no bf16). On such a GPU a bf16 recipe fails at its first bf16 kernel or runs emulated, far below the
+# peak the estimate assumes; fp16 has the same width (the memory estimate holds) and is the rate the catalog gives.
+BF16_FIXES = {"model.dtype": "model.dtype: float16 (or auto, which picks float16 there)",
+              "quant.compute_dtype": "quant.compute_dtype: float16"}
+
+
+def bf16_conflict(gpu: Gpu | None, model_dtype: str, compute_dtype: str | None = None) -> str | None:
+    """The run asks for bf16 (model.dtype or, for QLoRA, quant.compute_dtype) on a GPU without bf16: what to change,
+    or None when the precision is fine (no GPU, a GPU with bf16, or no bf16 asked for; `auto` picks float16 there)."""
+    if gpu is None or gpu.bf16:
+        return None
+    asked = [key for key, value in (("model.dtype", model_dtype), ("quant.compute_dtype", compute_dtype)) if value == "bfloat16"]
+    if not asked:
+        return None
+    return (f"{' and '.join(k + ': bfloat16' for k in asked)} on the {gpu.name}, which has no bf16: set "
+            + " and ".join(BF16_FIXES[k] for k in asked))
+
+
+def bf16_note(gpu: Gpu) -> str | None:
+    """For plans that name no dtype (advisor recommend): the line telling the user to train in fp16 on a GPU without bf16."""
+    if gpu.bf16:
+        return None
+    return f"the {gpu.name} has no bf16: recipes for it train in fp16 ({BF16_FIXES['model.dtype']}; for QLoRA " \
+           f"{BF16_FIXES['quant.compute_dtype']})"

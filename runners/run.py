@@ -16,7 +16,7 @@ from advisor.calibration import Calibration
 from advisor.catalog import get_gpu, match_gpu
 from advisor.errors import AdvisorError
 from advisor.flops import flops_per_token, flops_utilization
-from advisor.estimate import Estimate, estimate_recipe
+from advisor.estimate import Estimate, estimate_recipe, plan_refusal
 from advisor.recipe import Recipe, recipe_to_yaml
 from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
@@ -143,9 +143,9 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     if recipe.train.gradient_checkpointing == "auto":
         notice(f"gradient checkpointing {'on' if estimate.gradient_checkpointing else 'off'} "
                f"({estimate.gradient_checkpointing_reason})")
-    if gpu is not None and not estimate.fits and not force:
-        raise AdvisorError(f"predicted peak {estimate.peak_memory_gib:.1f} GiB per GPU exceeds the {gpu.name}'s "
-                           f"{estimate.gpu_memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
+    refusal = plan_refusal(estimate) if gpu is not None else None  # does not fit, or bf16 without bf16: stop here
+    if refusal and not force:
+        raise AdvisorError(refusal)
     strategy = estimate.sharding  # none, ddp or fsdp: decided by advisor.sizing.choose_sharding
     dtype = compute_dtype(recipe, ctx.device)
     if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:

@@ -40,6 +40,7 @@ def recommend(
     """Which tier (API, PEFT, full fine-tune, pretrain) your data, usage and hardware call for, with costs."""
     from advisor.decide import Situation, recommend as decide
     from advisor.render.recommendation import render_recommendation, report_markdown
+    from advisor.sizing import bf16_note
 
     if tokens is None and docs is None:
         raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
@@ -50,18 +51,25 @@ def recommend(
                            price_usd_per_gpu_hour=price, epochs=epochs, seq_len=seq_len)
     catalog.get_api(api), catalog.get_gpu(gpu), catalog.get_model(base_model)  # unknown names: one clear line
     rec = decide(situation, _calibration(calibration))
+    precision = bf16_note(catalog.get_gpu(gpu))
     if report:
         _write_text(report, report_markdown(rec))
     if as_json:
-        data = rec.model_dump(mode="json")
+        data = rec.model_dump(mode="json") | {"warnings": [precision] if precision else []}
         _emit_json(_finite(data))
     else:
         typer.echo(render_recommendation(rec))
+        if precision:
+            typer.echo(f"Warning: {precision}.")
         if rec.calibration:
             typer.echo(f"Calibrated with {rec.calibration}.")
         if report:
             typer.echo(f"Wrote {report}")
 
+
+
+# An estimate is sized against one GPU type; without one there is no fit verdict and no GPU-hours or dollars.
+NEED_GPU = "give --gpu to size and cost it (e.g. --gpu A100-80GB; the list: advisor catalog gpus)"
 
 
 @app.command()
@@ -89,15 +97,18 @@ def estimate(
     from advisor.params import resolve_lora_targets
     from advisor.training import TrainingSetup
     from advisor.estimate import estimate_recipe, estimate_training
-    from advisor.recipe import load_recipe
+    from advisor.recipe import check_inputs, load_recipe
     from advisor.render.estimate import render_estimate
 
     cal = _calibration(calibration)
     if recipe is not None:
         if model is not None:
             raise AdvisorError("give either RECIPE or --model, not both")
-        result = estimate_recipe(load_recipe(recipe, set_ or []), gpu, calibration=cal, gpus=gpus, tokens=tokens,
-                                 efficiency=efficiency, price=price)
+        loaded = load_recipe(recipe, set_ or [])
+        check_inputs(loaded, recipe, data=tokens is None)  # with --tokens the data need not exist yet
+        if gpu is None and loaded.launch.gpu is None:
+            raise AdvisorError(f"{recipe} names no launch.gpu: {NEED_GPU}")
+        result = estimate_recipe(loaded, gpu, calibration=cal, gpus=gpus, tokens=tokens, efficiency=efficiency, price=price)
     else:
         if model is None:
             raise AdvisorError("give a RECIPE or --model (e.g. --model Llama-3.1-8B)")
@@ -109,7 +120,9 @@ def estimate(
                               lora_targets=resolve_lora_targets(targets), seq_len=seq_len, micro_batch=micro_batch,
                               gpus=gpus or 1, gradient_checkpointing=gradient_checkpointing,
                               flash_attention=not eager_attention, optimizer=optimizer)
-        result = estimate_training(setup, catalog.get_gpu(gpu) if gpu is not None else None, tokens,
+        if gpu is None:
+            raise AdvisorError(f"no GPU type: {NEED_GPU}")
+        result = estimate_training(setup, catalog.get_gpu(gpu), tokens,
                                    "given (--tokens)" if tokens is not None else None, efficiency, price, cal)
     if as_json:
         _emit_json(_finite(result.model_dump(mode="json")))

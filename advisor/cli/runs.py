@@ -18,11 +18,10 @@ def validate(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override key.path=value.")] = None,
 ):
     """Check a recipe without running it: schema, cross-field rules, the model's architecture and data path."""
-    from advisor.recipe import load_recipe
+    from advisor.recipe import check_inputs, load_recipe
     loaded = load_recipe(recipe, set_ or [])
+    check_inputs(loaded, recipe)
     arch = loaded.model.resolve_arch() if (loaded.model.arch or loaded.model.random_init) else _arch_or_none(loaded)
-    if not Path(loaded.data.path).exists():
-        raise AdvisorError(f"{recipe}: data.path {loaded.data.path} does not exist")
     detail = f", {arch.name}" if arch else ""
     typer.echo(f"ok: {loaded.name} ({loaded.method}{detail}, {loaded.world_size} process(es))")
 
@@ -48,18 +47,24 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Run even if the estimate says it will not fit.")] = False,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file for the estimate.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="GPU type to check the plan against (default: the detected GPU).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (estimate and fit verdict) and stop; loads "
+                                                            "nothing, needs no GPU (the GPU: --gpu or launch.gpu).")] = False,
 ):
     """Fine-tune from a recipe, measuring every step; writes report.json, metrics.jsonl and the adapter."""
-    from advisor.recipe import load_recipe
+    from advisor.recipe import check_inputs, load_recipe
     overrides = list(set_ or [])
     if nproc_per_node:
         overrides.append(f"launch.nproc_per_node={nproc_per_node}")
     if nnodes:
         overrides.append(f"launch.nnodes={nnodes}")
     loaded = load_recipe(recipe, overrides)
+    check_inputs(loaded, recipe)
     cal = _calibration(calibration)
     if gpu is not None:
         catalog.get_gpu(gpu)
+    if dry_run:
+        _plan_only(loaded, recipe, gpu, cal, force)
+        return
     try:
         from runners.launch import launch  # the one place the advisor reaches into the ML stack
     except ImportError as exc:
@@ -75,6 +80,21 @@ def run(
             raise typer.Exit(128 + int(getattr(signal, report.interrupted_by or "SIGINT", signal.SIGINT)))
 
 
+def _plan_only(loaded, recipe: Path, gpu: str | None, cal, force: bool) -> None:
+    """`run --dry-run`: the estimate the run would start from and whether it would start (exit 2 if it would stop)."""
+    from advisor.estimate import estimate_recipe, plan_refusal
+    from advisor.render.estimate import render_estimate
+    estimate = estimate_recipe(loaded, gpu, calibration=cal)
+    typer.echo(render_estimate(estimate))
+    if estimate.gpu is None:
+        typer.echo("  (no --gpu and no launch.gpu: planned as a CPU run; on a GPU the run plans against the detected one)")
+    refusal = plan_refusal(estimate)
+    if refusal and not force:
+        raise AdvisorError(f"the run would stop before loading anything: {refusal}")
+    typer.echo(f"\nPlan only (--dry-run): nothing loaded. Without --dry-run the run starts on {loaded.world_size} "
+               f"process(es) and writes its directory.")
+
+
 @app.command()
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories holding report.json.")],
@@ -85,14 +105,13 @@ def compare(
     from advisor.compare import compare_runs, plot_comparison
     from advisor.render.compare import render_comparison
     rows = compare_runs(run_dirs)
-    if plot:
-        plot_comparison(rows, plot)
+    written = plot_comparison(rows, plot) if plot else None
     if as_json:
         _emit_json(_finite([r.model_dump(mode="json") for r in rows]))
     else:
         typer.echo(render_comparison(rows))
-        if plot:
-            typer.echo(f"Wrote {plot}")
+        if written:
+            typer.echo(f"Wrote {written}")
 
 
 @app.command()

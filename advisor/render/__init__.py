@@ -19,6 +19,8 @@ def money(x: float | None) -> str:
         return "-"
     if math.isinf(x):
         return "n/a"
+    if 0 < x < 0.005:  # would print as $0.00: a cost that is small, not free
+        return "under $0.01"
     return f"${x:,.0f}" if x >= 100 else f"${x:,.2f}"
 
 

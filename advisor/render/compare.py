@@ -13,18 +13,50 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def render_comparison(rows: list[Comparison]) -> str:
-    headers = ["run", "method", "GPUs", "GPU-h est", "GPU-h meas", "ratio", "GiB est", "GiB meas", "ratio",
+    headers = ["run", "status", "method", "GPUs", "GPU-h est", "GPU-h meas", "ratio", "GiB est", "GiB meas", "ratio",
                "tok/s est", "tok/s meas", "MFU est", "MFU meas"]
-    body = [[Path(r.run).name, r.method, f"{r.gpus} x {r.gpu}" if r.gpu else "cpu", _fmt(r.estimated_gpu_hours, ".4g"),
+    body = [[Path(r.run).name, r.status, r.method, _where(r), _fmt(r.estimated_gpu_hours, ".4g"),
              _fmt(r.measured_gpu_hours, ".4g"), _fmt(r.gpu_hours_ratio, ".2f"), _fmt(r.estimated_peak_memory_gib, ".1f"),
              _fmt(r.measured_peak_memory_gib, ".1f"), _fmt(r.memory_ratio, ".2f"), _fmt(r.estimated_tokens_per_second, ",.0f"),
              _fmt(r.measured_tokens_per_second, ",.0f"), _fmt(r.estimated_mfu, ".1%"), _fmt(r.measured_mfu, ".1%")]
             for r in rows]
-    hours_err = median_abs_error([r.gpu_hours_ratio for r in rows])
-    mem_err = median_abs_error([r.memory_ratio for r in rows])
-    summary = (f"median |measured/estimated - 1|: GPU-hours {_fmt(hours_err, '.1%')}, peak memory {_fmt(mem_err, '.1%')}"
-               f" over {len(rows)} run(s) (ratios need a GPU run; CPU runs have none)")
-    return table(headers, body) + "\n" + summary
+    return table(headers, body) + "\n" + "\n".join(comparison_summary(rows))
+
+
+def _where(r: Comparison) -> str:
+    if r.status == "failed":
+        return f"{r.gpus} process(es)"
+    return f"{r.gpus} x {r.gpu}" if r.gpu else ("cpu" if r.gpus == 0 else f"{r.gpus} x uncatalogued GPU")
+
+
+def comparison_summary(rows: list[Comparison]) -> list[str]:
+    """What the ratios are over, counted from the rows: GPU runs with an estimate, CPU runs (no GPU-hours to compare),
+    GPU runs on a GPU missing from the catalog, interrupted runs (compared on the tokens they processed), failed runs."""
+    measured = [r for r in rows if r.status != "failed"]
+    with_ratio = [r for r in measured if r.gpu_hours_ratio is not None or r.memory_ratio is not None]
+    cpu = [r for r in measured if r.gpus == 0]
+    unknown_gpu = [r for r in measured if r.gpus > 0 and r not in with_ratio]
+    lines = []
+    if with_ratio:
+        hours_err = median_abs_error([r.gpu_hours_ratio for r in with_ratio])
+        mem_err = median_abs_error([r.memory_ratio for r in with_ratio])
+        lines.append(f"median |measured/estimated - 1| over {len(with_ratio)} GPU run(s): GPU-hours {_fmt(hours_err, '.1%')}, "
+                     f"peak memory {_fmt(mem_err, '.1%')}")
+    else:
+        lines.append("no ratios: they need a run measured on a catalogued GPU")
+    if cpu:
+        lines.append(f"{len(cpu)} CPU run(s): no GPU-hours or GPU memory to compare")
+    if unknown_gpu:
+        lines.append(f"{len(unknown_gpu)} GPU run(s) without an estimate to compare (a GPU missing from the catalog: "
+                     "add it to ~/.config/rightsize/gpus.yaml)")
+    interrupted = [r for r in rows if r.status == "interrupted"]
+    if interrupted:
+        lines.append(f"{len(interrupted)} interrupted run(s): compared on the tokens they processed (resume with "
+                     "advisor run RECIPE --out RUN --resume)")
+    failed = [r for r in rows if r.status == "failed"]
+    if failed:
+        lines.append(f"{len(failed)} failed run(s): no report.json, nothing measured (the run's own output says why)")
+    return lines
 
 
 def render_calibration(cal: Calibration) -> str:

@@ -7,7 +7,8 @@ from advisor.render import gib, hours, money, table
 
 def render_estimate(e: Estimate) -> str:
     m = e.memory_gib
-    where = f"{e.gpus} x {e.gpu}" if e.gpu else "CPU"
+    where = f"{e.gpus} x {e.gpu}" + (f" ({e.gpu_source}; --gpu to choose)" if e.gpu_source and e.gpu_source != "given" else "") \
+        if e.gpu else "CPU"
     out = [
         f"Estimate: {e.method} of {e.model} on {where}" + (f" (recipe {e.recipe})" if e.recipe else ""),
         f"  parameters: {human(e.total_params)} total, {e.trainable_params:,} trainable",
@@ -26,9 +27,24 @@ def render_estimate(e: Estimate) -> str:
         out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
     for s in e.suggestions:
         out.append(f"  would fit: {s}")
+    if e.precision_conflict:
+        out.append(f"  warning: {e.precision_conflict}")
     if e.tokens is not None:
-        out += ["", f"Tokens: {human(e.tokens)} ({e.tokens_source})",
-                f"  FLOPs: {e.total_flops:.3g} executed, {e.model_flops:.3g} model",
-                f"  GPU-hours: {hours(e.gpu_hours)} at efficiency {e.efficiency:.2f} ({e.efficiency_source})",
-                f"  cost: {money(e.cost_usd)}"]
+        out += ["", f"Tokens: {human(e.tokens)} ({e.tokens_source or 'given'})",
+                f"  FLOPs: {e.total_flops:.3g} executed, {e.model_flops:.3g} model"]
+        if e.gpu is None:
+            out.append("  GPU-hours and cost: none on a CPU; give --gpu to cost the run on a GPU")
+        else:
+            out += [f"  GPU-hours: {gpu_time(e.gpu_hours)} at efficiency {e.efficiency:.2f} ({e.efficiency_source})",
+                    f"  cost: {money(e.cost_usd)}"]
     return "\n".join(out)
+
+
+def gpu_time(h: float | None) -> str:
+    """GPU-hours as a person reads them: under an hour also in GPU-minutes, under a minute in GPU-seconds (a small
+    run printed as 0.0 hours would say nothing)."""
+    if h is None or h >= 1:
+        return hours(h)
+    if h * 60 >= 1:
+        return f"{h:.2g} ({h * 60:.2g} GPU-minutes)"
+    return f"{h:.2g} ({h * 3600:.2g} GPU-seconds)"
