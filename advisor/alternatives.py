@@ -11,14 +11,12 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog
 from advisor.calibration import Calibration
-from advisor.constraints import deadline_days, days_text
+from advisor.constraints import RELAXABLE, days_text, deadline_days
 from advisor.costing import MAX_SEARCH_GPUS, Option, cost_option
 from advisor.numbers import human
 from advisor.situation import Situation
 from advisor.sizing import valid_gpu_counts
 
-# Constraints a change of plan can relax; on-premises, the quality bar and "beats the base" are facts, not knobs.
-RELAXABLE = frozenset({"budget", "deadline", "gpus"})
 # How many alternatives the answer lists, cheapest first.
 MAX_ALTERNATIVES = 6
 # Fewer tokens: scale the data down to this share of what exactly meets the limits (rounding margin).
@@ -44,7 +42,7 @@ def _changes(s: Situation, option: Option) -> list[tuple[str, Situation]]:
             out.append((f"train {s.epochs * share:.2g} epochs instead of {s.epochs:g}",
                         s.model_copy(update={"epochs": s.epochs * share})))
         else:
-            out.append((f"train on {human(s.tokens * share)} tokens instead of {human(s.tokens)} ({share:.0%})",
+            out.append((f"train on {human(s.tokens * share)} tokens instead of {human(s.tokens)} ({share * 100:.2g}%)",
                         s.model_copy(update={"tokens": s.tokens * share})))
     for gpu in catalog.entries("gpus"):
         if gpu.name != s.gpu:

@@ -15,6 +15,11 @@ ASSUMED_DEADLINE_DAYS = 90.0
 Constraint = Literal["budget", "deadline", "gpus", "on_prem", "quality_bar", "beats_base"]
 
 
+# Constraints a change of plan can relax (fewer tokens, more GPUs, more time or money); on-premises, the quality bar
+# and "beats the base" are facts about the situation, not knobs.
+RELAXABLE = frozenset({"budget", "deadline", "gpus"})
+
+
 class Violation(BaseModel):
     """One constraint an option breaks: which, what the option needs, the limit, and the text the user reads."""
 
@@ -85,3 +90,9 @@ def days_text(days: float) -> str:
     if days < 365:
         return f"{days:.1f} days"
     return f"{days / 365:.1f} years"
+
+
+def distance(violations: list[Violation]) -> tuple[bool, int]:
+    """How far an option is from viable, for ranking the nearest when none is: a fact broken (not relaxable) is
+    farther than any number of relaxable constraints; then the count broken."""
+    return any(v.constraint not in RELAXABLE for v in violations), len(violations)

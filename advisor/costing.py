@@ -332,8 +332,8 @@ def beats_base_violation(s: Situation) -> Violation | None:
                          detail=f"beats_base: a model the size of {s.base_model} needs ~{human(result.tokens_needed)} "
                                 f"tokens, you have {human(s.effective_tokens)}")
     return Violation(constraint="beats_base", needed=result.own_model_loss, limit=result.base_model_loss,
-                     detail=f"beats_base: predicted loss {result.own_model_loss:.2f} vs {s.base_model}'s "
-                            f"{result.base_model_loss:.2f} (same fit); continue pretraining or fine-tune the base instead")
+                     detail=f"beats_base: predicted loss {result.own_model_loss:.3f} vs {s.base_model}'s "
+                            f"{result.base_model_loss:.3f} (same fit); continue pretraining or fine-tune the base instead")
 
 
 def cost_option(s: Situation, key: str, calibration: Calibration | None = None) -> Option:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor.alternatives import TRAINING_KEYS, Alternative, nearest_viable
 from advisor.calibration import Calibration
-from advisor.constraints import deadline_days
+from advisor.constraints import deadline_days, distance
 from advisor.costing import Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.findings import (
     FULL_FINETUNE_MIN_TOKENS, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
@@ -73,13 +73,13 @@ def tier_preference(s: Situation) -> tuple[tuple[Tier, ...], str]:
 
 def choose_tier(s: Situation, usage: UsageBreakEven, pretrain: PretrainingViability,
                 options: dict[str, Option]) -> TierChoice:
-    """The first tier in `tier_preference` with a viable option; when none has one, the tier of the option that
-    breaks the fewest constraints (ties: the preferred tier)."""
+    """The first tier in `tier_preference` with a viable option; when none has one, the tier of the nearest option
+    (advisor.constraints.distance: relaxable constraints only, then the fewest broken; ties: the preferred tier)."""
     order, reason = tier_preference(s)
     by_tier = {t: [o for o in options.values() if o.tier == t] for t in TIERS}
     tier = next((t for t in order if any(o.viable for o in by_tier[t])), None)
     if tier is None:
-        tier = min(order, key=lambda t: (min(len(o.why_not) for o in by_tier[t]), order.index(t)))
+        tier = min(order, key=lambda t: (min(distance(o.why_not) for o in by_tier[t]), order.index(t)))
     finding = Finding(rule="tier_choice", finding=f"Hierarchy tried in the order {' -> '.join(order)}"
                       + (f" ({reason})" if reason else " (no input gives a reason to train)")
                       + f"; chosen: {tier}" + ("" if any(o.viable for o in by_tier[tier]) else ", though nothing is viable") + ".",
@@ -96,12 +96,12 @@ class MethodChoice:
 
 
 def choose_method(tier: Tier, options: dict[str, Option], s: Situation | None = None) -> MethodChoice:
-    """The option that carries out the tier: viable before not viable, then fewer broken constraints, then the
-    cheaper. Off-the-shelf: hosted API or self-hosted open-weight model (cheaper per month at your volume; the API is
+    """The option that carries out the tier: viable before not viable, then the nearer (constraints.distance), then
+    the cheaper. Off-the-shelf: hosted API or self-hosted open-weight model (cheaper per month at your volume; the API is
     not viable on premises). PEFT: LoRA or QLoRA (QLoRA's NF4 base needs less memory, LoRA's 16-bit base runs faster
     per FLOP: advisor.flops.DEFAULT_EFFICIENCY). The finding compares LoRA, QLoRA and full fine-tuning."""
     candidates = [o for o in options.values() if o.tier == tier]
-    chosen = min(candidates, key=lambda o: (not o.viable, len(o.why_not), o.cost_usd))
+    chosen = min(candidates, key=lambda o: (not o.viable, distance(o.why_not), o.cost_usd))
     finding = Finding(rule="method_choice", finding=method_sentence(s, options, chosen) if s else
                       f"{tier} tier: {chosen.method} on {chosen.model}.",
                       source="advisor.decide.choose_method; memory and costs per docs/estimation.md; quality: Hu et al. "
@@ -135,7 +135,7 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
         keys = list(TRAINING_KEYS) + ["self_host"] if not chosen.viable else preferred_keys
         alternatives = nearest_viable(s, options, keys, calibration)
     review = review_proposal(proposal, calibration) if proposal else None
-    decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0]),
+    decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options),
                        source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints are hard",
                        numbers={"tier": tier.tier, "method": chosen.method, "viable": chosen.viable})
     reasons += [hardware_finding(s, options), method.finding, tier.finding, decision]

@@ -55,7 +55,8 @@ def plan_text(o: Option) -> str:
     return f"on {o.gpus} x {o.gpu}: {o.gpu_hours:,.0f} GPU-hours, ${o.cost_usd:,.0f}, {days}"
 
 
-def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str) -> str:
+def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str,
+                      options: dict[str, Option] | None = None) -> str:
     """The decision in one sentence, with the reasons the inputs gave (and the constraint broken when nothing fits)."""
     if not chosen.viable:
         broken = "; ".join(v.detail for v in chosen.why_not)
@@ -64,7 +65,11 @@ def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str
     if chosen.method == "prompt+retrieval":
         text = (f"Use an off-the-shelf model: the hosted API ({s.api}) with prompting and retrieval, no training "
                 f"({plan_text(chosen)})")
-        why = ["it is cheaper than self-hosting at this volume"]
+        host = (options or {}).get("self_host")
+        if host is None or host.cost_usd >= chosen.cost_usd:
+            why = ["it is cheaper than self-hosting at this volume"]
+        else:
+            why = [f"self-hosting would be cheaper (${host.cost_usd:,.0f}/month) but is not viable: {host.note}"]
     elif chosen.method == "self-host+retrieval":
         text = (f"Use an off-the-shelf model: self-host {chosen.model} with retrieval, no training "
                 f"({plan_text(chosen)})")
