@@ -1,4 +1,5 @@
-"""What each option costs: the API bill, self-hosting, fine-tuning and pretraining, in GPUs, GPU-hours and dollars."""
+"""What each option costs: the API bill, self-hosting, fine-tuning and pretraining, in GPUs, GPU-hours, dollars and
+wall-clock days on the user's cluster, with the constraints each one breaks (advisor.constraints)."""
 
 import math
 from dataclasses import dataclass, replace
@@ -7,13 +8,15 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog, scaling
 from advisor.calibration import Calibration
-from advisor.findings import Finding
+from advisor.constraints import (
+    Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
+)
+from advisor.findings import Finding, rule_pretraining_viability
 from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
-from advisor.memory import memory_per_gpu
 from advisor.numbers import human
 from advisor.params import param_counts
 from advisor.situation import Situation, Tier
-from advisor.sizing import choose_checkpointing, gpus_needed
+from advisor.sizing import CountPlan, choose_checkpointing, choose_gpu_count, planned_memory, valid_gpu_counts
 from advisor.training import TrainingSetup
 
 # Serving efficiency: fraction of dense peak an inference server sustains on 2N FLOPs per token. Prompt
@@ -23,6 +26,15 @@ from advisor.training import TrainingSetup
 PREFILL_EFFICIENCY = 0.40
 DECODE_EFFICIENCY = 0.10
 DAYS_PER_MONTH = 30.4
+# A served replica holds bf16 weights plus this share again for the KV cache and activations (an assumption, stated).
+SERVING_KV_CACHE_SHARE = 0.20
+# Largest cluster the "how many GPUs would it need" search looks at.
+MAX_SEARCH_GPUS = 4096
+# Replica counts the break-even search walks before it stops listing ranges.
+MAX_SERVING_REPLICAS = 1000
+# Mixed-precision Adam keeps 2 (bf16 weights) + 2 (gradients) + 12 (fp32 master, momentum, variance) bytes per
+# parameter (Rajbhandari et al. 2020, ZeRO §3.1, K = 12), divided over the GPUs by ZeRO-3 / FSDP (§5).
+MODEL_STATE_BYTES_PER_PARAM = 16.0
 
 
 class Option(BaseModel):
@@ -40,6 +52,16 @@ class Option(BaseModel):
     wall_days: float | None = None
     viable: bool = True
     note: str = ""
+    why_not: list[Violation] = []
+    sharding: str | None = None
+    gradient_checkpointing: bool | None = None
+
+
+def with_violations(option: Option, violations: list[Violation | None], note: str = "") -> Option:
+    """The option with these violations added: not viable if any, its note the violations' text (or `note`)."""
+    why_not = option.why_not + [v for v in violations if v is not None]
+    text = "; ".join(v.detail for v in why_not) or note or option.note
+    return option.model_copy(update={"why_not": why_not, "viable": not why_not, "note": text})
 
 
 def api_usd_per_request(s: Situation) -> float:
@@ -49,17 +71,75 @@ def api_usd_per_request(s: Situation) -> float:
                                    + s.output_fraction * api.output_usd_per_mtok) / 1e6
 
 
-def serving_gpus(s: Situation) -> tuple[int, float]:
-    """GPUs to self-host the base model for this volume: enough memory for bf16 weights (+20% KV cache) and
-    enough FLOPs for 2N per token (Kaplan et al. 2020 §2.1), prompt tokens at PREFILL_EFFICIENCY and output
-    tokens at DECODE_EFFICIENCY of peak. Returns (GPUs, GPU-days per request)."""
+def gpu_price(s: Situation) -> float:
+    return s.price_usd_per_gpu_hour or catalog.get_gpu(s.gpu).price_usd_per_hour
+
+
+# --- serving ---------------------------------------------------------------------------------------
+
+def tensor_parallel_degrees(num_attention_heads: int) -> list[int]:
+    """Valid tensor-parallel degrees for serving: powers of 2 that divide the attention heads (Megatron-LM splits
+    attention by heads, Shoeybi et al. 2019 §3; vLLM requires the head count divisible by the degree)."""
+    return [d for d in (2**k for k in range(int(math.log2(num_attention_heads)) + 1)) if num_attention_heads % d == 0]
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    degree: int            # tensor-parallel GPUs per replica
+    replicas: int
+    fits: bool             # one replica's weights + KV cache fit in `degree` GPUs
+    gpu_days_per_request: float
+
+    @property
+    def gpus(self) -> int:
+        return self.degree * self.replicas
+
+
+def serving_plan(s: Situation) -> ServingPlan:
+    """GPUs to self-host the base model for this volume: the smallest valid tensor-parallel degree whose memory holds
+    bf16 weights (+SERVING_KV_CACHE_SHARE), then whole replicas of it for the FLOPs: 2N per token (Kaplan et al. 2020
+    §2.1), prompt tokens at PREFILL_EFFICIENCY and output tokens at DECODE_EFFICIENCY of peak."""
     gpu = catalog.get_gpu(s.gpu)
-    params = param_counts(catalog.get_model(s.base_model)).total
-    memory_gpus = math.ceil(2.0 * params / 2**30 * 1.2 / gpu.memory_gib)
-    seconds_per_request = 2.0 * params * s.tokens_per_request / gpu.peak_flops * (
+    arch = catalog.get_model(s.base_model)
+    params = param_counts(arch).total
+    replica_gib = 2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE)
+    degrees = tensor_parallel_degrees(arch.num_attention_heads)
+    degree = next((d for d in degrees if replica_gib <= d * gpu.memory_gib), degrees[-1])
+    seconds_per_request = scaling.FLOPS_PER_PARAM_TOKEN_INFER * params * s.tokens_per_request / gpu.peak_flops * (
         (1 - s.output_fraction) / PREFILL_EFFICIENCY + s.output_fraction / DECODE_EFFICIENCY)
     gpu_days_per_request = seconds_per_request / 86400
-    return max(1, memory_gpus, math.ceil(s.requests_per_day * gpu_days_per_request)), gpu_days_per_request
+    replicas = max(1, math.ceil(s.requests_per_day * gpu_days_per_request / degree))
+    return ServingPlan(degree, replicas, replica_gib <= degree * gpu.memory_gib, gpu_days_per_request)
+
+
+def serving_gpus(s: Situation) -> tuple[int, float]:
+    """GPUs to self-host the base model for this volume (serving_plan) and GPU-days per request."""
+    plan = serving_plan(s)
+    return plan.gpus, plan.gpu_days_per_request
+
+
+def self_host_cheaper_ranges(usd_per_request: float, gpu_days_per_request: float, degree: int,
+                             usd_per_gpu_day: float) -> list[tuple[float, float | None]]:
+    """Requests/day where self-hosting costs less than the API. With r replicas of `degree` GPUs serving volumes in
+    ((r-1) degree / g, r degree / g], self-hosting costs r degree c a day and the API a V: cheaper from
+    V = r degree c / a to the step's end. Cheaper throughout a step once (r-1)/g >= r c / a, and then for every
+    larger r: the last range is open (None). Empty if a request costs the API no more than it costs a GPU (a <= g c)."""
+    a, g, c = usd_per_request, gpu_days_per_request, usd_per_gpu_day
+    if a <= g * c:
+        return []
+    if g == 0:
+        return [(degree * c / a, None)]
+    ranges: list[tuple[float, float | None]] = []
+    for r in range(1, MAX_SERVING_REPLICAS + 1):
+        step_lo, step_hi = (r - 1) * degree / g, r * degree / g
+        lo = max(step_lo, r * degree * c / a)
+        open_ended = lo == step_lo and r > 1
+        if ranges and ranges[-1][1] is not None and lo <= ranges[-1][1]:
+            lo = ranges.pop()[0]
+        ranges.append((lo, None if open_ended else step_hi))
+        if open_ended:
+            break
+    return ranges
 
 
 @dataclass(frozen=True)
@@ -69,97 +149,203 @@ class UsageBreakEven:
     serving_gpus: int
     break_even_requests_per_day: float | None
     finding: Finding
+    ranges: tuple[tuple[float, float | None], ...] = ()
+    tensor_parallel: int = 1
 
     @property
     def self_host_cheaper(self) -> bool:
         return self.self_host_usd_per_month < self.api_usd_per_month
 
 
+def ranges_text(ranges) -> str:
+    return ", ".join(f"{human(lo)}-{human(hi)}" if hi is not None else f"above {human(lo)}" for lo, hi in ranges)
+
+
 def rule_usage_break_even(s: Situation) -> UsageBreakEven:
-    """Compare a month of API bills with a month of self-hosting; find the volume where they cross."""
+    """Compare a month of API bills with a month of self-hosting; find the volumes where self-hosting is cheaper."""
     api = catalog.get_api(s.api)
     price = gpu_price(s)
     per_request = api_usd_per_request(s)
-    gpus, gpu_days_per_request = serving_gpus(s)
+    plan = serving_plan(s)
     api_month = per_request * s.requests_per_day * DAYS_PER_MONTH
-    host_month = gpus * price * 24 * DAYS_PER_MONTH
-    min_gpus = max(1, serving_gpus(s.model_copy(update={"requests_per_day": 0}))[0])
-    # Self-hosting costs at least min_gpus all month, then grows with volume; the API grows linearly.
-    marginal_host = gpu_days_per_request * price * 24
-    if per_request <= marginal_host:
-        break_even = None
-    else:
-        break_even = min_gpus * price * 24 / per_request
+    host_month = plan.gpus * price * 24 * DAYS_PER_MONTH
+    ranges = self_host_cheaper_ranges(per_request, plan.gpu_days_per_request, plan.degree, price * 24)
+    break_even = ranges[0][0] if ranges else None
     cheaper = "self-hosting" if host_month < api_month else "the API"
+    if not ranges:
+        where = "At these prices self-hosting is never cheaper."
+    elif len(ranges) == 1 and ranges[0][1] is None:
+        where = f"Self-hosting is cheaper above about {human(break_even)} requests/day."
+    else:
+        where = (f"Self-hosting is cheaper at {ranges_text(ranges[:6])}{' ...' if len(ranges) > 6 else ''} "
+                 "requests/day: capacity comes in whole replicas, so the API wins again just past each step.")
     finding = Finding(
         rule="usage_break_even",
-        finding=(f"At {human(s.requests_per_day)} requests/day x {human(s.tokens_per_request)} tokens, {s.api} costs "
-                 f"${api_month:,.0f}/month and self-hosting {s.base_model} on {gpus} x {s.gpu} costs "
-                 f"${host_month:,.0f}/month: {cheaper} is cheaper. "
-                 + (f"Self-hosting breaks even at about {human(break_even)} requests/day."
-                    if break_even else "At these prices self-hosting never breaks even.")),
-        source=f"{api.source} ({api.date}); GPU price: {catalog.get_gpu(s.gpu).source}",
-        numbers={"api_usd_per_month": api_month, "self_host_usd_per_month": host_month, "serving_gpus": gpus,
-                 "break_even_requests_per_day": break_even},
+        finding=(f"At {human(s.requests_per_day)} requests/day x {human(s.tokens_per_request)} tokens "
+                 f"({1 - s.output_fraction:.0%} prompt, {s.output_fraction:.0%} output; --tokens-per-request, "
+                 f"--output-share), {s.api} costs ${api_month:,.0f}/month and self-hosting {s.base_model} on "
+                 f"{plan.gpus} x {s.gpu} ({plan.replicas} replica(s) at tensor-parallel {plan.degree}) costs "
+                 f"${host_month:,.0f}/month: {cheaper} is cheaper. {where}"),
+        source=f"{api.source} ({api.date}); GPU price: {catalog.get_gpu(s.gpu).source}; serving FLOPs 2N per token "
+               "(Kaplan et al. 2020 §2.1); tensor-parallel degrees per Shoeybi et al. 2019",
+        numbers={"api_usd_per_month": api_month, "self_host_usd_per_month": host_month, "serving_gpus": plan.gpus,
+                 "tensor_parallel": plan.degree, "break_even_requests_per_day": break_even,
+                 "tokens_per_request": s.tokens_per_request, "output_fraction": s.output_fraction},
     )
-    return UsageBreakEven(api_month, host_month, gpus, break_even, finding)
+    return UsageBreakEven(api_month, host_month, plan.gpus, break_even, finding, tuple(ranges), plan.degree)
 
 
-# --- costing ---------------------------------------------------------------------------------------
+# --- off-the-shelf -------------------------------------------------------------------------------------
 
-def gpu_price(s: Situation) -> float:
-    return s.price_usd_per_gpu_hour or catalog.get_gpu(s.gpu).price_usd_per_hour
+def cost_api(s: Situation) -> Option:
+    """The hosted API with prompting and retrieval: a month of requests, no training."""
+    api = catalog.get_api(s.api)
+    option = Option(tier="api", method="prompt+retrieval", model=api.name, gpu=None, gpus=0, gpu_hours=0.0,
+                    cost_usd=api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None,
+                    params=0, tokens=0)
+    return with_violations(option, [check_on_prem(s), check_quality_bar(s)], "cost is per month of usage, no training")
 
 
-def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None) -> Option:
-    """GPU-hours, dollars and memory of fine-tuning the base model on the effective tokens."""
+def cost_self_host(s: Situation) -> Option:
+    """The open-weight base model served on your GPUs with retrieval, no training: a month of serving."""
+    plan = serving_plan(s)
     arch = catalog.get_model(s.base_model)
-    gpu = catalog.get_gpu(s.gpu)
-    setup = TrainingSetup(arch=arch, method=method, seq_len=min(s.seq_len, arch.max_position_embeddings))
+    params = param_counts(arch).total
+    option = Option(tier="api", method="self-host+retrieval", model=arch.name, gpu=s.gpu, gpus=plan.gpus,
+                    gpu_hours=0.0, cost_usd=plan.gpus * gpu_price(s) * 24 * DAYS_PER_MONTH,
+                    memory_gib_per_gpu=2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE) / plan.degree,
+                    params=params, tokens=0)
+    fits = None if not plan.fits else plan.gpus
+    return with_violations(option, [check_quality_bar(s), check_gpus(fits, s.gpu, s, f"to serve {human(s.requests_per_day)} "
+                                                                                      "requests/day")],
+                           f"cost is per month of serving ({plan.replicas} x tensor-parallel {plan.degree}), no training")
+
+
+# --- training --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    setup: TrainingSetup
+    memory_gib: float
+    gpu_hours: float
+    fits: bool
+
+
+def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
+    """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
+    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the method's efficiency."""
+    arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
     overheads = calibration.overheads(gpu.name, method) if calibration else {}
-    needed = gpus_needed(setup, gpu, **overheads)
-    tokens = s.effective_tokens * s.epochs
+    setup = TrainingSetup(arch=arch, method=method, seq_len=min(s.seq_len, arch.max_position_embeddings), gpus=gpus)
+    for sharding in ("auto", "fsdp") if gpus > 1 else ("auto",):
+        candidate = replace(setup, sharding=sharding)
+        candidate = replace(candidate, gradient_checkpointing=choose_checkpointing(candidate, gpu.memory_gib, overheads)[0])
+        memory = planned_memory(candidate, **overheads).total
+        if memory <= gpu.memory_gib:
+            break
+    flops = flops_per_token(arch, candidate.seq_len, method, candidate.trainable_params, candidate.gradient_checkpointing)
+    efficiency = (calibration.efficiency(gpu.name, method) if calibration else None) or DEFAULT_EFFICIENCY[method]
+    hours = gpu_hours(training_flops(flops.total, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
+    return FinetunePlan(candidate, memory, hours, memory <= gpu.memory_gib)
+
+
+def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None,
+                  counts: list[int] | None = None) -> Option:
+    """GPU count, GPU-hours, dollars, memory and wall days of fine-tuning the base model on the effective tokens:
+    on the user's cluster, the count `choose_gpu_count` picks (or one of `counts`, e.g. a proposal's own)."""
+    gpu = catalog.get_gpu(s.gpu)
+    plans = {n: plan_finetune(s, method, n, calibration) for n in counts or valid_gpu_counts(s.gpus)}
+    chosen = choose_gpu_count([CountPlan(n, p.fits, p.gpu_hours, p.gpu_hours / (n * s.availability) / 24)
+                               for n, p in plans.items()], deadline_days(s)[0])
+    violations: list[Violation | None] = []
+    if chosen is None:  # nothing fits on the cluster: cost it on the fewest GPUs that would hold it
+        needed = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS) if n > max(plans)
+                       and plan_finetune(s, method, n, calibration).fits), None)
+        violations.append(check_gpus(needed, gpu.name, replace_gpus(s, max(plans))))
+        n = needed
+    else:
+        n = chosen.gpus
     tier: Tier = "full" if method == "full" else "peft"
-    if needed is None:
-        return Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=0, gpu_hours=math.inf,
-                      cost_usd=math.inf, memory_gib_per_gpu=None, params=param_counts(arch).total, tokens=tokens,
-                      viable=False, note=f"does not fit on any number of {gpu.name}")
-    gpus = max(needed, 1)
-    setup = replace(setup, gpus=gpus, sharding="fsdp" if gpus > 1 else "auto")
-    # as the runner does by default (train.gradient_checkpointing: auto): recompute only if memory needs it
-    setup = replace(setup, gradient_checkpointing=choose_checkpointing(setup, gpu.memory_gib, overheads)[0])
-    memory = memory_per_gpu(setup, **overheads)
-    flops = flops_per_token(arch, setup.seq_len, method, setup.trainable_params, setup.gradient_checkpointing)
-    efficiency = calibration.efficiency(gpu.name, method) if calibration else None
-    hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency or DEFAULT_EFFICIENCY[method])
-    price = gpu_price(s)
-    note, viable = "", True
-    if gpus > s.gpus:
-        viable, note = False, f"needs {gpus} x {gpu.name}, you have {s.gpus}"
-    elif s.budget_usd is not None and cost_usd(hours, price) > s.budget_usd:
-        viable, note = False, f"over the ${s.budget_usd:,.0f} budget"
-    wall_days = hours / (min(s.gpus, max(gpus, 1)) * s.availability) / 24 if viable else None
-    return Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=gpus, gpu_hours=hours,
-                  cost_usd=cost_usd(hours, price), memory_gib_per_gpu=memory.total, params=param_counts(arch).total,
-                  tokens=tokens, wall_days=wall_days, viable=viable, note=note)
+    arch = catalog.get_model(s.base_model)
+    tokens = s.effective_tokens * s.epochs
+    if n is None:
+        option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=0, gpu_hours=math.inf,
+                        cost_usd=math.inf, memory_gib_per_gpu=None, params=param_counts(arch).total, tokens=tokens)
+        return with_violations(option, violations)
+    plan = plans.get(n) or plan_finetune(s, method, n, calibration)
+    wall = plan.gpu_hours / (n * s.availability) / 24
+    option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
+                    cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
+                    params=param_counts(arch).total, tokens=tokens, wall_days=wall,
+                    sharding=plan.setup.sharding if n > 1 else "none",
+                    gradient_checkpointing=plan.setup.gradient_checkpointing)
+    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
+    return with_violations(option, violations)
+
+
+def replace_gpus(s: Situation, gpus: int) -> Situation:
+    return s if gpus == s.gpus else s.model_copy(update={"gpus": gpus})
+
+
+def model_state_gib_per_gpu(params: float, gpus: int) -> float:
+    """Training states of a model trained from scratch, fully sharded: MODEL_STATE_BYTES_PER_PARAM x N / GPUs, in GiB
+    (ZeRO-3; activations come on top, so this is a lower bound on the peak)."""
+    return MODEL_STATE_BYTES_PER_PARAM * params / gpus / 2**30
 
 
 def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Option:
-    """Pretraining the compute-optimal model for the effective tokens (6ND FLOPs at full-training efficiency)."""
+    """Pretraining the compute-optimal model for the effective tokens (6ND FLOPs at full-training efficiency), on the
+    GPU count `choose_gpu_count` picks among those whose model states fit."""
     gpu = catalog.get_gpu(s.gpu)
     point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
     efficiency = (calibration.efficiency(gpu.name, "full") if calibration else None) or DEFAULT_EFFICIENCY["full"]
     hours = gpu_hours(point.flops, gpu.peak_flops, efficiency)
-    price = gpu_price(s)
-    return Option(tier="pretrain", method="pretrain", model=f"{human(point.params)}-param compute-optimal", gpu=gpu.name,
-                  gpus=s.gpus, gpu_hours=hours, cost_usd=cost_usd(hours, price), memory_gib_per_gpu=None,
-                  params=point.params, tokens=point.tokens, wall_days=hours / (s.gpus * s.availability) / 24)
+    fits = lambda n: model_state_gib_per_gpu(point.params, n) <= gpu.memory_gib  # noqa: E731
+    chosen = choose_gpu_count([CountPlan(n, fits(n), hours, hours / (n * s.availability) / 24)
+                               for n in valid_gpu_counts(s.gpus)], deadline_days(s)[0])
+    violations: list[Violation | None] = []
+    if chosen is None:
+        n = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS) if fits(n)), None)
+        violations.append(check_gpus(n, gpu.name, s, "to hold the model's training states"))
+        n = n or MAX_SEARCH_GPUS
+    else:
+        n = chosen.gpus
+    wall = hours / (n * s.availability) / 24
+    option = Option(tier="pretrain", method="pretrain", model=f"{human(point.params)}-param compute-optimal",
+                    gpu=gpu.name, gpus=n, gpu_hours=hours, cost_usd=cost_usd(hours, gpu_price(s)),
+                    memory_gib_per_gpu=model_state_gib_per_gpu(point.params, n), params=point.params,
+                    tokens=point.tokens, wall_days=wall, sharding="fsdp" if n > 1 else "none")
+    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
+    return with_violations(option, violations, "GiB/GPU: training states only (activations extra)")
 
 
-def cost_api(s: Situation) -> Option:
-    api = catalog.get_api(s.api)
-    per_request = api_usd_per_request(s)
-    return Option(tier="api", method="prompt+retrieval", model=api.name, gpu=None, gpus=0, gpu_hours=0.0,
-                  cost_usd=per_request * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None, params=0,
-                  tokens=0, viable=not s.on_prem, note="cost is per month of usage, no training" +
-                  ("; excluded: data must stay on premises" if s.on_prem else ""))
+OPTION_KEYS = ("api", "self_host", "lora", "qlora", "full", "pretrain")
+
+
+def beats_base_violation(s: Situation) -> Violation | None:
+    """Pretraining from scratch breaks the `beats_base` bar when the model it trains is predicted to lose to the base."""
+    result = rule_pretraining_viability(s)
+    if result.viable:
+        return None
+    if result.base_model_loss is None:
+        return Violation(constraint="beats_base", needed=result.tokens_needed, limit=s.effective_tokens,
+                         detail=f"beats_base: a model the size of {s.base_model} needs ~{human(result.tokens_needed)} "
+                                f"tokens, you have {human(s.effective_tokens)}")
+    return Violation(constraint="beats_base", needed=result.own_model_loss, limit=result.base_model_loss,
+                     detail=f"beats_base: predicted loss {result.own_model_loss:.3f} vs {s.base_model}'s "
+                            f"{result.base_model_loss:.3f} (same fit); continue pretraining or fine-tune the base instead")
+
+
+def cost_option(s: Situation, key: str, calibration: Calibration | None = None) -> Option:
+    """One option of the hierarchy, costed on the user's cluster with the constraints it breaks."""
+    if key == "api":
+        return cost_api(s)
+    if key == "self_host":
+        return cost_self_host(s)
+    if key == "pretrain":
+        return with_violations(cost_pretrain(s, calibration), [beats_base_violation(s)])
+    return cost_finetune(s, key, calibration)
+
+
+def cost_options(s: Situation, calibration: Calibration | None = None) -> dict[str, Option]:
+    return {key: cost_option(s, key, calibration) for key in OPTION_KEYS}

@@ -1,30 +1,33 @@
-"""The decision engine: API first, then PEFT (LoRA/QLoRA), then full fine-tune, then pretrain.
+"""The decision engine: an off-the-shelf model first (hosted API, or an open-weight model self-hosted, with
+retrieval), then PEFT (LoRA/QLoRA), then full fine-tune, then pretrain — within the user's budget, GPUs and deadline.
 
 The rules (advisor.findings) and the costs (advisor.costing) compute; the choices below decide, each a named
 function that returns its choice with the finding that explains it. `recommend` runs them in order and returns a
-typed Recommendation. Text for people is built in advisor.render.
+typed Recommendation. Constraints are hard (advisor.constraints): the chosen option is viable whenever one is.
+Text for people is built in advisor.render.
 """
 
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
+from advisor.alternatives import TRAINING_KEYS, Alternative, nearest_viable
 from advisor.calibration import Calibration
-from advisor.costing import (
-    Option, UsageBreakEven, cost_api, cost_finetune, cost_pretrain, rule_usage_break_even,
-)
+from advisor.constraints import deadline_days, distance
+from advisor.costing import Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.findings import (
     FULL_FINETUNE_MIN_TOKENS, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
     rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
 )
-from advisor.render.text import assumption_lines, decision_sentence
+from advisor.render.text import assumption_lines, decision_sentence, method_sentence
+from advisor.review import Proposal, Review, review_proposal
 from advisor.situation import TIERS, Situation, Tier
 
 
 class Recommendation(BaseModel):
     model_config = ConfigDict(frozen=True)
     tier: Tier
-    method: str  # the chosen option's method (prompt+retrieval, lora, qlora, full, pretrain)
+    method: str  # the chosen option's method (prompt+retrieval, self-host+retrieval, lora, qlora, full, pretrain)
     effective_tokens: float
     compute_optimal_params: float
     break_even_requests_per_day: float | None
@@ -33,6 +36,12 @@ class Recommendation(BaseModel):
     situation: Situation
     assumptions: list[str]
     calibration: str | None = None
+    viable: bool = True  # false: no option meets every constraint; `nearest_viable` lists what would
+    deadline_days: float | None = None
+    deadline_assumed: bool = False
+    break_even_ranges: list[tuple[float, float | None]] = []
+    nearest_viable: list[Alternative] = []
+    review: Review | None = None
 
 
 # --- the choices -------------------------------------------------------------------------------------
@@ -41,23 +50,43 @@ class Recommendation(BaseModel):
 class TierChoice:
     tier: Tier
     finding: Finding
+    preference: tuple[Tier, ...] = TIERS
+    reason: str = ""
+
+
+def tier_preference(s: Situation) -> tuple[tuple[Tier, ...], str]:
+    """The order the hierarchy tries the tiers in, and the reason the inputs give for leaving the first tier.
+
+    Training needs a reason: an off-the-shelf model that does not meet the bar (--api-insufficient) or a task kind
+    that needs it (a new language or modality). Then PEFT, or full fine-tuning first for domain adaptation and new
+    languages from FULL_FINETUNE_MIN_TOKENS, and pretraining first for a new language (it must still beat the base).
+    Every tier stays in the order, so a viable plan is found whenever one exists."""
+    if s.task == "language":
+        return ("pretrain", "full", "peft", "api"), "a new language or modality needs training"
+    if s.api_sufficient:
+        return ("api", "peft", "full", "pretrain"), ""
+    reason = "you said an off-the-shelf model does not meet your bar"
+    if s.task == "domain" and s.effective_tokens >= FULL_FINETUNE_MIN_TOKENS:
+        return ("full", "peft", "pretrain", "api"), reason
+    return ("peft", "full", "pretrain", "api"), reason
 
 
 def choose_tier(s: Situation, usage: UsageBreakEven, pretrain: PretrainingViability,
                 options: dict[str, Option]) -> TierChoice:
-    """Walk the hierarchy: API, then PEFT, then full fine-tune, then pretrain; each step needs a reason."""
-    api_ok = not s.on_prem and s.api_sufficient
-    if api_ok and not usage.self_host_cheaper:
-        tier: Tier = "api"
-    elif s.task == "language" and pretrain.viable and options["pretrain"].viable:
-        tier = "pretrain"
-    elif s.task in ("domain", "language") and s.effective_tokens >= FULL_FINETUNE_MIN_TOKENS and options["full"].viable:
-        tier = "full"
-    else:
-        tier = "peft"
-    finding = Finding(rule="decision", finding=decision_sentence(s, tier, usage.self_host_cheaper),
-                      source="hierarchy: API, PEFT, full, pretrain", numbers={"tier": tier})
-    return TierChoice(tier, finding)
+    """The first tier in `tier_preference` with a viable option; when none has one, the tier of the nearest option
+    (advisor.constraints.distance: relaxable constraints only, then the fewest broken; ties: the preferred tier)."""
+    order, reason = tier_preference(s)
+    by_tier = {t: [o for o in options.values() if o.tier == t] for t in TIERS}
+    tier = next((t for t in order if any(o.viable for o in by_tier[t])), None)
+    if tier is None:
+        tier = min(order, key=lambda t: (min(distance(o.why_not) for o in by_tier[t]), order.index(t)))
+    finding = Finding(rule="tier_choice", finding=f"Hierarchy tried in the order {' -> '.join(order)}"
+                      + (f" ({reason})" if reason else " (no input gives a reason to train)")
+                      + f"; chosen: {tier}" + ("" if any(o.viable for o in by_tier[tier]) else ", though nothing is viable") + ".",
+                      source="advisor.decide.tier_preference (docs/decision.md)",
+                      numbers={"tier": tier, "order": " ".join(order), "pretrain_beats_base": pretrain.viable,
+                               "self_host_cheaper": usage.self_host_cheaper})
+    return TierChoice(tier, finding, order, reason)
 
 
 @dataclass(frozen=True)
@@ -66,23 +95,17 @@ class MethodChoice:
     finding: Finding
 
 
-def choose_method(tier: Tier, options: dict[str, Option]) -> MethodChoice:
-    """The option that carries out the tier: for PEFT, LoRA or QLoRA — a viable one (it fits the GPUs you have and
-    the budget) before one that is not, then the cheaper (QLoRA's NF4 base needs less memory, LoRA's 16-bit base runs
-    faster per FLOP: advisor.flops.DEFAULT_EFFICIENCY); the other tiers have one option each."""
+def choose_method(tier: Tier, options: dict[str, Option], s: Situation | None = None) -> MethodChoice:
+    """The option that carries out the tier: viable before not viable, then the nearer (constraints.distance), then
+    the cheaper. Off-the-shelf: hosted API or self-hosted open-weight model (cheaper per month at your volume; the API is
+    not viable on premises). PEFT: LoRA or QLoRA (QLoRA's NF4 base needs less memory, LoRA's 16-bit base runs faster
+    per FLOP: advisor.flops.DEFAULT_EFFICIENCY). The finding compares LoRA, QLoRA and full fine-tuning."""
     candidates = [o for o in options.values() if o.tier == tier]
-    chosen = min(candidates, key=lambda o: (not o.viable, o.cost_usd))
-    if tier == "peft":
-        parts = []
-        for o in candidates:
-            fit = (f"{o.gpus} x {o.gpu} at {o.memory_gib_per_gpu:.1f} GiB each" if o.memory_gib_per_gpu is not None
-                   else "does not fit")
-            parts.append(f"{o.method}: {fit}, ${o.cost_usd:,.0f}" + ("" if o.viable else f" (not viable: {o.note})"))
-        why = "the cheaper viable one" if chosen.viable else "none is viable; the cheaper one is shown"
-        text = f"PEFT method: {chosen.method} ({why}). " + "; ".join(parts) + "."
-    else:
-        text = f"{tier} tier: {chosen.method} on {chosen.model}."
-    finding = Finding(rule="method_choice", finding=text, source="advisor.decide.choose_method; costs per docs/estimation.md",
+    chosen = min(candidates, key=lambda o: (not o.viable, distance(o.why_not), o.cost_usd))
+    finding = Finding(rule="method_choice", finding=method_sentence(s, options, chosen) if s else
+                      f"{tier} tier: {chosen.method} on {chosen.model}.",
+                      source="advisor.decide.choose_method; memory and costs per docs/estimation.md; quality: Hu et al. "
+                             "2021 (LoRA), Dettmers et al. 2023 (QLoRA) §5, Biderman et al. 2024 §4",
                       numbers={"method": chosen.method, "viable": chosen.viable, "cost_usd": chosen.cost_usd})
     return MethodChoice(chosen, finding)
 
@@ -94,36 +117,46 @@ def rank_options(chosen: Option, options: dict[str, Option]) -> list[Option]:
     return [chosen] + sorted(rest, key=lambda o: (o.tier != chosen.tier, not o.viable, TIERS.index(o.tier), o.cost_usd))
 
 
-def recommend(s: Situation, calibration: Calibration | None = None) -> Recommendation:
-    """Run every rule, cost every option and pick the tier and method. Pure: same situation, same answer."""
+def recommend(s: Situation, calibration: Calibration | None = None, proposal: Proposal | None = None) -> Recommendation:
+    """Run every rule, cost every option on the user's cluster and pick the tier and method. Pure: same situation,
+    same answer."""
     sizing = rule_compute_optimal_size(s)
     pretrain = rule_pretraining_viability(s)
     usage = rule_usage_break_even(s)
     reasons = [sizing.finding, pretrain.finding, rule_repeated_data(s), rule_inference_aware(s), rule_privacy(s),
                rule_api_quality(s), rule_task_kind(s), usage.finding]
-    options = {"api": cost_api(s), "lora": cost_finetune(s, "lora", calibration),
-               "qlora": cost_finetune(s, "qlora", calibration), "full": cost_finetune(s, "full", calibration),
-               "pretrain": cost_pretrain(s, calibration)}
-    options["pretrain"] = options["pretrain"].model_copy(update={
-        "viable": pretrain.viable, "note": "" if pretrain.viable else "not viable: too little data for a competitive model"})
+    options = cost_options(s, calibration)
     tier = choose_tier(s, usage, pretrain, options)
-    method = choose_method(tier.tier, options)
-    reasons += [hardware_finding(s, options), method.finding, tier.finding]
+    method = choose_method(tier.tier, options, s)
+    chosen = method.option
+    alternatives: list[Alternative] = []
+    preferred_keys = [k for k, o in options.items() if o.tier == tier.preference[0]]
+    if not chosen.viable or tier.tier != tier.preference[0]:
+        keys = list(TRAINING_KEYS) + ["self_host"] if not chosen.viable else preferred_keys
+        alternatives = nearest_viable(s, options, keys, calibration)
+    review = review_proposal(proposal, calibration) if proposal else None
+    decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options),
+                       source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints are hard",
+                       numbers={"tier": tier.tier, "method": chosen.method, "viable": chosen.viable})
+    reasons += [hardware_finding(s, options), method.finding, tier.finding, decision]
+    days, assumed = deadline_days(s)
     return Recommendation(
-        tier=tier.tier, method=method.option.method, effective_tokens=s.effective_tokens,
+        tier=tier.tier, method=chosen.method, effective_tokens=s.effective_tokens,
         compute_optimal_params=sizing.compute_optimal_params,
-        break_even_requests_per_day=usage.break_even_requests_per_day, options=rank_options(method.option, options),
+        break_even_requests_per_day=usage.break_even_requests_per_day, options=rank_options(chosen, options),
         reasons=reasons, situation=s, assumptions=assumption_lines(s, calibration.path if calibration else None),
-        calibration=str(calibration.path) if calibration else None,
+        calibration=str(calibration.path) if calibration else None, viable=chosen.viable, deadline_days=days,
+        deadline_assumed=assumed, break_even_ranges=list(usage.ranges), nearest_viable=alternatives, review=review,
     )
 
 
 def hardware_finding(s: Situation, options: dict[str, Option]) -> Finding:
     parts = []
-    for key in ("lora", "qlora", "full"):
+    for key in TRAINING_KEYS + ("pretrain",):
         o = options[key]
-        parts.append(f"{key}: {o.gpus} x {o.gpu} at {o.memory_gib_per_gpu:.1f} GiB each" if o.memory_gib_per_gpu
-                     else f"{key}: does not fit")
-    return Finding(rule="hardware_fit", finding=f"On {s.gpus} x {s.gpu} ({s.availability:.0%} available): " + "; ".join(parts) + ".",
-                   source="advisor.memory.memory_per_gpu (see docs/estimation.md)",
-                   numbers={f"{k}_gpus": options[k].gpus for k in ("lora", "qlora", "full")})
+        parts.append(f"{key}: {o.gpus} x {o.gpu} at {o.memory_gib_per_gpu:.1f} GiB each, {o.wall_days:.1f} days"
+                     if o.memory_gib_per_gpu and o.wall_days is not None else f"{key}: does not fit")
+    return Finding(rule="hardware_fit", finding=f"On {s.gpus} x {s.gpu} ({s.availability:.0%} available), each plan on "
+                   "the GPU count that meets the deadline at least cost: " + "; ".join(parts) + ".",
+                   source="advisor.sizing.choose_gpu_count; advisor.memory.memory_per_gpu (see docs/estimation.md)",
+                   numbers={f"{k}_gpus": options[k].gpus for k in TRAINING_KEYS + ("pretrain",)})

@@ -41,27 +41,38 @@ class ComputeOptimalSize:
     epoch2024_params: float
     training_flops: float
     finding: Finding
+    hoffmann2022_params: float = 0.0
+
+
+# The headline compute-optimal size reads Hoffmann et al. 2022's rule of ~20 tokens per parameter (Table 3): the
+# simplest of the three and the one the pretraining option is costed with; the parametric fits are alternatives.
+HEADLINE_FIT = "chinchilla-rule"
 
 
 def rule_compute_optimal_size(s: Situation) -> ComputeOptimalSize:
-    """How large a model the data can train compute-optimally (Chinchilla: ~20 tokens per parameter)."""
-    point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
+    """How large a model the data can train compute-optimally from scratch: the headline (HEADLINE_FIT, ~20 tokens
+    per parameter) and, labelled as alternatives, the Epoch 2024 and Hoffmann 2022 parametric fits."""
+    point = scaling.compute_optimal_for_tokens(s.effective_tokens, HEADLINE_FIT)
     epoch = scaling.compute_optimal_for_tokens(s.effective_tokens, "epoch2024")
+    hoffmann = scaling.compute_optimal_for_tokens(s.effective_tokens, "hoffmann2022")
     finding = Finding(
         rule="compute_optimal_size",
-        finding=f"{human(s.effective_tokens)} effective tokens ({human(s.tokens)} x quality {s.quality:g}) support a "
-                f"compute-optimal model of about {human(point.params)} parameters (20 tokens per parameter; the Epoch "
-                f"2024 fit says {human(epoch.params)}), trained with {point.flops:.2g} FLOPs.",
-        source="Hoffmann et al. 2022 (Chinchilla) Table 3; Besiroglu et al. 2024 (Epoch AI replication)",
+        finding=f"{human(s.effective_tokens)} effective tokens ({human(s.tokens)} x quality {s.quality:g}) train a "
+                f"compute-optimal model of about {human(point.params)} parameters from scratch (headline: 20 tokens per "
+                f"parameter, Hoffmann et al. 2022; alternatives: the Epoch 2024 fit says {human(epoch.params)}, "
+                f"Hoffmann's parametric fit {human(hoffmann.params)}), trained with {point.flops:.2g} FLOPs. This bounds "
+                f"pretraining from scratch, not fine-tuning a pretrained model (a fine-tune adapts a model of any size).",
+        source="Hoffmann et al. 2022 (Chinchilla) Table 3 and eq. 4; Besiroglu et al. 2024 (Epoch AI replication)",
         numbers={"effective_tokens": s.effective_tokens, "compute_optimal_params": point.params,
-                 "epoch2024_params": epoch.params, "training_flops": point.flops},
+                 "epoch2024_params": epoch.params, "hoffmann2022_params": hoffmann.params,
+                 "training_flops": point.flops, "headline_fit": HEADLINE_FIT},
     )
-    return ComputeOptimalSize(s.effective_tokens, point.params, epoch.params, point.flops, finding)
+    return ComputeOptimalSize(s.effective_tokens, point.params, epoch.params, point.flops, finding, hoffmann.params)
 
 
 @dataclass(frozen=True)
 class PretrainingViability:
-    viable: bool
+    viable: bool           # the model the data trains is predicted to beat the base (the cluster checks come later)
     tokens_needed: float
     own_model_params: float
     own_model_loss: float
@@ -70,23 +81,30 @@ class PretrainingViability:
 
 
 def rule_pretraining_viability(s: Situation) -> PretrainingViability:
-    """Pretraining only pays when your data can train a model at least as good as the open base you'd adapt."""
+    """Pretraining only pays when your data trains a model predicted, by the same fit (Hoffmann et al. 2022 eq. 2),
+    to reach a lower loss than the open base it would replace; where the base's pretraining tokens are unpublished,
+    when the data is at least the base's compute-optimal token count (20 per parameter)."""
     base = catalog.get_model(s.base_model)
     base_params = param_counts(base).total
     own = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
     own_loss = scaling.parametric_loss(own.params, own.tokens, scaling.HOFFMANN2022)
     needed_tokens = scaling.CHINCHILLA_TOKENS_PER_PARAM * base_params
-    viable = s.effective_tokens >= needed_tokens
     base_loss = (scaling.parametric_loss(base_params, base.pretraining_tokens, scaling.HOFFMANN2022)
                  if base.pretraining_tokens else None)
-    comparison = (f"; {base.name} itself saw {human(base.pretraining_tokens)} tokens (predicted loss {base_loss:.2f})"
-                  if base_loss is not None else "")
+    if base_loss is not None:
+        viable = own_loss < base_loss
+        comparison = (f"The best model your data trains from scratch ({human(own.params)} on {human(own.tokens)} tokens) "
+                      f"is predicted to reach loss {own_loss:.2f}; {base.name} ({human(base_params)} on "
+                      f"{human(base.pretraining_tokens)} tokens) reaches {base_loss:.2f} by the same fit")
+    else:
+        viable = s.effective_tokens >= needed_tokens
+        comparison = (f"{base.name}'s pretraining tokens are unpublished: a model its size ({human(base_params)}) needs "
+                      f"about {human(needed_tokens)} tokens, you have {human(s.effective_tokens)}")
+    verdict = ("it would beat the base, if it fits your cluster, budget and deadline" if viable else
+               f"it would not beat the base: continue pretraining or fine-tune {base.name} instead")
     finding = Finding(
         rule="pretraining_viability",
-        finding=(f"Pretraining {'is' if viable else 'is not'} viable: a model the size of {base.name} "
-                 f"({human(base_params)}) needs about {human(needed_tokens)} tokens to train compute-optimally, you have "
-                 f"{human(s.effective_tokens)}. The best model your data trains ({human(own.params)}) is predicted to reach "
-                 f"loss {own_loss:.2f}{comparison}."),
+        finding=f"Pretraining {'may be' if viable else 'is not'} viable. {comparison}: {verdict}.",
         source="Hoffmann et al. 2022 eq. 2 (parametric loss, Approach 3 constants) and Table 3",
         numbers={"viable": viable, "tokens_needed": needed_tokens, "own_model_params": own.params,
                  "own_model_loss": own_loss, "base_model_loss": base_loss},
@@ -142,9 +160,11 @@ def rule_privacy(s: Situation) -> Finding:
 def rule_api_quality(s: Situation) -> Finding:
     return Finding(
         rule="api_quality",
-        finding=(f"A hosted model ({s.api}) meets the quality bar, so prompting and retrieval come first."
+        finding=("Assumed: an off-the-shelf model meets your bar (say --api-insufficient if it doesn't), so prompting "
+                 "and retrieval come before any training."
                  if s.api_sufficient else
-                 f"The hosted model ({s.api}) does not meet the quality bar: adapt a model to your data."),
+                 f"You said an off-the-shelf model ({s.api}, or {s.base_model} untrained) does not meet the bar: "
+                 "adapt a model to your data."),
         source="OpenAI fine-tuning guide (prompt engineering and retrieval before fine-tuning); your judgement "
                "(--api-insufficient)",
         numbers={"api_sufficient": s.api_sufficient},
@@ -152,8 +172,8 @@ def rule_api_quality(s: Situation) -> Finding:
 
 
 TASK_KIND_TEXT = {
-    "knowledge": ("Knowledge and Q&A: retrieval over your documents beats fine-tuning for injecting facts; "
-                  "fine-tune only for behaviour.",
+    "knowledge": ("Knowledge and Q&A: retrieval over your documents beats fine-tuning for injecting facts, so the "
+                  "answer is an off-the-shelf model with retrieval; fine-tune only for behaviour.",
                   "Ovadia et al. 2024, Fine-Tuning or Retrieval? Comparing Knowledge Injection in LLMs"),
     "style": ("Style and format: a LoRA adapter on a few thousand examples matches full fine-tuning.",
               "Hu et al. 2021 (LoRA) §5; Dettmers et al. 2023 (QLoRA) §5"),

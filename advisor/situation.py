@@ -26,13 +26,16 @@ class Situation(BaseModel):
     task: TaskKind = Field("task", description="knowledge (Q&A over facts), style (tone/format), task (task-specific "
                                                "behaviour), domain (domain adaptation), language (new language or modality).")
     on_prem: bool = Field(False, description="Data may not leave your premises: hosted APIs are excluded.")
-    api_sufficient: bool = Field(True, description="A hosted API already meets the quality bar.")
+    api_sufficient: bool = Field(True, description="An off-the-shelf model (hosted API, or an open-weight model "
+                                                   "self-hosted) with prompting and retrieval meets the quality bar.")
     api: str = Field("gpt-4o-mini", description="Hosted model priced as the API option.")
     base_model: str = Field("Llama-3.1-8B", description="Open model to adapt for PEFT and full fine-tuning.")
     gpu: str = Field("A100-80GB", description="GPU type available.")
     gpus: int = Field(8, ge=1, le=100000, description="How many GPUs of that type are available.")
     availability: float = Field(1.0, gt=0, le=1, description="Fraction of the time those GPUs are yours.")
     budget_usd: float | None = Field(None, gt=0, description="Training budget in dollars (none: unbounded).")
+    deadline_days: float | None = Field(None, gt=0, description="Wall-clock days the training may take (none: the "
+                                                                   "assumed deadline, advisor.constraints).")
     price_usd_per_gpu_hour: float | None = Field(None, gt=0, description="Override the catalog's GPU price.")
     epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the data for fine-tuning.")
     seq_len: int = Field(2048, gt=0, le=1_048_576, description="Training sequence length.")

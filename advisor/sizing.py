@@ -134,3 +134,41 @@ def bf16_note(gpu: Gpu) -> str | None:
         return None
     return f"the {gpu.name} has no bf16: recipes for it train in fp16 ({BF16_FIXES['model.dtype']}; for QLoRA " \
            f"{BF16_FIXES['quant.compute_dtype']})"
+
+
+# --- how many of the available GPUs a plan uses ------------------------------------------------------------------
+
+def valid_gpu_counts(available: int) -> list[int]:
+    """The data-parallel sizes a plan may use: powers of 2 up to the GPUs available (how FSDP/DDP jobs are sized on
+    nodes of 8 and how `gpus_needed` searches), 1 included."""
+    return [2**k for k in range(int(math.log2(max(available, 1))) + 1)]
+
+
+# Two plans whose GPU-hours differ by less than this share cost the same within the estimate's own error; the policy
+# then prefers the one that finishes sooner (more GPUs), since the GPUs are the user's.
+GPU_HOURS_TIE_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class CountPlan:
+    """One candidate GPU count for a job: whether it fits memory, its GPU-hours and its wall-clock days."""
+    gpus: int
+    fits: bool
+    gpu_hours: float
+    wall_days: float
+
+
+def choose_gpu_count(plans: list[CountPlan], deadline_days: float) -> CountPlan | None:
+    """The GPU count a plan runs on: among counts that fit in memory, those that meet the deadline; of them the
+    fewest GPU-hours (cost is GPU-hours x one price), ties within GPU_HOURS_TIE_SHARE going to the shortest wall time.
+    When no fitting count meets the deadline, the fastest fitting one (the caller reports the deadline it misses).
+    None when no count fits."""
+    fitting = [p for p in plans if p.fits]
+    if not fitting:
+        return None
+    meeting = [p for p in fitting if p.wall_days <= deadline_days]
+    if not meeting:
+        return min(fitting, key=lambda p: (p.wall_days, p.gpu_hours))
+    cheapest = min(p.gpu_hours for p in meeting)
+    tied = [p for p in meeting if p.gpu_hours <= cheapest * (1 + GPU_HOURS_TIE_SHARE)]
+    return min(tied, key=lambda p: (p.wall_days, p.gpus))

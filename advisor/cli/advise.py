@@ -1,5 +1,6 @@
-"""`advisor recommend` and `advisor estimate`."""
+"""`advisor recommend`, `advisor review` and `advisor estimate`."""
 
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,6 +12,31 @@ from advisor.cli.options import (
     Count, CountOrZero, Int, JsonFlag, _calibration, _emit_json, _finite, _fraction, _number, _validated, _write_text,
 )
 from advisor.errors import AdvisorError
+from advisor.numbers import parse_quantity
+
+_DURATION_UNITS = {"": 1.0, "d": 1.0, "h": 1 / 24, "w": 7.0}
+
+
+def _duration_days(text: str) -> float:
+    """A wall-clock duration as people write it: 7d, 36h, 2w, or a number of days."""
+    match = re.fullmatch(r"\s*([0-9][0-9_.,e+-]*)\s*([dhw]?)\s*", text, re.IGNORECASE | re.ASCII)
+    try:
+        if not match:
+            raise AdvisorError(text)
+        value = parse_quantity(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    except AdvisorError:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 7d, 36h or 2w") from None
+    if value > 36500:
+        raise typer.BadParameter(f"{text!r} is more than 100 years")
+    return value
+
+
+def _gpu_spec(text: str, default_gpu: str | None = None) -> tuple[int, str]:
+    """GPUs as people write them: 8xA100, 8 x H100, or a count (then of `default_gpu`)."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*(?:[x\u00d7*]\s*(.+?))?\s*", text, re.IGNORECASE)
+    if not match or int(match.group(1)) < 1 or (match.group(2) is None and default_gpu is None):
+        raise AdvisorError(f"--gpus {text!r}: expected a count and a GPU type, e.g. 8xA100")
+    return int(match.group(1)), catalog.get_gpu(match.group(2) or default_gpu).name
 
 
 @app.command()
@@ -29,7 +55,14 @@ def recommend(
     gpu: Annotated[str, typer.Option(help="GPU type available (advisor catalog gpus).")] = "A100-80GB",
     gpus: Annotated[int, typer.Option(parser=Int, help="How many GPUs of that type you have.")] = 8,
     availability: Annotated[float, typer.Option(parser=_fraction, help="Fraction of the time the GPUs are yours.")] = 1.0,
-    budget: Annotated[Optional[float], typer.Option(parser=Count, help="Training budget, USD.")] = None,
+    budget: Annotated[Optional[float], typer.Option(parser=Count, help="Training budget, USD (one-off training cost).")] = None,
+    deadline: Annotated[Optional[float], typer.Option(parser=_duration_days, help="Wall-clock the training may take: 7d, 36h, 2w (default: assumed 90d).")] = None,
+    output_share: Annotated[float, typer.Option(parser=_number(allow_zero=True, upper=1), help="Share of a request's tokens that are output.")] = 0.25,
+    proposal_model: Annotated[Optional[str], typer.Option(help="Review a proposed plan too: its model (name or size, e.g. 7B).")] = None,
+    proposal_method: Annotated[str, typer.Option(help="The proposal's method: lora | qlora | full.")] = "full",
+    proposal_gpus: Annotated[Optional[str], typer.Option(help="The proposal's GPUs, e.g. 8xA100 (default: your cluster).")] = None,
+    proposal_days: Annotated[Optional[float], typer.Option(parser=_duration_days, help="The proposal's wall-clock, e.g. 14d.")] = None,
+    proposal_cost: Annotated[Optional[float], typer.Option(parser=Count, help="The proposal's dollars, e.g. 150k.")] = None,
     price: Annotated[Optional[float], typer.Option(parser=Count, help="Override the GPU's $/GPU-hour.")] = None,
     epochs: Annotated[float, typer.Option(parser=_number(upper=1000), help="Fine-tuning passes over the data.")] = 1.0,
     seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576), help="Training sequence length.")] = 2048,
@@ -40,17 +73,25 @@ def recommend(
     """Which tier (API, PEFT, full fine-tune, pretrain) your data, usage and hardware call for, with costs."""
     from advisor.decide import Situation, recommend as decide
     from advisor.render.recommendation import render_recommendation, report_markdown
+    from advisor.review import Proposal
     from advisor.sizing import bf16_note
 
     if tokens is None and docs is None:
         raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
     situation = _validated(Situation, tokens=tokens if tokens is not None else docs * tokens_per_doc, docs=docs,
                            quality=quality, requests_per_day=requests_per_day, tokens_per_request=tokens_per_request,
-                           task=task, on_prem=on_prem, api_sufficient=not api_insufficient, api=api,
-                           base_model=base_model, gpu=gpu, gpus=gpus, availability=availability, budget_usd=budget,
-                           price_usd_per_gpu_hour=price, epochs=epochs, seq_len=seq_len)
+                           output_fraction=output_share, task=task, on_prem=on_prem, api_sufficient=not api_insufficient,
+                           api=api, base_model=base_model, gpu=gpu, gpus=gpus, availability=availability,
+                           budget_usd=budget, deadline_days=deadline, price_usd_per_gpu_hour=price, epochs=epochs,
+                           seq_len=seq_len)
     catalog.get_api(api), catalog.get_gpu(gpu), catalog.get_model(base_model)  # unknown names: one clear line
-    rec = decide(situation, _calibration(calibration))
+    proposal = None
+    if proposal_model is not None:
+        count, kind = _gpu_spec(proposal_gpus, gpu) if proposal_gpus else (gpus, catalog.get_gpu(gpu).name)
+        proposal = _validated(Proposal, model=proposal_model, method=proposal_method, gpu=kind, gpus=count,
+                              days=proposal_days, cost_usd=proposal_cost, tokens=situation.tokens, epochs=epochs,
+                              seq_len=seq_len, price_usd_per_gpu_hour=price)
+    rec = decide(situation, _calibration(calibration), proposal)
     precision = bf16_note(catalog.get_gpu(gpu))
     if report:
         _write_text(report, report_markdown(rec))
@@ -66,6 +107,41 @@ def recommend(
         if report:
             typer.echo(f"Wrote {report}")
 
+
+@app.command()
+def review(
+    model: Annotated[str, typer.Option(help="The proposal's model: catalog name, config.json, or a size such as 7B.")],
+    tokens: Annotated[float, typer.Option(parser=Count, help="Training tokens, e.g. 2e9.")],
+    method: Annotated[str, typer.Option(help="lora | qlora | full")] = "full",
+    gpus: Annotated[str, typer.Option(help="GPUs, e.g. 8xA100 (or a count with --gpu).")] = "8",
+    gpu: Annotated[str, typer.Option(help="GPU type when --gpus is a count.")] = "A100-80GB",
+    days: Annotated[Optional[float], typer.Option(parser=_duration_days, help="The proposal's wall-clock: 14, 14d, 2w.")] = None,
+    cost: Annotated[Optional[float], typer.Option(parser=Count, help="The proposal's dollars, e.g. 150k.")] = None,
+    epochs: Annotated[float, typer.Option(parser=_number(upper=1000), help="Passes over the tokens.")] = 1.0,
+    seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576), help="Training sequence length.")] = 2048,
+    price: Annotated[Optional[float], typer.Option(parser=Count, help="Override the GPU's $/GPU-hour.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
+    as_json: JsonFlag = False,
+    report: Annotated[Optional[Path], typer.Option(help="Also write the review as Markdown to this file.")] = None,
+):
+    """Check a proposed plan (model, method, GPUs, days, dollars) against the formulas, and the cheaper path."""
+    from advisor.render.review import render_review, review_markdown
+    from advisor.review import Proposal, review_proposal
+
+    if method not in ("lora", "qlora", "full"):
+        raise AdvisorError(f"--method {method!r}: expected lora, qlora or full")
+    count, kind = _gpu_spec(gpus, gpu)
+    proposal = _validated(Proposal, model=model, method=method, gpu=kind, gpus=count, days=days, cost_usd=cost,
+                          tokens=tokens, epochs=epochs, seq_len=seq_len, price_usd_per_gpu_hour=price)
+    result = review_proposal(proposal, _calibration(calibration))
+    if report:
+        _write_text(report, "\n".join(["# Proposal review", ""] + review_markdown(result)))
+    if as_json:
+        _emit_json(_finite(result.model_dump(mode="json")))
+    else:
+        typer.echo(render_review(result))
+        if report:
+            typer.echo(f"Wrote {report}")
 
 
 # An estimate is sized against one GPU type; without one there is no fit verdict and no GPU-hours or dollars.
@@ -84,7 +160,7 @@ def estimate(
     gpu: Annotated[Optional[str], typer.Option(help="GPU type (advisor catalog gpus).")] = None,
     gpus: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=100000), help="GPU count (FSDP beyond one if needed).")] = None,
     tokens: Annotated[Optional[float], typer.Option(parser=Count, help="Tokens to train on, for GPU-hours and dollars.")] = None,
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")] = True,
+    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Default: auto (on only where memory needs it, as recommend and the runner decide).")] = None,
     eager_attention: Annotated[bool, typer.Option("--eager-attention", help="No fused attention kernel (keeps the T x T scores).")] = False,
     optimizer: Annotated[str, typer.Option(help="adamw | adamw-8bit | paged-adamw-8bit")] = "adamw",
     efficiency: Annotated[Optional[float], typer.Option(parser=_fraction, help="Achieved fraction of peak (default: calibrated or assumed).")] = None,
@@ -118,12 +194,20 @@ def estimate(
             raise AdvisorError(f"--optimizer {optimizer!r}: expected adamw, adamw-8bit or paged-adamw-8bit")
         setup = TrainingSetup(arch=catalog.get_model(model), method=method, lora_rank=rank,
                               lora_targets=resolve_lora_targets(targets), seq_len=seq_len, micro_batch=micro_batch,
-                              gpus=gpus or 1, gradient_checkpointing=gradient_checkpointing,
+                              gpus=gpus or 1, gradient_checkpointing=bool(gradient_checkpointing),
                               flash_attention=not eager_attention, optimizer=optimizer)
         if gpu is None:
             raise AdvisorError(f"no GPU type: {NEED_GPU}")
-        result = estimate_training(setup, catalog.get_gpu(gpu), tokens,
-                                   "given (--tokens)" if tokens is not None else None, efficiency, price, cal)
+        gpu_type = catalog.get_gpu(gpu)
+        reason = "set (--gradient-checkpointing)" if gradient_checkpointing is not None else None
+        if gradient_checkpointing is None:  # auto: the rule recommend and the runner use
+            from dataclasses import replace
+            from advisor.sizing import choose_checkpointing
+            overheads = cal.overheads(gpu_type.name, method) if (cal and gpu_type) else {}
+            checkpointing, reason = choose_checkpointing(setup, gpu_type.memory_gib if gpu_type else None, overheads)
+            setup = replace(setup, gradient_checkpointing=checkpointing)
+        result = estimate_training(setup, gpu_type, tokens, "given (--tokens)" if tokens is not None else None,
+                                   efficiency, price, cal, checkpointing_reason=reason)
     if as_json:
         _emit_json(_finite(result.model_dump(mode="json")))
     else:

@@ -1,40 +1,93 @@
 """`advisor recommend`: the decision, its options and reasoning, and the Markdown scaling justification."""
 
+from advisor.constraints import days_text
+from advisor.costing import ranges_text
 from advisor.decide import Recommendation
 from advisor.numbers import human
 from advisor.render import gib, hours, money, table
+from advisor.render.review import render_review, review_markdown
+
+
+def _gpus(o) -> str:
+    if not o.gpu:
+        return "-"
+    return f"{o.gpus} x {o.gpu}" if o.gpus else "does not fit"
+
+
+def _days(o) -> str:
+    return "-" if o.wall_days is None else days_text(o.wall_days)
+
+
+def _cost(o) -> str:
+    return money(o.cost_usd) + ("/mo" if o.tier == "api" else "")
 
 
 def option_rows(rec: Recommendation) -> list[list[str]]:
     rows = []
     for o in rec.options:
-        mark = "*" if o.tier == rec.tier and o.method == rec.method else ("" if o.viable else "x")
-        rows.append([mark, o.tier, o.method, o.model, f"{o.gpus} x {o.gpu}" if o.gpu else "-", hours(o.gpu_hours),
-                     money(o.cost_usd) + ("/mo" if o.tier == "api" else ""), gib(o.memory_gib_per_gpu), o.note])
+        mark = "*" if o is rec.options[0] else ("" if o.viable else "x")
+        rows.append([mark, o.tier, o.method, o.model, _gpus(o), hours(o.gpu_hours), _cost(o), _days(o),
+                     gib(o.memory_gib_per_gpu), o.note])
     return rows
 
 
-OPTION_HEADERS = ["", "tier", "method", "model", "GPUs", "GPU-h", "cost", "GiB/GPU", "note"]
+OPTION_HEADERS = ["", "tier", "method", "model", "GPUs", "GPU-h", "cost", "wall", "GiB/GPU", "why not / note"]
+
+
+def headline(rec: Recommendation) -> str:
+    if not rec.viable:
+        return "Recommendation: NOTHING FITS YOUR CONSTRAINTS"
+    label = {"prompt+retrieval": "API (off-the-shelf, hosted)", "self-host+retrieval": "API tier: off-the-shelf, self-hosted"}
+    return f"Recommendation: {label.get(rec.method, rec.tier.upper())}"
+
+
+def data_line(rec: Recommendation) -> str:
+    s = rec.situation
+    sizing = next(f for f in rec.reasons if f.rule == "compute_optimal_size").numbers
+    return (f"Data: {human(s.tokens)} tokens" + (f" in {human(s.docs)} documents" if s.docs else "")
+            + f", quality {s.quality:g} -> {human(rec.effective_tokens)} effective tokens; compute-optimal model for "
+              f"them: ~{human(rec.compute_optimal_params)} parameters (20 tokens/parameter, Hoffmann et al. 2022; "
+              f"alternatives: Epoch 2024 fit {human(sizing['epoch2024_params'])}, Hoffmann parametric fit "
+              f"{human(sizing['hoffmann2022_params'])}) — this bounds pretraining from scratch, not fine-tuning.")
+
+
+def break_even_line(rec: Recommendation) -> str:
+    s = rec.situation
+    size = f" ({human(s.tokens_per_request)} tokens/request, {s.output_fraction:.0%} output)"
+    if not rec.break_even_ranges:
+        return "Self-hosting is cheaper than the API at no volume at these prices" + size + "."
+    return f"Self-hosting is cheaper than the API at {ranges_text(rec.break_even_ranges[:6])} requests/day" + size + "."
+
+
+def constraints_line(rec: Recommendation) -> str:
+    s = rec.situation
+    deadline = f"{rec.deadline_days:g} days" + (" (assumed; --deadline)" if rec.deadline_assumed else "")
+    return (f"Constraints: budget {money(s.budget_usd) if s.budget_usd else 'not set'}; deadline {deadline}; "
+            f"{s.gpus} x {s.gpu} at {s.availability:.0%} availability; on-premises only: {'yes' if s.on_prem else 'no'}; "
+            f"off-the-shelf meets the bar: " + ("assumed yes (--api-insufficient if not)" if s.api_sufficient else "no (you said)") + ".")
+
+
+def alternative_rows(rec: Recommendation) -> list[list[str]]:
+    return [[a.change, _gpus(a.option), hours(a.option.gpu_hours), money(a.option.cost_usd), _days(a.option)]
+            for a in rec.nearest_viable]
+
+
+ALTERNATIVE_HEADERS = ["change", "GPUs", "GPU-h", "cost", "wall"]
 
 
 def render_recommendation(rec: Recommendation) -> str:
-    s = rec.situation
-    out = [
-        f"Recommendation: {rec.tier.upper()}",
-        f"  {rec.reasons[-1].finding}",
-        "",
-        f"Data: {human(s.tokens)} tokens" + (f" in {human(s.docs)} documents" if s.docs else "")
-        + f", quality {s.quality:g} -> {human(rec.effective_tokens)} effective tokens; "
-          f"compute-optimal model for them: ~{human(rec.compute_optimal_params)} parameters.",
-        "Self-hosting breaks even with the API at "
-        + (f"~{human(rec.break_even_requests_per_day)} requests/day." if rec.break_even_requests_per_day
-           else "no volume at these prices."),
-        "",
-        "Options (* chosen, x not viable):",
-        table(OPTION_HEADERS, option_rows(rec)),
-        "",
-        "Reasoning:",
-    ]
+    out = [headline(rec), f"  {rec.reasons[-1].finding}", "", constraints_line(rec), data_line(rec),
+           break_even_line(rec), "", "Options (* chosen, x not viable):", table(OPTION_HEADERS, option_rows(rec))]
+    if rec.nearest_viable:
+        title = "Plans that would fit (one change each):" if not rec.viable else \
+            "What the preferred tier would need (one change each):"
+        out += ["", title, table(ALTERNATIVE_HEADERS, alternative_rows(rec))]
+    elif not rec.viable:
+        out += ["", "No single change tried (fewer tokens, another GPU type, more GPUs, a longer deadline, a larger "
+                    "budget) makes a plan fit."]
+    if rec.review:
+        out += ["", render_review(rec.review)]
+    out += ["", "Reasoning:"]
     for f in rec.reasons:
         out.append(f"  - [{f.rule}] {f.finding}")
         out.append(f"      source: {f.source}")
@@ -45,36 +98,44 @@ def render_recommendation(rec: Recommendation) -> str:
 def report_markdown(rec: Recommendation) -> str:
     """A scaling-justification document a team can attach to a budget request."""
     s = rec.situation
-    rows = [[o.tier, o.method, o.model, f"{o.gpus} x {o.gpu}" if o.gpu else "-", hours(o.gpu_hours),
-             money(o.cost_usd) + (" / month" if o.tier == "api" else ""), gib(o.memory_gib_per_gpu),
-             "yes" if o.viable else "no", o.note] for o in rec.options]
-    header = "| tier | method | model | GPUs | GPU-hours | cost | GiB per GPU | viable | note |"
+    rows = [[o.tier, o.method, o.model, _gpus(o), hours(o.gpu_hours), money(o.cost_usd) + (" / month" if o.tier == "api" else ""),
+             _days(o), gib(o.memory_gib_per_gpu), "yes" if o.viable else "no", o.note] for o in rec.options]
+    header = "| tier | method | model | GPUs | GPU-hours | cost | wall-clock | GiB per GPU | viable | why not / note |"
     lines = [
         "# Scaling justification",
         "",
-        f"**Recommendation: {rec.tier.upper()}.** {rec.reasons[-1].finding}",
+        f"**{headline(rec)}.** {rec.reasons[-1].finding}",
         "",
         "## Inputs",
         "",
         f"- Training data: {human(s.tokens)} tokens" + (f" in {human(s.docs)} documents" if s.docs else "")
         + f"; usable fraction {s.quality:g}; effective tokens {human(rec.effective_tokens)}.",
         f"- Usage: {human(s.requests_per_day)} requests/day x {human(s.tokens_per_request)} tokens.",
-        f"- Task: {s.task}. On-premises only: {'yes' if s.on_prem else 'no'}. Hosted API meets the bar: "
-        f"{'yes' if s.api_sufficient else 'no'}.",
+        f"- Task: {s.task}. On-premises only: {'yes' if s.on_prem else 'no'}. Off-the-shelf model meets the bar: "
+        + ("assumed (not stated)" if s.api_sufficient else "no (stated)") + ("; hosted APIs excluded (on-premises)." if s.on_prem else "."),
         f"- Hardware: {s.gpus} x {s.gpu} ({s.availability:.0%} available). Budget: "
-        + (money(s.budget_usd) if s.budget_usd else "not set") + ".",
+        + (money(s.budget_usd) if s.budget_usd else "not set") + f". Deadline: {rec.deadline_days:g} days"
+        + (" (assumed)." if rec.deadline_assumed else "."),
+        f"- {data_line(rec)}",
+        f"- {break_even_line(rec)}",
         "",
         "## Options, in the order of the hierarchy",
         "",
         header,
-        "|" + "---|" * 9,
+        "|" + "---|" * 10,
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
-        "## Reasoning",
-        "",
     ]
+    if rec.nearest_viable:
+        lines += ["## Plans that would fit" if not rec.viable else "## What the preferred tier would need", "",
+                  "| change | GPUs | GPU-hours | cost | wall-clock |", "|---|---|---|---|---|",
+                  *("| " + " | ".join(r) + " |" for r in alternative_rows(rec)), ""]
+    if rec.review:
+        lines += review_markdown(rec.review)
+    lines += ["## Reasoning", ""]
     for f in rec.reasons:
         lines.append(f"- **{f.rule}**: {f.finding} *Source: {f.source}.*")
     lines += ["", "## Assumptions", ""] + [f"- {a}" for a in rec.assumptions]
-    lines += ["", "Formulas and their sources: docs/estimation.md in the Rightsize repository.", ""]
+    lines += ["", "Formulas and their sources: docs/estimation.md; decision rules: docs/decision.md in the Rightsize "
+                  "repository.", ""]
     return "\n".join(lines)
