@@ -35,7 +35,10 @@ def test_recommend_json_keys(capsys):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ([], "api"), (["--on-prem"], "peft"), (["--api-insufficient"], "peft"), (["--requests-per-day", "1M"], "peft"),
+    # issue 12: on premises or at high volume the answer is an off-the-shelf model self-hosted (tier api), not a
+    # fine-tune (these two were "peft" before); training needs --api-insufficient or a task kind that needs it.
+    ([], "api"), (["--on-prem"], "api"), (["--api-insufficient"], "peft"), (["--requests-per-day", "1M"], "api"),
+    (["--on-prem", "--api-insufficient"], "peft"),
     (["--api-insufficient", "--task", "domain"], "full"),
 ])
 def test_flags_change_tier(capsys, flags, expected):
