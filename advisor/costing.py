@@ -16,7 +16,9 @@ from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hou
 from advisor.numbers import human
 from advisor.params import param_counts
 from advisor.situation import Situation, Tier
-from advisor.sizing import CountPlan, choose_checkpointing, choose_gpu_count, planned_memory, valid_gpu_counts
+from advisor.sizing import (
+    CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
+)
 from advisor.training import TrainingSetup
 
 # Serving efficiency: fraction of dense peak an inference server sustains on 2N FLOPs per token. Prompt
@@ -277,7 +279,7 @@ def cost_finetune(s: Situation, method: str, calibration: Calibration | None = N
     option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
                     cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
                     params=param_counts(arch).total, tokens=tokens, wall_days=wall,
-                    sharding=plan.setup.sharding if n > 1 else "none",
+                    sharding=choose_sharding(plan.setup).strategy,
                     gradient_checkpointing=plan.setup.gradient_checkpointing)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations)
