@@ -233,12 +233,19 @@ class FinetunePlan:
     fits: bool
 
 
-def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
-    """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
-    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the method's efficiency."""
-    arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
-    overheads = calibration.overheads(gpu.name, method) if calibration else {}
-    setup = TrainingSetup(arch=arch, method=method, seq_len=min(s.seq_len, arch.max_position_embeddings), gpus=gpus)
+# Memo of `_launch_plan` (a pure function of its inputs, keyed by their JSON): the alternatives search re-costs the
+# same setups on many GPU counts.
+_LAUNCH_CACHE: dict[tuple, tuple[TrainingSetup, float, float]] = {}
+_LAUNCH_CACHE_MAX = 20000
+
+
+def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dict) -> tuple[TrainingSetup, float, float]:
+    """The setup as the runner would launch it on `gpus` GPUs (sharding auto, FSDP where DDP does not fit; gradient
+    checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
+    key = (arch.model_dump_json(), gpu.model_dump_json(), seq_len, method, gpus, tuple(sorted(overheads.items())))
+    if key in _LAUNCH_CACHE:
+        return _LAUNCH_CACHE[key]
+    setup = TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus)
     for sharding in ("auto", "fsdp") if gpus > 1 else ("auto",):
         candidate = replace(setup, sharding=sharding)
         candidate = replace(candidate, gradient_checkpointing=choose_checkpointing(candidate, gpu.memory_gib, overheads)[0])
@@ -246,9 +253,21 @@ def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration
         if memory <= gpu.memory_gib:
             break
     flops = flops_per_token(arch, candidate.seq_len, method, candidate.trainable_params, candidate.gradient_checkpointing)
+    if len(_LAUNCH_CACHE) > _LAUNCH_CACHE_MAX:
+        _LAUNCH_CACHE.clear()
+    _LAUNCH_CACHE[key] = (candidate, memory, flops.total)
+    return _LAUNCH_CACHE[key]
+
+
+def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
+    """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
+    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the method's efficiency."""
+    arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
+    overheads = calibration.overheads(gpu.name, method) if calibration else {}
+    setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, overheads)
     efficiency = (calibration.efficiency(gpu.name, method) if calibration else None) or DEFAULT_EFFICIENCY[method]
-    hours = gpu_hours(training_flops(flops.total, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
-    return FinetunePlan(candidate, memory, hours, memory <= gpu.memory_gib)
+    hours = gpu_hours(training_flops(flops, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
+    return FinetunePlan(setup, memory, hours, memory <= gpu.memory_gib)
 
 
 def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None,
