@@ -138,7 +138,10 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
     decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options),
                        source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints are hard",
                        numbers={"tier": tier.tier, "method": chosen.method, "viable": chosen.viable})
-    reasons += [hardware_finding(s, options), method.finding, tier.finding, decision]
+    reasons += [hardware_finding(s, options), method.finding, tier.finding]
+    if review:
+        reasons.append(proposal_finding(review, chosen))
+    reasons.append(decision)
     days, assumed = deadline_days(s)
     return Recommendation(
         tier=tier.tier, method=chosen.method, effective_tokens=s.effective_tokens,
@@ -160,3 +163,18 @@ def hardware_finding(s: Situation, options: dict[str, Option]) -> Finding:
                    "the GPU count that meets the deadline at least cost: " + "; ".join(parts) + ".",
                    source="advisor.sizing.choose_gpu_count; advisor.memory.memory_per_gpu (see docs/estimation.md)",
                    numbers={f"{k}_gpus": options[k].gpus for k in TRAINING_KEYS + ("pretrain",)})
+
+
+def proposal_finding(review: Review, chosen: Option) -> Finding:
+    """The proposal set against the decision, so the report's two halves read as one argument."""
+    p = review.proposal
+    cost = f"${review.proposed_cost_usd:,.0f}" if review.proposed_cost_usd else "an unstated cost"
+    ours = (f"${chosen.cost_usd:,.0f}/month, no training" if chosen.tier == "api" else
+            f"${chosen.cost_usd:,.0f} one-off ({chosen.method})")
+    same = chosen.method == p.method and chosen.tier != "api"
+    return Finding(rule="proposal_vs_decision",
+                   finding=f"The proposal ({p.method} fine-tune of {review.model} on {p.gpus} x {p.gpu}, {cost}) "
+                           + ("is the decision's method; " if same else "differs from the decision; ")
+                           + f"the decision costs {ours}" + ("" if chosen.viable else " and breaks a constraint") + ".",
+                   source="advisor.review.review_proposal; advisor.decide.recommend",
+                   numbers={"proposed_cost_usd": review.proposed_cost_usd, "decision_cost_usd": chosen.cost_usd})
