@@ -53,17 +53,19 @@ class Option(BaseModel):
     tokens: float
     wall_days: float | None = None
     viable: bool = True
-    note: str = ""
+    note: str = ""  # what breaks (why_not's text), then the remark
     why_not: list[Violation] = []
+    remark: str = ""
     sharding: str | None = None
     gradient_checkpointing: bool | None = None
 
 
-def with_violations(option: Option, violations: list[Violation | None], note: str = "") -> Option:
-    """The option with these violations added: not viable if any, its note the violations' text (or `note`)."""
+def with_violations(option: Option, violations: list[Violation | None], remark: str = "") -> Option:
+    """The option with these violations added: not viable if any; its note the violations' text, then the remark."""
     why_not = option.why_not + [v for v in violations if v is not None]
-    text = "; ".join(v.detail for v in why_not) or note or option.note
-    return option.model_copy(update={"why_not": why_not, "viable": not why_not, "note": text})
+    remark = remark or option.remark
+    note = "; ".join([v.detail for v in why_not] + ([remark] if remark else []))
+    return option.model_copy(update={"why_not": why_not, "viable": not why_not, "remark": remark, "note": note})
 
 
 def api_usd_per_request(s: Situation) -> float:

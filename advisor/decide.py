@@ -19,7 +19,7 @@ from advisor.findings import (
     FULL_FINETUNE_MIN_TOKENS, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
     rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
 )
-from advisor.render.text import assumption_lines, decision_sentence, method_sentence
+from advisor.render.text import assumption_lines, decision_sentence, method_sentence, plan_text
 from advisor.review import Proposal, Review, review_proposal
 from advisor.situation import TIERS, Situation, Tier
 
@@ -138,7 +138,10 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
     decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options),
                        source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints are hard",
                        numbers={"tier": tier.tier, "method": chosen.method, "viable": chosen.viable})
-    reasons += [hardware_finding(s, options), method.finding, tier.finding]
+    reasons.append(hardware_finding(s, options))
+    if tier.preference[0] == "pretrain" and not options["pretrain"].viable:
+        reasons.append(pretraining_alternative(s, options))
+    reasons += [method.finding, tier.finding]
     if review:
         reasons.append(proposal_finding(review, chosen))
     reasons.append(decision)
@@ -178,3 +181,16 @@ def proposal_finding(review: Review, chosen: Option) -> Finding:
                            + f"the decision costs {ours}" + ("" if chosen.viable else " and breaks a constraint") + ".",
                    source="advisor.review.review_proposal; advisor.decide.recommend",
                    numbers={"proposed_cost_usd": review.proposed_cost_usd, "decision_cost_usd": chosen.cost_usd})
+
+
+def pretraining_alternative(s: Situation, options: dict[str, Option]) -> Finding:
+    """When pretraining from scratch is not viable: continued pretraining (a full fine-tune of the base on the same
+    tokens) and LoRA, costed."""
+    full, lora = options["full"], options["lora"]
+    why = "; ".join(v.detail for v in options["pretrain"].why_not)
+    return Finding(rule="pretraining_alternative",
+                   finding=f"Pretraining from scratch is not viable ({why}). Instead continue pretraining {s.base_model} "
+                           f"on your tokens (a full fine-tune) {plan_text(full)}" + ("" if full.viable else " (not viable)")
+                           + f", or adapt it with LoRA {plan_text(lora)}" + ("" if lora.viable else " (not viable)") + ".",
+                   source="Hoffmann et al. 2022 eq. 2; Biderman et al. 2024 §4 (continued pretraining, full vs LoRA)",
+                   numbers={"full_cost_usd": full.cost_usd, "lora_cost_usd": lora.cost_usd})

@@ -80,7 +80,7 @@ def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str
         text = f"{verb} {s.base_model if chosen.method != 'pretrain' else 'a ' + chosen.model + ' model'} {plan_text(chosen)}"
         why = [reason or "no off-the-shelf plan fits your constraints"]
     if chosen.tier != first_tier:
-        why.append(f"no {first_tier} plan fits your constraints" + (f" ({reason})" if reason and chosen.tier == "api" else ""))
+        why.append(f"no {first_tier} plan is viable" + (f" ({reason})" if reason and chosen.tier == "api" else ""))
     if chosen.tier == "api" and s.api_sufficient:
         why.append("assumed to meet your bar (say --api-insufficient if it doesn't)")
     if s.task == "knowledge" and chosen.tier != "api":
