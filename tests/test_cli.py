@@ -124,7 +124,7 @@ def test_bad_input_is_one_line_exit_2(capsys, args, needle):
 
 
 NUMERIC_FLAGS = ["--tokens", "--docs", "--quality", "--requests-per-day", "--gpus", "--budget", "--price", "--epochs",
-                 "--seq-len", "--availability", "--tokens-per-request"]
+                 "--seq-len", "--availability", "--tokens-per-request", "--deadline", "--output-share"]
 bad_numbers = st.one_of(
     st.sampled_from(["", "-1", "0x10", "nan", "NaN", "inf", "-inf", "1e999", "--", "1..2", "⑤", "1e", "k", "2QQ", " "]),
     st.text(alphabet=st.characters(blacklist_categories=("Nd",)), min_size=1, max_size=8),

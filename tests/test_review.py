@@ -78,6 +78,7 @@ def test_recommend_report_includes_the_review_and_the_default_tier(capsys, tmp_p
     (["review", "--model", "7B", "--tokens", "2e9", "--method", "dora"], "--method"),
     (["review", "--model", "7B", "--tokens", "2e9", "--days", "soon"], "duration"),
     (["recommend", "--tokens", "2e9", "--deadline", "7y"], "duration"),
+    (["recommend", "--tokens", "2e9", "--proposal-days", "14d"], "--proposal-model"),
 ])
 def test_bad_review_input_is_one_line_exit_2(capsys, args, needle):
     code, out, err = run_cli(args, capsys)
