@@ -16,7 +16,7 @@ from advisor.calibration import Calibration
 from advisor.constraints import deadline_days, distance
 from advisor.costing import Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.findings import (
-    FULL_FINETUNE_MIN_TOKENS, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
+    FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
     rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
 )
 from advisor.render.text import assumption_lines, decision_sentence, method_sentence, plan_text
@@ -29,7 +29,7 @@ class Recommendation(BaseModel):
     tier: Tier
     method: str  # the chosen option's method (prompt+retrieval, self-host+retrieval, lora, qlora, full, pretrain)
     effective_tokens: float
-    compute_optimal_params: float
+    compute_optimal_params: float  # the headline: compute_optimal_fit; the other fits in compute_optimal_alternatives
     break_even_requests_per_day: float | None
     options: list[Option]  # the chosen option first, then the rest in the order of the hierarchy
     reasons: list[Finding]
@@ -42,6 +42,8 @@ class Recommendation(BaseModel):
     break_even_ranges: list[tuple[float, float | None]] = []
     nearest_viable: list[Alternative] = []
     review: Review | None = None
+    compute_optimal_fit: str = "chinchilla-rule"
+    compute_optimal_alternatives: dict[str, float] = {}  # fit name -> parameters
 
 
 # --- the choices -------------------------------------------------------------------------------------
@@ -135,7 +137,8 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
         keys = list(TRAINING_KEYS) + ["self_host"] if not chosen.viable else preferred_keys
         alternatives = nearest_viable(s, options, keys, calibration)
     review = review_proposal(proposal, calibration) if proposal else None
-    decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options),
+    decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options,
+                                                 len(alternatives)),
                        source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints are hard",
                        numbers={"tier": tier.tier, "method": chosen.method, "viable": chosen.viable})
     reasons.append(hardware_finding(s, options))
@@ -153,6 +156,8 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
         reasons=reasons, situation=s, assumptions=assumption_lines(s, calibration.path if calibration else None),
         calibration=str(calibration.path) if calibration else None, viable=chosen.viable, deadline_days=days,
         deadline_assumed=assumed, break_even_ranges=list(usage.ranges), nearest_viable=alternatives, review=review,
+        compute_optimal_fit=HEADLINE_FIT,
+        compute_optimal_alternatives={"epoch2024": sizing.epoch2024_params, "hoffmann2022": sizing.hoffmann2022_params},
     )
 
 
