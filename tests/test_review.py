@@ -83,3 +83,12 @@ def test_recommend_report_includes_the_review_and_the_default_tier(capsys, tmp_p
 def test_bad_review_input_is_one_line_exit_2(capsys, args, needle):
     code, out, err = run_cli(args, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+def test_a_proposal_that_does_not_fit_its_gpus_says_so():
+    r = review_proposal(Proposal(model="Llama-3.1-70B", method="full", gpu="L4", gpus=1, cost_usd=1000, tokens=2e9))
+    assert r.computed.gpus > 1 and not r.computed.viable
+    assert any(v.constraint == "gpus" for v in r.computed.why_not)
+    assert r.computed_days == pytest.approx(r.computed.gpu_hours / r.computed.gpus / 24)
+    assert "does not fit on the proposal's 1" in r.findings[0].finding
+    assert r.implied_utilisation > 1 and "under-budgeted" in next(f for f in r.findings if f.rule == "proposal_implied").finding
