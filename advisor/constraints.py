@@ -56,7 +56,7 @@ def check_deadline(wall_days: float, gpus: int, s: Situation) -> Violation | Non
         return None
     which = f"the assumed {limit:g}-day deadline (say --deadline)" if assumed else f"the {limit:g}-day deadline"
     return Violation(constraint="deadline", needed=wall_days, limit=limit,
-                     detail=f"deadline: takes {days_text(wall_days)} on {gpus} GPUs at {s.availability:.0%} "
+                     detail=f"deadline: takes {days_text(wall_days)} on {gpus} GPU{'s' if gpus != 1 else ''} at {s.availability:.0%} "
                             f"availability, over {which} ({wall_days / limit:.1f}x)")
 
 

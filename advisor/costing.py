@@ -16,7 +16,9 @@ from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hou
 from advisor.numbers import human
 from advisor.params import param_counts
 from advisor.situation import Situation, Tier
-from advisor.sizing import CountPlan, choose_checkpointing, choose_gpu_count, planned_memory, valid_gpu_counts
+from advisor.sizing import (
+    CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
+)
 from advisor.training import TrainingSetup
 
 # Serving efficiency: fraction of dense peak an inference server sustains on 2N FLOPs per token. Prompt
@@ -51,17 +53,19 @@ class Option(BaseModel):
     tokens: float
     wall_days: float | None = None
     viable: bool = True
-    note: str = ""
+    note: str = ""  # what breaks (why_not's text), then the remark
     why_not: list[Violation] = []
+    remark: str = ""
     sharding: str | None = None
     gradient_checkpointing: bool | None = None
 
 
-def with_violations(option: Option, violations: list[Violation | None], note: str = "") -> Option:
-    """The option with these violations added: not viable if any, its note the violations' text (or `note`)."""
+def with_violations(option: Option, violations: list[Violation | None], remark: str = "") -> Option:
+    """The option with these violations added: not viable if any; its note the violations' text, then the remark."""
     why_not = option.why_not + [v for v in violations if v is not None]
-    text = "; ".join(v.detail for v in why_not) or note or option.note
-    return option.model_copy(update={"why_not": why_not, "viable": not why_not, "note": text})
+    remark = remark or option.remark
+    note = "; ".join([v.detail for v in why_not] + ([remark] if remark else []))
+    return option.model_copy(update={"why_not": why_not, "viable": not why_not, "remark": remark, "note": note})
 
 
 def api_usd_per_request(s: Situation) -> float:
@@ -231,12 +235,19 @@ class FinetunePlan:
     fits: bool
 
 
-def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
-    """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
-    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the method's efficiency."""
-    arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
-    overheads = calibration.overheads(gpu.name, method) if calibration else {}
-    setup = TrainingSetup(arch=arch, method=method, seq_len=min(s.seq_len, arch.max_position_embeddings), gpus=gpus)
+# Memo of `_launch_plan` (a pure function of its inputs, keyed by their JSON): the alternatives search re-costs the
+# same setups on many GPU counts.
+_LAUNCH_CACHE: dict[tuple, tuple[TrainingSetup, float, float]] = {}
+_LAUNCH_CACHE_MAX = 20000
+
+
+def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dict) -> tuple[TrainingSetup, float, float]:
+    """The setup as the runner would launch it on `gpus` GPUs (sharding auto, FSDP where DDP does not fit; gradient
+    checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
+    key = (arch.model_dump_json(), gpu.model_dump_json(), seq_len, method, gpus, tuple(sorted(overheads.items())))
+    if key in _LAUNCH_CACHE:
+        return _LAUNCH_CACHE[key]
+    setup = TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus)
     for sharding in ("auto", "fsdp") if gpus > 1 else ("auto",):
         candidate = replace(setup, sharding=sharding)
         candidate = replace(candidate, gradient_checkpointing=choose_checkpointing(candidate, gpu.memory_gib, overheads)[0])
@@ -244,9 +255,21 @@ def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration
         if memory <= gpu.memory_gib:
             break
     flops = flops_per_token(arch, candidate.seq_len, method, candidate.trainable_params, candidate.gradient_checkpointing)
+    if len(_LAUNCH_CACHE) > _LAUNCH_CACHE_MAX:
+        _LAUNCH_CACHE.clear()
+    _LAUNCH_CACHE[key] = (candidate, memory, flops.total)
+    return _LAUNCH_CACHE[key]
+
+
+def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
+    """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
+    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the method's efficiency."""
+    arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
+    overheads = calibration.overheads(gpu.name, method) if calibration else {}
+    setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, overheads)
     efficiency = (calibration.efficiency(gpu.name, method) if calibration else None) or DEFAULT_EFFICIENCY[method]
-    hours = gpu_hours(training_flops(flops.total, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
-    return FinetunePlan(candidate, memory, hours, memory <= gpu.memory_gib)
+    hours = gpu_hours(training_flops(flops, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
+    return FinetunePlan(setup, memory, hours, memory <= gpu.memory_gib)
 
 
 def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None,
@@ -277,7 +300,7 @@ def cost_finetune(s: Situation, method: str, calibration: Calibration | None = N
     option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
                     cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
                     params=param_counts(arch).total, tokens=tokens, wall_days=wall,
-                    sharding=plan.setup.sharding if n > 1 else "none",
+                    sharding=choose_sharding(plan.setup).strategy,
                     gradient_checkpointing=plan.setup.gradient_checkpointing)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations)

@@ -16,10 +16,10 @@ from advisor.calibration import Calibration
 from advisor.constraints import deadline_days, distance
 from advisor.costing import Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.findings import (
-    FULL_FINETUNE_MIN_TOKENS, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
+    FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
     rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
 )
-from advisor.render.text import assumption_lines, decision_sentence, method_sentence
+from advisor.render.text import assumption_lines, decision_sentence, method_sentence, plan_text
 from advisor.review import Proposal, Review, review_proposal
 from advisor.situation import TIERS, Situation, Tier
 
@@ -29,7 +29,7 @@ class Recommendation(BaseModel):
     tier: Tier
     method: str  # the chosen option's method (prompt+retrieval, self-host+retrieval, lora, qlora, full, pretrain)
     effective_tokens: float
-    compute_optimal_params: float
+    compute_optimal_params: float  # the headline: compute_optimal_fit; the other fits in compute_optimal_alternatives
     break_even_requests_per_day: float | None
     options: list[Option]  # the chosen option first, then the rest in the order of the hierarchy
     reasons: list[Finding]
@@ -42,6 +42,8 @@ class Recommendation(BaseModel):
     break_even_ranges: list[tuple[float, float | None]] = []
     nearest_viable: list[Alternative] = []
     review: Review | None = None
+    compute_optimal_fit: str = "chinchilla-rule"
+    compute_optimal_alternatives: dict[str, float] = {}  # fit name -> parameters
 
 
 # --- the choices -------------------------------------------------------------------------------------
@@ -135,10 +137,17 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
         keys = list(TRAINING_KEYS) + ["self_host"] if not chosen.viable else preferred_keys
         alternatives = nearest_viable(s, options, keys, calibration)
     review = review_proposal(proposal, calibration) if proposal else None
-    decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options),
+    decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options,
+                                                 len(alternatives)),
                        source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints are hard",
                        numbers={"tier": tier.tier, "method": chosen.method, "viable": chosen.viable})
-    reasons += [hardware_finding(s, options), method.finding, tier.finding, decision]
+    reasons.append(hardware_finding(s, options))
+    if tier.preference[0] == "pretrain" and not options["pretrain"].viable:
+        reasons.append(pretraining_alternative(s, options))
+    reasons += [method.finding, tier.finding]
+    if review:
+        reasons.append(proposal_finding(review, chosen))
+    reasons.append(decision)
     days, assumed = deadline_days(s)
     return Recommendation(
         tier=tier.tier, method=chosen.method, effective_tokens=s.effective_tokens,
@@ -147,6 +156,8 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
         reasons=reasons, situation=s, assumptions=assumption_lines(s, calibration.path if calibration else None),
         calibration=str(calibration.path) if calibration else None, viable=chosen.viable, deadline_days=days,
         deadline_assumed=assumed, break_even_ranges=list(usage.ranges), nearest_viable=alternatives, review=review,
+        compute_optimal_fit=HEADLINE_FIT,
+        compute_optimal_alternatives={"epoch2024": sizing.epoch2024_params, "hoffmann2022": sizing.hoffmann2022_params},
     )
 
 
@@ -160,3 +171,31 @@ def hardware_finding(s: Situation, options: dict[str, Option]) -> Finding:
                    "the GPU count that meets the deadline at least cost: " + "; ".join(parts) + ".",
                    source="advisor.sizing.choose_gpu_count; advisor.memory.memory_per_gpu (see docs/estimation.md)",
                    numbers={f"{k}_gpus": options[k].gpus for k in TRAINING_KEYS + ("pretrain",)})
+
+
+def proposal_finding(review: Review, chosen: Option) -> Finding:
+    """The proposal set against the decision, so the report's two halves read as one argument."""
+    p = review.proposal
+    cost = f"${review.proposed_cost_usd:,.0f}" if review.proposed_cost_usd else "an unstated cost"
+    ours = (f"${chosen.cost_usd:,.0f}/month, no training" if chosen.tier == "api" else
+            f"${chosen.cost_usd:,.0f} one-off ({chosen.method})")
+    same = chosen.method == p.method and chosen.tier != "api"
+    return Finding(rule="proposal_vs_decision",
+                   finding=f"The proposal ({p.method} fine-tune of {review.model} on {p.gpus} x {p.gpu}, {cost}) "
+                           + ("is the decision's method; " if same else "differs from the decision; ")
+                           + f"the decision costs {ours}" + ("" if chosen.viable else " and breaks a constraint") + ".",
+                   source="advisor.review.review_proposal; advisor.decide.recommend",
+                   numbers={"proposed_cost_usd": review.proposed_cost_usd, "decision_cost_usd": chosen.cost_usd})
+
+
+def pretraining_alternative(s: Situation, options: dict[str, Option]) -> Finding:
+    """When pretraining from scratch is not viable: continued pretraining (a full fine-tune of the base on the same
+    tokens) and LoRA, costed."""
+    full, lora = options["full"], options["lora"]
+    why = "; ".join(v.detail for v in options["pretrain"].why_not)
+    return Finding(rule="pretraining_alternative",
+                   finding=f"Pretraining from scratch is not viable ({why}). Instead continue pretraining {s.base_model} "
+                           f"on your tokens (a full fine-tune) {plan_text(full)}" + ("" if full.viable else " (not viable)")
+                           + f", or adapt it with LoRA {plan_text(lora)}" + ("" if lora.viable else " (not viable)") + ".",
+                   source="Hoffmann et al. 2022 eq. 2; Biderman et al. 2024 §4 (continued pretraining, full vs LoRA)",
+                   numbers={"full_cost_usd": full.cost_usd, "lora_cost_usd": lora.cost_usd})

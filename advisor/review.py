@@ -110,7 +110,7 @@ def review_proposal(p: Proposal, calibration: Calibration | None = None) -> Revi
             cheaper.append(CheaperPath(option=o, saving_vs_computed_usd=computed.cost_usd - o.cost_usd,
                                        saving_vs_proposal_usd=proposed_cost - o.cost_usd if proposed_cost else None))
     cheaper.sort(key=lambda c: c.option.cost_usd)
-    days = computed.gpu_hours / p.gpus / 24 if finite else None
+    days = computed.gpu_hours / computed.gpus / 24 if finite else None
     findings = review_findings(p, arch, computed, efficiency, proposed_hours, proposed_cost, ratio_hours, utilisation,
                                usd_per_hour, optimal, cheaper, price)
     return Review(proposal=p, model=arch.name, model_note=note, computed=computed, efficiency=efficiency,
@@ -130,9 +130,11 @@ def review_findings(p: Proposal, arch: ModelArch, computed: Option, efficiency: 
                f"GPU-hours and {proposed_cost / computed.cost_usd:.1f}x the dollars." if proposed_hours else "")
         out.append(Finding(
             rule="proposal_cost",
-            finding=f"{p.method} fine-tuning {arch.name} on {human(p.tokens * p.epochs)} tokens on {p.gpus} x "
+            finding=f"{p.method} fine-tuning {arch.name} on {human(p.tokens * p.epochs)} tokens on {computed.gpus} x "
                     f"{computed.gpu}: {computed.gpu_hours:,.0f} GPU-hours, ${computed.cost_usd:,.0f} at ${price:.2f}/GPU-hour, "
-                    f"{computed.gpu_hours / p.gpus / 24:.1f} days at {efficiency:.0%} of peak.{gap}",
+                    f"{computed.gpu_hours / computed.gpus / 24:.1f} days at {efficiency:.0%} of peak"
+                    + (f" (it does not fit on the proposal's {p.gpus}: {computed.note})" if computed.gpus != p.gpus else "")
+                    + f".{gap}",
             source="advisor.flops.flops_per_token and gpu_hours (docs/estimation.md)",
             numbers={"gpu_hours": computed.gpu_hours, "cost_usd": computed.cost_usd, "ratio_gpu_hours": ratio_hours}))
     else:
@@ -143,7 +145,8 @@ def review_findings(p: Proposal, arch: ModelArch, computed: Option, efficiency: 
         out.append(Finding(
             rule="proposal_implied",
             finding=f"For the proposal's GPU-hours to be needed, the GPUs would run at {utilisation:.1%} of peak"
-                    f"{rate}; bf16 training at scale reaches 38-46% (the formulas assume {efficiency:.0%}).",
+                    f"{rate}; bf16 training at scale reaches 38-46% (the formulas assume {efficiency:.0%})"
+                    + ("; above 100% the proposal is under-budgeted at any utilisation." if utilisation > 1 else "."),
             source="advisor.flops.DEFAULT_EFFICIENCY: Chowdhery et al. 2022 Table 3; Dubey et al. 2024 Table 4",
             numbers={"implied_utilisation": utilisation, "implied_usd_per_gpu_hour": usd_per_hour}))
     out.append(Finding(

@@ -35,7 +35,10 @@ def test_recommend_json_keys(capsys):
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ([], "api"), (["--on-prem"], "peft"), (["--api-insufficient"], "peft"), (["--requests-per-day", "1M"], "peft"),
+    # issue 12: on premises or at high volume the answer is an off-the-shelf model self-hosted (tier api), not a
+    # fine-tune (these two were "peft" before); training needs --api-insufficient or a task kind that needs it.
+    ([], "api"), (["--on-prem"], "api"), (["--api-insufficient"], "peft"), (["--requests-per-day", "1M"], "api"),
+    (["--on-prem", "--api-insufficient"], "peft"),
     (["--api-insufficient", "--task", "domain"], "full"),
 ])
 def test_flags_change_tier(capsys, flags, expected):
@@ -121,7 +124,7 @@ def test_bad_input_is_one_line_exit_2(capsys, args, needle):
 
 
 NUMERIC_FLAGS = ["--tokens", "--docs", "--quality", "--requests-per-day", "--gpus", "--budget", "--price", "--epochs",
-                 "--seq-len", "--availability", "--tokens-per-request"]
+                 "--seq-len", "--availability", "--tokens-per-request", "--deadline", "--output-share"]
 bad_numbers = st.one_of(
     st.sampled_from(["", "-1", "0x10", "nan", "NaN", "inf", "-inf", "1e999", "--", "1..2", "⑤", "1e", "k", "2QQ", " "]),
     st.text(alphabet=st.characters(blacklist_categories=("Nd",)), min_size=1, max_size=8),

@@ -86,6 +86,8 @@ def recommend(
                            seq_len=seq_len)
     catalog.get_api(api), catalog.get_gpu(gpu), catalog.get_model(base_model)  # unknown names: one clear line
     proposal = None
+    if proposal_model is None and (proposal_gpus or proposal_days or proposal_cost):
+        raise AdvisorError("--proposal-gpus, --proposal-days and --proposal-cost need --proposal-model (e.g. 7B)")
     if proposal_model is not None:
         count, kind = _gpu_spec(proposal_gpus, gpu) if proposal_gpus else (gpus, catalog.get_gpu(gpu).name)
         proposal = _validated(Proposal, model=proposal_model, method=proposal_method, gpu=kind, gpus=count,

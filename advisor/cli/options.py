@@ -70,7 +70,7 @@ def _calibration(path: Optional[Path]):
 
 
 
-def _validated(model, **fields):
+def _validated(model, /, **fields):
     from pydantic import ValidationError
     try:
         return model(**fields)

@@ -25,7 +25,7 @@ def _cost(o) -> str:
 def option_rows(rec: Recommendation) -> list[list[str]]:
     rows = []
     for o in rec.options:
-        mark = "*" if o is rec.options[0] else ("" if o.viable else "x")
+        mark = ("*" if o is rec.options[0] else "") + ("" if o.viable else "x")
         rows.append([mark, o.tier, o.method, o.model, _gpus(o), hours(o.gpu_hours), _cost(o), _days(o),
                      gib(o.memory_gib_per_gpu), o.note])
     return rows
@@ -43,12 +43,12 @@ def headline(rec: Recommendation) -> str:
 
 def data_line(rec: Recommendation) -> str:
     s = rec.situation
-    sizing = next(f for f in rec.reasons if f.rule == "compute_optimal_size").numbers
+    alt = rec.compute_optimal_alternatives
     return (f"Data: {human(s.tokens)} tokens" + (f" in {human(s.docs)} documents" if s.docs else "")
             + f", quality {s.quality:g} -> {human(rec.effective_tokens)} effective tokens; compute-optimal model for "
               f"them: ~{human(rec.compute_optimal_params)} parameters (20 tokens/parameter, Hoffmann et al. 2022; "
-              f"alternatives: Epoch 2024 fit {human(sizing['epoch2024_params'])}, Hoffmann parametric fit "
-              f"{human(sizing['hoffmann2022_params'])}) — this bounds pretraining from scratch, not fine-tuning.")
+              f"alternatives: Epoch 2024 fit {human(alt['epoch2024'])}, Hoffmann parametric fit "
+              f"{human(alt['hoffmann2022'])}) — this bounds pretraining from scratch, not fine-tuning.")
 
 
 def break_even_line(rec: Recommendation) -> str:
@@ -61,7 +61,7 @@ def break_even_line(rec: Recommendation) -> str:
 
 def constraints_line(rec: Recommendation) -> str:
     s = rec.situation
-    deadline = f"{rec.deadline_days:g} days" + (" (assumed; --deadline)" if rec.deadline_assumed else "")
+    deadline = days_text(rec.deadline_days) + (" (assumed; --deadline)" if rec.deadline_assumed else "")
     return (f"Constraints: budget {money(s.budget_usd) if s.budget_usd else 'not set'}; deadline {deadline}; "
             f"{s.gpus} x {s.gpu} at {s.availability:.0%} availability; on-premises only: {'yes' if s.on_prem else 'no'}; "
             f"off-the-shelf meets the bar: " + ("assumed yes (--api-insufficient if not)" if s.api_sufficient else "no (you said)") + ".")
@@ -82,9 +82,6 @@ def render_recommendation(rec: Recommendation) -> str:
         title = "Plans that would fit (one change each):" if not rec.viable else \
             "What the preferred tier would need (one change each):"
         out += ["", title, table(ALTERNATIVE_HEADERS, alternative_rows(rec))]
-    elif not rec.viable:
-        out += ["", "No single change tried (fewer tokens, another GPU type, more GPUs, a longer deadline, a larger "
-                    "budget) makes a plan fit."]
     if rec.review:
         out += ["", render_review(rec.review)]
     out += ["", "Reasoning:"]
@@ -114,7 +111,7 @@ def report_markdown(rec: Recommendation) -> str:
         f"- Task: {s.task}. On-premises only: {'yes' if s.on_prem else 'no'}. Off-the-shelf model meets the bar: "
         + ("assumed (not stated)" if s.api_sufficient else "no (stated)") + ("; hosted APIs excluded (on-premises)." if s.on_prem else "."),
         f"- Hardware: {s.gpus} x {s.gpu} ({s.availability:.0%} available). Budget: "
-        + (money(s.budget_usd) if s.budget_usd else "not set") + f". Deadline: {rec.deadline_days:g} days"
+        + (money(s.budget_usd) if s.budget_usd else "not set") + f". Deadline: {days_text(rec.deadline_days)}"
         + (" (assumed)." if rec.deadline_assumed else "."),
         f"- {data_line(rec)}",
         f"- {break_even_line(rec)}",

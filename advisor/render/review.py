@@ -27,7 +27,8 @@ def ratio_line(r: Review) -> str:
     if r.ratio_cost is not None:
         parts.append(f"{r.ratio_cost:.1f}x the dollars")
     if r.implied_utilisation is not None:
-        parts.append(f"implied utilisation {r.implied_utilisation:.1%} of peak (formulas: {r.efficiency:.0%})")
+        parts.append(f"implied utilisation {r.implied_utilisation:.1%} of peak (formulas: {r.efficiency:.0%})"
+                     + (", impossible: under-budgeted at any utilisation" if r.implied_utilisation > 1 else ""))
     if r.implied_usd_per_gpu_hour is not None:
         parts.append(f"implied ${r.implied_usd_per_gpu_hour:.2f}/GPU-hour")
     return "; ".join(parts) + "." if parts else "The proposal gives neither days nor dollars to compare."

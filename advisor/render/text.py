@@ -56,12 +56,14 @@ def plan_text(o: Option) -> str:
 
 
 def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str,
-                      options: dict[str, Option] | None = None) -> str:
+                      options: dict[str, Option] | None = None, alternatives: int = 0) -> str:
     """The decision in one sentence, with the reasons the inputs gave (and the constraint broken when nothing fits)."""
     if not chosen.viable:
         broken = "; ".join(v.detail for v in chosen.why_not)
+        then = (f"{alternatives} plan(s) that would fit are listed, each changing one thing." if alternatives else
+                "No single change tried (fewer tokens, another GPU type, more GPUs, more time or money) makes a plan fit.")
         return (f"Nothing fits your constraints. The nearest plan, {chosen.method} on {chosen.model} "
-                f"({plan_text(chosen)}), breaks: {broken}. See the plans that would fit.")
+                f"({plan_text(chosen)}), breaks: {broken}. {then}")
     if chosen.method == "prompt+retrieval":
         text = (f"Use an off-the-shelf model: the hosted API ({s.api}) with prompting and retrieval, no training "
                 f"({plan_text(chosen)})")
@@ -79,8 +81,8 @@ def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str
                 "pretrain": "Pretrain"}[chosen.method]
         text = f"{verb} {s.base_model if chosen.method != 'pretrain' else 'a ' + chosen.model + ' model'} {plan_text(chosen)}"
         why = [reason or "no off-the-shelf plan fits your constraints"]
-        if chosen.tier != first_tier:
-            why.append(f"the {first_tier} tier does not fit your constraints")
+    if chosen.tier != first_tier:
+        why.append(f"no {first_tier} plan is viable" + (f" ({reason})" if reason and chosen.tier == "api" else ""))
     if chosen.tier == "api" and s.api_sufficient:
         why.append("assumed to meet your bar (say --api-insufficient if it doesn't)")
     if s.task == "knowledge" and chosen.tier != "api":
