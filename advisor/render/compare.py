@@ -33,7 +33,7 @@ def comparison_summary(rows: list[Comparison]) -> list[str]:
     """What the ratios are over, counted from the rows: GPU runs with an estimate, CPU runs (no GPU-hours to compare),
     GPU runs on a GPU missing from the catalog, interrupted runs (compared on the tokens they processed), failed runs."""
     measured = [r for r in rows if r.status != "failed"]
-    with_ratio = [r for r in measured if r.gpu_hours_ratio is not None or r.memory_ratio is not None]
+    with_ratio = [r for r in measured if r.gpus > 0 and (r.gpu_hours_ratio is not None or r.memory_ratio is not None)]
     cpu = [r for r in measured if r.gpus == 0]
     unknown_gpu = [r for r in measured if r.gpus > 0 and r not in with_ratio]
     lines = []
