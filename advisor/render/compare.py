@@ -55,7 +55,8 @@ def comparison_summary(rows: list[Comparison]) -> list[str]:
                      "advisor run RECIPE --out RUN --resume)")
     failed = [r for r in rows if r.status == "failed"]
     if failed:
-        lines.append(f"{len(failed)} failed run(s): no report.json, nothing measured (the run's own output says why)")
+        lines.append(f"{len(failed)} failed run(s): started but no report.json, nothing measured (the run's own output "
+                     "says why; a run still going looks the same)")
     return lines
 
 
