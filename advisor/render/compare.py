@@ -16,7 +16,8 @@ def render_comparison(rows: list[Comparison]) -> str:
     headers = ["run", "status", "method", "GPUs", "GPU-h est", "GPU-h meas", "ratio", "GiB est", "GiB meas", "ratio",
                "tok/s est", "tok/s meas", "MFU est", "MFU meas"]
     body = [[Path(r.run).name, r.status, r.method, _where(r), _fmt(r.estimated_gpu_hours, ".4g"),
-             _fmt(r.measured_gpu_hours, ".4g"), _fmt(r.gpu_hours_ratio, ".2f"), _fmt(r.estimated_peak_memory_gib, ".1f"),
+             _fmt(r.measured_gpu_hours if r.gpus else None, ".4g"),  # a CPU run has no GPU-hours, not zero
+             _fmt(r.gpu_hours_ratio, ".2f"), _fmt(r.estimated_peak_memory_gib, ".1f"),
              _fmt(r.measured_peak_memory_gib, ".1f"), _fmt(r.memory_ratio, ".2f"), _fmt(r.estimated_tokens_per_second, ",.0f"),
              _fmt(r.measured_tokens_per_second, ",.0f"), _fmt(r.estimated_mfu, ".1%"), _fmt(r.measured_mfu, ".1%")]
             for r in rows]
