@@ -353,7 +353,8 @@ def check_inputs(recipe: Recipe, source: str | Path, data: bool = True) -> None:
     if name is not None and looks_like_path(name) and not Path(name).expanduser().exists():
         raise AdvisorError(f"{source}: model.name {name} does not exist (a local path; a hub id is org/model)")
     if data and not Path(recipe.data.path).exists():
-        raise AdvisorError(f"{source}: data.path {recipe.data.path} does not exist")
+        raise AdvisorError(f"{source}: data.path {recipe.data.path} does not exist (to cost a dataset you do not have "
+                           f"yet: advisor estimate {source} --tokens N)")
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

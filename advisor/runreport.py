@@ -69,7 +69,7 @@ class RunReport(BaseModel):
             f"{self.status}: {self.recipe} ({self.method}, {self.model}) on {self.world_size} x {self.device}",
             f"  trainable params {self.trainable_params:,} of {human(self.total_params)} (estimate {self.estimate.trainable_params:,})",
             f"  {self.steps} steps, {human(self.tokens)} tokens in {self.wall_seconds:.1f} s: {self.tokens_per_second:,.0f} tokens/s, "
-            f"MFU {mfu}, {self.gpu_hours:.4f} GPU-hours",
+            f"MFU {mfu}, " + (f"{self.gpu_hours:.4f} GPU-hours" if self.gpus else "no GPU-hours (CPU)"),
             f"  loss {self.loss.first:.4f} -> {self.loss.last:.4f}{ev}",
             f"  peak memory: {memory} (estimated {self.estimate.peak_memory_gib:.2f} GiB)",
         ] + ([f"  estimate calibrated with {self.estimate.calibration}"] if self.estimate.calibration else []))

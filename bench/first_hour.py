@@ -1,6 +1,7 @@
 """A new user's first hour, timed on this machine: setup, `make demo`, and the README's two tiny runs.
 
 Usage: python bench/first_hour.py [--setup] [--out bench/results/first_hour_cpu.json]
+       python bench/first_hour.py --no-demo --steps 2 --only tiny_lora --out /tmp/check.json   (the tests' quick check)
 
 Works in a fresh copy of the committed tree (`git archive HEAD`, as a clone would have it) in a temporary folder:
   --setup   times `scripts/setup full` into a fresh virtual environment (minutes: the ML stack; on a machine without
@@ -69,6 +70,9 @@ def fresh_checkout(into: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="Also time `scripts/setup full` into a fresh venv (minutes).")
+    parser.add_argument("--no-demo", action="store_true", help="Skip `make demo` (it installs a light venv).")
+    parser.add_argument("--steps", type=int, default=None, help="Cut the tiny runs to N steps (a quick check, not the figure).")
+    parser.add_argument("--only", choices=sorted(TINY_RUNS), default=None, help="Time only this tiny run.")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     previous = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -90,15 +94,19 @@ def main() -> None:
                 result["setup_full"] = previous.get("setup_full")
             advisor = [sys.executable, "-m", "advisor.cli"]
             result["tiny_runs_python"] = sys.executable
-        light = tmp / "venv-light"
-        result["make_demo_first_seconds"] = timed(["make", "demo"], repo, {"VENV": str(light)})
-        result["make_demo_again_seconds"] = timed(["make", "demo"], repo, {"VENV": str(light)})
+        if not args.no_demo:
+            light = tmp / "venv-light"
+            result["make_demo_first_seconds"] = timed(["make", "demo"], repo, {"VENV": str(light)})
+            result["make_demo_again_seconds"] = timed(["make", "demo"], repo, {"VENV": str(light)})
         env = {"PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "RIGHTSIZE_CACHE_DIR": str(tmp / "cache")}
+        steps = ["--set", f"train.max_steps={args.steps}"] if args.steps else []
         for key, recipe in TINY_RUNS.items():
+            if args.only and key != args.only:
+                continue
             out = tmp / "runs" / key
-            seconds = timed(advisor + ["run", recipe, "--out", str(out)], repo, env)
+            seconds = timed(advisor + ["run", recipe, "--out", str(out), *steps], repo, env)
             report = json.loads((out / "report.json").read_text())
-            result[key] = {"command": f"advisor run {recipe} --out runs/{key}", "seconds": seconds,
+            result[key] = {"command": " ".join(["advisor", "run", recipe, "--out", f"runs/{key}", *steps]), "seconds": seconds,
                            "training_seconds": round(report["wall_seconds"], 1), "steps": report["steps"],
                            "status": report["status"]}
     result["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)

@@ -18,7 +18,7 @@ from advisor.errors import AdvisorError
 from advisor.flops import flops_per_token, flops_utilization
 from advisor.estimate import Estimate, estimate_recipe, plan_refusal
 from advisor.recipe import Recipe, recipe_to_yaml
-from advisor.runreport import LossSummary, PeakMemory, RunReport
+from advisor.runreport import LossSummary, PeakMemory, RunReport, load_report
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
 from runners.io import atomic_write_json, atomic_write_text
@@ -126,6 +126,12 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     _first_error(ctx, lambda: prepare_out_dir(out_dir, resume, overwrite))
     barrier(ctx)
     checkpoint = latest_checkpoint(out_dir) if resume else None
+    if resume and checkpoint is None and (out_dir / "report.json").is_file():
+        previous = load_report(out_dir)
+        if previous.status == "completed":  # a finished run keeps no checkpoint: --resume must not train it afresh
+            notice(f"{out_dir} already completed ({previous.steps} steps) and keeps no checkpoint: nothing to resume; "
+                   "its report is unchanged (--overwrite trains it again)")
+            return previous
     if ctx.is_main:
         atomic_write_text(out_dir / "recipe.resolved.yaml", recipe_to_yaml(recipe))
     seed_everything(recipe.train.seed)

@@ -155,6 +155,8 @@ def test_readme_command_answers(command, work):
             assert Path(argv[argv.index(flag) + 1]).is_file(), f"{command}: wrote no {flag} file"
     if argv[0] == "run" and "--dry-run" not in argv:
         assert (Path(argv[argv.index("--out") + 1]) / "report.json").is_file()
+    if "--resume" in argv:  # the walk resumes a run it finished: there is nothing to resume, and it says so
+        assert "nothing to resume" in err, err
 
 
 @pytest.mark.parametrize("out, problem", [

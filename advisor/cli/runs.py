@@ -97,8 +97,10 @@ def _plan_only(loaded, recipe: Path, gpu: str | None, cal, force: bool) -> None:
 
 @app.command()
 def compare(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories holding report.json.")],
-    plot: Annotated[Optional[Path], typer.Option(help="Write estimated-vs-measured plot (PNG; needs matplotlib).")] = None,
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories holding report.json (one started without "
+                                                        "finishing is listed as failed).")],
+    plot: Annotated[Optional[Path], typer.Option(help="Write estimated-vs-measured plot (PNG; needs matplotlib; a "
+                                                      "directory gets comparison.png in it).")] = None,
     as_json: JsonFlag = False,
 ):
     """Estimated against measured: GPU-hours, peak memory, tokens/s and MFU, with ratios."""

@@ -16,7 +16,8 @@ def render_comparison(rows: list[Comparison]) -> str:
     headers = ["run", "status", "method", "GPUs", "GPU-h est", "GPU-h meas", "ratio", "GiB est", "GiB meas", "ratio",
                "tok/s est", "tok/s meas", "MFU est", "MFU meas"]
     body = [[Path(r.run).name, r.status, r.method, _where(r), _fmt(r.estimated_gpu_hours, ".4g"),
-             _fmt(r.measured_gpu_hours, ".4g"), _fmt(r.gpu_hours_ratio, ".2f"), _fmt(r.estimated_peak_memory_gib, ".1f"),
+             _fmt(r.measured_gpu_hours if r.gpus else None, ".4g"),  # a CPU run has no GPU-hours, not zero
+             _fmt(r.gpu_hours_ratio, ".2f"), _fmt(r.estimated_peak_memory_gib, ".1f"),
              _fmt(r.measured_peak_memory_gib, ".1f"), _fmt(r.memory_ratio, ".2f"), _fmt(r.estimated_tokens_per_second, ",.0f"),
              _fmt(r.measured_tokens_per_second, ",.0f"), _fmt(r.estimated_mfu, ".1%"), _fmt(r.measured_mfu, ".1%")]
             for r in rows]
@@ -33,7 +34,7 @@ def comparison_summary(rows: list[Comparison]) -> list[str]:
     """What the ratios are over, counted from the rows: GPU runs with an estimate, CPU runs (no GPU-hours to compare),
     GPU runs on a GPU missing from the catalog, interrupted runs (compared on the tokens they processed), failed runs."""
     measured = [r for r in rows if r.status != "failed"]
-    with_ratio = [r for r in measured if r.gpu_hours_ratio is not None or r.memory_ratio is not None]
+    with_ratio = [r for r in measured if r.gpus > 0 and (r.gpu_hours_ratio is not None or r.memory_ratio is not None)]
     cpu = [r for r in measured if r.gpus == 0]
     unknown_gpu = [r for r in measured if r.gpus > 0 and r not in with_ratio]
     lines = []
@@ -55,7 +56,8 @@ def comparison_summary(rows: list[Comparison]) -> list[str]:
                      "advisor run RECIPE --out RUN --resume)")
     failed = [r for r in rows if r.status == "failed"]
     if failed:
-        lines.append(f"{len(failed)} failed run(s): no report.json, nothing measured (the run's own output says why)")
+        lines.append(f"{len(failed)} failed run(s): started but no report.json, nothing measured (the run's own output "
+                     "says why; a run still going looks the same)")
     return lines
 
 
