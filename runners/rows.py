@@ -154,7 +154,8 @@ def iter_rows(data: DataSection) -> Iterator[Row]:
 # --- validation ---------------------------------------------------------------------------------------------
 
 def _type_name(value) -> str:
-    return {dict: "an object", list: "a list", bool: "a boolean", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
 
 
 def _text_problem(example: dict, name: str, required: bool = True) -> str | None:
@@ -198,7 +199,7 @@ def _messages_problem(example: dict, name: str) -> str | None:
 def row_problem(example, data: DataSection) -> str | None:
     """What makes one example unusable for the recipe's format, or None when it is valid."""
     if not isinstance(example, dict):
-        return f"is {_type_name(example)}, expected an object with the data fields"
+        return f"the row is {_type_name(example)}, expected an object with the data fields"
     if data.format == "text":
         return _text_problem(example, data.text_field)
     if data.format == "instruction":
