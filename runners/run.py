@@ -21,7 +21,7 @@ from advisor.recipe import Recipe, check_model_source, recipe_to_yaml
 from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
-from runners.io import atomic_write_json, atomic_write_text
+from runners.io import atomic_write_json
 from runners.model import (
     attach_adapters, check_vocab, compile_layers, compute_dtype, load_model, notice, random_checkpoint, total_parameters,
     trainable_parameters,

@@ -93,7 +93,9 @@ class RunFolder:
             folder = cls(out, "fresh", created=not out.exists())
             out.mkdir(parents=True, exist_ok=True)
         elif marker is None:
-            raise AdvisorError(f"--out {out_dir} holds files Rightsize did not write (no {MARKER} marker): "
+            legacy = "recipe.resolved.yaml" in entries and all(_is_run_entry(e) for e in entries)
+            raise AdvisorError(f"--out {out_dir} holds files Rightsize did not write (no {MARKER} marker"
+                               f"{'; a run of an older Rightsize? delete it yourself to reuse the name' if legacy else ''}): "
                                f"{'--overwrite only replaces run folders; ' if overwrite else ''}choose another --out")
         elif not overwrite:
             raise AdvisorError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
