@@ -237,23 +237,24 @@ def check_lora_rank(lora: LoraSection, arch: ModelArch, error=AdvisorError) -> N
                     f"have a higher rank; use lora.r <= {limit}")
 
 
-def check_model_source(recipe: Recipe, source: str | Path = "recipe") -> None:
+def check_model_source(recipe: Recipe, source: str | Path | None = None) -> None:
     """A model.name that is a local path must be a folder with config.json and safetensors weights (what the runner
     loads). Hub ids are not checked here (that needs the network)."""
     name = recipe.model.name
     if name is None or recipe.model.random_init:
         return
+    where = f"{source}: " if source else ""
     path = Path(name).expanduser()
     looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.endswith("/") or path.exists()
     if not looks_local:
         return
     if not path.is_dir():
-        raise AdvisorError(f"{source}: model.name {name}: no such model folder (expected a local folder with "
+        raise AdvisorError(f"{where}model.name {name}: no such model folder (expected a local folder with "
                            "config.json and *.safetensors, or a hub id such as org/model)")
     if not (path / "config.json").is_file():
-        raise AdvisorError(f"{source}: model.name {name}: the folder has no config.json")
+        raise AdvisorError(f"{where}model.name {name}: the folder has no config.json")
     if not any(path.glob("*.safetensors")):
-        raise AdvisorError(f"{source}: model.name {name}: the folder has no *.safetensors weights (only a config?); "
+        raise AdvisorError(f"{where}model.name {name}: the folder has no *.safetensors weights (only a config?); "
                            "save the model with save_pretrained(..., safe_serialization=True)")
 
 

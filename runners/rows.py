@@ -46,7 +46,7 @@ def _json_lines(path: Path) -> Iterator[Row]:
         try:
             yield f"line {number}", json.loads(text), None
         except json.JSONDecodeError as exc:
-            yield f"line {number}", None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            yield f"line {number}", None, f"invalid JSON ({exc.msg}, column {exc.colno})"
         except RecursionError:
             yield f"line {number}", None, "invalid JSON (nested too deeply)"
 
@@ -65,7 +65,7 @@ def _json_file(path: Path) -> Iterator[Row]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise AdvisorError(f"data.path {path} line {exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise AdvisorError(f"data.path {path} line {exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno})") from None
     except RecursionError:
         raise AdvisorError(f"data.path {path}: invalid JSON (nested too deeply)") from None
     for index, item in enumerate(items):

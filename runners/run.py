@@ -135,12 +135,12 @@ def _resume_point(folder: RunFolder, recipe: Recipe, allow_changes: bool) -> tup
     folder.check_resumable()
     folder.compare(recipe_fp, data_fp, allow_changes)
     checkpoint, skipped = intact_checkpoint(folder.path)
-    for note in skipped:
-        notice(f"checkpoint {note}; falling back to an earlier one")
     if checkpoint is None:
         raise AdvisorError(f"--resume: {folder.path} has no intact checkpoint "
                            f"({'; '.join(skipped) or 'the run stopped before its first one'}): "
                            "--overwrite to start it again from step 0")
+    for note in skipped:
+        notice(f"checkpoint {note}; falling back to {checkpoint.name}")
     return str(checkpoint), recipe_fp, data_fp
 
 

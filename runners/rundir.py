@@ -64,7 +64,8 @@ class RunFolder:
     path: Path
     mode: str                         # fresh, resume or replace
     marker: dict | None = None        # the existing run's marker (resume, replace)
-    created: bool = False             # this process made the folder (fresh), so it may remove it if setup fails
+    created: list[Path] = field(default_factory=list)  # folders this process made (fresh), leaf first: removed if
+                                                        # the run never starts
     published: bool = False
     _lock_fd: int | None = None
     _old_lock_fd: int | None = None
@@ -90,7 +91,8 @@ class RunFolder:
                 raise AdvisorError(f"--resume: {out_dir} is not a Rightsize run folder (no {MARKER} marker); check --out")
             folder = cls(out, "resume", marker)
         elif empty:
-            folder = cls(out, "fresh", created=not out.exists())
+            created = [p for p in (out, *out.parents) if not p.exists()]  # removed again if the run never starts
+            folder = cls(out, "fresh", created=created)
             out.mkdir(parents=True, exist_ok=True)
         elif marker is None:
             legacy = "recipe.resolved.yaml" in entries and all(_is_run_entry(e) for e in entries)
@@ -175,11 +177,11 @@ class RunFolder:
         """Release the lock. A fresh folder whose run never started is removed again when this process made it."""
         if self.mode == "fresh" and not self.published:
             (self.path / LOCK).unlink(missing_ok=True)
-            if self.created:
+            for made in self.created:
                 try:
-                    self.path.rmdir()  # only if empty: never removes anything else
+                    made.rmdir()  # only if empty: never removes anything else
                 except OSError:
-                    pass
+                    break
         _unlock(self._old_lock_fd)
         _unlock(self._lock_fd)
         self._lock_fd = self._old_lock_fd = None

@@ -108,9 +108,9 @@ def test_a_run_where_no_token_carries_loss_is_refused(tmp_path, tok, capsys):
     long_prompt = {"instruction": "x" * 300, "output": "y"}  # the prompt alone is longer than seq_len 64
     path = recipe_for(tmp_path, jsonl(tmp_path, [long_prompt] * 3), "instruction")
     refused(tmp_path, tok, path, "no token carries loss after truncation to data.seq_len 64")
-    code, _, err = run_cli(["run", path, "--out", tmp_path / "out"], capsys)  # the run refuses before it starts
+    code, _, err = run_cli(["run", path, "--out", tmp_path / "new" / "out"], capsys)  # refused before it starts
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no token carries loss" in err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "new").exists()  # the folders it made for the run are gone again
 
 
 def test_malformed_files_name_file_and_line_or_byte(tmp_path, tok):
