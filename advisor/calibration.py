@@ -15,14 +15,15 @@ CALIBRATION_FILE = "calibration.json"
 class CalibrationEntry(BaseModel):
     """One (GPU type, method) cell: medians over its runs, with their spread (min-max)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     gpu: str
     method: str
     runs: int = Field(ge=1)
     efficiency: float = Field(gt=0, le=1, description="Executed FLOPs / (wall x GPUs x peak): achieved fraction of peak.")
     efficiency_min: float
     efficiency_max: float
-    memory_overhead_fraction: float = Field(description="Measured peak / estimated peak without overhead, minus 1.")
+    memory_overhead_fraction: float = Field(description="Measured peak / estimated peak without overhead, minus 1 "
+                                                        "(at least 0: the fit never predicts below the memory model).")
     memory_overhead_min: float
     memory_overhead_max: float
 
@@ -65,10 +66,28 @@ def load_calibration(path: Path | str | None = None) -> Calibration | None:
             raise AdvisorError(f"{path}: no such calibration file (make one with `advisor calibrate RUN_DIR...`)")
         return None
     try:
-        data = json.loads(path.read_text())
-        return Calibration.model_validate({**data, "path": path})
-    except (json.JSONDecodeError, ValidationError, TypeError) as exc:
-        raise AdvisorError(f"{path}: not a calibration file ({str(exc).splitlines()[0]})") from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        calibration = Calibration.model_validate({**data, "path": path})
+    except UnicodeDecodeError as exc:
+        raise AdvisorError(f"{path}: not a calibration file (not UTF-8 at byte {exc.start})") from None
+    except (json.JSONDecodeError, ValidationError, TypeError, RecursionError) as exc:
+        raise AdvisorError(f"{path}: not a calibration file ({_first_problem(exc)})") from None
+    except OSError as exc:
+        raise AdvisorError(f"{path}: cannot read the calibration file ({exc.strerror or exc})") from None
+    for entry in calibration.entries:
+        if entry.memory_overhead_fraction < 0:
+            raise AdvisorError(f"{path}: memory_overhead_fraction {entry.memory_overhead_fraction} for {entry.gpu}/"
+                               f"{entry.method} is negative; a calibration only adds overhead to the memory model "
+                               "(accepted: >= 0; refit with `advisor calibrate`)")
+    return calibration
+
+
+def _first_problem(exc: Exception) -> str:
+    """The first line that says what is wrong (pydantic puts the field and its problem on lines 2 and 3)."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        err = exc.errors()[0]
+        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def median_spread(values: list[float]) -> tuple[float, float, float]:

@@ -189,7 +189,7 @@ def _entry(gpu: str, method: str, runs: list[RunReport]) -> CalibrationEntry:
     mem = [m for m in (run_memory_overhead(r) for r in runs) if m is not None] or [0.0]
     return CalibrationEntry(gpu=gpu, method=method, runs=len(runs), efficiency=statistics.median(eff),
                             efficiency_min=min(eff), efficiency_max=max(eff),
-                            memory_overhead_fraction=statistics.median(mem), memory_overhead_min=min(mem),
+                            memory_overhead_fraction=max(0.0, statistics.median(mem)), memory_overhead_min=min(mem),
                             memory_overhead_max=max(mem))
 
 

@@ -1,6 +1,7 @@
 """The recipe schema: one typed, validated description of a LoRA/QLoRA fine-tune (no torch needed to read it)."""
 
 import difflib
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -119,6 +120,10 @@ class DataSection(BaseModel):
     train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (instruction and chat formats).")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of examples held out for eval loss.")
     max_examples: int | None = Field(None, gt=0, description="Use only the first N examples.")
+    on_bad_rows: Literal["error", "skip"] = Field(
+        "error", description="A row that fails validation (wrong type, null or missing field, unknown role, empty "
+                             "messages, no token carrying loss after truncation): error refuses the run naming the "
+                             "file, line and field; skip trains without such rows and says how many were skipped.")
 
 
 class TrainSection(BaseModel):
@@ -167,7 +172,8 @@ class Recipe(BaseModel):
     """A complete fine-tune: model, adapters, optional 4-bit quantisation, data, training and launch."""
 
     model_config = _STRICT
-    name: str = Field(description="Short name of the recipe, used in reports.")
+    name: str = Field(description="Short name of the recipe, used in reports and as the default run folder "
+                                  "runs/<name>: letters, digits, '.', '_', '-' and '+', starting with a letter or digit.")
     model: ModelSection
     lora: LoraSection = LoraSection()
     quant: QuantSection | None = Field(None, description="Present for QLoRA.")
@@ -182,6 +188,20 @@ class Recipe(BaseModel):
     @property
     def world_size(self) -> int:
         return self.launch.nproc_per_node * self.launch.nnodes
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_name(cls, value: str) -> str:
+        if not RUN_NAME.fullmatch(value):
+            raise ValueError("expected a plain name (letters, digits, '.', '_', '-', '+'; starting with a letter or "
+                             f"digit; at most {RUN_NAME_MAX} characters), no path separators: it names the run folder")
+        return value
+
+    @model_validator(mode="after")
+    def _lora_rank_fits_inline_model(self):
+        if self.model.arch is not None:
+            check_lora_rank(self.lora, self.model.resolve_arch(), ValueError)
+        return self
 
     @model_validator(mode="after")
     def _seq_len_fits_model(self):
@@ -205,6 +225,48 @@ class Recipe(BaseModel):
         return self
 
 
+RUN_NAME_MAX = 128  # a folder name well under every filesystem's 255-byte limit
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,%d}" % (RUN_NAME_MAX - 1))
+
+
+def lora_rank_limit(arch: ModelArch, lora: LoraSection) -> tuple[int, str]:
+    """The largest useful rank: the smallest dimension of any adapted projection (B A of a d_out x d_in layer has
+    rank at most min(d_in, d_out); Hu et al. 2021, LoRA §4.1), and the projection it comes from."""
+    from advisor.params import layer_linear_shapes
+    shapes = layer_linear_shapes(arch)
+    name = min(lora.target_modules, key=lambda t: min(shapes[t].in_features, shapes[t].out_features))
+    return min(shapes[name].in_features, shapes[name].out_features), name
+
+
+def check_lora_rank(lora: LoraSection, arch: ModelArch, error=AdvisorError) -> None:
+    """Policy: refuse a rank above the adapted layers' dimensions (extra rank adds parameters, not expressiveness)."""
+    limit, name = lora_rank_limit(arch, lora)
+    if lora.r > limit:
+        raise error(f"lora.r {lora.r} exceeds the {limit} dimensions of {name} ({arch.name}): the update cannot "
+                    f"have a higher rank; use lora.r <= {limit}")
+
+
+def check_model_source(recipe: Recipe, source: str | Path | None = None) -> None:
+    """A model.name that is a local path must be a folder with config.json and safetensors weights (what the runner
+    loads). Hub ids are not checked here (that needs the network)."""
+    name = recipe.model.name
+    if name is None or recipe.model.random_init:
+        return
+    where = f"{source}: " if source else ""
+    path = Path(name).expanduser()
+    looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.endswith("/") or path.exists()
+    if not looks_local:
+        return
+    if not path.is_dir():
+        raise AdvisorError(f"{where}model.name {name}: no such model folder (expected a local folder with "
+                           "config.json and *.safetensors, or a hub id such as org/model)")
+    if not (path / "config.json").is_file():
+        raise AdvisorError(f"{where}model.name {name}: the folder has no config.json")
+    if not any(path.glob("*.safetensors")):
+        raise AdvisorError(f"{where}model.name {name}: the folder has no *.safetensors weights (only a config?); "
+                           "save the model with save_pretrained(..., safe_serialization=True)")
+
+
 # --- loading -----------------------------------------------------------------------------------------
 
 class _SafeLoaderNoDupes(yaml.SafeLoader):
@@ -214,6 +276,8 @@ class _SafeLoaderNoDupes(yaml.SafeLoader):
 def _construct_mapping(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden, by design
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -237,6 +301,8 @@ def read_yaml_mapping(path: Path) -> dict:
         raise AdvisorError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
     try:
         data = yaml.load(text, Loader=_SafeLoaderNoDupes)  # noqa: S506 - SafeLoader subclass
+    except RecursionError:
+        raise AdvisorError(f"{path}: invalid YAML: nested too deeply for a recipe") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -334,6 +400,15 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise AdvisorError(describe_validation_error(exc, str(path))) from None
+    except RecursionError:
+        raise AdvisorError(f"{path}: nested too deeply for a recipe") from None
+    if recipe.model.arch is None:
+        try:
+            arch = recipe.model.resolve_arch()
+        except (AdvisorError, OSError, ValueError):
+            arch = None  # a hub id the catalog does not know: the runner checks it against the loaded model
+        if arch is not None:
+            check_lora_rank(recipe.lora, arch, lambda msg: AdvisorError(f"{path}: {msg}"))
     data_path = Path(recipe.data.path).expanduser()
     if not data_path.is_absolute():
         data_path = (path.parent / data_path).resolve()

@@ -58,6 +58,8 @@ class RunReport(BaseModel):
     interrupted_by: str | None = Field(None, description="SIGINT or SIGTERM when the run stopped early at a checkpoint.")
     adapter_checksums: list[str] = Field(default_factory=list, description="Hash of each rank's adapter weights "
                                          "(DDP replicas must be equal; FSDP ranks hold different shards).")
+    resume_changes: list[str] = Field(default_factory=list, description="Recipe or data changes a resume accepted with "
+                                      "--allow-changes, each with the step it applied from (empty: one unchanged run).")
 
     def summary(self) -> str:
         mfu = f"{self.mfu:.1%}" if self.mfu is not None else "n/a (CPU)"
@@ -78,8 +80,12 @@ class RunReport(BaseModel):
 def load_report(run_dir: Path) -> RunReport:
     path = Path(run_dir) / "report.json" if Path(run_dir).is_dir() else Path(run_dir)
     try:
-        return RunReport.model_validate(json.loads(path.read_text()))
+        return RunReport.model_validate(json.loads(path.read_bytes().decode("utf-8")))
     except FileNotFoundError:
         raise AdvisorError(f"{run_dir}: no report.json (is it a run directory of `advisor run`?)") from None
+    except UnicodeDecodeError as exc:
+        raise AdvisorError(f"{path}: not a valid run report (not UTF-8 at byte {exc.start})") from None
+    except RecursionError:
+        raise AdvisorError(f"{path}: not a valid run report (nested too deeply)") from None
     except (json.JSONDecodeError, ValidationError, OSError) as exc:
         raise AdvisorError(f"{path}: not a valid run report ({str(exc).splitlines()[0]})") from None

@@ -2,6 +2,8 @@
 
 Usage: python bench/reliability.py [--inputs 3000] [--kills 10] [--seed 0]
 Writes bench/results/reliability_cpu.json and regenerates docs/reliability.md from it (CPU, a few minutes).
+The data-safety cases (run folders, concurrent writers, resume with changes, corrupted state, data files, adversarial
+recipes) are in bench/reliability_safety.py.
 """
 
 import argparse
@@ -263,8 +265,30 @@ def write_doc(result: dict, path: Path) -> None:
               "a test scans the code for any unsafe torch, YAML or pickle loading.",
               "- `trust_remote_code` is off unless a recipe sets it, and the run prints a note when it is on (tested).",
               "- Tests set `HF_HUB_OFFLINE=1` (and the datasets/transformers equivalents), so an accidental download fails.", "",
-              f"**Data lost: {'none' if k['adapter_identical_after_kills'] and all(s['adapter_identical'] for s in sig.values()) else 'SEE ABOVE'}.**", ""]
+              ""]
+    lines += safety_section(result["safety"])
+    safe = sum(row["data_lost"] for row in result["safety"]["categories"].values()) == 0
+    lines += [f"**Data lost: {'none' if safe and k['adapter_identical_after_kills'] and all(s['adapter_identical'] for s in sig.values()) else 'SEE ABOVE'}.**", ""]
     path.write_text("\n".join(lines))
+
+
+def safety_section(safety: dict) -> list[str]:
+    """The per-category table of the data-safety campaign, and every case that was not handled."""
+    rows = safety["categories"]
+    total = {key: sum(r[key] for r in rows.values()) for key in ("tried", "handled", "data_lost")}
+    lines = ["## Run folders, resumes and data files", "",
+             "What careful and clumsy users do (bench/reliability_safety.py): `--out` and `--overwrite` on folders that "
+             "are not runs (documents, the data, the current directory and its parents, symlinks, runs holding other "
+             "files), unsafe run names, failed starts over a finished run, a second writer on a locked folder, `--resume` "
+             "with other settings or data, damaged checkpoints, metrics and reports, malformed data in every format, and "
+             "adversarial recipes and calibration files. Handled: refused in one line naming the file or flag (exit "
+             "code 2), or carried out correctly; data lost: a file of the user's, or a finished run, changed or gone.", "",
+             "| category | tried | handled | data lost |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {r['tried']} | {r['handled']} | {r['data_lost']} |" for name, r in rows.items()]
+    lines += [f"| **all** | **{total['tried']}** | **{total['handled']}** | **{total['data_lost']}** |", ""]
+    for case in safety["not_handled"]:
+        lines.append(f"- not handled: {case['category']}: {case['name']}: {case['detail']}")
+    return lines + ([""] if safety["not_handled"] else [])
 
 
 def main() -> None:
@@ -280,10 +304,13 @@ def main() -> None:
         result = {"command": f"python bench/reliability.py --inputs {args.inputs} --kills {args.kills} --seed {args.seed}",
                   "inputs": input_campaign(args.inputs, rng), "kills": kill_campaign(args.kills, rng, Path(tmp)),
                   "faults": fault_campaign(Path(tmp))}
+        from bench.reliability_safety import safety_campaign
+        result["safety"] = safety_campaign(Path(tmp) / "safety")
     out = ROOT / "bench" / "results" / "reliability_cpu.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     write_doc(result, ROOT / "docs" / "reliability.md")
-    print(json.dumps({k: v for k, v in result.items() if k != "faults"}, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("faults", "safety")}
+                     | {"safety": result["safety"]["categories"], "not_handled": result["safety"]["not_handled"]}, indent=2))
 
 
 if __name__ == "__main__":

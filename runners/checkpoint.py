@@ -1,5 +1,6 @@
 """Resumable checkpoints: the adapters, optimizer, RNG and loop state, written atomically; the newest intact one wins."""
 
+import hashlib
 import io
 import json
 import random
@@ -77,6 +78,46 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+def checkpoint_damage(path: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it is intact: its state.json must parse and its
+    trainer.pt match the size and SHA-256 recorded at save time (older checkpoints, without them: must load)."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        LoopState.from_json(state)
+    except (OSError, ValueError, TypeError) as exc:
+        return f"state.json unreadable ({exc.__class__.__name__})"
+    trainer = path / "trainer.pt"
+    if not trainer.is_file():
+        return "trainer.pt missing"
+    size = trainer.stat().st_size
+    if "trainer_bytes" in state and size != state["trainer_bytes"]:
+        return f"trainer.pt is {size} bytes, {state['trainer_bytes']} were written"
+    if "trainer_sha256" in state:
+        digest = hashlib.sha256()
+        with trainer.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        return None if digest.hexdigest() == state["trainer_sha256"] else "trainer.pt does not match its checksum"
+    try:
+        torch.load(trainer, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - any failure to read means: not resumable
+        return f"trainer.pt unreadable ({str(exc).splitlines()[0][:80] if str(exc) else exc.__class__.__name__})"
+    return None
+
+
+def intact_checkpoint(out_dir: Path) -> tuple[Path | None, list[str]]:
+    """The newest intact checkpoint, and one note per newer damaged one skipped on the way."""
+    root = Path(out_dir) / CHECKPOINTS
+    candidates = sorted((p for p in root.glob("step-*") if (p / "state.json").is_file()), reverse=True) if root.is_dir() else []
+    skipped = []
+    for path in candidates:
+        damage = checkpoint_damage(path)
+        if damage is None:
+            return path, skipped
+        skipped.append(f"{path.name}: {damage}")
+    return None, skipped
+
+
 def save_checkpoint(model, optimizer, state: LoopState, ctx: DistContext, out_dir: Path) -> Path:
     """Adapters, optimizer, RNG and loop state, written to a temporary directory and renamed into place."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -90,8 +131,11 @@ def save_checkpoint(model, optimizer, state: LoopState, ctx: DistContext, out_di
             tmp.mkdir(parents=True)
             buffer = io.BytesIO()
             torch.save({"model": model_sd, "optimizer": optim_sd, "rng": _rng_state()}, buffer)
-            (tmp / "trainer.pt").write_bytes(buffer.getvalue())
-            (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))  # written last: marks the directory complete
+            blob = buffer.getvalue()
+            (tmp / "trainer.pt").write_bytes(blob)
+            integrity = {"trainer_bytes": len(blob), "trainer_sha256": hashlib.sha256(blob).hexdigest()}
+            # written last: marks the directory complete, and lets a resume tell a damaged trainer.pt from an intact one
+            (tmp / "state.json").write_text(json.dumps(asdict(state) | integrity, indent=2))
             atomic_replace_dir(tmp, final)
         except OSError as exc:  # a full disk, say: the previous checkpoint is untouched, so stop here with it intact
             shutil.rmtree(tmp, ignore_errors=True)
@@ -110,7 +154,10 @@ def save_checkpoint(model, optimizer, state: LoopState, ctx: DistContext, out_di
 def load_checkpoint(model, optimizer, ctx: DistContext, path: Path) -> LoopState:
     """Restore a checkpoint on every rank (weights_only: checkpoints never execute code on load)."""
     from torch.distributed.checkpoint.state_dict import set_state_dict
-    blob = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
+    try:
+        blob = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - a damaged file: name it instead of torch's "Invalid argument"
+        raise CheckpointError(f"{path / 'trainer.pt'}: cannot be read ({str(exc).splitlines()[0][:120]})") from None
     set_state_dict(model, optimizer, model_state_dict=blob["model"], optim_state_dict=blob["optimizer"],
                    options=_state_dict_options())
     _set_rng_state(blob["rng"])

@@ -12,6 +12,7 @@ import torch
 
 from advisor.errors import AdvisorError
 from advisor.recipe import DataSection, Recipe
+from runners.rows import BadRows, iter_rows, row_problem
 
 IGNORE_INDEX = -100  # labels torch's cross_entropy skips
 # The Alpaca prompt (Taori et al. 2023, stanford_alpaca), with and without an input field.
@@ -62,24 +63,7 @@ class TokenizedData:
     examples: int
     cache_hit: bool
     cache_path: Path
-
-
-def load_raw(data: DataSection):
-    """A datasets.Dataset from a JSONL/JSON/Parquet/CSV file or a save_to_disk directory."""
-    import datasets
-
-    path = Path(data.path)
-    if not path.exists():
-        raise AdvisorError(f"data.path {path}: no such file or directory")
-    if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-        return loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
-    kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-    kind = kinds.get(path.suffix.lower())
-    if kind is None:
-        raise AdvisorError(f"data.path {path}: unsupported file type {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
-    reader = {"json": datasets.Dataset.from_json, "parquet": datasets.Dataset.from_parquet, "csv": datasets.Dataset.from_csv}[kind]
-    return reader(str(path), keep_in_memory=True)
+    skipped_rows: int = 0      # rows left out under data.on_bad_rows: skip
 
 
 def render_batch(batch: dict[str, list], data: DataSection, tokenizer) -> list[tuple[list[int], list[int]]]:
@@ -185,48 +169,124 @@ def pack(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: boo
     return packer.finish()
 
 
-def _fingerprint(recipe: Recipe, tokenizer_id: str) -> str:
-    path = Path(recipe.data.path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:  # name, size and modification time, as datasets fingerprints local files: no full read per run
-        stat = f.stat()
-        digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+CACHE_FORMAT = "rows-v2"  # bump when reading or rendering changes what the same file tokenizes to
+
+
+def _fingerprint(recipe: Recipe, tokenizer_id: str, cache_root: Path | None = None) -> str:
+    """The tokenized cache's key: the data's content hash (runners.fingerprint; cached by file identity, so a file
+    is hashed once per change), every data setting, the tokenizer and the seed."""
+    from runners.fingerprint import data_sha256
+    digest = hashlib.sha256(data_sha256(Path(recipe.data.path), cache_root).encode())
     settings = recipe.data.model_dump(exclude={"path"})
-    digest.update(json.dumps([settings, tokenizer_id, recipe.train.seed], sort_keys=True).encode())
+    digest.update(json.dumps([settings, tokenizer_id, recipe.train.seed, CACHE_FORMAT], sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
 
+def carries_loss(labels: list[int], seq_len: int) -> bool:
+    """Whether an example has a target token once the Packer truncates it to seq_len and ignores its first label."""
+    return any(label != IGNORE_INDEX for label in labels[1:seq_len])
+
+
+def _valid_rows(data: DataSection) -> tuple[list[int], int, BadRows]:
+    """First pass: check every row against the format (no tokenizer needed). Returns the indices of the valid rows
+    (the first data.max_examples of them), the rows read and the invalid ones. Refuses unless data.on_bad_rows: skip."""
+    good, bad, total, has_input = [], BadRows(data.path), 0, False
+    for index, (where, example, problem) in enumerate(iter_rows(data)):
+        total += 1
+        problem = problem or row_problem(example, data)
+        if problem:
+            bad.add(where, problem)
+            continue
+        has_input = has_input or (data.format == "instruction" and example.get(data.input_field) not in (None, ""))
+        good.append(index)
+        if data.max_examples and len(good) >= data.max_examples:
+            break
+    if total == 0:
+        raise AdvisorError(f"data.path {data.path}: no examples (the file is empty)")
+    if bad.count and data.on_bad_rows == "error":
+        raise bad.refuse(total)
+    if data.format == "instruction" and data.input_field != DataSection.model_fields["input_field"].default \
+            and not has_input and good:
+        raise AdvisorError(f"data.input_field {data.input_field!r}: no row of {data.path} has this field: "
+                           "name the field the context is in, or remove data.input_field")
+    return good, total, bad
+
+
+def _rendered(data: DataSection, tokenizer, good: list[int]):
+    """Second pass: (position among the valid rows, where, ids, labels) of each valid row, rendered in batches."""
+    wanted, pending = set(good), []
+
+    def flush():
+        keys = list(dict.fromkeys(k for _, _, example in pending for k in example))
+        columns = {k: [example.get(k) for _, _, example in pending] for k in keys}
+        out = [(n, where, ids, labels) for (n, where, _), (ids, labels) in zip(pending, render_batch(columns, data, tokenizer))]
+        pending.clear()
+        return out
+
+    position = 0
+    for index, (where, example, _) in enumerate(iter_rows(data)):
+        if index > good[-1]:
+            break
+        if index in wanted:
+            pending.append((position, where, example))
+            position += 1
+            if len(pending) == RENDER_BATCH:
+                yield from flush()
+    if pending:
+        yield from flush()
+
+
 def build_dataset(recipe: Recipe, tokenizer, cache_root: Path) -> TokenizedData:
-    """Tokenize, mask, split and pack the recipe's data, or load the identical result from the cache."""
+    """Validate, tokenize, mask, split and pack the recipe's data, or load the identical result from the cache.
+    Rows that fail validation or carry no loss after truncation are refused, or skipped and counted
+    (data.on_bad_rows); a dataset in which no token carries loss is refused before anything trains."""
     from runners.tokenizer import tokenizer_identity
     from runners.io import atomic_write_bytes
 
-    key = _fingerprint(recipe, tokenizer_identity(tokenizer))
+    key = _fingerprint(recipe, tokenizer_identity(tokenizer), cache_root)
     cache = Path(cache_root) / "tokenized" / f"{key}.pt"
     if cache.is_file():
         blob = torch.load(cache, weights_only=True)
-        return TokenizedData(PackedRows(**blob["train"]), PackedRows(**blob["val"]), blob["train_tokens"],
-                             blob["examples"], True, cache)
-    raw = load_raw(recipe.data)
-    n = min(recipe.data.max_examples or len(raw), len(raw))
-    if n == 0:
-        raise AdvisorError(f"data.path {recipe.data.path}: no examples")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.train.seed))
+        data = TokenizedData(PackedRows(**blob["train"]), PackedRows(**blob["val"]), blob["train_tokens"],
+                             blob["examples"], True, cache, blob.get("skipped_rows", 0))
+        _say_skipped(recipe.data, data.skipped_rows, blob.get("skipped_first", ""))
+        return data
+    good, total, bad = _valid_rows(recipe.data)
+    n = len(good)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.train.seed)) if n else torch.zeros(0)
     n_val = math.ceil(n * recipe.data.val_fraction) if recipe.data.val_fraction > 0 and n > 1 else 0
     is_val = torch.zeros(n, dtype=torch.bool)
-    is_val[order[:n_val]] = True
+    is_val[order[:n_val].long()] = True
     train, val = Packer(recipe.data.seq_len, recipe.data.packing), Packer(recipe.data.seq_len, recipe.data.packing)
-    for start in range(0, n, RENDER_BATCH):
-        batch = raw[start:min(start + RENDER_BATCH, n)]
-        for offset, (ids, labels) in enumerate(render_batch(batch, recipe.data, tokenizer)):
-            (val if is_val[start + offset] else train).add(ids, labels)
+    kept = 0
+    for position, where, ids, labels in (_rendered(recipe.data, tokenizer, good) if n else ()):
+        if not carries_loss(labels, recipe.data.seq_len):
+            bad.add(where, f"no token carries loss after truncation to data.seq_len {recipe.data.seq_len} "
+                           f"({len(ids)} tokens, {'train_on_prompt is off' if not recipe.data.train_on_prompt else 'all masked'})")
+            continue
+        kept += 1
+        (val if is_val[position] else train).add(ids, labels)
+    if bad.count and recipe.data.on_bad_rows == "error":
+        raise bad.refuse(total)
+    if kept == 0:
+        raise AdvisorError(f"data.path {recipe.data.path}: no token carries loss in any of its {total} rows"
+                           + (f" ({bad.count} invalid, first: {bad.first[0]})" if bad.count else "")
+                           + ": raise data.seq_len, add assistant turns, or set data.train_on_prompt: true")
     train_rows, val_rows = train.finish(), val.finish()
-    blob = {"train": train_rows.state(), "val": val_rows.state(), "train_tokens": train_rows.tokens, "examples": n}
+    skipped_first = bad.describe() if bad.count else ""
+    blob = {"train": train_rows.state(), "val": val_rows.state(), "train_tokens": train_rows.tokens, "examples": kept,
+            "skipped_rows": bad.count, "skipped_first": skipped_first}
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     atomic_write_bytes(cache, buffer.getvalue())
-    return TokenizedData(train_rows, val_rows, train_rows.tokens, n, False, cache)
+    _say_skipped(recipe.data, bad.count, skipped_first)
+    return TokenizedData(train_rows, val_rows, train_rows.tokens, kept, False, cache, bad.count)
+
+
+def _say_skipped(data: DataSection, count: int, first: str) -> None:
+    if count:
+        from runners.model import notice
+        notice(f"data.on_bad_rows: skip: left out {count} invalid row(s) of {data.path} (first: {first})")
 
 
 def collate(rows: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -76,13 +76,16 @@ def append_jsonl(path: Path, record: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Lines of a JSONL file; a torn last line (crash mid-write) is dropped."""
+    """The intact lines of a JSONL file, in order: a torn line (a crash mid-write) or a damaged one is skipped,
+    never the intact lines after it."""
     out = []
     if not Path(path).is_file():
         return out
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_bytes().splitlines():
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict):
+            out.append(record)
     return out

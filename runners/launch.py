@@ -11,22 +11,34 @@ from advisor.recipe import Recipe
 from advisor.runreport import RunReport, load_report
 
 
+RUNS_ROOT = Path("runs")
+
+
 def default_out_dir(recipe: Recipe) -> Path:
-    return Path("runs") / recipe.name
+    """runs/<recipe name>; the name is validated as a name (advisor.recipe), and the path must stay under runs/."""
+    out = RUNS_ROOT / recipe.name
+    if out.resolve().parent != RUNS_ROOT.resolve():
+        raise AdvisorError(f"name {recipe.name!r}: the run folder {out} would not be inside {RUNS_ROOT}/; "
+                           "give a plain name or pass --out")
+    return out
 
 
 def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
            force: bool = False, calibration: Calibration | None = None, overrides: list[str] | None = None,
-           node_rank: int | None = None, rdzv_endpoint: str | None = None, gpu: str | None = None) -> RunReport | None:
+           node_rank: int | None = None, rdzv_endpoint: str | None = None, gpu: str | None = None,
+           allow_changes: bool = False) -> RunReport | None:
     """Run the recipe; returns the report (None on nodes other than the first, which write none)."""
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
     if recipe.world_size == 1 or "LOCAL_RANK" in os.environ:
         from runners.run import run
-        return run(recipe, out_dir, resume=resume, overwrite=overwrite, force=force, calibration=calibration, gpu_name=gpu)
-    if out_dir.exists() and any(out_dir.iterdir()) and not (resume or overwrite):
-        raise AdvisorError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
+        return run(recipe, out_dir, resume=resume, overwrite=overwrite, force=force, calibration=calibration, gpu_name=gpu,
+                   recipe_path=recipe_path, allow_changes=allow_changes)
+    if (node_rank or 0) == 0:  # refuse what the workers would refuse, before starting them (the lock is theirs)
+        from runners.rundir import RunFolder
+        RunFolder.open(out_dir, resume, overwrite, {"data": Path(recipe.data.path), "recipe": recipe_path,
+                                                    "current directory": Path.cwd()}).close()
     command = torchrun_command(recipe, recipe_path, out_dir, resume, overwrite, force, calibration, overrides or [],
-                               node_rank, rdzv_endpoint, gpu)
+                               node_rank, rdzv_endpoint, gpu, allow_changes)
     code = _run_forwarding_signals(command)
     if code != 0:
         raise AdvisorError(f"torchrun exited with code {code}; the first error is printed above")
@@ -57,7 +69,7 @@ def _run_forwarding_signals(command: list[str]) -> int:
 
 def torchrun_command(recipe: Recipe, recipe_path: Path, out_dir: Path, resume: bool, overwrite: bool, force: bool,
                      calibration: Calibration | None, overrides: list[str], node_rank: int | None,
-                     rdzv_endpoint: str | None, gpu: str | None = None) -> list[str]:
+                     rdzv_endpoint: str | None, gpu: str | None = None, allow_changes: bool = False) -> list[str]:
     """torchrun (python -m torch.distributed.run) running runners.worker in every process."""
     launch_args = [f"--nproc-per-node={recipe.launch.nproc_per_node}", f"--nnodes={recipe.launch.nnodes}"]
     if recipe.launch.nnodes == 1 and rdzv_endpoint is None:
@@ -69,6 +81,7 @@ def torchrun_command(recipe: Recipe, recipe_path: Path, out_dir: Path, resume: b
     worker = [str(recipe_path), "--out", str(out_dir)]
     worker += ["--resume"] if resume else []
     worker += ["--overwrite"] if overwrite else []
+    worker += ["--allow-changes"] if allow_changes else []
     worker += ["--force"] if force else []
     worker += ["--gpu", gpu] if gpu else []
     worker += ["--calibration", str(calibration.path)] if calibration and calibration.path else []

@@ -17,17 +17,18 @@ from advisor.catalog import get_gpu, match_gpu
 from advisor.errors import AdvisorError
 from advisor.flops import flops_per_token, flops_utilization
 from advisor.estimate import Estimate, estimate_recipe, plan_refusal
-from advisor.recipe import Recipe, recipe_to_yaml
-from advisor.runreport import LossSummary, PeakMemory, RunReport, load_report
+from advisor.recipe import Recipe, check_model_source, recipe_to_yaml
+from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
-from runners.io import atomic_write_json, atomic_write_text
+from runners.io import atomic_write_json
 from runners.model import (
     attach_adapters, check_vocab, compile_layers, compute_dtype, load_model, notice, random_checkpoint, total_parameters,
     trainable_parameters,
 )
 from runners.tokenizer import load_tokenizer
-from runners.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from runners.checkpoint import CheckpointError, intact_checkpoint, load_checkpoint
+from runners.rundir import RunFolder, data_fingerprint, recipe_fingerprint
 from runners.train import NonFiniteLoss, StopRequest, build_optimizer, seed_everything, train
 
 
@@ -37,14 +38,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("RIGHTSIZE_CACHE_DIR") or Path.home() / ".cache" / "rightsize")
 
 
-def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Never destroy a previous run by accident: an existing run directory needs --resume or --overwrite."""
-    existing = out_dir.exists() and any(out_dir.iterdir())
-    if existing and not (resume or overwrite):
-        raise AdvisorError(f"{out_dir} already holds a run: pass --resume to continue it or --overwrite to replace it")
-    if overwrite and existing and not resume:
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, protect: dict[str, Path] | None = None) -> RunFolder:
+    """Never lose the user's files: open the run folder for a fresh run, a resume or a replacement (runners.rundir),
+    holding its lock; anything that is not provably a run of ours is refused."""
+    return RunFolder.open(out_dir, resume, overwrite, protect or {})
 
 
 def detect_gpu(ctx: DistContext):
@@ -95,13 +92,23 @@ def quiet_libraries() -> None:
 
 
 def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False, force: bool = False,
-        calibration: Calibration | None = None, gpu_name: str | None = None) -> RunReport:
-    """Fine-tune as the recipe says and return the measured report (rank 0 also writes it to out_dir)."""
+        calibration: Calibration | None = None, gpu_name: str | None = None, recipe_path: Path | None = None,
+        allow_changes: bool = False) -> RunReport:
+    """Fine-tune as the recipe says and return the measured report (rank 0 also writes it to out_dir).
+    `recipe_path` is protected from --overwrite; `allow_changes` lets --resume continue with a changed recipe or data."""
     quiet_libraries()
     ctx = init_distributed()
+    folder = None
     try:
-        return _run(recipe, Path(out_dir), ctx, resume, overwrite, force, calibration, gpu_name)
+        def open_folder():
+            nonlocal folder
+            folder = prepare_out_dir(Path(out_dir), resume, overwrite,
+                                     {"data": Path(recipe.data.path), "recipe": recipe_path, "current directory": Path.cwd()})
+        _first_error(ctx, open_folder)
+        return _run(recipe, Path(out_dir), ctx, folder, force, calibration, gpu_name, allow_changes)
     finally:
+        if folder is not None:
+            folder.close()
         shutdown(ctx)
 
 
@@ -118,22 +125,39 @@ def _first_error(ctx: DistContext, fn):
         raise AdvisorError(error)
 
 
-def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) -> RunReport:
+def _resume_point(folder: RunFolder, recipe: Recipe, allow_changes: bool) -> tuple[str, dict, dict]:
+    """Rank 0, before anything loads: the fingerprints of this recipe and data, checked against the run being resumed,
+    and the newest intact checkpoint (damaged newer ones are named and skipped)."""
+    check_model_source(recipe)
+    recipe_fp, data_fp = recipe_fingerprint(recipe), data_fingerprint(recipe.data.path, cache_root())
+    if folder.mode != "resume":
+        return "", recipe_fp, data_fp
+    folder.check_resumable()
+    folder.compare(recipe_fp, data_fp, allow_changes)
+    checkpoint, skipped = intact_checkpoint(folder.path)
+    if checkpoint is None:
+        raise AdvisorError(f"--resume: {folder.path} has no intact checkpoint "
+                           f"({'; '.join(skipped) or 'the run stopped before its first one'}): "
+                           "--overwrite to start it again from step 0")
+    for note in skipped:
+        notice(f"checkpoint {note}; falling back to {checkpoint.name}")
+    return str(checkpoint), recipe_fp, data_fp
+
+
+def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu_name, allow_changes) -> RunReport:
     setup_start = time.perf_counter()
     if recipe.model.attn_implementation == "flex_attention" and ctx.device.type != "cuda":
         raise AdvisorError("model.attn_implementation: flex_attention trains on CUDA GPUs only (PyTorch's FlexAttention "
                            "has no backward on the CPU); use sdpa here")
-    _first_error(ctx, lambda: prepare_out_dir(out_dir, resume, overwrite))
-    barrier(ctx)
-    checkpoint = latest_checkpoint(out_dir) if resume else None
-    if resume and checkpoint is None and (out_dir / "report.json").is_file():
-        previous = load_report(out_dir)
-        if previous.status == "completed":  # a finished run keeps no checkpoint: --resume must not train it afresh
-            notice(f"{out_dir} already completed ({previous.steps} steps) and keeps no checkpoint: nothing to resume; "
-                   "its report is unchanged (--overwrite trains it again)")
-            return previous
-    if ctx.is_main:
-        atomic_write_text(out_dir / "recipe.resolved.yaml", recipe_to_yaml(recipe))
+    point = ("", {}, {})
+
+    def resume_point():
+        nonlocal point
+        point = _resume_point(folder, recipe, allow_changes)
+    _first_error(ctx, resume_point)
+    checkpoint = broadcast_object(ctx, point[0]) or None
+    checkpoint = Path(checkpoint) if checkpoint else None
+    out_dir = Path(broadcast_object(ctx, str(folder.path) if folder else None))
     seed_everything(recipe.train.seed)
     tokenizer = load_tokenizer(recipe)
     data = None
@@ -167,8 +191,17 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], recipe.train, ctx.device)
     state = None
     if checkpoint is not None:
-        state = load_checkpoint(model, optimizer, ctx, checkpoint)
+        try:
+            state = load_checkpoint(model, optimizer, ctx, checkpoint)
+        except CheckpointError as exc:
+            raise AdvisorError(str(exc)) from None
         notice(f"resuming from {checkpoint} (step {state.step})")
+    # Everything has loaded and validated: only now does the folder become this run's (a replaced run is moved
+    # aside and removed, a resume with --allow-changes records them)
+    _first_error(ctx, lambda: folder.publish(point[1], point[2], {"recipe.resolved.yaml": recipe_to_yaml(recipe)},
+                                             state.step if state else 0))
+    changes = [c for entry in (folder.marker or {}).get("changes", []) for c in
+               (f"at step {entry['at_step']}: {x}" for x in entry["changes"])] if ctx.is_main and folder else []
     if ctx.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ctx.device)
     setup_seconds = time.perf_counter() - setup_start
@@ -186,6 +219,7 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
         save_outputs(model, recipe, out_dir, ctx)
     checksums = adapter_checksums(model, ctx)
     report = build_report(recipe, ctx, result, estimate, trainable, total - trainable, gpu, setup_seconds, checksums)
+    report = report.model_copy(update={"resume_changes": changes})
     if ctx.is_main:
         atomic_write_json(out_dir / "report.json", report.model_dump(mode="json"))
     barrier(ctx)

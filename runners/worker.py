@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--allow-changes", action="store_true")
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--calibration", type=Path)
     parser.add_argument("--gpu")
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         from runners.run import run
         recipe = load_recipe(args.recipe, args.overrides)
         run(recipe, args.out, resume=args.resume, overwrite=args.overwrite, force=args.force,
-            calibration=load_calibration(args.calibration) if args.calibration else None, gpu_name=args.gpu)
+            calibration=load_calibration(args.calibration) if args.calibration else None, gpu_name=args.gpu,
+            recipe_path=args.recipe, allow_changes=args.allow_changes)
     except AdvisorError as exc:
         sys.stderr.write(f"advisor: error: {exc}\n")
         return 2

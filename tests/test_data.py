@@ -94,7 +94,7 @@ def test_tokenized_cache_is_reused_and_keyed(tmp_path, tok, monkeypatch):
     first = build_dataset(recipe, tok, tmp_path)
     second = build_dataset(recipe, tok, tmp_path)
     assert not first.cache_hit and second.cache_hit and first.train.equal(second.train)
-    other = build_dataset(recipe.model_copy(update={"data": recipe.data.model_copy(update={"seq_len": 128})}), tok, tmp_path)
+    other = build_dataset(recipe.model_copy(update={"data": recipe.data.model_copy(update={"seq_len": 384})}), tok, tmp_path)
     assert not other.cache_hit
     assert first.train_tokens == sum(r["input_ids"].numel() for r in first.train.rows())
     assert len(first.val) > 0 and first.examples == 600

@@ -217,11 +217,12 @@ def test_first_hour_bench_runs(tmp_path):
 
 
 def test_resume_of_a_completed_run_keeps_it(tmp_path, capsys):
-    """The README's `--resume` line after a finished run: nothing to resume, the report is kept (not trained afresh)."""
+    """The README's `--resume` line after a finished run: nothing to resume (refused in one line), the report is kept
+    (not trained afresh)."""
     args = ["run", TINY, "--out", tmp_path / "run", "--set", "train.max_steps=2", "--set", "train.eval_every=0"]
     code, out, err = run_cli(args, capsys)
     assert code == 0 and "no GPU-hours (CPU)" in out, err
     report = (tmp_path / "run" / "report.json").read_bytes()
     code, out, err = run_cli(args + ["--resume"], capsys)
-    assert code == 0 and "nothing to resume" in err and out.startswith("completed:"), err
+    assert code == 2 and "nothing to resume" in err and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "run" / "report.json").read_bytes() == report

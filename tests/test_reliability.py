@@ -231,6 +231,18 @@ def test_torn_metrics_line_is_dropped(tmp_path):
     assert read_jsonl(path) == [{"step": 1}, {"step": 2}]
 
 
+# --- data safety: the CI subset of bench/reliability_safety.py ---------------------------------------------------
+
+def test_safety_campaign_subset(tmp_path):
+    """Adversarial recipes, calibration files and malformed JSONL data, as the campaign tries them: each refused in one
+    line naming the file (or accepted where it is valid), nothing of the user's changed. The other categories (run
+    folders, concurrent writers, resume with changes, corrupted state) are in tests/test_rundir.py."""
+    from bench.reliability_safety import data_cases, recipe_cases
+    cases = recipe_cases(tmp_path / "recipes") + data_cases(tmp_path / "data", kinds=("jsonl",))
+    assert len(cases) >= 30
+    assert [c for c in cases if not c.handled or c.data_lost] == []
+
+
 # --- untrusted files -------------------------------------------------------------------------------------
 
 def test_trust_remote_code_is_off_unless_set_and_announced(tmp_path, capsys):

@@ -18,10 +18,11 @@ def validate(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override key.path=value.")] = None,
 ):
     """Check a recipe without running it: schema, cross-field rules, the model's architecture and data path."""
-    from advisor.recipe import check_inputs, load_recipe
+    from advisor.recipe import check_inputs, check_model_source, load_recipe
     loaded = load_recipe(recipe, set_ or [])
     check_inputs(loaded, recipe)
     arch = loaded.model.resolve_arch() if (loaded.model.arch or loaded.model.random_init) else _arch_or_none(loaded)
+    check_model_source(loaded, recipe)
     detail = f", {arch.name}" if arch else ""
     typer.echo(f"ok: {loaded.name} ({loaded.method}{detail}, {loaded.world_size} process(es))")
 
@@ -38,7 +39,10 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<recipe name>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory (only one Rightsize "
+                                                              "wrote, after the new run's inputs have loaded).")] = False,
+    allow_changes: Annotated[bool, typer.Option("--allow-changes", help="With --resume: continue although the recipe, "
+                                                "overrides or data changed (recorded in report.json).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override key.path=value, e.g. train.lr=1e-4.")] = None,
     nproc_per_node: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=64), help="Processes per node (torchrun).")] = None,
     nnodes: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=4096), help="Nodes (torchrun --nnodes).")] = None,
@@ -52,6 +56,8 @@ def run(
 ):
     """Fine-tune from a recipe, measuring every step; writes report.json, metrics.jsonl and the adapter."""
     from advisor.recipe import check_inputs, load_recipe
+    if allow_changes and not resume:
+        raise AdvisorError("--allow-changes applies to --resume only")
     overrides = list(set_ or [])
     if nproc_per_node:
         overrides.append(f"launch.nproc_per_node={nproc_per_node}")
@@ -70,13 +76,16 @@ def run(
     except ImportError as exc:
         raise AdvisorError(f"the runner needs the ML stack ({exc.name} is missing): pip install 'rightsize[runner]'") from None
     report = launch(loaded, recipe_path=recipe, out_dir=out, resume=resume, overwrite=overwrite, force=force,
-                    calibration=cal, overrides=overrides, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, gpu=gpu)
+                    calibration=cal, overrides=overrides, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, gpu=gpu,
+                    allow_changes=allow_changes)
     if report is not None:
         typer.echo(report.summary())
         if report.status == "interrupted":
             import signal
+            again = resume_command(recipe, out or Path("runs") / loaded.name, set_ or [], nproc_per_node, nnodes,
+                                   node_rank, rdzv_endpoint, force, calibration, gpu)
             sys.stderr.write(f"advisor: interrupted by {report.interrupted_by} at step {report.steps}; the checkpoint is "
-                             f"saved: continue with `advisor run {recipe} --out {out or 'runs/' + loaded.name} --resume`\n")
+                             f"saved: continue with `{again}`\n")
             raise typer.Exit(128 + int(getattr(signal, report.interrupted_by or "SIGINT", signal.SIGINT)))
 
 
@@ -93,6 +102,23 @@ def _plan_only(loaded, recipe: Path, gpu: str | None, cal, force: bool) -> None:
         raise AdvisorError(f"the run would stop before loading anything: {refusal}")
     typer.echo(f"\nPlan only (--dry-run): nothing loaded. Without --dry-run the run starts on {loaded.world_size} "
                f"process(es) and writes its directory.")
+
+
+def resume_command(recipe: Path, out: Path, overrides: list[str], nproc_per_node: int | None, nnodes: int | None,
+                   node_rank: int | None, rdzv_endpoint: str | None, force: bool, calibration: Path | None, gpu: str | None) -> str:
+    """The exact command that continues an interrupted run: the same recipe, folder, overrides and flags, plus --resume."""
+    import shlex
+    args = ["advisor", "run", str(recipe), "--out", str(out)]
+    for assignment in overrides:
+        args += ["--set", assignment]
+    args += ["--nproc-per-node", str(nproc_per_node)] if nproc_per_node else []
+    args += ["--nnodes", str(nnodes)] if nnodes else []
+    args += ["--node-rank", str(node_rank)] if node_rank is not None else []
+    args += ["--rdzv-endpoint", rdzv_endpoint] if rdzv_endpoint else []
+    args += ["--calibration", str(calibration)] if calibration else []
+    args += ["--gpu", gpu] if gpu else []
+    args += ["--force"] if force else []
+    return shlex.join(args + ["--resume"])
 
 
 @app.command()
