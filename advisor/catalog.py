@@ -87,7 +87,7 @@ class ModelArch(BaseModel):
     sliding_window_pattern: int | None = Field(None, gt=0, description="Gemma 3 (older configs): every n-th layer is full.")
     attn_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2: attention logits soft-capped at this.")
     final_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2/3: output logits soft-capped at this.")
-    query_pre_attn_scalar: float | None = Field(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
+    query_pre_attn_scalar: int | None = Field(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
     published_params: int | None = None
     pretraining_tokens: float | None = Field(None, description="Tokens the base model was pretrained on, where published.")
     source: str = ""
@@ -132,6 +132,8 @@ class ModelArch(BaseModel):
             out["mlp_bias"] = self.mlp_bias
         elif self.model_type in _ATTENTION_BIAS_TYPES:
             out["attention_bias"] = self.attention_bias
+        if self.model_type == "phi3" and self.vocab_size <= 32000:
+            out["pad_token_id"] = None  # Phi3Config's default pad id (32000) must lie inside a small vocabulary
         for key in _ARCH_EXTRA_FIELDS:
             value = config_value(self, key)
             if value is not None:
