@@ -89,6 +89,8 @@ class ModelArch(BaseModel):
     final_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2/3: output logits soft-capped at this.")
     query_pre_attn_scalar: int | None = Field(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
     published_params: int | None = None
+    published_total: float | None = Field(None, gt=0, description="Total parameters as the source rounds them.")
+    published_active: float | None = Field(None, gt=0, description="Active parameters per token as the source gives them.")
     pretraining_tokens: float | None = Field(None, description="Tokens the base model was pretrained on, where published.")
     source: str = ""
     date: str = ""
