@@ -1,9 +1,11 @@
 """Catalogs of GPUs, model architectures and API prices: shipped YAML, overridable by a user file."""
 
+import datetime
 import difflib
 import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -151,7 +153,7 @@ _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_int
 
 
 class ApiPrice(BaseModel):
-    """A hosted model's list price per million tokens, dated."""
+    """A hosted model's list price per million tokens, dated; retired models are marked (never the default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
@@ -160,6 +162,37 @@ class ApiPrice(BaseModel):
     output_usd_per_mtok: float = Field(ge=0)
     source: str
     date: str
+    url: str | None = None
+    quote: str | None = Field(None, description="The price line as the source printed it.")
+    retired: bool = Field(False, description="Shut down, or deprecated with a shutdown date announced.")
+    shutdown_date: str | None = None
+    retired_source: str | None = None
+
+
+# A catalog price older than this is flagged wherever it is used: cloud GPU and API list prices move within a year
+# (both catalogs' 2024 entries had changed or been retired by 2026).
+STALE_PRICE_MONTHS = 12
+
+
+def entry_date(text: str) -> datetime.date | None:
+    """The date an entry's `date` starts with: YYYY-MM-DD, YYYY-MM (its first day) or YYYY (January 1st, the
+    conservative reading); None when it starts with none of these."""
+    m = re.match(r"\s*(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?", text or "")
+    if not m:
+        return None
+    try:
+        return datetime.date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
+    except ValueError:
+        return None
+
+
+def price_is_stale(date_text: str, today: datetime.date | None = None) -> bool:
+    """Policy: a price is stale once STALE_PRICE_MONTHS whole months have passed since its date, or when undated."""
+    when, today = entry_date(date_text), today or datetime.date.today()
+    if when is None:
+        return True
+    months = (today.year - when.year) * 12 + (today.month - when.month) - (today.day < when.day)
+    return months >= STALE_PRICE_MONTHS
 
 
 Kind = Literal["gpus", "models", "apis"]
