@@ -3,13 +3,13 @@
 import datetime
 import difflib
 import functools
+import hashlib
 import json
 import os
 import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from advisor.arch import HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, config_value, unsupported
@@ -17,8 +17,11 @@ from advisor import hub
 from advisor.errors import AdvisorError
 
 DATA_DIR = Path(__file__).parent / "data"
-# libyaml's C parser when PyYAML was built with it: parsing the catalogs is most of `recommend`'s work.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# Shipped entries are constructed from the prebuilt JSON without validation, so a catalog schema is built only when
+# something validates one (a user catalog, a config.json, a recipe's inline arch): defer_build keeps it off start-up.
+_CATALOG_CONFIG = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def user_config_dir() -> Path:
@@ -32,7 +35,7 @@ def user_config_dir() -> Path:
 class Gpu(BaseModel):
     """One GPU type: what the estimators need to turn FLOPs and bytes into hours, dollars and GPU counts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CATALOG_CONFIG
     name: str
     aliases: list[str] = []
     memory_gib: float = Field(gt=0, description="Usable device memory in GiB (2^30 bytes).")
@@ -55,7 +58,7 @@ class ModelArch(BaseModel):
     class's default for that model_type (advisor.arch.HF_CONFIG_DEFAULTS), as AutoConfig would.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CATALOG_CONFIG
     name: str = "custom"
     hub_id: str | None = None
     model_type: str = "llama"
@@ -155,7 +158,7 @@ _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_int
 class ApiPrice(BaseModel):
     """A hosted model's list price per million tokens, dated; retired models are marked (never the default)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CATALOG_CONFIG
     name: str
     vendor: str
     input_usd_per_mtok: float = Field(ge=0)
@@ -200,8 +203,10 @@ _SCHEMAS = {"gpus": Gpu, "models": ModelArch, "apis": ApiPrice}
 
 
 def _read_entries(path: Path, kind: Kind) -> list:
+    import yaml  # only for user catalogs and a shipped YAML newer than its prebuilt JSON
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C parser when PyYAML was built with it
     try:
-        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
+        raw = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise AdvisorError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
@@ -215,10 +220,44 @@ def _read_entries(path: Path, kind: Kind) -> list:
         raise AdvisorError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
+def yaml_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prebuilt(kind: Kind) -> dict:
+    """The prebuilt form of a shipped catalog (advisor/data/KIND.json, written by scripts/build_catalogs.py): the
+    YAML's entries validated and dumped, with the digest of the YAML they came from."""
+    yaml_text = (DATA_DIR / f"{kind}.yaml").read_text()
+    entries = [e.model_dump(mode="json") for e in _read_entries(DATA_DIR / f"{kind}.yaml", kind)]
+    return {"yaml_sha256": yaml_digest(yaml_text), "entries": entries}
+
+
+def _shipped_entries(kind: Kind) -> list:
+    """Shipped entries from the prebuilt JSON when it was built from the YAML as it is now (digest): parsing JSON and
+    constructing already-validated entries skips YAML parsing and validation, most of `recommend`'s start-up.
+    Otherwise (the YAML was edited since) from the YAML itself."""
+    yaml_path, json_path = DATA_DIR / f"{kind}.yaml", DATA_DIR / f"{kind}.json"
+    try:
+        built = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        built = None
+    if not built or built.get("yaml_sha256") != yaml_digest(yaml_path.read_text()):
+        return _read_entries(yaml_path, kind)
+    schema = _SCHEMAS[kind]
+    tuples = [name for name, f in schema.model_fields.items() if "tuple" in str(f.annotation)]
+    out = []
+    for raw in built["entries"]:
+        for name in tuples:
+            if isinstance(raw.get(name), list):
+                raw[name] = tuple(raw[name])
+        out.append(schema.model_construct(**raw))
+    return out
+
+
 @functools.cache
 def load(kind: Kind) -> dict:
     """All entries of one catalog by lower-cased name (and alias); a user file's entries override shipped ones."""
-    entries = _read_entries(DATA_DIR / f"{kind}.yaml", kind)
+    entries = _shipped_entries(kind)
     user_file = user_config_dir() / f"{kind}.yaml"
     if user_file.is_file():
         entries += _read_entries(user_file, kind)
