@@ -227,3 +227,57 @@ def test_catalog_lists_current_moe_and_dense_models_with_sources_and_dates():
     for e in CATALOG:
         assert e.source and e.date, e.name
         describe(e)  # every catalog model is a supported architecture
+
+
+# --- the commands -------------------------------------------------------------------------------------------
+
+def test_estimate_hub_id_offline_from_cache_and_one_line_failure(tmp_path, monkeypatch, capsys):
+    from tests.conftest import run_cli
+    _fake_cache(tmp_path, "Qwen/Qwen3-8B-cached", json.loads((CONFIGS / "Qwen3-8B.config.json").read_text()))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    code, out, err = run_cli(["estimate", "--model", "Qwen/Qwen3-8B-cached", "--method", "qlora", "--gpu", "A10G"], capsys)
+    assert code == 0, err
+    assert "8.19B total" in out and "qwen3: 36 layers" in out
+    code, out, err = run_cli(["estimate", "--model", "nobody/nothing-here"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "nobody/nothing-here" in err
+
+
+def test_estimate_moe_shows_active_and_sizes_qlora(capsys):
+    from tests.conftest import run_cli
+    code, out, _ = run_cli(["estimate", "--model", "Mixtral-8x7B", "--method", "qlora", "--gpu", "H100-SXM", "--json"],
+                           capsys)
+    data = json.loads(out)
+    assert code == 0 and data["total_params"] == 46_702_792_704 and data["active_params"] == 12_879_925_248
+    # attention in NF4; 45.1B expert parameters at fp32 (bitsandbytes leaves them, peft upcasts): > 2 H100s' memory
+    assert data["memory_gib"]["weights"] > 45.1e9 * 4 / 2**30 and not data["fits"] and data["gpus_needed"] >= 4
+
+
+@pytest.mark.parametrize("kind, column", [("models", "active"), ("gpus", "price_usd_per_hour"), ("apis", "vendor")])
+def test_catalog_commands_show_source_and_date(kind, column, capsys):
+    from tests.conftest import run_cli
+    code, out, _ = run_cli(["catalog", kind], capsys)
+    header = out.splitlines()[0].split()
+    assert code == 0 and {"date", "source", column} <= set(header)
+    code, out, _ = run_cli(["catalog", kind, "--json"], capsys)
+    assert all(e["source"] and e["date"] for e in json.loads(out))
+
+
+def test_stale_and_retired_prices_are_flagged():
+    import datetime
+
+    from advisor.catalog import price_is_stale
+    from advisor.render.notices import price_notices
+    today = datetime.date(2026, 12, 1)
+    assert price_is_stale("2024-10", today) and price_is_stale("2025-12-01", today) and price_is_stale("", today)
+    assert not price_is_stale("2025-12-02", today) and not price_is_stale("2026-09-22", today)
+    old_gpu = catalog.get_gpu("A100-80GB").model_copy(update={"date": "2024-10"})
+    lines = price_notices([old_gpu, catalog.get_api("gpt-4o-mini"), catalog.get_api("gpt-6-luna")], today)
+    assert any("A100-80GB" in line and "gpus.yaml" in line for line in lines)
+    assert any("gpt-4o-mini is retired" in line for line in lines)
+    assert not any("gpt-6-luna" in line for line in lines)
+
+
+def test_default_api_is_current():
+    from advisor.situation import Situation
+    default = catalog.get_api(Situation.model_fields["api"].default)
+    assert not default.retired
