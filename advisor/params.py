@@ -5,6 +5,7 @@ Pure formulas over advisor.arch.describe, each checked to the parameter against 
 configs of every supported model_type (tests/test_arch.py, tests/test_estimate.py).
 """
 
+import functools
 from dataclasses import dataclass
 
 from advisor.arch import Architecture, Layer, describe
@@ -50,6 +51,7 @@ class ParamCounts:
     active: int = 0     # used per token: total less the experts a token is not routed to
 
 
+@functools.lru_cache(maxsize=256)  # ModelArch is frozen and hashable; the decision asks many times
 def param_counts(arch: ModelArch) -> ParamCounts:
     """Exact parameter count of a supported decoder (dense or MoE, tied or untied embeddings), to the parameter.
 
@@ -80,6 +82,7 @@ def active_params(arch: ModelArch) -> int:
     return param_counts(arch).active
 
 
+@functools.lru_cache(maxsize=256)
 def active_intermediate_size(arch: ModelArch) -> int:
     """MLP width a token goes through in its widest layer: the dense MLP's, or the shared expert's plus top-k routed
     experts' (what its activations hold per token)."""
@@ -124,7 +127,12 @@ def lora_tensor_shapes(arch: ModelArch, rank: int, targets) -> list[tuple[int, i
     experts: gate_up_proj at rank 2r (gate and up fused; A 2rE x h, B 2I x 2rE), down_proj at rank r (A rE x I,
     B h x rE). gpt-oss's experts and router, and Llama 4's experts, are not nn.Linear and all-linear leaves them frozen.
     """
-    a, names = describe(arch), resolve_lora_targets(targets)
+    return list(_lora_tensor_shapes(arch, rank, resolve_lora_targets(targets)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _lora_tensor_shapes(arch: ModelArch, rank: int, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    a = describe(arch)
     all_linear, wanted = is_all_linear(names), set(names)
     consumed = _moe_target_names(a)
     shapes: list[tuple[int, int]] = []
@@ -153,7 +161,7 @@ def lora_tensor_shapes(arch: ModelArch, rank: int, targets) -> list[tuple[int, i
         present = sorted({x.name for layer in a.layers for x in layer.linears})
         raise AdvisorError(f"none of the LoRA targets {','.join(names)} is in {a.model_type}; its projections: "
                            f"{','.join(present)} (or all-linear)")
-    return shapes
+    return tuple(shapes)
 
 
 def lora_trainable_params(arch: ModelArch, rank: int, targets) -> int:
@@ -192,6 +200,7 @@ def full_tensor_numels(arch: ModelArch) -> list[int]:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def layer_matmul_params(arch: ModelArch) -> int:
     """Decoder-layer weights a token multiplies through: every nn.Linear, the router, and the top-k routed experts."""
     return sum(sum(x.weights for x in layer.linears)
