@@ -48,6 +48,16 @@ def offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def reachable(host: str, timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to host:443 opens within timeout_s (name resolution included)."""
+    import socket  # only when a download is about to be tried
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
 def config_path(hub_id: str) -> Path:
     """The local path of hub_id's config.json: cached, else downloaded (config.json only) when online. One-line
     AdvisorError naming what was tried when neither works."""
@@ -58,11 +68,18 @@ def config_path(hub_id: str) -> Path:
     tried = f"{hub_id!r} is not in the model catalog nor in the local Hugging Face cache ({cache})"
     if offline():
         raise AdvisorError(f"{tried}, and HF_HUB_OFFLINE is set: download it once online, or pass a config.json path")
+    import logging
+    from urllib.parse import urlparse
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    if not reachable(host):  # fail in one line now rather than after huggingface_hub's retries
+        raise AdvisorError(f"{tried}, and {host} cannot be reached: download it once online, set HF_HUB_OFFLINE=1, "
+                           "or pass a config.json path")
     try:
         from huggingface_hub import hf_hub_download
     except ImportError:
         raise AdvisorError(f"{tried}, and huggingface_hub is not installed to fetch it: pip install huggingface_hub, "
                            "or pass a config.json path") from None
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)  # its retry messages would bury the one line
     try:
         return Path(hf_hub_download(hub_id, "config.json"))
     except Exception as exc:  # noqa: BLE001 - any hub failure (not found, gated, no network) is reported in one line

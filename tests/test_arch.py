@@ -199,6 +199,7 @@ def test_hub_id_fetched_online_only_config_json(tmp_path, monkeypatch):
             return str(target)
 
     monkeypatch.setitem(sys.modules, "huggingface_hub", FakeHub)
+    monkeypatch.setattr(hub, "reachable", lambda host: True)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
@@ -206,6 +207,10 @@ def test_hub_id_fetched_online_only_config_json(tmp_path, monkeypatch):
     assert calls == [("mistralai/Mixtral-test", "config.json")]
     with pytest.raises(AdvisorError, match="fetching its config.json from the hub failed: 404 Client Error"):
         catalog.get_model("nobody/missing")
+    monkeypatch.setattr(hub, "reachable", lambda host: False)
+    with pytest.raises(AdvisorError, match="huggingface.co cannot be reached"):
+        catalog.get_model("nobody/unreachable")
+    assert calls == [("mistralai/Mixtral-test", "config.json"), ("nobody/missing", "config.json")]
 
 
 CATALOG = [e for e in catalog.entries("models")]
