@@ -1,20 +1,27 @@
 """Catalogs of GPUs, model architectures and API prices: shipped YAML, overridable by a user file."""
 
+import datetime
 import difflib
 import functools
+import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from advisor.arch import HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, config_value, unsupported
+from advisor import hub
 from advisor.errors import AdvisorError
 
 DATA_DIR = Path(__file__).parent / "data"
-# libyaml's C parser when PyYAML was built with it: parsing the catalogs is most of `recommend`'s work.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# Shipped entries are constructed from the prebuilt JSON without validation, so a catalog schema is built only when
+# something validates one (a user catalog, a config.json, a recipe's inline arch): defer_build keeps it off start-up.
+_CATALOG_CONFIG = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def user_config_dir() -> Path:
@@ -28,7 +35,7 @@ def user_config_dir() -> Path:
 class Gpu(BaseModel):
     """One GPU type: what the estimators need to turn FLOPs and bytes into hours, dollars and GPU counts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _CATALOG_CONFIG
     name: str
     aliases: list[str] = []
     memory_gib: float = Field(gt=0, description="Usable device memory in GiB (2^30 bytes).")
@@ -45,9 +52,13 @@ class Gpu(BaseModel):
 
 
 class ModelArch(BaseModel):
-    """A dense decoder-only transformer, described with the field names of a Hugging Face config.json."""
+    """A decoder-only transformer, dense or mixture-of-experts, with the field names of a Hugging Face config.json.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    advisor.arch.describe turns it into modules and shapes by model_type; fields left out take the transformers config
+    class's default for that model_type (advisor.arch.HF_CONFIG_DEFAULTS), as AutoConfig would.
+    """
+
+    model_config = _CATALOG_CONFIG
     name: str = "custom"
     hub_id: str | None = None
     model_type: str = "llama"
@@ -64,10 +75,37 @@ class ModelArch(BaseModel):
     max_position_embeddings: int = 4096
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
+    # mixture of experts (names as each family's config spells them)
+    num_local_experts: int | None = Field(None, ge=0, description="Routed experts per MoE layer (Mixtral, gpt-oss, Llama 4).")
+    num_experts: int | None = Field(None, ge=0, description="Routed experts per MoE layer (Qwen-MoE).")
+    num_experts_per_tok: int | None = Field(None, gt=0, description="Experts each token is routed to (top-k).")
+    moe_intermediate_size: int | None = Field(None, gt=0, description="One expert's MLP width (Qwen-MoE).")
+    decoder_sparse_step: int | None = Field(None, gt=0, description="Qwen-MoE: every n-th layer is MoE.")
+    mlp_only_layers: tuple[int, ...] | None = Field(None, description="Qwen-MoE: layers kept dense.")
+    intermediate_size_mlp: int | None = Field(None, gt=0, description="Llama 4: MLP width of its dense layers.")
+    interleave_moe_layer_step: int | None = Field(None, gt=0, description="Llama 4: every n-th layer is MoE.")
+    moe_layers: tuple[int, ...] | None = Field(None, description="Llama 4: the MoE layers, when listed.")
+    router_aux_loss_coef: float | None = Field(None, ge=0, description="Weight of the load-balancing loss.")
+    # attention variants
+    sliding_window: int | None = Field(None, gt=0, description="Window of sliding-window attention layers.")
+    layer_types: tuple[str, ...] | None = Field(None, description="Per layer: full_attention or sliding_attention.")
+    sliding_window_pattern: int | None = Field(None, gt=0, description="Gemma 3 (older configs): every n-th layer is full.")
+    attn_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2: attention logits soft-capped at this.")
+    final_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2/3: output logits soft-capped at this.")
+    query_pre_attn_scalar: int | None = Field(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
     published_params: int | None = None
+    published_total: float | None = Field(None, gt=0, description="Total parameters as the source rounds them.")
+    published_active: float | None = Field(None, gt=0, description="Active parameters per token as the source gives them.")
     pretraining_tokens: float | None = Field(None, description="Tokens the base model was pretrained on, where published.")
     source: str = ""
     date: str = ""
+
+    @field_validator("model_type")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(str(unsupported(value)))
+        return value
 
     @property
     def kv_heads(self) -> int:
@@ -75,7 +113,7 @@ class ModelArch(BaseModel):
 
     @property
     def head_dim_resolved(self) -> int:
-        return self.head_dim or self.hidden_size // self.num_attention_heads
+        return config_value(self, "head_dim") or self.hidden_size // self.num_attention_heads
 
     @property
     def qkv_bias(self) -> bool:
@@ -87,7 +125,8 @@ class ModelArch(BaseModel):
         return self.model_type != "qwen2" and self.attention_bias
 
     def hf_config_dict(self) -> dict:
-        """The fields a transformers config class takes, to build this architecture for real."""
+        """The fields a transformers config class takes, to build this architecture for real (the same values
+        advisor.arch counts with)."""
         keys = (
             "model_type hidden_size intermediate_size num_hidden_layers num_attention_heads num_key_value_heads "
             "head_dim vocab_size tie_word_embeddings max_position_embeddings rope_theta rms_norm_eps"
@@ -98,19 +137,65 @@ class ModelArch(BaseModel):
         if self.model_type in ("llama",):
             out["attention_bias"] = self.attention_bias
             out["mlp_bias"] = self.mlp_bias
+        elif self.model_type in _ATTENTION_BIAS_TYPES:
+            out["attention_bias"] = self.attention_bias
+        if self.model_type == "phi3" and self.vocab_size <= 32000:
+            out["pad_token_id"] = None  # Phi3Config's default pad id (32000) must lie inside a small vocabulary
+        for key in _ARCH_EXTRA_FIELDS:
+            value = config_value(self, key)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
 
-class ApiPrice(BaseModel):
-    """A hosted model's list price per million tokens, dated."""
+_ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text")
+_ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_intermediate_size decoder_sparse_step "
+                      "mlp_only_layers intermediate_size_mlp interleave_moe_layer_step moe_layers router_aux_loss_coef "
+                      "sliding_window layer_types sliding_window_pattern attn_logit_softcapping final_logit_softcapping "
+                      "query_pre_attn_scalar").split()
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class ApiPrice(BaseModel):
+    """A hosted model's list price per million tokens, dated; retired models are marked (never the default)."""
+
+    model_config = _CATALOG_CONFIG
     name: str
     vendor: str
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
     source: str
     date: str
+    url: str | None = None
+    quote: str | None = Field(None, description="The price line as the source printed it.")
+    retired: bool = Field(False, description="Shut down, or deprecated with a shutdown date announced.")
+    shutdown_date: str | None = None
+    retired_source: str | None = None
+
+
+# A catalog price older than this is flagged wherever it is used: cloud GPU and API list prices move within a year
+# (both catalogs' 2024 entries had changed or been retired by 2026).
+STALE_PRICE_MONTHS = 12
+
+
+def entry_date(text: str) -> datetime.date | None:
+    """The date an entry's `date` starts with: YYYY-MM-DD, YYYY-MM (its first day) or YYYY (January 1st, the
+    conservative reading); None when it starts with none of these."""
+    m = re.match(r"\s*(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?", text or "")
+    if not m:
+        return None
+    try:
+        return datetime.date(int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1))
+    except ValueError:
+        return None
+
+
+def price_is_stale(date_text: str, today: datetime.date | None = None) -> bool:
+    """Policy: a price is stale once STALE_PRICE_MONTHS whole months have passed since its date, or when undated."""
+    when, today = entry_date(date_text), today or datetime.date.today()
+    if when is None:
+        return True
+    months = (today.year - when.year) * 12 + (today.month - when.month) - (today.day < when.day)
+    return months >= STALE_PRICE_MONTHS
 
 
 Kind = Literal["gpus", "models", "apis"]
@@ -118,8 +203,10 @@ _SCHEMAS = {"gpus": Gpu, "models": ModelArch, "apis": ApiPrice}
 
 
 def _read_entries(path: Path, kind: Kind) -> list:
+    import yaml  # only for user catalogs and a shipped YAML newer than its prebuilt JSON
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C parser when PyYAML was built with it
     try:
-        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
+        raw = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise AdvisorError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
@@ -133,10 +220,44 @@ def _read_entries(path: Path, kind: Kind) -> list:
         raise AdvisorError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
+def yaml_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prebuilt(kind: Kind) -> dict:
+    """The prebuilt form of a shipped catalog (advisor/data/KIND.json, written by scripts/build_catalogs.py): the
+    YAML's entries validated and dumped, with the digest of the YAML they came from."""
+    yaml_text = (DATA_DIR / f"{kind}.yaml").read_text()
+    entries = [e.model_dump(mode="json") for e in _read_entries(DATA_DIR / f"{kind}.yaml", kind)]
+    return {"yaml_sha256": yaml_digest(yaml_text), "entries": entries}
+
+
+def _shipped_entries(kind: Kind) -> list:
+    """Shipped entries from the prebuilt JSON when it was built from the YAML as it is now (digest): parsing JSON and
+    constructing already-validated entries skips YAML parsing and validation, most of `recommend`'s start-up.
+    Otherwise (the YAML was edited since) from the YAML itself."""
+    yaml_path, json_path = DATA_DIR / f"{kind}.yaml", DATA_DIR / f"{kind}.json"
+    try:
+        built = json.loads(json_path.read_text())
+    except (OSError, ValueError):
+        built = None
+    if not built or built.get("yaml_sha256") != yaml_digest(yaml_path.read_text()):
+        return _read_entries(yaml_path, kind)
+    schema = _SCHEMAS[kind]
+    tuples = [name for name, f in schema.model_fields.items() if "tuple" in str(f.annotation)]
+    out = []
+    for raw in built["entries"]:
+        for name in tuples:
+            if isinstance(raw.get(name), list):
+                raw[name] = tuple(raw[name])
+        out.append(schema.model_construct(**raw))
+    return out
+
+
 @functools.cache
 def load(kind: Kind) -> dict:
     """All entries of one catalog by lower-cased name (and alias); a user file's entries override shipped ones."""
-    entries = _read_entries(DATA_DIR / f"{kind}.yaml", kind)
+    entries = _shipped_entries(kind)
     user_file = user_config_dir() / f"{kind}.yaml"
     if user_file.is_file():
         entries += _read_entries(user_file, kind)
@@ -181,17 +302,28 @@ def get_api(name: str) -> ApiPrice:
 
 
 def get_model(name_or_path: str) -> ModelArch:
-    """A catalog model by name, or a local Hugging Face config.json (file or the directory holding it)."""
+    """A model by catalog name or hub id, a local config.json (file or the directory holding it), or a hub id
+    `org/name` found in the local Hugging Face cache or, when online, fetched from the hub (config.json only)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         path = path / "config.json"
     if path.suffix == ".json" or path.is_file():
         return model_from_config_json(path)
+    table = load("models")
+    key = name_or_path.strip().lower()
+    if key in table:
+        return table[key]
+    by_hub = {e.hub_id.lower(): e for e in table.values() if e.hub_id}
+    if key in by_hub:
+        return by_hub[key]
+    if hub.looks_like_hub_id(name_or_path):
+        return model_from_config_json(hub.config_path(name_or_path.strip()), name=name_or_path.strip())
     return _lookup("models", name_or_path, "model")
 
 
-def model_from_config_json(path: Path) -> ModelArch:
-    """Read the shape fields of a Hugging Face config.json; other fields are ignored."""
+def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
+    """Read the shape fields of a Hugging Face config.json (the language model's, for multimodal wrappers that nest
+    it under text_config or llm_config); fields it leaves out take the transformers defaults for its model_type."""
     try:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -200,14 +332,21 @@ def model_from_config_json(path: Path) -> ModelArch:
         raise AdvisorError(f"{path}: cannot read a JSON config ({exc})") from None
     if not isinstance(raw, dict):
         raise AdvisorError(f"{path}: expected a JSON object with Hugging Face config fields")
-    raw = raw.get("text_config", raw)  # multimodal configs keep the language model's shape here
-    known = {k: v for k, v in raw.items() if k in ModelArch.model_fields and k not in ("name", "source")}
+    for key in NESTED_CONFIG_KEYS:  # multimodal configs keep the language model's shape here
+        if isinstance(raw.get(key), dict):
+            raw = raw[key]
+            break
+    model_type = raw.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise AdvisorError(f"{path}: {unsupported(model_type)}")
+    fields = {**HF_CONFIG_DEFAULTS[model_type], **{k: v for k, v in raw.items() if v is not None}}
+    known = {k: v for k, v in fields.items() if k in ModelArch.model_fields and k not in ("name", "source", "date")}
     try:
-        return ModelArch.model_validate({"name": str(path), **known, "source": str(path)})
+        return ModelArch.model_validate({"name": name or str(path), **known, "source": str(path)})
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(map(str, err["loc"]))
-        raise AdvisorError(f"{path}: field {field}: {err['msg']} (a dense decoder config needs hidden_size, "
+        raise AdvisorError(f"{path}: field {field}: {err['msg']} (a decoder config needs hidden_size, "
                            "intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)") from None
 
 

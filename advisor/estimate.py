@@ -9,6 +9,7 @@ from advisor.calibration import Calibration
 from advisor.catalog import Gpu, get_gpu
 from advisor.errors import AdvisorError
 from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.arch import describe
 from advisor.numbers import human
 from advisor.params import param_counts
 from advisor.recipe import Recipe
@@ -32,6 +33,8 @@ class Estimate(BaseModel):
     gpu_source: str | None = None
     gpus: int
     total_params: int
+    active_params: int | None = None  # per token: a MoE's top-k experts only (equal to total_params when dense)
+    architecture: str | None = None   # advisor.arch's one-line description
     trainable_params: int
     flops_per_token: float
     flops_breakdown: dict
@@ -118,7 +121,8 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     fits = gpu is None or memory.total <= gpu.memory_gib
     return Estimate(
         recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
-        total_params=param_counts(arch).total, trainable_params=setup.trainable_params,
+        total_params=param_counts(arch).total, active_params=param_counts(arch).active,
+        architecture=describe(arch).summary(), trainable_params=setup.trainable_params,
         flops_per_token=flops.total, flops_breakdown=flops.as_dict(), memory_gib=memory.as_dict(),
         peak_memory_gib=memory.total, gpu_memory_gib=gpu.memory_gib if gpu else None,
         gradient_checkpointing=setup.gradient_checkpointing, gradient_checkpointing_reason=checkpointing_reason,

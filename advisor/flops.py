@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
-from advisor.params import matmul_params, param_counts
+from advisor.params import layer_matmul_params, matmul_params
 from advisor.training import Method
 
 # Achieved fraction of dense bf16 peak (hardware FLOPs utilisation) assumed when no calibration is given.
@@ -45,9 +45,8 @@ def flops_per_token(arch: ModelArch, seq_len: int, method: Method, lora_params: 
     dequantisation shows up as lower efficiency, not more FLOPs).
     Gradient checkpointing re-runs each decoder layer's forward before its backward (Chen et al. 2016).
     """
-    counts = param_counts(arch)
-    n_mm = matmul_params(arch)
-    n_layers_mm = counts.linear_weights
+    n_mm = matmul_params(arch)  # per token: a MoE's router and top-k experts, not all of them
+    n_layers_mm = layer_matmul_params(arch)
     attn_fwd = 4.0 * arch.num_hidden_layers * seq_len * arch.num_attention_heads * arch.head_dim_resolved
     adapters = lora_params if method in ("lora", "qlora") else 0
     forward = 2.0 * n_mm + attn_fwd + 2.0 * adapters

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
 from advisor.fused_loss import fused_loss_applies, loss_chunk_tokens
-from advisor.params import layer_linear_shapes, param_counts
+from advisor.params import (active_intermediate_size, full_tensor_numels, lora_input_features, lora_tensor_shapes,
+                            param_counts)
 from advisor.training import Method, Optimizer, TrainingSetup
 
 GIB = 2**30
@@ -35,10 +36,13 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
 def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True) -> float:
     """Bytes of the model's own weights on one unsharded replica.
 
-    full / lora: every parameter in bf16 (2 bytes). qlora: the decoder projections in NF4; embeddings,
+    full / lora: every parameter in bf16 (2 bytes). qlora: the decoder's nn.Linear projections in NF4; embeddings,
     norms, biases and the LM head stay unquantised, as bitsandbytes does through transformers (its
     get_keys_to_not_convert keeps the output embedding), and peft's prepare_model_for_kbit_training casts
-    those remaining 16-bit parameters to fp32 (4 bytes) for stability.
+    those remaining 16-bit parameters to fp32 (4 bytes) for stability. A MoE's routed experts are fused 3-D
+    parameters in transformers 5, not nn.Linear: bitsandbytes leaves them (and the routers) in 16 bits and peft
+    casts them to fp32 with the rest (measured on transformers 5.24 / peft 0.21 for qwen3_moe, gpt_oss and
+    llama4_text: Params4bit for attention, bfloat16 then float32 for experts), so they count 4 bytes each.
     """
     counts = param_counts(arch)
     if method != "qlora":
@@ -69,20 +73,11 @@ def optimizer_state_bytes(tensor_numels, optimizer: Optimizer, master_copy: bool
 
 
 def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
-    """Element counts of each trainable tensor: LoRA's A (r x in) and B (out x r) per adapted projection, or every
-    parameter tensor for full fine-tuning."""
-    arch, shapes = setup.arch, layer_linear_shapes(setup.arch)
-    per_layer = []
+    """Element counts of each trainable tensor: LoRA's A (r x in) and B (out x r) per adapted projection (experts and
+    routers as peft reaches them, advisor.params.lora_tensor_shapes), or every parameter tensor for full fine-tuning."""
     if setup.method == "full":
-        for s in shapes.values():
-            per_layer += [s.in_features * s.out_features] + ([s.out_features] if s.bias else [])
-        per_layer += [arch.hidden_size, arch.hidden_size]
-        heads = [arch.vocab_size * arch.hidden_size, arch.hidden_size]
-        heads += [] if arch.tie_word_embeddings else [arch.vocab_size * arch.hidden_size]
-        return per_layer * arch.num_hidden_layers + heads
-    for target in setup.lora_targets:
-        per_layer += [setup.lora_rank * shapes[target].in_features, shapes[target].out_features * setup.lora_rank]
-    return per_layer * arch.num_hidden_layers
+        return full_tensor_numels(setup.arch)
+    return [rows * cols for rows, cols in lora_tensor_shapes(setup.arch, setup.lora_rank, setup.lora_targets)]
 
 
 # Bytes autograd keeps per token for one Llama decoder layer under bf16 autocast (bf16 base weights, fp32 LoRA
@@ -110,7 +105,7 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
 
     Without a fused attention kernel the T x T softmax is kept too: 6 a T bytes per token (+2h).
     """
-    h, inter = arch.hidden_size, arch.intermediate_size
+    h, inter = arch.hidden_size, active_intermediate_size(arch)  # a MoE token's MLP width: its top-k experts'
     kv = arch.kv_heads * arch.head_dim_resolved
     if method == "full":
         total = ACT_FULL["h"] * h + ACT_FULL["I"] * inter + ACT_FULL["kv"] * kv
@@ -125,8 +120,7 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
         if method == "qlora":
             total += ACT_QLORA_EXTRA_I * inter
         if lora_dropout > 0:
-            shapes = layer_linear_shapes(arch)
-            total += ACT_LORA_DROPOUT * sum(shapes[t].in_features for t in targets)
+            total += ACT_LORA_DROPOUT * lora_input_features(arch, tuple(targets))
     if not flash_attention:
         total += ACT_EAGER_PER_HEAD_TOKEN * arch.num_attention_heads * seq_len + 2.0 * h
     return total

@@ -52,7 +52,11 @@ def human(value: float, digits: int = 3) -> str:
         return "-"
     sign = "-" if value < 0 else ""
     value = abs(value)
-    for suffix, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    units = (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3))
+    for i, (suffix, scale) in enumerate(units):
         if value >= scale:
-            return f"{sign}{value / scale:.{digits}g}{suffix}"
+            text = f"{value / scale:.{digits}g}"
+            if float(text) >= 1000 and i > 0:  # 999.9M rounds to 1e+03M: say 1B
+                suffix, text = units[i - 1][0], f"{value / units[i - 1][1]:.{digits}g}"
+            return f"{sign}{text}{suffix}"
     return f"{sign}{value:.{digits}g}"

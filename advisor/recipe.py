@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from advisor.catalog import ModelArch, get_model, load
 from advisor.errors import AdvisorError
-from advisor.params import LINEAR_MODULES, resolve_lora_targets
+from advisor.params import KNOWN_TARGETS, resolve_lora_targets
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,8 +74,9 @@ class LoraSection(BaseModel):
     r: int = Field(16, gt=0, le=4096, description="Adapter rank.")
     alpha: float = Field(32, gt=0, description="Scaling numerator; the update is scaled by alpha / r (usually alpha = 2 r).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
-    targets: str | list[str] = Field("all-linear", description="all-linear, or a list of projections: "
-                                                                + ", ".join(LINEAR_MODULES) + ".")
+    targets: str | list[str] = Field("all-linear", description="all-linear (every projection peft reaches: on MoE "
+                                                                "models also routers and experts), or a list of module "
+                                                                "names: " + ", ".join(KNOWN_TARGETS) + ".")
 
     @field_validator("targets")
     @classmethod

@@ -28,7 +28,7 @@ class Situation(BaseModel):
     on_prem: bool = Field(False, description="Data may not leave your premises: hosted APIs are excluded.")
     api_sufficient: bool = Field(True, description="An off-the-shelf model (hosted API, or an open-weight model "
                                                    "self-hosted) with prompting and retrieval meets the quality bar.")
-    api: str = Field("gpt-4o-mini", description="Hosted model priced as the API option.")
+    api: str = Field("gpt-6-luna", description="Hosted model priced as the API option.")
     base_model: str = Field("Llama-3.1-8B", description="Open model to adapt for PEFT and full fine-tuning.")
     gpu: str = Field("A100-80GB", description="GPU type available.")
     gpus: int = Field(8, ge=1, le=100000, description="How many GPUs of that type are available.")

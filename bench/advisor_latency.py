@@ -1,12 +1,15 @@
 """How long `advisor recommend` takes end to end, beside a bare Python start, measured in one run.
 
-Usage: python bench/advisor_latency.py [--runs 15] [--out bench/results/advisor_latency.json]
+Usage: python bench/advisor_latency.py [--runs 15] [--module] [--out bench/results/advisor_latency.json]
+(--module runs `python -m advisor.cli` from the current directory instead of the installed `advisor` script, to time
+a checkout other than the installed one)
 Reports medians of wall-clock times of fresh processes (what a user waits for), and which heavy modules
 the command imported (must be none).
 """
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -29,25 +32,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--module", action="store_true", help="time `python -m advisor.cli` from this directory")
     args = parser.parse_args()
-    advisor = shutil.which("advisor") or str(Path(sys.executable).parent / "advisor")
-    example = [advisor, "recommend", "--docs", "500k", "--tokens", "2e9"]
+    advisor = [sys.executable, "-m", "advisor.cli"] if args.module else [
+        shutil.which("advisor") or str(Path(sys.executable).parent / "advisor")]
+    example = [*advisor, "recommend", "--docs", "500k", "--tokens", "2e9"]
     median_seconds(example, 2)  # warm the file cache
     python_start = median_seconds([sys.executable, "-c", "pass"], args.runs)
     recommend = median_seconds(example, args.runs)
     recommend_json = median_seconds(example + ["--json"], args.runs)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     probe = subprocess.run([sys.executable, "-c", "import sys; from advisor.cli import main\n"
                             "try: main(['recommend','--tokens','2e9'])\nexcept SystemExit: pass\n"
                             "import json; print(json.dumps([m for m in ('torch','transformers','peft','numpy') if m in sys.modules]))"],
                            capture_output=True, text=True, check=True)
     result = {
-        "command": " ".join(["advisor"] + example[1:]),
+        "command": " ".join(["advisor"] + example[len(advisor):]) + (" (python -m advisor.cli)" if args.module else ""),
         "runs": args.runs,
         "python_start_seconds": round(python_start, 4),
         "recommend_seconds": round(recommend, 4),
         "recommend_json_seconds": round(recommend_json, 4),
         "recommend_over_python_start": round(recommend / python_start, 2),
         "heavy_modules_imported": json.loads(probe.stdout.strip().splitlines()[-1]),
+        "load_average_1min": round(load, 2) if load is not None else None,
+        "cpus": os.cpu_count(),
         "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
     }
     print(json.dumps(result, indent=2))

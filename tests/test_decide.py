@@ -40,18 +40,18 @@ def test_api_insufficient_moves_to_peft():
 
 
 def test_high_volume_breaks_even():
-    s = Situation(tokens=2e9)
+    s = Situation(tokens=2e9, api="gpt-4o-mini")  # priced as when this test was written (the default until 2026-12)
     be = rule_usage_break_even(s).break_even_requests_per_day
     assert be is not None
-    assert tier(requests_per_day=be * 0.5) == "api"
+    assert tier(requests_per_day=be * 0.5, api="gpt-4o-mini") == "api"
     # issue 12: volume alone says nothing about needing training: above the break-even, self-host the open model
-    busy = recommend(Situation(tokens=2e9, requests_per_day=be * 2))
+    busy = recommend(Situation(tokens=2e9, requests_per_day=be * 2, api="gpt-4o-mini"))
     assert busy.tier == "api" and busy.method == "self-host+retrieval"
-    assert tier(requests_per_day=be * 2, api_sufficient=False) == "peft"
+    assert tier(requests_per_day=be * 2, api_sufficient=False, api="gpt-4o-mini") == "peft"
 
 
 def test_break_even_arithmetic():
-    s = Situation(tokens=2e9, requests_per_day=0)
+    s = Situation(tokens=2e9, requests_per_day=0, api="gpt-4o-mini")  # the default was gpt-4o-mini until 2026-12
     # gpt-4o-mini: 750 input tokens at $0.15/M + 250 output at $0.60/M per request; one A100 at $1.79/h all day.
     per_request = (750 * 0.15 + 250 * 0.60) / 1e6
     assert rule_usage_break_even(s).break_even_requests_per_day == pytest.approx(1.79 * 24 / per_request)

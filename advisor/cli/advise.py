@@ -50,7 +50,7 @@ def recommend(
     task: Annotated[str, typer.Option(help="knowledge | style | task | domain | language")] = "task",
     on_prem: Annotated[bool, typer.Option("--on-prem", help="Data must stay on premises (no hosted API).")] = False,
     api_insufficient: Annotated[bool, typer.Option("--api-insufficient", help="No hosted API meets the quality bar.")] = False,
-    api: Annotated[str, typer.Option(help="Hosted model to price (advisor catalog apis).")] = "gpt-4o-mini",
+    api: Annotated[str, typer.Option(help="Hosted model to price (advisor catalog apis).")] = "gpt-6-luna",
     base_model: Annotated[str, typer.Option(help="Open model to adapt (catalog name or config.json).")] = "Llama-3.1-8B",
     gpu: Annotated[str, typer.Option(help="GPU type available (advisor catalog gpus).")] = "A100-80GB",
     gpus: Annotated[int, typer.Option(parser=Int, help="How many GPUs of that type you have.")] = 8,
@@ -84,7 +84,10 @@ def recommend(
                            api=api, base_model=base_model, gpu=gpu, gpus=gpus, availability=availability,
                            budget_usd=budget, deadline_days=deadline, price_usd_per_gpu_hour=price, epochs=epochs,
                            seq_len=seq_len)
-    catalog.get_api(api), catalog.get_gpu(gpu), catalog.get_model(base_model)  # unknown names: one clear line
+    from advisor.render.notices import price_notices
+
+    priced = [catalog.get_api(api), catalog.get_gpu(gpu)]  # unknown names: one clear line
+    catalog.get_model(base_model)
     proposal = None
     if proposal_model is None and (proposal_gpus or proposal_days or proposal_cost):
         raise AdvisorError("--proposal-gpus, --proposal-days and --proposal-cost need --proposal-model (e.g. 7B)")
@@ -95,15 +98,18 @@ def recommend(
                               seq_len=seq_len, price_usd_per_gpu_hour=price)
     rec = decide(situation, _calibration(calibration), proposal)
     precision = bf16_note(catalog.get_gpu(gpu))
+    notices = price_notices(([] if on_prem else priced[:1]) + ([] if price is not None else priced[1:]))
     if report:
         _write_text(report, report_markdown(rec))
     if as_json:
-        data = rec.model_dump(mode="json") | {"warnings": [precision] if precision else []}
+        data = rec.model_dump(mode="json") | {"warnings": [precision] if precision else [], "notices": notices}
         _emit_json(_finite(data))
     else:
         typer.echo(render_recommendation(rec))
         if precision:
             typer.echo(f"Warning: {precision}.")
+        for line in notices:
+            typer.echo(line)
         if rec.calibration:
             typer.echo(f"Calibrated with {rec.calibration}.")
         if report:
@@ -153,7 +159,7 @@ NEED_GPU = "give --gpu to size and cost it (e.g. --gpu A100-80GB; the list: advi
 @app.command()
 def estimate(
     recipe: Annotated[Optional[Path], typer.Argument(help="A recipe YAML to estimate (instead of --model ...).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Catalog model or config.json path.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Catalog model, hub id (org/name: local HF cache, else the hub) or config.json path.")] = None,
     method: Annotated[str, typer.Option(help="lora | qlora | full")] = "lora",
     rank: Annotated[int, typer.Option(parser=_number(integer=True, upper=4096), help="LoRA rank.")] = 16,
     targets: Annotated[str, typer.Option(help="all-linear, or a comma list such as q_proj,v_proj.")] = "all-linear",
@@ -210,7 +216,11 @@ def estimate(
             setup = replace(setup, gradient_checkpointing=checkpointing)
         result = estimate_training(setup, gpu_type, tokens, "given (--tokens)" if tokens is not None else None,
                                    efficiency, price, cal, checkpointing_reason=reason)
+    from advisor.render.notices import price_notices
+    notices = price_notices([catalog.get_gpu(result.gpu)]) if (result.cost_usd and price is None and result.gpu) else []
     if as_json:
-        _emit_json(_finite(result.model_dump(mode="json")))
+        _emit_json(_finite(result.model_dump(mode="json") | {"notices": notices}))
     else:
         typer.echo(render_estimate(result))
+        for line in notices:
+            typer.echo(line)

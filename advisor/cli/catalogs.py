@@ -11,26 +11,27 @@ from advisor.render.catalog import catalog_table
 def _catalog(kind: str, columns: list[str], as_json: bool) -> None:
     entries = catalog.entries(kind)
     if as_json:
-        _emit_json([e.model_dump(mode="json") for e in entries])
+        _emit_json([e.model_dump(mode="json") | ({"stale": catalog.price_is_stale(e.date)} if kind != "models" else {})
+                    for e in entries])
     else:
-        typer.echo(catalog_table(entries, columns))
+        typer.echo(catalog_table(entries, columns, priced=kind != "models"))
 
 
 @catalog_app.command("gpus")
 def catalog_gpus(as_json: JsonFlag = False):
     """GPU types: dense bf16 peak, memory, bandwidth, reference price."""
-    _catalog("gpus", ["name", "peak_tflops_bf16", "memory_gib", "memory_bandwidth_gbs", "price_usd_per_hour", "date"], as_json)
+    _catalog("gpus", ["name", "peak_tflops_bf16", "memory_gib", "memory_bandwidth_gbs", "price_usd_per_hour", "date", "source"], as_json)
 
 
 @catalog_app.command("models")
 def catalog_models(as_json: JsonFlag = False):
     """Model architectures (any command also takes a config.json path)."""
-    _catalog("models", ["name", "hub_id", "published_params", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                        "num_key_value_heads", "vocab_size", "tie_word_embeddings"], as_json)
+    _catalog("models", ["name", "hub_id", "model_type", "total", "active", "num_hidden_layers", "hidden_size",
+                        "experts", "date", "source"], as_json)
 
 
 @catalog_app.command("apis")
 def catalog_apis(as_json: JsonFlag = False):
     """Hosted-model prices per 1M tokens, dated."""
-    _catalog("apis", ["name", "vendor", "input_usd_per_mtok", "output_usd_per_mtok", "date"], as_json)
+    _catalog("apis", ["name", "vendor", "input_usd_per_mtok", "output_usd_per_mtok", "date", "source"], as_json)
 

@@ -11,7 +11,10 @@ def render_estimate(e: Estimate) -> str:
         if e.gpu else "CPU"
     out = [
         f"Estimate: {e.method} of {e.model} on {where}" + (f" (recipe {e.recipe})" if e.recipe else ""),
-        f"  parameters: {human(e.total_params)} total, {e.trainable_params:,} trainable",
+        f"  parameters: {human(e.total_params)} total"
+        + (f", {human(e.active_params)} active per token" if e.active_params and e.active_params != e.total_params else "")
+        + f", {e.trainable_params:,} trainable",
+        *([f"  architecture: {e.architecture}"] if e.architecture else []),
         f"  FLOPs per token: {e.flops_per_token:.3g} (forward {e.flops_breakdown['forward']:.3g}, backward "
         f"{e.flops_breakdown['backward']:.3g}, recompute {e.flops_breakdown['recompute']:.3g})",
         "",
@@ -25,6 +28,9 @@ def render_estimate(e: Estimate) -> str:
     if e.gpu:
         verdict = "fits" if e.fits else "does NOT fit"
         out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
+    if e.method == "qlora" and e.active_params and e.active_params != e.total_params:
+        out.append("  note: MoE experts are fused 3-D parameters that bitsandbytes does not quantise; they count at fp32 "
+                   "after prepare_model_for_kbit_training (advisor.memory.weight_bytes)")
     for s in e.suggestions:
         out.append(f"  would fit: {s}")
     if e.precision_conflict:
