@@ -230,18 +230,29 @@ RUN_NAME_MAX = 128  # a folder name well under every filesystem's 255-byte limit
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,%d}" % (RUN_NAME_MAX - 1))
 
 
-def lora_rank_limit(arch: ModelArch, lora: LoraSection) -> tuple[int, str]:
+def lora_rank_limit(arch: ModelArch, lora: LoraSection) -> tuple[int, str] | None:
     """The largest useful rank: the smallest dimension of any adapted projection (B A of a d_out x d_in layer has
-    rank at most min(d_in, d_out); Hu et al. 2021, LoRA §4.1), and the projection it comes from."""
-    from advisor.params import layer_linear_shapes
-    shapes = layer_linear_shapes(arch)
-    name = min(lora.target_modules, key=lambda t: min(shapes[t].in_features, shapes[t].out_features))
-    return min(shapes[name].in_features, shapes[name].out_features), name
+    rank at most min(d_in, d_out); Hu et al. 2021, LoRA §4.1), and the projection it comes from. Projections are read
+    from every layer of the architecture (advisor.arch), so names a layer lacks (a MoE's experts, another family's
+    fused projections) are skipped; None when no target is an nn.Linear of the model."""
+    from advisor.arch import describe
+    smallest: dict[str, int] = {}
+    for layer in describe(arch).layers:
+        for x in layer.linears:
+            smallest[x.name] = min(smallest.get(x.name, x.in_features), x.in_features, x.out_features)
+    present = [t for t in lora.target_modules if t in smallest]
+    if not present:
+        return None
+    name = min(present, key=smallest.__getitem__)
+    return smallest[name], name
 
 
 def check_lora_rank(lora: LoraSection, arch: ModelArch, error=AdvisorError) -> None:
     """Policy: refuse a rank above the adapted layers' dimensions (extra rank adds parameters, not expressiveness)."""
-    limit, name = lora_rank_limit(arch, lora)
+    found = lora_rank_limit(arch, lora)
+    if found is None:
+        return
+    limit, name = found
     if lora.r > limit:
         raise error(f"lora.r {lora.r} exceeds the {limit} dimensions of {name} ({arch.name}): the update cannot "
                     f"have a higher rank; use lora.r <= {limit}")
