@@ -152,6 +152,9 @@ class LaunchSection(BaseModel):
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         "auto", description="ddp replicates the model (LoRA); fsdp shards it (models that do not fit one GPU); auto picks by the estimate.")
     gpu: str | None = Field(None, description="GPU type for estimates (catalog name); at run time the detected GPU is used.")
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto", description="Process-group backend: auto = NCCL on CUDA GPUs; gloo runs every rank on the CPU (tests, "
+                            "machines without GPUs). Without CUDA, more than one process per node needs gloo set here.")
 
 
 class Recipe(BaseModel):
@@ -254,6 +257,26 @@ KEY_SYNONYMS = {
 }
 
 
+# Keys other tools put at the top level of their configs (axolotl, the HF Trainer), and where ours live.
+KEY_PATHS = {
+    "base_model": "model.name", "base_model_config": "model.name", "model_name_or_path": "model.name",
+    "tokenizer_config": "model.tokenizer", "tokenizer_type": "model.tokenizer", "trust_remote_code": "model.trust_remote_code",
+    "torch_dtype": "model.dtype", "bf16": "model.dtype", "fp16": "model.dtype", "flash_attention": "model.attn_implementation",
+    "sdp_attention": "model.attn_implementation", "lora_r": "lora.r", "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout", "lora_target_modules": "lora.targets", "lora_target_linear": "lora.targets",
+    "target_modules": "lora.targets", "load_in_4bit": "quant", "adapter": "quant (present for QLoRA)",
+    "datasets": "data.path", "dataset": "data.path", "sequence_len": "data.seq_len", "max_seq_length": "data.seq_len",
+    "sample_packing": "data.packing", "train_on_inputs": "data.train_on_prompt", "val_set_size": "data.val_fraction",
+    "micro_batch_size": "train.micro_batch", "per_device_train_batch_size": "train.micro_batch",
+    "gradient_accumulation_steps": "train.grad_accum", "learning_rate": "train.lr", "num_epochs": "train.epochs",
+    "num_train_epochs": "train.epochs", "lr_scheduler": "train.schedule", "lr_scheduler_type": "train.schedule",
+    "warmup_steps": "train.warmup_steps", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
+    "optimizer": "train.optimizer", "optim": "train.optimizer", "gradient_checkpointing": "train.gradient_checkpointing",
+    "save_steps": "train.checkpoint_every", "eval_steps": "train.eval_every", "logging_steps": "train.log_every",
+    "max_steps": "train.max_steps", "seed": "train.seed", "output_dir": "the --out flag of advisor run",
+}
+
+
 def _section_model(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that owns the field at `loc`'s parent, to suggest the nearest valid key."""
     model: type[BaseModel] = Recipe
@@ -269,26 +292,56 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line naming the field, what is wrong and how to fix it (nearest key for misspellings). A misspelled key
-    also makes its intended key "missing", so unknown keys are reported first."""
-    errors = exc.errors()
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+def _sections_with(key: str) -> list[str]:
+    """The recipe sections that have a field named `key` (for a key written in the wrong section)."""
+    sections = []
+    for name, field in Recipe.model_fields.items():
+        for model in getattr(field.annotation, "__args__", (field.annotation,)):
+            if isinstance(model, type) and issubclass(model, BaseModel) and key in model.model_fields:
+                sections.append(name)
+    return sections
+
+
+def _suggest_key(loc: tuple) -> str:
+    """The `; did you mean ...?` hint for an unknown key: a synonym here, another tool's key mapped to ours, the same
+    key in another section, or the nearest spelling."""
+    owner = _section_model(loc)
+    valid = list(owner.model_fields) if owner else []
+    key, prefix = str(loc[-1]), loc[:-1]
+    synonym = KEY_SYNONYMS.get(key.lower())
+    if prefix and synonym in valid:
+        return f"; did you mean {'.'.join(map(str, prefix + (synonym,)))}?"
+    if not prefix and key.lower() in KEY_PATHS:
+        return f"; did you mean {KEY_PATHS[key.lower()]}?"
+    elsewhere = _sections_with(key) if not prefix else []
+    if len(elsewhere) == 1:
+        return f"; did you mean {elsewhere[0]}.{key}?"
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {'.'.join(map(str, prefix + (close[0],)))}?"
+    return f"; valid keys here: {', '.join(valid)}" if valid else ""
+
+
+def _describe_one(err: dict) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
     where = ".".join(str(p) for p in loc) or "(recipe)"
     if err["type"] == "extra_forbidden":
-        owner = _section_model(loc)
-        valid = list(owner.model_fields) if owner else []
-        synonym = KEY_SYNONYMS.get(str(loc[-1]).lower())
-        close = [synonym] if synonym in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
-        hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))}?" if close else \
-            (f"; valid keys here: {', '.join(valid)}" if valid else "")
-        return f"{source}: unknown key {where}{hint}"
+        return f"unknown key {where}{_suggest_key(loc)}"
     if err["type"] == "missing":
-        return f"{source}: missing required key {where}"
+        return f"missing required key {where}"
     msg = err["msg"].removeprefix("Value error, ")
     extra = f" (got {err['input']!r})" if not isinstance(err.get("input"), (dict, list)) and "input" in err else ""
-    return f"{source}: {where}: {msg}{extra}"
+    return f"{where}: {msg}{extra}"
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line naming every bad field, what is wrong and how to fix it (nearest key for misspellings, our key for
+    another tool's). A misspelled key also makes its intended key "missing", so unknown keys are reported first."""
+    errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
+    problems = list(dict.fromkeys(_describe_one(e) for e in errors))
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems: " + " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
 
 
 def set_override(data: dict, assignment: str) -> dict:

@@ -98,7 +98,7 @@ def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = F
         calibration: Calibration | None = None, gpu_name: str | None = None) -> RunReport:
     """Fine-tune as the recipe says and return the measured report (rank 0 also writes it to out_dir)."""
     quiet_libraries()
-    ctx = init_distributed()
+    ctx = init_distributed(recipe.launch.backend)
     try:
         return _run(recipe, Path(out_dir), ctx, resume, overwrite, force, calibration, gpu_name)
     finally:
@@ -118,11 +118,25 @@ def _first_error(ctx: DistContext, fn):
         raise AdvisorError(error)
 
 
+def check_fit(recipe: Recipe, gpu, device_memory_gib: float | None, calibration: Calibration | None, gpus: int,
+              force: bool) -> Estimate:
+    """The fit verdict, from the recipe alone (nothing loaded yet): refuse a run whose predicted peak exceeds the GPU's
+    memory, naming what would fit, unless --force. Without a known GPU (a CPU run) there is nothing to check."""
+    estimate = estimate_recipe(recipe, gpu, calibration=calibration, gpus=gpus, device_memory_gib=device_memory_gib)
+    if gpu is not None and not estimate.fits and not force:
+        raise AdvisorError(f"predicted peak {estimate.peak_memory_gib:.1f} GiB per GPU exceeds the {gpu.name}'s "
+                           f"{estimate.gpu_memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
+    return estimate
+
+
 def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) -> RunReport:
     setup_start = time.perf_counter()
     if recipe.model.attn_implementation == "flex_attention" and ctx.device.type != "cuda":
         raise AdvisorError("model.attn_implementation: flex_attention trains on CUDA GPUs only (PyTorch's FlexAttention "
                            "has no backward on the CPU); use sdpa here")
+    gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
+    device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
+    check_fit(recipe, gpu, device_memory, calibration, ctx.world_size, force)  # before any tokenizer, data or weights
     _first_error(ctx, lambda: prepare_out_dir(out_dir, resume, overwrite))
     barrier(ctx)
     checkpoint = latest_checkpoint(out_dir) if resume else None
@@ -136,16 +150,11 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     barrier(ctx)
     if data is None:
         data = build_dataset(recipe, tokenizer, cache_root())
-    gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
-    device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
     estimate = estimate_recipe(recipe, gpu, dataset_tokens=data.train_tokens, calibration=calibration, gpus=ctx.world_size,
-                               device_memory_gib=device_memory)
+                               device_memory_gib=device_memory)  # the same memory as check_fit's, now with the data's tokens
     if recipe.train.gradient_checkpointing == "auto":
         notice(f"gradient checkpointing {'on' if estimate.gradient_checkpointing else 'off'} "
                f"({estimate.gradient_checkpointing_reason})")
-    if gpu is not None and not estimate.fits and not force:
-        raise AdvisorError(f"predicted peak {estimate.peak_memory_gib:.1f} GiB per GPU exceeds the {gpu.name}'s "
-                           f"{estimate.gpu_memory_gib:.1f} GiB; would fit: " + "; ".join(estimate.suggestions) + " (or --force)")
     strategy = estimate.sharding  # none, ddp or fsdp: decided by advisor.sizing.choose_sharding
     dtype = compute_dtype(recipe, ctx.device)
     if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:

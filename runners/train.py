@@ -15,7 +15,7 @@ from runners.checkpoint import LoopState, save_checkpoint
 from runners.data import Batch, TokenizedData, epoch_order, get_batch, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce
 from runners.io import append_jsonl, atomic_write_text, read_jsonl
-from runners.progress import progress_bar
+from runners.progress import progress_bar, step_fields
 
 
 class NonFiniteLoss(RuntimeError):
@@ -235,7 +235,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
                                             "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": state.tokens,
                                             "step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed,
                                             **_memory_now(ctx)})
-            progress.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{step_tokens / elapsed:,.0f}", refresh=False)
+            progress.set_postfix(refresh=False, **step_fields(step_loss, lr, step_tokens / elapsed, eval_loss))
             progress.update(1)
             more = state.step < steps
             if t.eval_every and state.step % t.eval_every == 0 and more:
