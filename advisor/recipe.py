@@ -141,6 +141,10 @@ class TrainSection(BaseModel):
     eval_every: int = Field(0, ge=0, description="Eval loss every N steps (0: only at the end).")
     log_every: int = Field(1, gt=0, description="Write metrics every N steps.")
     merge: bool = Field(False, description="Also save the base model with the adapter merged in.")
+    report_to: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = Field(
+        (), description="Experiment trackers that also get metrics.jsonl's scalars at the same steps (default none): "
+                        "tensorboard (RUN/tensorboard), wandb (WANDB_MODE=offline works offline), mlflow (MLFLOW_TRACKING_URI, "
+                        "else a file store in RUN/mlruns). Needs the optional extra: pip install 'rightsize[track]'.")
 
 
 class LaunchSection(BaseModel):

@@ -27,6 +27,7 @@ from runners.model import (
     trainable_parameters,
 )
 from runners.tokenizer import load_tokenizer
+from runners.tracking import Trackers, check_trackers_installed
 from runners.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from runners.train import NonFiniteLoss, StopRequest, build_optimizer, seed_everything, train
 
@@ -137,6 +138,7 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
     device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
     check_fit(recipe, gpu, device_memory, calibration, ctx.world_size, force)  # before any tokenizer, data or weights
+    check_trackers_installed(recipe)
     _first_error(ctx, lambda: prepare_out_dir(out_dir, resume, overwrite))
     barrier(ctx)
     checkpoint = latest_checkpoint(out_dir) if resume else None
@@ -176,15 +178,19 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
         torch.cuda.reset_peak_memory_stats(ctx.device)
     setup_seconds = time.perf_counter() - setup_start
     stop = StopRequest()
+    tracker = Trackers(recipe, out_dir, ctx.is_main)
     try:
         with stop_on_signals(stop):
-            result = train(model, optimizer, recipe, data, ctx, out_dir, tokenizer.pad_token_id, dtype, stop, state)
+            result = train(model, optimizer, recipe, data, ctx, out_dir, tokenizer.pad_token_id, dtype, stop, state,
+                           tracker=tracker)
     except torch.cuda.OutOfMemoryError:
         raise AdvisorError(f"CUDA out of memory (estimated peak {estimate.peak_memory_gib:.1f} GiB per GPU); would fit: "
                            + "; ".join(estimate.suggestions or ["a smaller train.micro_batch", "train.gradient_checkpointing: true",
                                                                 "QLoRA", "more GPUs with launch.strategy: fsdp"])) from None
     except (NonFiniteLoss, CheckpointError) as exc:
         raise AdvisorError(str(exc)) from None
+    finally:
+        tracker.close()
     if result.status == "completed":
         save_outputs(model, recipe, out_dir, ctx)
     checksums = adapter_checksums(model, ctx)
