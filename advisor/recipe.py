@@ -91,15 +91,38 @@ class QuantSection(BaseModel):
         "bfloat16", description="Dtype the dequantised weights are multiplied in.")
 
 
-class DataSection(BaseModel):
-    """Training data: a local file or a dataset saved with `save_to_disk`, in one of three formats."""
+class DataSource(BaseModel):
+    """One more dataset mixed into the training data (data.mix), in the data section's format and field names."""
 
     model_config = _STRICT
-    path: str = Field(description="JSONL, JSON, Parquet or CSV file, or a directory from datasets' save_to_disk. "
-                                  "Relative paths are relative to the recipe file.")
-    format: Literal["text", "instruction", "chat"] = Field(
+    path: str = Field(description="File or save_to_disk directory (relative to the recipe file), or a hub dataset id with hub: true.")
+    hub: bool = Field(False, description="path is a Hugging Face dataset id, read from the local hub cache (offline).")
+    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
+    weight: float = Field(1.0, gt=0, le=100, description="Times each example is used per epoch: 0.5 a random half, 2 every example twice.")
+
+
+class DataSection(BaseModel):
+    """Training data: a file, a `save_to_disk` folder or a cached hub dataset, in one of five formats; more mixed in by weight; eval split off or its own file."""
+
+    model_config = _STRICT
+    path: str = Field(description="JSONL, JSON, Parquet or CSV file, or a directory from datasets' save_to_disk "
+                                  "(relative paths are relative to the recipe file); a hub dataset id with hub: true.")
+    hub: bool = Field(False, description="path is a Hugging Face dataset id (org/name), read from the local hub cache "
+                                         "(offline; download it once with `hf download --repo-type dataset ID`).")
+    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
+    weight: float = Field(1.0, gt=0, le=100, description="Times each example of path is used per epoch (with data.mix).")
+    mix: tuple[DataSource, ...] = Field((), description="More datasets mixed into training, each with its weight "
+                                                        "(same format and field names as this section).")
+    eval_path: str | None = Field(None, description="Separate eval file or save_to_disk directory (same format); when "
+                                                    "set, val_fraction is not taken from the training data.")
+    format: Literal["text", "instruction", "chat", "sharegpt", "completion"] = Field(
         "text", description="text: one field of plain text; instruction: Alpaca-style prompt/response fields; "
-                            "chat: a list of messages rendered with the tokenizer's chat template.")
+                            "chat: a list of {role, content} messages rendered with the tokenizer's chat template; "
+                            "sharegpt: a list of {from, value} turns (human/gpt/system), rendered as chat; "
+                            "completion: prompt and completion fields, loss on the completion.")
+    conversations_field: str = Field("conversations", description="Field holding the list of {from, value} (format: sharegpt).")
+    prompt_field: str = Field("prompt", description="Field holding the prompt (format: completion).")
+    completion_field: str = Field("completion", description="Field holding the completion (format: completion).")
     text_field: str = Field("text", description="Field holding the text (format: text).")
     instruction_field: str = Field("instruction", description="Field holding the instruction (format: instruction).")
     input_field: str = Field("input", description="Optional context field appended to the instruction (format: instruction).")
@@ -382,10 +405,19 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise AdvisorError(describe_validation_error(exc, str(path))) from None
-    data_path = Path(recipe.data.path).expanduser()
-    if not data_path.is_absolute():
-        data_path = (path.parent / data_path).resolve()
-    return recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": str(data_path)})})
+    return recipe.model_copy(update={"data": _resolve_data_paths(recipe.data, path.parent)})
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    local = Path(value).expanduser()
+    return str(local if local.is_absolute() else (base / local).resolve())
+
+
+def _resolve_data_paths(data: DataSection, base: Path) -> DataSection:
+    """Local data paths (training, mixed-in and eval) made absolute against the recipe's folder; hub ids kept."""
+    mix = tuple(s if s.hub else s.model_copy(update={"path": _resolve_path(s.path, base)}) for s in data.mix)
+    return data.model_copy(update={"path": data.path if data.hub else _resolve_path(data.path, base), "mix": mix,
+                                   "eval_path": _resolve_path(data.eval_path, base) if data.eval_path else None})
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

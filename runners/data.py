@@ -72,8 +72,8 @@ def load_raw(data: DataSection):
     if not path.exists():
         raise AdvisorError(f"data.path {path}: no such file or directory")
     if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-        return loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
+        from runners.datasources import pick_split
+        return pick_split(datasets.load_from_disk(str(path)), data.split, f"data.path {path}")
     kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
     kind = kinds.get(path.suffix.lower())
     if kind is None:
@@ -86,6 +86,8 @@ def render_batch(batch: dict[str, list], data: DataSection, tokenizer) -> list[t
     """Token ids and labels for a batch of examples (columns of equal length); prompt tokens get IGNORE_INDEX
     unless data.train_on_prompt. Text and instruction formats tokenize the whole batch in one call."""
     fmt = data.format
+    if fmt in ("sharegpt", "completion"):
+        return _render_more(batch, data, tokenizer)
     size = len(next(iter(batch.values()))) if batch else 0
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     if fmt == "text":
@@ -105,6 +107,47 @@ def render_batch(batch: dict[str, list], data: DataSection, tokenizer) -> list[t
             out.append((p + r, (list(p) if data.train_on_prompt else [IGNORE_INDEX] * len(p)) + r))
         return out
     return [_render_chat(m, data, tokenizer) for m in _column(batch, data.messages_field)]
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
+
+
+def sharegpt_messages(turns, data: DataSection) -> list[dict]:
+    """ShareGPT turns ({from, value}) as chat messages ({role, content})."""
+    if not isinstance(turns, list) or not all(isinstance(t, dict) and "from" in t and "value" in t for t in turns):
+        raise AdvisorError(f"data.{data.conversations_field}: expected a list of {{from, value}} turns (ShareGPT)")
+    unknown = sorted({str(t["from"]) for t in turns} - SHAREGPT_ROLES.keys())
+    if unknown:
+        raise AdvisorError(f"data.{data.conversations_field}: unknown speaker {unknown[0]!r}; expected one of "
+                           + ", ".join(SHAREGPT_ROLES))
+    return [{"role": SHAREGPT_ROLES[str(t["from"])], "content": str(t["value"])} for t in turns]
+
+
+def _render_more(batch: dict[str, list], data: DataSection, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """sharegpt: rendered as chat (loss on the assistant turns); completion: prompt + completion, loss on the
+    completion (and the prompt with train_on_prompt), no template: the text as written."""
+    if data.format == "sharegpt":
+        return [_render_chat(sharegpt_messages(t, data), data, tokenizer) for t in _column(batch, data.conversations_field)]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    prompts = tokenizer([str(p) for p in _column(batch, data.prompt_field)], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([str(c) for c in _column(batch, data.completion_field)], add_special_tokens=False)["input_ids"]
+    out = []
+    for p, c in zip(prompts, completions):
+        p, c = bos + p, c + [tokenizer.eos_token_id]
+        out.append((p + c, (list(p) if data.train_on_prompt else [IGNORE_INDEX] * len(p)) + c))
+    return out
+
+
+def load_training_examples(data: DataSection, seed: int):
+    """data.path (a file, a save_to_disk folder or a cached hub dataset) and data.mix, weighted and concatenated."""
+    from runners.datasources import mixed, read_hub
+    if not data.hub and not data.mix and data.weight == 1.0:
+        return load_raw(data)
+    sources = [(data.path, data.hub, data.split, data.weight)] + [(s.path, s.hub, s.split, s.weight) for s in data.mix]
+    loaded = [(read_hub(path, split) if hub else load_raw(data.model_copy(update={"path": path, "split": split})), weight)
+              for path, hub, split, weight in sources]
+    return mixed(loaded, data, seed)
 
 
 def render_example(example: dict, data: DataSection, tokenizer) -> tuple[list[int], list[int]]:
@@ -186,10 +229,9 @@ def pack(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: boo
 
 
 def _fingerprint(recipe: Recipe, tokenizer_id: str) -> str:
-    path = Path(recipe.data.path)
+    from runners.datasources import source_files
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:  # name, size and modification time, as datasets fingerprints local files: no full read per run
+    for f in source_files(recipe.data):  # name, size and modification time, as datasets fingerprints local files: no full read per run
         stat = f.stat()
         digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     settings = recipe.data.model_dump(exclude={"path"})
@@ -208,12 +250,13 @@ def build_dataset(recipe: Recipe, tokenizer, cache_root: Path) -> TokenizedData:
         blob = torch.load(cache, weights_only=True)
         return TokenizedData(PackedRows(**blob["train"]), PackedRows(**blob["val"]), blob["train_tokens"],
                              blob["examples"], True, cache)
-    raw = load_raw(recipe.data)
+    raw = load_training_examples(recipe.data, recipe.train.seed)
     n = min(recipe.data.max_examples or len(raw), len(raw))
     if n == 0:
         raise AdvisorError(f"data.path {recipe.data.path}: no examples")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.train.seed))
-    n_val = math.ceil(n * recipe.data.val_fraction) if recipe.data.val_fraction > 0 and n > 1 else 0
+    split_off = recipe.data.val_fraction > 0 and n > 1 and not recipe.data.eval_path  # an eval file replaces the split
+    n_val = math.ceil(n * recipe.data.val_fraction) if split_off else 0
     is_val = torch.zeros(n, dtype=torch.bool)
     is_val[order[:n_val]] = True
     train, val = Packer(recipe.data.seq_len, recipe.data.packing), Packer(recipe.data.seq_len, recipe.data.packing)
@@ -221,6 +264,8 @@ def build_dataset(recipe: Recipe, tokenizer, cache_root: Path) -> TokenizedData:
         batch = raw[start:min(start + RENDER_BATCH, n)]
         for offset, (ids, labels) in enumerate(render_batch(batch, recipe.data, tokenizer)):
             (val if is_val[start + offset] else train).add(ids, labels)
+    if recipe.data.eval_path:
+        _add_eval_file(val, recipe.data, tokenizer)
     train_rows, val_rows = train.finish(), val.finish()
     blob = {"train": train_rows.state(), "val": val_rows.state(), "train_tokens": train_rows.tokens, "examples": n}
     buffer = io.BytesIO()
@@ -308,3 +353,11 @@ def get_batch(rows: PackedRows, order: Sequence[int], index: int, micro_batch: i
             picked.append({**row, "labels": torch.full_like(row["labels"], IGNORE_INDEX)})
     mine = picked[rank * micro_batch:(rank + 1) * micro_batch]
     return Batch(collate(mine, pad_id), mine, picked, micro_batch)
+
+
+def _add_eval_file(val: "Packer", data: DataSection, tokenizer) -> None:
+    """Every example of data.eval_path (same format) into the eval rows."""
+    raw = load_raw(data.model_copy(update={"path": data.eval_path, "split": "train" if data.split == "train" else data.split}))
+    for start in range(0, len(raw), RENDER_BATCH):
+        for ids, labels in render_batch(raw[start:start + RENDER_BATCH], data, tokenizer):
+            val.add(ids, labels)

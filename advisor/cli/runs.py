@@ -21,8 +21,13 @@ def validate(
     from advisor.recipe import load_recipe
     loaded = load_recipe(recipe, set_ or [])
     arch = loaded.model.resolve_arch() if (loaded.model.arch or loaded.model.random_init) else _arch_or_none(loaded)
-    if not Path(loaded.data.path).exists():
-        raise AdvisorError(f"{recipe}: data.path {loaded.data.path} does not exist")
+    data = loaded.data
+    local = [("data.path", data.path)] if not data.hub else []
+    local += [(f"data.mix[{i}].path", s.path) for i, s in enumerate(data.mix) if not s.hub]
+    local += [("data.eval_path", data.eval_path)] if data.eval_path else []
+    for key, value in local:
+        if not Path(value).exists():
+            raise AdvisorError(f"{recipe}: {key} {value} does not exist")
     detail = f", {arch.name}" if arch else ""
     typer.echo(f"ok: {loaded.name} ({loaded.method}{detail}, {loaded.world_size} process(es))")
 
