@@ -170,6 +170,16 @@ class TrainSection(BaseModel):
                         "else a file store in RUN/mlruns). Needs the optional extra: pip install 'rightsize[track]'.")
 
 
+class EvalSection(BaseModel):
+    """What each eval (every train.eval_every steps and at the end) does besides the eval loss."""
+
+    model_config = _STRICT
+    samples: tuple[str, ...] = Field((), description="Prompts generated from at each eval (greedy), written to "
+                                                     "RUN/samples.jsonl and the trackers; formatted as the data is "
+                                                     "(Alpaca prompt for instruction data, the chat template for chat).")
+    max_new_tokens: int = Field(64, gt=0, le=4096, description="Tokens generated per sample.")
+
+
 class LaunchSection(BaseModel):
     """Where and how wide: one process, or torchrun across GPUs and nodes."""
 
@@ -194,6 +204,7 @@ class Recipe(BaseModel):
     quant: QuantSection | None = Field(None, description="Present for QLoRA.")
     data: DataSection
     train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
     launch: LaunchSection = LaunchSection()
 
     @property

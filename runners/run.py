@@ -182,7 +182,7 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     try:
         with stop_on_signals(stop):
             result = train(model, optimizer, recipe, data, ctx, out_dir, tokenizer.pad_token_id, dtype, stop, state,
-                           tracker=tracker)
+                           tracker=tracker, on_eval=_sampler(recipe, tokenizer, out_dir, ctx, strategy, tracker))
     except torch.cuda.OutOfMemoryError:
         raise AdvisorError(f"CUDA out of memory (estimated peak {estimate.peak_memory_gib:.1f} GiB per GPU); would fit: "
                            + "; ".join(estimate.suggestions or ["a smaller train.micro_batch", "train.gradient_checkpointing: true",
@@ -197,8 +197,24 @@ def _run(recipe, out_dir, ctx, resume, overwrite, force, calibration, gpu_name) 
     report = build_report(recipe, ctx, result, estimate, trainable, total - trainable, gpu, setup_seconds, checksums)
     if ctx.is_main:
         atomic_write_json(out_dir / "report.json", report.model_dump(mode="json"))
+        if result.status == "completed":
+            from runners.card import write_model_card
+            write_model_card(out_dir / "adapter", recipe, report, data.cache_path.stem)
     barrier(ctx)
     return report
+
+
+def _sampler(recipe: Recipe, tokenizer, out_dir: Path, ctx: DistContext, strategy: str, tracker):
+    """What each eval also does: generate the recipe's eval.samples (rank 0; every rank under FSDP, whose forward
+    gathers shards, with rank 0 writing)."""
+    if not recipe.eval.samples:
+        return None
+    from runners.generate import write_samples
+
+    def on_eval(model, step: int) -> None:
+        if ctx.is_main or strategy == "fsdp":
+            write_samples(unwrap(model), tokenizer, recipe, step, out_dir, tracker, write=ctx.is_main)
+    return on_eval
 
 
 def save_outputs(model, recipe: Recipe, out_dir: Path, ctx: DistContext) -> None:

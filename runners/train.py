@@ -179,9 +179,11 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
 
 
 def _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state: LoopState, metrics_path: Path,
-                    tracker=None) -> float | None:
+                    tracker=None, on_eval=None) -> float | None:
     start = time.perf_counter()
     eval_loss = evaluate(model, data, recipe, ctx, pad_id, dtype)
+    if on_eval is not None:  # e.g. generate the recipe's eval samples (runners.generate)
+        on_eval(model, state.step)
     state.eval_seconds += time.perf_counter() - start
     if ctx.is_main and eval_loss is not None:
         _record(metrics_path, tracker, {"step": state.step, "eval_loss": eval_loss})
@@ -214,7 +216,8 @@ def _account(state: LoopState, batches: list[Batch], step_loss: float, elapsed: 
 
 
 def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContext, out_dir: Path, pad_id: int,
-          dtype: torch.dtype, stop: StopRequest, resume_state: LoopState | None = None, tracker=None) -> TrainResult:
+          dtype: torch.dtype, stop: StopRequest, resume_state: LoopState | None = None, tracker=None,
+          on_eval=None) -> TrainResult:
     """Run optimizer steps from the start or from `resume_state`, measuring each; rank 0 writes metrics."""
     t = recipe.train
     steps = total_steps(recipe, len(data.train), ctx.world_size)
@@ -247,7 +250,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             progress.update(1)
             more = state.step < steps
             if t.eval_every and state.step % t.eval_every == 0 and more:
-                eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker)
+                eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker, on_eval)
             stop_now = all_reduce(ctx, 1.0 if stop.requested else 0.0, "max") > 0
             if more and (stop_now or (t.checkpoint_every and state.step % t.checkpoint_every == 0)):
                 ckpt_start = time.perf_counter()
@@ -259,7 +262,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
     finally:
         progress.close()
     if status == "completed":
-        eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker)
+        eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker, on_eval)
     return TrainResult(state.step, state.tokens, state.processed_tokens, state.wall_seconds, state.eval_seconds,
                        state.checkpoint_seconds, state.first_loss, state.last_loss, eval_loss, status,
                        resumed_from, losses, stop.signal_name or None if status == "interrupted" else None)

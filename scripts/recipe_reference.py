@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from advisor.recipe import DataSection, DataSource, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection  # noqa: E402
+from advisor.recipe import DataSection, DataSource, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection  # noqa: E402
 
 
 def type_name(annotation) -> str:
@@ -46,7 +46,7 @@ def main() -> None:
              "descriptions there are the only copy. Unknown keys are rejected (with the nearest valid key suggested); "
              "`advisor validate RECIPE` checks a recipe without running it.", ""]
     for title, model in [("recipe", Recipe), ("model", ModelSection), ("lora", LoraSection), ("quant", QuantSection),
-                         ("data", DataSection), ("data.mix[]", DataSource), ("train", TrainSection), ("launch", LaunchSection)]:
+                         ("data", DataSection), ("data.mix[]", DataSource), ("train", TrainSection), ("eval", EvalSection), ("launch", LaunchSection)]:
         lines += section(title, model)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
