@@ -102,15 +102,38 @@ class QuantSection(BaseModel):
         "bfloat16", description="Dtype the dequantised weights are multiplied in.")
 
 
-class DataSection(BaseModel):
-    """Training data: a local file or a dataset saved with `save_to_disk`, in one of three formats."""
+class DataSource(BaseModel):
+    """One more dataset mixed into the training data (data.mix), in the data section's format and field names."""
 
     model_config = _STRICT
-    path: str = Field(description="JSONL, JSON, Parquet or CSV file, or a directory from datasets' save_to_disk. "
-                                  "Relative paths are relative to the recipe file.")
-    format: Literal["text", "instruction", "chat"] = Field(
+    path: str = Field(description="File or save_to_disk directory (relative to the recipe file), or a hub dataset id with hub: true.")
+    hub: bool = Field(False, description="path is a Hugging Face dataset id, read from the local hub cache (offline).")
+    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
+    weight: float = Field(1.0, gt=0, le=100, description="Times each example is used per epoch: 0.5 a random half, 2 every example twice.")
+
+
+class DataSection(BaseModel):
+    """Training data: a file, a `save_to_disk` folder or a cached hub dataset, in one of five formats; more mixed in by weight; eval split off or its own file."""
+
+    model_config = _STRICT
+    path: str = Field(description="JSONL, JSON, Parquet or CSV file, or a directory from datasets' save_to_disk "
+                                  "(relative paths are relative to the recipe file); a hub dataset id with hub: true.")
+    hub: bool = Field(False, description="path is a Hugging Face dataset id (org/name), read from the local hub cache "
+                                         "(offline; download it once with `hf download --repo-type dataset ID`).")
+    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
+    weight: float = Field(1.0, gt=0, le=100, description="Times each example of path is used per epoch (with data.mix).")
+    mix: tuple[DataSource, ...] = Field((), description="More datasets mixed into training, each with its weight "
+                                                        "(same format and field names as this section).")
+    eval_path: str | None = Field(None, description="Separate eval file or save_to_disk directory (same format); when "
+                                                    "set, val_fraction is not taken from the training data.")
+    format: Literal["text", "instruction", "chat", "sharegpt", "completion"] = Field(
         "text", description="text: one field of plain text; instruction: Alpaca-style prompt/response fields; "
-                            "chat: a list of messages rendered with the tokenizer's chat template.")
+                            "chat: a list of {role, content} messages rendered with the tokenizer's chat template; "
+                            "sharegpt: a list of {from, value} turns (human/gpt/system), rendered as chat; "
+                            "completion: prompt and completion fields, loss on the completion.")
+    conversations_field: str = Field("conversations", description="Field holding the list of {from, value} (format: sharegpt).")
+    prompt_field: str = Field("prompt", description="Field holding the prompt (format: completion).")
+    completion_field: str = Field("completion", description="Field holding the completion (format: completion).")
     text_field: str = Field("text", description="Field holding the text (format: text).")
     instruction_field: str = Field("instruction", description="Field holding the instruction (format: instruction).")
     input_field: str = Field("input", description="Optional context field appended to the instruction (format: instruction).")
@@ -156,6 +179,20 @@ class TrainSection(BaseModel):
     eval_every: int = Field(0, ge=0, description="Eval loss every N steps (0: only at the end).")
     log_every: int = Field(1, gt=0, description="Write metrics every N steps.")
     merge: bool = Field(False, description="Also save the base model with the adapter merged in.")
+    report_to: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = Field(
+        (), description="Experiment trackers that also get metrics.jsonl's scalars at the same steps (default none): "
+                        "tensorboard (RUN/tensorboard), wandb (WANDB_MODE=offline works offline), mlflow (MLFLOW_TRACKING_URI, "
+                        "else a file store in RUN/mlruns). Needs the optional extra: pip install 'rightsize[track]'.")
+
+
+class EvalSection(BaseModel):
+    """What each eval (every train.eval_every steps and at the end) does besides the eval loss."""
+
+    model_config = _STRICT
+    samples: tuple[str, ...] = Field((), description="Prompts generated from at each eval (greedy), written to "
+                                                     "RUN/samples.jsonl and the trackers; formatted as the data is "
+                                                     "(Alpaca prompt for instruction data, the chat template for chat).")
+    max_new_tokens: int = Field(64, gt=0, le=4096, description="Tokens generated per sample.")
 
 
 class LaunchSection(BaseModel):
@@ -167,6 +204,9 @@ class LaunchSection(BaseModel):
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         "auto", description="ddp replicates the model (LoRA); fsdp shards it (models that do not fit one GPU); auto picks by the estimate.")
     gpu: str | None = Field(None, description="GPU type for estimates (catalog name); at run time the detected GPU is used.")
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        "auto", description="Process-group backend: auto = NCCL on CUDA GPUs; gloo runs every rank on the CPU (tests, "
+                            "machines without GPUs). Without CUDA, more than one process per node needs gloo set here.")
 
 
 class Recipe(BaseModel):
@@ -180,6 +220,7 @@ class Recipe(BaseModel):
     quant: QuantSection | None = Field(None, description="Present for QLoRA.")
     data: DataSection
     train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
     launch: LaunchSection = LaunchSection()
 
     @property
@@ -341,6 +382,26 @@ KEY_SYNONYMS = {
 }
 
 
+# Keys other tools put at the top level of their configs (axolotl, the HF Trainer), and where ours live.
+KEY_PATHS = {
+    "base_model": "model.name", "base_model_config": "model.name", "model_name_or_path": "model.name",
+    "tokenizer_config": "model.tokenizer", "tokenizer_type": "model.tokenizer", "trust_remote_code": "model.trust_remote_code",
+    "torch_dtype": "model.dtype", "bf16": "model.dtype", "fp16": "model.dtype", "flash_attention": "model.attn_implementation",
+    "sdp_attention": "model.attn_implementation", "lora_r": "lora.r", "lora_alpha": "lora.alpha",
+    "lora_dropout": "lora.dropout", "lora_target_modules": "lora.targets", "lora_target_linear": "lora.targets",
+    "target_modules": "lora.targets", "load_in_4bit": "quant", "adapter": "quant (present for QLoRA)",
+    "datasets": "data.path", "dataset": "data.path", "sequence_len": "data.seq_len", "max_seq_length": "data.seq_len",
+    "sample_packing": "data.packing", "train_on_inputs": "data.train_on_prompt", "val_set_size": "data.val_fraction",
+    "micro_batch_size": "train.micro_batch", "per_device_train_batch_size": "train.micro_batch",
+    "gradient_accumulation_steps": "train.grad_accum", "learning_rate": "train.lr", "num_epochs": "train.epochs",
+    "num_train_epochs": "train.epochs", "lr_scheduler": "train.schedule", "lr_scheduler_type": "train.schedule",
+    "warmup_steps": "train.warmup_steps", "weight_decay": "train.weight_decay", "max_grad_norm": "train.max_grad_norm",
+    "optimizer": "train.optimizer", "optim": "train.optimizer", "gradient_checkpointing": "train.gradient_checkpointing",
+    "save_steps": "train.checkpoint_every", "eval_steps": "train.eval_every", "logging_steps": "train.log_every",
+    "max_steps": "train.max_steps", "seed": "train.seed", "output_dir": "the --out flag of advisor run",
+}
+
+
 def _section_model(loc: tuple) -> type[BaseModel] | None:
     """The pydantic model that owns the field at `loc`'s parent, to suggest the nearest valid key."""
     model: type[BaseModel] = Recipe
@@ -356,26 +417,56 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def describe_validation_error(exc: ValidationError, source: str) -> str:
-    """One line naming the field, what is wrong and how to fix it (nearest key for misspellings). A misspelled key
-    also makes its intended key "missing", so unknown keys are reported first."""
-    errors = exc.errors()
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+def _sections_with(key: str) -> list[str]:
+    """The recipe sections that have a field named `key` (for a key written in the wrong section)."""
+    sections = []
+    for name, field in Recipe.model_fields.items():
+        for model in getattr(field.annotation, "__args__", (field.annotation,)):
+            if isinstance(model, type) and issubclass(model, BaseModel) and key in model.model_fields:
+                sections.append(name)
+    return sections
+
+
+def _suggest_key(loc: tuple) -> str:
+    """The `; did you mean ...?` hint for an unknown key: a synonym here, another tool's key mapped to ours, the same
+    key in another section, or the nearest spelling."""
+    owner = _section_model(loc)
+    valid = list(owner.model_fields) if owner else []
+    key, prefix = str(loc[-1]), loc[:-1]
+    synonym = KEY_SYNONYMS.get(key.lower())
+    if prefix and synonym in valid:
+        return f"; did you mean {'.'.join(map(str, prefix + (synonym,)))}?"
+    if not prefix and key.lower() in KEY_PATHS:
+        return f"; did you mean {KEY_PATHS[key.lower()]}?"
+    elsewhere = _sections_with(key) if not prefix else []
+    if len(elsewhere) == 1:
+        return f"; did you mean {elsewhere[0]}.{key}?"
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {'.'.join(map(str, prefix + (close[0],)))}?"
+    return f"; valid keys here: {', '.join(valid)}" if valid else ""
+
+
+def _describe_one(err: dict) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
     where = ".".join(str(p) for p in loc) or "(recipe)"
     if err["type"] == "extra_forbidden":
-        owner = _section_model(loc)
-        valid = list(owner.model_fields) if owner else []
-        synonym = KEY_SYNONYMS.get(str(loc[-1]).lower())
-        close = [synonym] if synonym in valid else difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
-        hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))}?" if close else \
-            (f"; valid keys here: {', '.join(valid)}" if valid else "")
-        return f"{source}: unknown key {where}{hint}"
+        return f"unknown key {where}{_suggest_key(loc)}"
     if err["type"] == "missing":
-        return f"{source}: missing required key {where}"
+        return f"missing required key {where}"
     msg = err["msg"].removeprefix("Value error, ")
     extra = f" (got {err['input']!r})" if not isinstance(err.get("input"), (dict, list)) and "input" in err else ""
-    return f"{source}: {where}: {msg}{extra}"
+    return f"{where}: {msg}{extra}"
+
+
+def describe_validation_error(exc: ValidationError, source: str) -> str:
+    """One line naming every bad field, what is wrong and how to fix it (nearest key for misspellings, our key for
+    another tool's). A misspelled key also makes its intended key "missing", so unknown keys are reported first."""
+    errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
+    problems = list(dict.fromkeys(_describe_one(e) for e in errors))
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems: " + " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
 
 
 def set_override(data: dict, assignment: str) -> dict:
@@ -421,10 +512,19 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
             arch = None  # a hub id the catalog does not know: the runner checks it against the loaded model
         if arch is not None:
             check_lora_rank(recipe.lora, arch, lambda msg: AdvisorError(f"{path}: {msg}"))
-    data_path = Path(recipe.data.path).expanduser()
-    if not data_path.is_absolute():
-        data_path = (path.parent / data_path).resolve()
-    return recipe.model_copy(update={"data": recipe.data.model_copy(update={"path": str(data_path)})})
+    return recipe.model_copy(update={"data": _resolve_data_paths(recipe.data, path.parent)})
+
+
+def _resolve_path(value: str, base: Path) -> str:
+    local = Path(value).expanduser()
+    return str(local if local.is_absolute() else (base / local).resolve())
+
+
+def _resolve_data_paths(data: DataSection, base: Path) -> DataSection:
+    """Local data paths (training, mixed-in and eval) made absolute against the recipe's folder; hub ids kept."""
+    mix = tuple(s if s.hub else s.model_copy(update={"path": _resolve_path(s.path, base)}) for s in data.mix)
+    return data.model_copy(update={"path": data.path if data.hub else _resolve_path(data.path, base), "mix": mix,
+                                   "eval_path": _resolve_path(data.eval_path, base) if data.eval_path else None})
 
 
 def looks_like_path(name: str) -> bool:
@@ -439,9 +539,16 @@ def check_inputs(recipe: Recipe, source: str | Path, data: bool = True) -> None:
     name = recipe.model.name
     if name is not None and looks_like_path(name) and not Path(name).expanduser().exists():
         raise AdvisorError(f"{source}: model.name {name} does not exist (a local path; a hub id is org/model)")
-    if data and not Path(recipe.data.path).exists():
-        raise AdvisorError(f"{source}: data.path {recipe.data.path} does not exist (to cost a dataset you do not have "
-                           f"yet: advisor estimate {source} --tokens N)")
+    if not data:
+        return
+    d = recipe.data
+    local = [("data.path", d.path)] if not d.hub else []
+    local += [(f"data.mix[{i}].path", s.path) for i, s in enumerate(d.mix) if not s.hub]
+    local += [("data.eval_path", d.eval_path)] if d.eval_path else []
+    for key, value in local:
+        if not Path(value).exists():
+            raise AdvisorError(f"{source}: {key} {value} does not exist (to cost a dataset you do not have "
+                               f"yet: advisor estimate {source} --tokens N)")
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -1,20 +1,34 @@
-"""Our runner against plain Hugging Face Trainer + peft, LoRA and QLoRA, side by side in one process.
+"""Our runner against the baselines users would otherwise run (HF Trainer + peft; TRL's SFTTrainer), LoRA and QLoRA,
+measured so a shared, noisy machine cannot fake a result.
 
-Usage (GPU): python bench/speed.py --out bench/results/speed_h200.json
+Usage (CPU, the committed result):
+  python bench/speed.py --model Qwen2.5-0.5B --seq-len 512 --pairs 5 --out bench/results/speed_cpu_qwen05b.json
+Usage (GPU): python bench/speed.py --seq-len 2048 --pairs 5 --out bench/results/speed_h200.json
 Usage (CPU smoke test, tiny model): python bench/speed.py --tiny --out /tmp/speed.json
 
-Both pipelines train the same randomly initialised architecture (default: Llama-3.1-8B's shape; nothing is
-downloaded) on the same packed token rows, with LoRA r=16 on every projection and the same micro-batch; each run
-uses gradient checkpointing only if it needs it to fit this device (`--checkpointing auto`, the default; `on` or
-`off` forces it everywhere). The baseline follows the Hugging Face docs' recommended settings: bf16, SDPA
-attention, Trainer's default fused AdamW. After warm-up steps, each run's tokens/s, model FLOPs utilisation
-(against the bf16 matmul rate measured here, on this device) and peak memory are recorded.
+How it measures:
+- every pipeline runs in its own process (a process's peak RSS never resets, and freed memory stays with glibc);
+- repeats are interleaved, ours and the baselines in turn (ABBA: ours, trainer, trl, then trl, trainer, ours, ...),
+  so drift from other work on the machine falls on all of them; each figure is a median over the repeats, and the
+  ratios are medians of per-pair ratios with their spread (min, max);
+- tokens/s from the wall time between consecutive step ends after warm-up (data, logging and all), the same
+  micro-batch x seq_len tokens per step for every pipeline;
+- memory as the peak of live tensor bytes during one training step (bench/measure.py LiveBytes: activations, logits,
+  gradients, temporaries; the weights and optimizer state allocated before it are not counted), and as the process's
+  peak RSS from the start of training (Linux VmHWM, reset through /proc/self/clear_refs);
+- every pipeline trains the same randomly initialised architecture (nothing is downloaded) on the same packed rows
+  with the same position_ids (attention stays within each packed example in all of them: transformers builds the
+  block-causal mask from position_ids when there is no attention mask), LoRA r=16 on every projection.
+The better baseline is the faster (for tokens/s) or the leaner (for memory) one in each pair.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +48,7 @@ from advisor.params import lora_trainable_params  # noqa: E402
 
 TINY = ModelArch(name="tiny", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=259, max_position_embeddings=4096)
+BASELINES = ("trainer", "trl")
 
 
 def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int, iters: int = 20) -> float:
@@ -57,29 +72,11 @@ def recipe_text(arch: ModelArch, method: str, data: Path, seq_len: int, micro_ba
     body = {"name": f"speed-{method}", "model": model, "lora": {"r": 16, "alpha": 32, "targets": "all-linear"},
             "data": {"path": str(data), "format": "text", "seq_len": seq_len, "packing": True, "val_fraction": 0.0},
             "train": {"max_steps": steps, "micro_batch": micro_batch, "lr": 1e-4, "gradient_checkpointing": checkpointing,
-                      "eval_every": 0, "log_every": 1}}
+                      "eval_every": 0, "log_every": 1, "checkpoint_every": 0}}
     if method == "qlora":
         body["quant"] = {"quant_type": "nf4", "double_quant": True,
                          "compute_dtype": "bfloat16" if torch.cuda.is_available() else "float32"}
     return yaml.safe_dump(body)
-
-
-def steady_rate(step_tokens: list[int], step_seconds: list[float], warmup: int) -> float:
-    return sum(step_tokens[warmup:]) / sum(step_seconds[warmup:])
-
-
-def run_ours(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device, overrides: tuple[str, ...] = ()) -> dict:
-    """The real runner, end to end; throughput from its own per-step metrics after warm-up."""
-    from advisor.recipe import load_recipe
-    from runners.run import run
-    report = run(load_recipe(recipe_path, overrides), out_dir, overwrite=True)  # resolves checkpointing: auto itself
-    metrics = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if "loss" in line]
-    tokens = [m["tokens"] - (metrics[i - 1]["tokens"] if i else 0) for i, m in enumerate(metrics)]
-    mem = report.peak_memory_gib
-    return {"tokens_per_second": steady_rate(tokens, [m["step_seconds"] for m in metrics], warmup),
-            "peak_memory_gib": mem.reserved if mem.reserved is not None else mem.rss,
-            "peak_memory_kind": "reserved" if mem.reserved is not None else "process rss", "steps": report.steps,
-            "gradient_checkpointing": report.estimate.gradient_checkpointing}
 
 
 def device_memory_gib(device: torch.device) -> float | None:
@@ -96,140 +93,343 @@ def baseline_checkpointing(recipe, memory: float | None) -> bool:
     return estimate_recipe(stock, device_memory_gib=memory).gradient_checkpointing
 
 
-def run_baseline(recipe_path: Path, out_dir: Path, warmup: int, device: torch.device, overrides: tuple[str, ...] = ()) -> dict:
-    """transformers.Trainer + peft on the same rows, as the Hugging Face docs set it up."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+# --- one pipeline, in its own process ---------------------------------------------------------------------------
 
-    from advisor.recipe import load_recipe
-    from runners.data import build_dataset
+class StepProbe:
+    """Called at the end of every optimizer step: records the time, resets the peak RSS before the first step, and
+    wraps the last step in LiveBytes (its time is not used)."""
+
+    def __init__(self, steps: int, device: torch.device):
+        self.steps, self.device, self.ends, self.live = steps, device, [], None
+        self.mode = None
+
+    @staticmethod
+    def reset_peak_rss() -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := current RSS
+        except OSError:
+            pass
+
+    def before_step(self) -> None:
+        if not self.ends:
+            self.reset_peak_rss()
+            self.start = time.perf_counter()
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+        if len(self.ends) == self.steps - 1:
+            from bench.measure import LiveBytes
+            self.mode = LiveBytes()
+            self.mode.__enter__()
+
+    def after_step(self) -> None:
+        sync(self.device)
+        if self.mode is not None:
+            self.mode.__exit__(None, None, None)
+            self.live, self.mode = self.mode.peak, None
+        self.ends.append(time.perf_counter())
+
+
+def peak_rss_gib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def run_ours(recipe, out_dir: Path, probe: StepProbe, device) -> dict:
+    """The real runner, end to end (runners.run.run); the probe wraps its train_step."""
+    import runners.train
+    from runners.run import run
+    inner = runners.train.train_step
+
+    def probed(*args, **kwargs):
+        probe.before_step()
+        result = inner(*args, **kwargs)
+        probe.after_step()
+        return result
+    runners.train.train_step = probed
+    report = run(recipe, out_dir, overwrite=True)
+    return {"gradient_checkpointing": report.estimate.gradient_checkpointing}
+
+
+def _rows_dataset(recipe, tokenizer):
+    """Our packed rows (input_ids, labels, position_ids) as a datasets.Dataset, and our collate for them."""
+    import datasets
+
+    from runners.data import build_dataset, collate
+    from runners.run import cache_root
+    rows = build_dataset(recipe, tokenizer, cache_root()).train
+    train = datasets.Dataset.from_list([{k: v.tolist() for k, v in r.items()} for r in rows.rows()])
+    pad = tokenizer.pad_token_id
+
+    def collator(features):
+        return collate([{k: torch.tensor(v) for k, v in f.items()} for f in features], pad)
+    return train, collator
+
+
+def _trainer_args(cls, recipe, out_dir: Path, device, checkpointing: bool, **extra):
+    cuda = device.type == "cuda"
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever this version has
+    prefix = "activation" if "activation_checkpointing" in cls.__dataclass_fields__ else "gradient"
+    return cls(output_dir=str(out_dir), per_device_train_batch_size=recipe.train.micro_batch,
+               max_steps=recipe.train.max_steps, learning_rate=recipe.train.lr, bf16=cuda, use_cpu=not cuda,
+               logging_steps=10, report_to=[], save_strategy="no", dataloader_drop_last=True,
+               remove_unused_columns=False, disable_tqdm=True, **{f"{prefix}_checkpointing": checkpointing,
+                                                                   f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}},
+               **extra)
+
+
+def _callback(probe: StepProbe):
+    from transformers import TrainerCallback
+
+    class Probe(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            probe.before_step()
+
+        def on_step_end(self, args, state, control, **kw):
+            probe.after_step()
+    return Probe()
+
+
+def run_trainer(recipe, out_dir: Path, probe: StepProbe, device) -> dict:
+    """transformers.Trainer + peft as the Hugging Face docs set it up (prepare_model_for_kbit_training for QLoRA)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import Trainer, TrainingArguments
+
     from runners.model import load_model, to_peft_config
     from runners.run import cache_root
     from runners.tokenizer import load_tokenizer
-    recipe = load_recipe(recipe_path, overrides)
     checkpointing = baseline_checkpointing(recipe, device_memory_gib(device))
-    rows = build_dataset(recipe, load_tokenizer(recipe), cache_root()).train
-    import datasets
-    train = datasets.Dataset.from_list([{"input_ids": r["input_ids"].tolist(), "labels": r["input_ids"].tolist()}
-                                        for r in rows.rows()])
+    train, collator = _rows_dataset(recipe, load_tokenizer(recipe))
     model = load_model(recipe, device, cache_root(), recipe.train.seed)  # the same random weights as ours
     if recipe.quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     model = get_peft_model(model, to_peft_config(recipe.lora))
-    times: list[float] = []
+    args = _trainer_args(TrainingArguments, recipe, out_dir, device, checkpointing)
+    Trainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[_callback(probe)]).train()
+    return {"gradient_checkpointing": checkpointing}
 
-    class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            sync(device)
-            self.t = time.perf_counter()
 
-        def on_step_end(self, args, state, control, **kw):
-            sync(device)
-            times.append(time.perf_counter() - self.t)
+def run_trl(recipe, out_dir: Path, probe: StepProbe, device) -> dict:
+    """TRL's SFTTrainer with its defaults (its chunked LM head and loss) on our rows; peft through its peft_config."""
+    from trl import SFTConfig, SFTTrainer
 
-    cuda = device.type == "cuda"
-    # transformers 5 renamed gradient_checkpointing to activation_checkpointing; use whichever this version has
-    prefix = "activation" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient"
-    trainer_checkpointing = {f"{prefix}_checkpointing": checkpointing,
-                             f"{prefix}_checkpointing_kwargs": {"use_reentrant": False}}
-    args = TrainingArguments(output_dir=str(out_dir), per_device_train_batch_size=recipe.train.micro_batch,
-                             max_steps=recipe.train.max_steps, learning_rate=recipe.train.lr, bf16=cuda, use_cpu=not cuda,
-                             logging_steps=10, report_to=[], save_strategy="no", dataloader_drop_last=True,
-                             remove_unused_columns=False, disable_tqdm=True, **trainer_checkpointing)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    Trainer(model=model, args=args, train_dataset=train, callbacks=[StepTimer()]).train()
-    tokens = [recipe.train.micro_batch * recipe.data.seq_len] * len(times)
-    import resource
-    peak = torch.cuda.max_memory_reserved(device) / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"tokens_per_second": steady_rate(tokens, times, warmup), "peak_memory_gib": peak,
-            "peak_memory_kind": "reserved" if cuda else "process rss", "steps": len(times), "gradient_checkpointing": checkpointing}
+    from runners.model import load_model, to_peft_config
+    from runners.run import cache_root
+    from runners.tokenizer import load_tokenizer
+    checkpointing = baseline_checkpointing(recipe, device_memory_gib(device))
+    tokenizer = load_tokenizer(recipe)
+    train, collator = _rows_dataset(recipe, tokenizer)
+    model = load_model(recipe, device, cache_root(), recipe.train.seed)
+    args = _trainer_args(SFTConfig, recipe, out_dir, device, checkpointing, packing=False, max_length=None,
+                         dataset_kwargs={"skip_prepare_dataset": True})
+    SFTTrainer(model=model, args=args, train_dataset=train, data_collator=collator, processing_class=tokenizer,
+               peft_config=to_peft_config(recipe.lora), callbacks=[_callback(probe)]).train()
+    return {"gradient_checkpointing": checkpointing}
+
+
+PIPELINES = {"ours": run_ours, "trainer": run_trainer, "trl": run_trl}
+
+
+def worker(pipeline: str, recipe_path: Path, overrides: list[str], warmup: int, result_path: Path) -> None:
+    """One pipeline in this process: train, then write its step times, live bytes and peak RSS."""
+    from advisor.recipe import load_recipe
+    from runners.run import quiet_libraries
+    quiet_libraries()
+    recipe = load_recipe(recipe_path, overrides)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    steps = recipe.train.max_steps
+    probe = StepProbe(steps, device)
+    with tempfile.TemporaryDirectory() as out:
+        info = PIPELINES[pipeline.split(":")[0]](recipe, Path(out) / "run", probe, device)
+    timed = [b - a for a, b in zip(probe.ends[warmup - 1:-2], probe.ends[warmup:-1])]  # warm-up and the live step out
+    tokens = recipe.train.micro_batch * recipe.data.seq_len
+    result = {"steps": len(probe.ends), "timed_steps": len(timed), "step_seconds": timed,
+              "tokens_per_second": tokens * len(timed) / sum(timed), "live_peak_gib": probe.live / 2**30,
+              "rss_peak_gib": peak_rss_gib(), **info}
+    if device.type == "cuda":
+        result["cuda_peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    result_path.write_text(json.dumps(result))
+
+
+# --- the orchestrator -------------------------------------------------------------------------------------------
+
+def spawn(pipeline: str, recipe_path: Path, overrides: list[str], warmup: int, tmp: Path, env: dict) -> dict:
+    result = tmp / f"result-{os.getpid()}-{time.monotonic_ns()}.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", pipeline, "--recipe", str(recipe_path),
+               "--warmup", str(warmup), "--result", str(result)] + [f"--set={o}" for o in overrides]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{pipeline} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(result.read_text())
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarize(method: str, pairs: list[dict], baselines: list[str], model_flops: float, peak_rate: float) -> dict:
+    """Medians per pipeline, and the per-pair ratios of ours against the better baseline of that pair."""
+    out = {}
+    for name in pairs[0]:
+        runs = [p[name] for p in pairs]
+        out[f"{method}_{name}"] = {
+            "tokens_per_second": statistics.median(r["tokens_per_second"] for r in runs),
+            "peak_memory_gib": statistics.median(r["live_peak_gib"] for r in runs), "peak_memory_kind": "live tensor bytes",
+            "rss_peak_gib": statistics.median(r["rss_peak_gib"] for r in runs),
+            "gradient_checkpointing": runs[0]["gradient_checkpointing"], "steps": runs[0]["steps"],
+            "timed_steps_per_repeat": runs[0]["timed_steps"],
+            "mfu": model_flops * statistics.median(r["tokens_per_second"] for r in runs) / peak_rate,
+            "repeats": [{k: r[k] for k in ("tokens_per_second", "live_peak_gib", "rss_peak_gib")} for r in runs]}
+    speed = [p["ours"]["tokens_per_second"] / max(p[b]["tokens_per_second"] for b in baselines) for p in pairs]
+    live = [p["ours"]["live_peak_gib"] / min(p[b]["live_peak_gib"] for b in baselines) for p in pairs]
+    rss = [p["ours"]["rss_peak_gib"] / min(p[b]["rss_peak_gib"] for b in baselines) for p in pairs]
+    better = max(baselines, key=lambda b: out[f"{method}_{b}"]["tokens_per_second"])
+    out[f"{method}_baseline"] = out[f"{method}_{better}"] | {"pipeline": better}
+    out |= {f"{method}_speedup": statistics.median(speed), f"{method}_memory_ratio": statistics.median(live),
+            f"{method}_rss_ratio": statistics.median(rss), f"{method}_mfu": out[f"{method}_ours"]["mfu"],
+            f"{method}_pairs": [{"speedup": s, "memory_ratio": m, "rss_ratio": r} for s, m, r in zip(speed, live, rss)],
+            f"{method}_spread": {"speedup": spread(speed), "memory_ratio": spread(live), "rss_ratio": spread(rss)}}
+    for name in pairs[0]:
+        if name.startswith("ours:"):
+            variant = out.pop(f"{method}_{name}")
+            variant["speedup_vs_baseline"] = statistics.median(
+                p[name]["tokens_per_second"] / max(p[b]["tokens_per_second"] for b in baselines) for p in pairs)
+            out.setdefault("variants", {})[f"{method}_{name[5:]}"] = variant
+    return out
+
+
+def order_for(pair: int, names: list[str]) -> list[str]:
+    """ABBA: ours first in even pairs, last in odd ones, so a linear drift in machine load cancels."""
+    return names if pair % 2 == 0 else names[::-1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="Llama-3.1-8B", help="catalog architecture to build (random weights)")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke test: a 2-layer model, short sequences")
+    parser.add_argument("--layers", type=int, help="keep only this many of the model's decoder layers (a smaller shape "
+                                                   "with the same width and vocabulary, for slow machines)")
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8, help="steps per repeat: warm-up, timed, and one live-bytes step")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=5, help="interleaved repeats of every pipeline")
     parser.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
                         help="gradient checkpointing in every run; auto: each run as needed to fit this device (ours decides "
-                             "with its own estimate, the baseline by the estimate of its own peak)")
+                             "with its own estimate, the baselines by the estimate of their own peak)")
     parser.add_argument("--methods", default="lora,qlora")
+    parser.add_argument("--baselines", default="trainer,trl", help="trainer (HF Trainer + peft), trl (SFTTrainer)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="also run ours with these recipe overrides (e.g. stock-loss:train.fused_loss=false); "
                              "repeatable, reported under 'variants' beside the default runner")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.recipe, args.overrides, args.warmup, args.result)
     variants = {}
     for spec in args.variant:
         name, _, assignments = spec.partition(":")
         if not name or not assignments:
             parser.error(f"--variant {spec!r}: expected NAME:KEY=VALUE[,KEY=VALUE]")
-        variants[name] = tuple(assignments.split(","))
+        variants[name] = assignments.split(",")
+    baselines = [b for b in args.baselines.split(",") if b]
+    skipped = {}
+    if "trl" in baselines and importlib.util.find_spec("trl") is None:
+        baselines.remove("trl")
+        skipped["trl"] = "not installed (pip install trl)"
+    if not baselines:
+        parser.error("no baseline to compare with")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = TINY if args.tiny else get_model(args.model)
+    if args.layers:
+        arch = arch.model_copy(update={"num_hidden_layers": args.layers, "name": f"{arch.name} ({args.layers} layers)"})
     seq_len = 128 if args.tiny else args.seq_len
-    steps, warmup = (8, 2) if args.tiny else (args.steps, args.warmup)
+    steps, warmup, n_pairs = (5, 2, 1) if args.tiny else (args.steps, args.warmup, args.pairs)
+    if steps < warmup + 2 or warmup < 1:
+        parser.error("--steps must leave at least one timed step after --warmup (>= 1) and the live-bytes step")
     peak_rate = matmul_flops_per_second(device, torch.bfloat16 if device.type == "cuda" else torch.float32,
                                         8192 if device.type == "cuda" else 512)
     lora_params = lora_trainable_params(arch, 16, "all-linear")
     result = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
               "model": arch.name, "seq_len": seq_len, "micro_batch": args.micro_batch, "steps": steps, "warmup_steps": warmup,
+              "pairs": n_pairs, "baselines": baselines, "baselines_skipped": skipped,
               "gradient_checkpointing": args.checkpointing, "measured_matmul_tflops": peak_rate / 1e12,
-              "versions": {"torch": torch.__version__}}
+              "command": "python bench/speed.py " + " ".join(sys.argv[1:]), "versions": _versions()}
+    names = ["ours", *baselines] + [f"ours:{v}" for v in variants]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        os.environ.setdefault("RIGHTSIZE_CACHE_DIR", str(tmp / "cache"))
+        env = {**os.environ, "RIGHTSIZE_CACHE_DIR": os.environ.get("RIGHTSIZE_CACHE_DIR", str(tmp / "cache")),
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         data = tmp / "corpus.jsonl"
         synthetic_corpus(data, docs=400 if args.tiny else max(200, steps * args.micro_batch * seq_len // 2000 + 50))
-        for method in args.methods.split(","):
-            path = tmp / f"{method}.yaml"
-            checkpointing = {"auto": "auto", "on": True, "off": False}[args.checkpointing]
-            path.write_text(recipe_text(arch, method, data, seq_len, args.micro_batch, steps, checkpointing))
-            model_flops = flops_per_token(arch, seq_len, method, lora_params).model
-            runs = [("baseline", run_baseline, ()), ("ours", run_ours, ())] + [
-                (name, run_ours, overrides) for name, overrides in variants.items()]
-            for name, fn, overrides in runs:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                r = fn(path, tmp / f"{method}-{name}", warmup, device, overrides)
-                r["mfu"] = model_flops * r["tokens_per_second"] / peak_rate
-                if name not in variants:
-                    result[f"{method}_{name}"] = r
-                else:
-                    r["overrides"] = list(overrides)
-                    r["speedup_vs_baseline"] = r["tokens_per_second"] / result[f"{method}_baseline"]["tokens_per_second"]
-                    result.setdefault("variants", {})[f"{method}_{name}"] = r
-            ours, base = result[f"{method}_ours"], result[f"{method}_baseline"]
-            result[f"{method}_speedup"] = ours["tokens_per_second"] / base["tokens_per_second"]
-            result[f"{method}_memory_ratio"] = ours["peak_memory_gib"] / base["peak_memory_gib"]
-            result[f"{method}_mfu"] = ours["mfu"]
+        methods, pairs = args.methods.split(","), {}
+        checkpointing = {"auto": "auto", "on": True, "off": False}[args.checkpointing]
+        for method in methods:
+            (tmp / f"{method}.yaml").write_text(recipe_text(arch, method, data, seq_len, args.micro_batch, steps, checkpointing))
+        for pair in range(n_pairs):  # every method's pair n before any pair n+1: a run stopped early keeps both methods
+            for method in methods:
+                path, runs = tmp / f"{method}.yaml", {}
+                model_flops = flops_per_token(arch, seq_len, method, lora_params).model
+                for name in order_for(pair, names):
+                    overrides = variants.get(name[5:], []) if name.startswith("ours:") else []
+                    runs[name] = spawn(name, path, overrides, warmup, tmp, env)
+                    print(f"{method} pair {pair + 1}/{n_pairs} {name}: {runs[name]['tokens_per_second']:,.0f} tokens/s, "
+                          f"live {runs[name]['live_peak_gib']:.3f} GiB, rss {runs[name]['rss_peak_gib']:.2f} GiB",
+                          file=sys.stderr, flush=True)
+                pairs.setdefault(method, []).append({n: runs[n] for n in names})
+                summary = summarize(method, pairs[method], baselines, model_flops, peak_rate)
+                summary["variants"] = result.get("variants", {}) | summary.get("variants", {})
+                for variant, overrides in variants.items():
+                    summary["variants"][f"{method}_{variant}"]["overrides"] = overrides
+                result |= summary
+                if args.out:  # after every pair: a long run that is stopped keeps what it measured
+                    _write(args.out, result)
     print(render(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        _write(args.out, result)
+
+
+def _write(path: Path, result: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "trl"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def render(result: dict) -> str:
     lines = [f"{result['gpu']}: {result['model']}, seq {result['seq_len']}, micro-batch {result['micro_batch']}, "
-             f"checkpointing {result['gradient_checkpointing']}, matmul {result['measured_matmul_tflops']:.1f} TFLOP/s measured",
-             f"{'run':<16}{'tokens/s':>12}{'MFU':>9}{'peak GiB':>10}{'ckpt':>6}"]
-    for name in ("lora_baseline", "lora_ours", "qlora_baseline", "qlora_ours"):
-        if name not in result:
-            continue
-        r = result[name]
-        lines.append(f"{name:<16}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.2f}"
-                     f"{'on' if r['gradient_checkpointing'] else 'off':>6}")
-    for name, r in result.get("variants", {}).items():
-        lines.append(f"{name:<16}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.2f}"
-                     f"{'on' if r['gradient_checkpointing'] else 'off':>6}   ({', '.join(r['overrides'])})")
+             f"{result['pairs']} interleaved repeats, checkpointing {result['gradient_checkpointing']}, "
+             f"matmul {result['measured_matmul_tflops']:.1f} TFLOP/s measured",
+             f"{'run':<20}{'tokens/s':>12}{'MFU':>9}{'live GiB':>10}{'RSS GiB':>9}{'ckpt':>6}"]
+    rows = [(k, v) for k, v in result.items() if isinstance(v, dict) and "tokens_per_second" in v
+            and not k.endswith("_baseline")] + list(result.get("variants", {}).items())
+    for name, r in rows:
+        lines.append(f"{name:<20}{r['tokens_per_second']:>12,.0f}{r['mfu']:>9.1%}{r['peak_memory_gib']:>10.3f}"
+                     f"{r['rss_peak_gib']:>9.2f}{'on' if r['gradient_checkpointing'] else 'off':>6}")
     for method in ("lora", "qlora"):
         if f"{method}_speedup" in result:
-            lines.append(f"{method}: speed-up {result[f'{method}_speedup']:.2f}x, memory ratio "
-                         f"{result[f'{method}_memory_ratio']:.2f}, our MFU {result[f'{method}_mfu']:.1%}")
+            s = result[f"{method}_spread"]
+            lines.append(f"{method}: speed-up {result[f'{method}_speedup']:.2f}x (pairs {s['speedup']['min']:.2f}-"
+                         f"{s['speedup']['max']:.2f}), live-bytes ratio {result[f'{method}_memory_ratio']:.2f}, "
+                         f"RSS ratio {result[f'{method}_rss_ratio']:.2f} against the better of "
+                         f"{', '.join(result['baselines'])}; our MFU {result[f'{method}_mfu']:.1%}")
+    for name, why in result.get("baselines_skipped", {}).items():
+        lines.append(f"baseline {name} skipped: {why}")
     return "\n".join(lines)
 
 

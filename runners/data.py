@@ -66,10 +66,30 @@ class TokenizedData:
     skipped_rows: int = 0      # rows left out under data.on_bad_rows: skip
 
 
+def load_raw(data: DataSection):
+    """A datasets.Dataset from a JSONL/JSON/Parquet/CSV file or a save_to_disk directory."""
+    import datasets
+
+    path = Path(data.path)
+    if not path.exists():
+        raise AdvisorError(f"data.path {path}: no such file or directory")
+    if path.is_dir():
+        from runners.datasources import pick_split
+        return pick_split(datasets.load_from_disk(str(path)), data.split, f"data.path {path}")
+    kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+    kind = kinds.get(path.suffix.lower())
+    if kind is None:
+        raise AdvisorError(f"data.path {path}: unsupported file type {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
+    reader = {"json": datasets.Dataset.from_json, "parquet": datasets.Dataset.from_parquet, "csv": datasets.Dataset.from_csv}[kind]
+    return reader(str(path), keep_in_memory=True)
+
+
 def render_batch(batch: dict[str, list], data: DataSection, tokenizer) -> list[tuple[list[int], list[int]]]:
     """Token ids and labels for a batch of examples (columns of equal length); prompt tokens get IGNORE_INDEX
     unless data.train_on_prompt. Text and instruction formats tokenize the whole batch in one call."""
     fmt = data.format
+    if fmt in ("sharegpt", "completion"):
+        return _render_more(batch, data, tokenizer)
     size = len(next(iter(batch.values()))) if batch else 0
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     if fmt == "text":
@@ -89,6 +109,47 @@ def render_batch(batch: dict[str, list], data: DataSection, tokenizer) -> list[t
             out.append((p + r, (list(p) if data.train_on_prompt else [IGNORE_INDEX] * len(p)) + r))
         return out
     return [_render_chat(m, data, tokenizer) for m in _column(batch, data.messages_field)]
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
+
+
+def sharegpt_messages(turns, data: DataSection) -> list[dict]:
+    """ShareGPT turns ({from, value}) as chat messages ({role, content})."""
+    if not isinstance(turns, list) or not all(isinstance(t, dict) and "from" in t and "value" in t for t in turns):
+        raise AdvisorError(f"data.{data.conversations_field}: expected a list of {{from, value}} turns (ShareGPT)")
+    unknown = sorted({str(t["from"]) for t in turns} - SHAREGPT_ROLES.keys())
+    if unknown:
+        raise AdvisorError(f"data.{data.conversations_field}: unknown speaker {unknown[0]!r}; expected one of "
+                           + ", ".join(SHAREGPT_ROLES))
+    return [{"role": SHAREGPT_ROLES[str(t["from"])], "content": str(t["value"])} for t in turns]
+
+
+def _render_more(batch: dict[str, list], data: DataSection, tokenizer) -> list[tuple[list[int], list[int]]]:
+    """sharegpt: rendered as chat (loss on the assistant turns); completion: prompt + completion, loss on the
+    completion (and the prompt with train_on_prompt), no template: the text as written."""
+    if data.format == "sharegpt":
+        return [_render_chat(sharegpt_messages(t, data), data, tokenizer) for t in _column(batch, data.conversations_field)]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    prompts = tokenizer([str(p) for p in _column(batch, data.prompt_field)], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([str(c) for c in _column(batch, data.completion_field)], add_special_tokens=False)["input_ids"]
+    out = []
+    for p, c in zip(prompts, completions):
+        p, c = bos + p, c + [tokenizer.eos_token_id]
+        out.append((p + c, (list(p) if data.train_on_prompt else [IGNORE_INDEX] * len(p)) + c))
+    return out
+
+
+def load_training_examples(data: DataSection, seed: int):
+    """data.path (a file, a save_to_disk folder or a cached hub dataset) and data.mix, weighted and concatenated."""
+    from runners.datasources import mixed, read_hub
+    if not data.hub and not data.mix and data.weight == 1.0:
+        return load_raw(data)
+    sources = [(data.path, data.hub, data.split, data.weight)] + [(s.path, s.hub, s.split, s.weight) for s in data.mix]
+    loaded = [(read_hub(path, split) if hub else load_raw(data.model_copy(update={"path": path, "split": split})), weight)
+              for path, hub, split, weight in sources]
+    return mixed(loaded, data, seed)
 
 
 def render_example(example: dict, data: DataSection, tokenizer) -> tuple[list[int], list[int]]:
@@ -173,10 +234,14 @@ CACHE_FORMAT = "rows-v2"  # bump when reading or rendering changes what the same
 
 
 def _fingerprint(recipe: Recipe, tokenizer_id: str, cache_root: Path | None = None) -> str:
-    """The tokenized cache's key: the data's content hash (runners.fingerprint; cached by file identity, so a file
-    is hashed once per change), every data setting, the tokenizer and the seed."""
+    """The tokenized cache's key: the content hash of every file behind the data (training, mixed-in, eval, hub
+    datasets in the local cache; runners.fingerprint caches each hash by file identity, so a file is hashed once per
+    change), every data setting, the tokenizer and the seed."""
+    from runners.datasources import source_files
     from runners.fingerprint import data_sha256
-    digest = hashlib.sha256(data_sha256(Path(recipe.data.path), cache_root).encode())
+    digest = hashlib.sha256()
+    for f in source_files(recipe.data):
+        digest.update(data_sha256(f, cache_root).encode())
     settings = recipe.data.model_dump(exclude={"path"})
     digest.update(json.dumps([settings, tokenizer_id, recipe.train.seed, CACHE_FORMAT], sort_keys=True).encode())
     return digest.hexdigest()[:20]
@@ -236,6 +301,32 @@ def _rendered(data: DataSection, tokenizer, good: list[int]):
         yield from flush()
 
 
+def single_local_file(data: DataSection) -> bool:
+    """One local file or save_to_disk folder, unweighted: its rows are validated with file and line (runners.rows)."""
+    return not data.hub and not data.mix and data.weight == 1.0
+
+
+def _examples(recipe: Recipe, tokenizer):
+    """(examples, rows read, invalid rows, iterator of (position, where, ids, labels)). A single local file is read
+    row by row and validated with file:line (runners.rows); hub datasets and weighted mixes come through `datasets`
+    (load_training_examples), each row named by its index in the mix."""
+    data = recipe.data
+    if single_local_file(data):
+        good, total, bad = _valid_rows(data)
+        return len(good), total, bad, (_rendered(data, tokenizer, good) if good else iter(()))
+    raw = load_training_examples(data, recipe.train.seed)
+    n = min(data.max_examples or len(raw), len(raw))
+    if n == 0:
+        raise AdvisorError(f"data.path {data.path}: no examples")
+
+    def rendered():
+        for start in range(0, n, RENDER_BATCH):
+            batch = raw[start:min(start + RENDER_BATCH, n)]
+            for offset, (ids, labels) in enumerate(render_batch(batch, data, tokenizer)):
+                yield start + offset, f"{data.path} (mixed) example {start + offset}", ids, labels
+    return n, n, BadRows(data.path), rendered()
+
+
 def build_dataset(recipe: Recipe, tokenizer, cache_root: Path) -> TokenizedData:
     """Validate, tokenize, mask, split and pack the recipe's data, or load the identical result from the cache.
     Rows that fail validation or carry no loss after truncation are refused, or skipped and counted
@@ -251,15 +342,15 @@ def build_dataset(recipe: Recipe, tokenizer, cache_root: Path) -> TokenizedData:
                              blob["examples"], True, cache, blob.get("skipped_rows", 0))
         _say_skipped(recipe.data, data.skipped_rows, blob.get("skipped_first", ""))
         return data
-    good, total, bad = _valid_rows(recipe.data)
-    n = len(good)
+    n, total, bad, rows = _examples(recipe, tokenizer)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.train.seed)) if n else torch.zeros(0)
-    n_val = math.ceil(n * recipe.data.val_fraction) if recipe.data.val_fraction > 0 and n > 1 else 0
+    split_off = recipe.data.val_fraction > 0 and n > 1 and not recipe.data.eval_path  # an eval file replaces the split
+    n_val = math.ceil(n * recipe.data.val_fraction) if split_off else 0
     is_val = torch.zeros(n, dtype=torch.bool)
     is_val[order[:n_val].long()] = True
     train, val = Packer(recipe.data.seq_len, recipe.data.packing), Packer(recipe.data.seq_len, recipe.data.packing)
     kept = 0
-    for position, where, ids, labels in (_rendered(recipe.data, tokenizer, good) if n else ()):
+    for position, where, ids, labels in rows:
         if not carries_loss(labels, recipe.data.seq_len):
             bad.add(where, f"no token carries loss after truncation to data.seq_len {recipe.data.seq_len} "
                            f"({len(ids)} tokens, {'train_on_prompt is off' if not recipe.data.train_on_prompt else 'all masked'})")
@@ -272,6 +363,8 @@ def build_dataset(recipe: Recipe, tokenizer, cache_root: Path) -> TokenizedData:
         raise AdvisorError(f"data.path {recipe.data.path}: no token carries loss in any of its {total} rows"
                            + (f" ({bad.count} invalid, first: {bad.first[0]})" if bad.count else "")
                            + ": raise data.seq_len, add assistant turns, or set data.train_on_prompt: true")
+    if recipe.data.eval_path:
+        _add_eval_file(val, recipe.data, tokenizer)
     train_rows, val_rows = train.finish(), val.finish()
     skipped_first = bad.describe() if bad.count else ""
     blob = {"train": train_rows.state(), "val": val_rows.state(), "train_tokens": train_rows.tokens, "examples": kept,
@@ -368,3 +461,11 @@ def get_batch(rows: PackedRows, order: Sequence[int], index: int, micro_batch: i
             picked.append({**row, "labels": torch.full_like(row["labels"], IGNORE_INDEX)})
     mine = picked[rank * micro_batch:(rank + 1) * micro_batch]
     return Batch(collate(mine, pad_id), mine, picked, micro_batch)
+
+
+def _add_eval_file(val: "Packer", data: DataSection, tokenizer) -> None:
+    """Every example of data.eval_path (same format) into the eval rows."""
+    raw = load_raw(data.model_copy(update={"path": data.eval_path, "split": "train" if data.split == "train" else data.split}))
+    for start in range(0, len(raw), RENDER_BATCH):
+        for ids, labels in render_batch(raw[start:start + RENDER_BATCH], data, tokenizer):
+            val.add(ids, labels)

@@ -23,11 +23,12 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_distributed() -> DistContext:
-    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU), or run as a single process."""
+def init_distributed(backend: str = "auto") -> DistContext:
+    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU; `gloo` keeps every rank on the CPU),
+    or run as a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and backend != "gloo":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:

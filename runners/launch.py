@@ -33,6 +33,8 @@ def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resum
         from runners.run import run
         return run(recipe, out_dir, resume=resume, overwrite=overwrite, force=force, calibration=calibration, gpu_name=gpu,
                    recipe_path=recipe_path, allow_changes=allow_changes)
+    check_process_count(recipe, visible_gpus())
+    _check_fit_before_launch(recipe, gpu, calibration, force)
     if (node_rank or 0) == 0:  # refuse what the workers would refuse, before starting them (the lock is theirs)
         from runners.rundir import RunFolder
         RunFolder.open(out_dir, resume, overwrite, {"data": Path(recipe.data.path), "recipe": recipe_path,
@@ -45,6 +47,40 @@ def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resum
     if (node_rank or 0) != 0:
         return None
     return load_report(out_dir)
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process can see (CUDA_VISIBLE_DEVICES applied); 0 without CUDA."""
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_process_count(recipe: Recipe, gpus: int) -> None:
+    """Policy: one process per visible GPU. More processes than GPUs only when the recipe asks for CPU ranks
+    (launch.backend: gloo); otherwise refuse in one line before torchrun starts them all on a few cores."""
+    n = recipe.launch.nproc_per_node
+    if n <= gpus or recipe.launch.backend == "gloo":
+        return
+    seen = f"{gpus} visible GPU(s)" if gpus else "no CUDA GPU"
+    raise AdvisorError(f"launch.nproc_per_node {n} needs {n} GPUs but this machine has {seen}: lower --nproc-per-node, "
+                       "or set launch.backend: gloo to run the ranks on the CPU")
+
+
+def _check_fit_before_launch(recipe: Recipe, gpu: str | None, calibration: Calibration | None, force: bool) -> None:
+    """The fit verdict before torchrun starts any rank (each rank checks again, against its own device)."""
+    from advisor.catalog import get_gpu, match_gpu
+    from runners.run import check_fit
+    memory = None
+    if gpu:
+        entry = get_gpu(gpu)
+    elif recipe.launch.backend != "gloo" and visible_gpus():
+        import torch
+        props = torch.cuda.get_device_properties(0)
+        memory = props.total_memory / 2**30
+        entry = match_gpu(props.name, memory)
+    else:
+        entry = None
+    check_fit(recipe, entry, memory, calibration, recipe.world_size, force)
 
 
 def _run_forwarding_signals(command: list[str]) -> int:

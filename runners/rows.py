@@ -196,6 +196,26 @@ def _messages_problem(example: dict, name: str) -> str | None:
     return None
 
 
+def _sharegpt_problem(example: dict, name: str) -> str | None:
+    from runners.data import SHAREGPT_ROLES
+    if name not in example:
+        return f"missing field {name!r} (fields: {', '.join(map(str, example)) or 'none'})"
+    turns = example[name]
+    if not isinstance(turns, list) or not turns:
+        return (f"field {name!r} is an empty list of turns" if isinstance(turns, list) else
+                f"field {name!r} is {_type_name(turns)}, expected a list of {{from, value}} turns")
+    for i, turn in enumerate(turns):
+        where = f"{name}[{i}]"
+        if not isinstance(turn, dict):
+            return f"{where} is {_type_name(turn)}, expected a {{from, value}} object"
+        if turn.get("from") not in SHAREGPT_ROLES:
+            return (f"{where} has no 'from'" if turn.get("from") is None else
+                    f"{where}.from {turn.get('from')!r} is not one of {', '.join(SHAREGPT_ROLES)}")
+        if not isinstance(turn.get("value"), str):
+            return f"{where}.value is {'missing' if 'value' not in turn else _type_name(turn.get('value'))}, expected a string"
+    return None
+
+
 def row_problem(example, data: DataSection) -> str | None:
     """What makes one example unusable for the recipe's format, or None when it is valid."""
     if not isinstance(example, dict):
@@ -205,6 +225,10 @@ def row_problem(example, data: DataSection) -> str | None:
     if data.format == "instruction":
         return (_text_problem(example, data.instruction_field) or _text_problem(example, data.output_field)
                 or _text_problem(example, data.input_field, required=False))
+    if data.format == "completion":
+        return _text_problem(example, data.prompt_field) or _text_problem(example, data.completion_field)
+    if data.format == "sharegpt":
+        return _sharegpt_problem(example, data.conversations_field)
     return _messages_problem(example, data.messages_field)
 
 

@@ -29,6 +29,7 @@ from runners.model import (
 from runners.tokenizer import load_tokenizer
 from runners.checkpoint import CheckpointError, intact_checkpoint, load_checkpoint
 from runners.rundir import RunFolder, data_fingerprint, recipe_fingerprint
+from runners.tracking import Trackers, check_trackers_installed
 from runners.train import NonFiniteLoss, StopRequest, build_optimizer, seed_everything, train
 
 
@@ -97,7 +98,7 @@ def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = F
     """Fine-tune as the recipe says and return the measured report (rank 0 also writes it to out_dir).
     `recipe_path` is protected from --overwrite; `allow_changes` lets --resume continue with a changed recipe or data."""
     quiet_libraries()
-    ctx = init_distributed()
+    ctx = init_distributed(recipe.launch.backend)
     folder = None
     try:
         def open_folder():
@@ -129,7 +130,7 @@ def _resume_point(folder: RunFolder, recipe: Recipe, allow_changes: bool) -> tup
     """Rank 0, before anything loads: the fingerprints of this recipe and data, checked against the run being resumed,
     and the newest intact checkpoint (damaged newer ones are named and skipped)."""
     check_model_source(recipe)
-    recipe_fp, data_fp = recipe_fingerprint(recipe), data_fingerprint(recipe.data.path, cache_root())
+    recipe_fp, data_fp = recipe_fingerprint(recipe), data_fingerprint(recipe.data, cache_root())
     if folder.mode != "resume":
         return "", recipe_fp, data_fp
     folder.check_resumable()
@@ -144,11 +145,26 @@ def _resume_point(folder: RunFolder, recipe: Recipe, allow_changes: bool) -> tup
     return str(checkpoint), recipe_fp, data_fp
 
 
+def check_fit(recipe: Recipe, gpu, device_memory_gib: float | None, calibration: Calibration | None, gpus: int,
+              force: bool) -> Estimate:
+    """The fit verdict, from the recipe alone (nothing loaded yet): refuse a run whose predicted peak exceeds the GPU's
+    memory (naming what would fit) or asks for bf16 on a GPU without it, unless --force. Without a known GPU (a CPU run) there is nothing to check."""
+    estimate = estimate_recipe(recipe, gpu, calibration=calibration, gpus=gpus, device_memory_gib=device_memory_gib)
+    refusal = plan_refusal(estimate) if gpu is not None else None  # does not fit, or bf16 without bf16
+    if refusal and not force:
+        raise AdvisorError(refusal)
+    return estimate
+
+
 def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu_name, allow_changes) -> RunReport:
     setup_start = time.perf_counter()
     if recipe.model.attn_implementation == "flex_attention" and ctx.device.type != "cuda":
         raise AdvisorError("model.attn_implementation: flex_attention trains on CUDA GPUs only (PyTorch's FlexAttention "
                            "has no backward on the CPU); use sdpa here")
+    gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
+    device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
+    check_fit(recipe, gpu, device_memory, calibration, ctx.world_size, force)  # before any tokenizer, data or weights
+    check_trackers_installed(recipe)
     point = ("", {}, {})
 
     def resume_point():
@@ -166,16 +182,11 @@ def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu
     barrier(ctx)
     if data is None:
         data = build_dataset(recipe, tokenizer, cache_root())
-    gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
-    device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
     estimate = estimate_recipe(recipe, gpu, dataset_tokens=data.train_tokens, calibration=calibration, gpus=ctx.world_size,
-                               device_memory_gib=device_memory)
+                               device_memory_gib=device_memory)  # the same memory as check_fit's, now with the data's tokens
     if recipe.train.gradient_checkpointing == "auto":
         notice(f"gradient checkpointing {'on' if estimate.gradient_checkpointing else 'off'} "
                f"({estimate.gradient_checkpointing_reason})")
-    refusal = plan_refusal(estimate) if gpu is not None else None  # does not fit, or bf16 without bf16: stop here
-    if refusal and not force:
-        raise AdvisorError(refusal)
     strategy = estimate.sharding  # none, ddp or fsdp: decided by advisor.sizing.choose_sharding
     dtype = compute_dtype(recipe, ctx.device)
     if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:
@@ -206,15 +217,19 @@ def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu
         torch.cuda.reset_peak_memory_stats(ctx.device)
     setup_seconds = time.perf_counter() - setup_start
     stop = StopRequest()
+    tracker = Trackers(recipe, out_dir, ctx.is_main)
     try:
         with stop_on_signals(stop):
-            result = train(model, optimizer, recipe, data, ctx, out_dir, tokenizer.pad_token_id, dtype, stop, state)
+            result = train(model, optimizer, recipe, data, ctx, out_dir, tokenizer.pad_token_id, dtype, stop, state,
+                           tracker=tracker, on_eval=_sampler(recipe, tokenizer, out_dir, ctx, strategy, tracker))
     except torch.cuda.OutOfMemoryError:
         raise AdvisorError(f"CUDA out of memory (estimated peak {estimate.peak_memory_gib:.1f} GiB per GPU); would fit: "
                            + "; ".join(estimate.suggestions or ["a smaller train.micro_batch", "train.gradient_checkpointing: true",
                                                                 "QLoRA", "more GPUs with launch.strategy: fsdp"])) from None
     except (NonFiniteLoss, CheckpointError) as exc:
         raise AdvisorError(str(exc)) from None
+    finally:
+        tracker.close()
     if result.status == "completed":
         save_outputs(model, recipe, out_dir, ctx)
     checksums = adapter_checksums(model, ctx)
@@ -222,8 +237,24 @@ def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu
     report = report.model_copy(update={"resume_changes": changes})
     if ctx.is_main:
         atomic_write_json(out_dir / "report.json", report.model_dump(mode="json"))
+        if result.status == "completed":
+            from runners.card import write_model_card
+            write_model_card(out_dir / "adapter", recipe, report, data.cache_path.stem)
     barrier(ctx)
     return report
+
+
+def _sampler(recipe: Recipe, tokenizer, out_dir: Path, ctx: DistContext, strategy: str, tracker):
+    """What each eval also does: generate the recipe's eval.samples (rank 0; every rank under FSDP, whose forward
+    gathers shards, with rank 0 writing)."""
+    if not recipe.eval.samples:
+        return None
+    from runners.generate import write_samples
+
+    def on_eval(model, step: int) -> None:
+        if ctx.is_main or strategy == "fsdp":
+            write_samples(unwrap(model), tokenizer, recipe, step, out_dir, tracker, write=ctx.is_main)
+    return on_eval
 
 
 def save_outputs(model, recipe: Recipe, out_dir: Path, ctx: DistContext) -> None:

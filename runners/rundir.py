@@ -233,13 +233,22 @@ def recipe_fingerprint(recipe) -> dict:
     return dumped
 
 
-def data_fingerprint(data_path: str, cache_root: Path) -> dict:
-    """The data's content hash (cached by file identity) and where it was read from."""
+def data_fingerprint(data, cache_root: Path) -> dict:
+    """The data's content hash (cached by file identity) and where it was read from: every file behind the recipe's
+    data section (training, mixed-in, eval, hub datasets in the local cache)."""
+    import hashlib
+
+    from runners.datasources import source_files
     from runners.fingerprint import data_sha256
-    path = Path(data_path)
-    if not path.exists():
-        raise AdvisorError(f"data.path {path}: no such file or directory")
-    return {"path": str(path), "sha256": data_sha256(path, cache_root)}
+    if not data.hub and not Path(data.path).exists():
+        raise AdvisorError(f"data.path {data.path}: no such file or directory")
+    files = source_files(data)
+    if len(files) == 1 and not data.hub and not data.mix and not data.eval_path:
+        return {"path": str(data.path), "sha256": data_sha256(Path(data.path), cache_root)}
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(data_sha256(f, cache_root).encode())
+    return {"path": str(data.path), "sha256": digest.hexdigest()}
 
 
 def _flatten(tree, prefix: str = "") -> dict:

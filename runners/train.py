@@ -15,7 +15,7 @@ from runners.checkpoint import LoopState, save_checkpoint
 from runners.data import Batch, TokenizedData, epoch_order, get_batch, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce
 from runners.io import append_jsonl, atomic_write_text, read_jsonl
-from runners.progress import progress_bar
+from runners.progress import progress_bar, step_fields
 
 
 class NonFiniteLoss(RuntimeError):
@@ -178,13 +178,23 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     return step_loss, grad_norm
 
 
-def _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state: LoopState, metrics_path: Path) -> float | None:
+def _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state: LoopState, metrics_path: Path,
+                    tracker=None, on_eval=None) -> float | None:
     start = time.perf_counter()
     eval_loss = evaluate(model, data, recipe, ctx, pad_id, dtype)
+    if on_eval is not None:  # e.g. generate the recipe's eval samples (runners.generate)
+        on_eval(model, state.step)
     state.eval_seconds += time.perf_counter() - start
     if ctx.is_main and eval_loss is not None:
-        append_jsonl(metrics_path, {"step": state.step, "eval_loss": eval_loss})
+        _record(metrics_path, tracker, {"step": state.step, "eval_loss": eval_loss})
     return eval_loss
+
+
+def _record(metrics_path: Path, tracker, record: dict) -> None:
+    """One metrics.jsonl line, sent to the experiment trackers too (runners.tracking), at the same step."""
+    append_jsonl(metrics_path, record)
+    if tracker is not None:
+        tracker.log(record)
 
 
 def _keep_metrics_until(metrics_path: Path, step: int, ctx: DistContext) -> None:
@@ -206,7 +216,8 @@ def _account(state: LoopState, batches: list[Batch], step_loss: float, elapsed: 
 
 
 def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContext, out_dir: Path, pad_id: int,
-          dtype: torch.dtype, stop: StopRequest, resume_state: LoopState | None = None) -> TrainResult:
+          dtype: torch.dtype, stop: StopRequest, resume_state: LoopState | None = None, tracker=None,
+          on_eval=None) -> TrainResult:
     """Run optimizer steps from the start or from `resume_state`, measuring each; rank 0 writes metrics."""
     t = recipe.train
     steps = total_steps(recipe, len(data.train), ctx.world_size)
@@ -231,15 +242,15 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             step_tokens = _account(state, batches, step_loss, elapsed)
             losses.append(step_loss)
             if ctx.is_main and (state.step % t.log_every == 0 or state.step == steps):
-                append_jsonl(metrics_path, {"step": state.step, "epoch": round(step * t.grad_accum / per_epoch, 4),
-                                            "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": state.tokens,
-                                            "step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed,
-                                            **_memory_now(ctx)})
-            progress.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{step_tokens / elapsed:,.0f}", refresh=False)
+                _record(metrics_path, tracker, {"step": state.step, "epoch": round(step * t.grad_accum / per_epoch, 4),
+                                                "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": state.tokens,
+                                                "step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed,
+                                                **_memory_now(ctx)})
+            progress.set_postfix(refresh=False, **step_fields(step_loss, lr, step_tokens / elapsed, eval_loss))
             progress.update(1)
             more = state.step < steps
             if t.eval_every and state.step % t.eval_every == 0 and more:
-                eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path)
+                eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker, on_eval)
             stop_now = all_reduce(ctx, 1.0 if stop.requested else 0.0, "max") > 0
             if more and (stop_now or (t.checkpoint_every and state.step % t.checkpoint_every == 0)):
                 ckpt_start = time.perf_counter()
@@ -251,7 +262,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
     finally:
         progress.close()
     if status == "completed":
-        eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path)
+        eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker, on_eval)
     return TrainResult(state.step, state.tokens, state.processed_tokens, state.wall_seconds, state.eval_seconds,
                        state.checkpoint_seconds, state.first_loss, state.last_loss, eval_loss, status,
                        resumed_from, losses, stop.signal_name or None if status == "interrupted" else None)
@@ -259,5 +270,8 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
 
 def _memory_now(ctx: DistContext) -> dict:
     if ctx.device.type != "cuda":
-        return {}
+        try:  # the process's resident memory now (Linux), the CPU's counterpart of allocated GPU memory
+            return {"memory_rss_gib": int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**30}
+        except (OSError, IndexError, ValueError):
+            return {}
     return {"memory_allocated_gib": torch.cuda.max_memory_allocated(ctx.device) / 2**30}

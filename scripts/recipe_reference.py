@@ -14,13 +14,15 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from advisor.recipe import DataSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection  # noqa: E402
+from advisor.recipe import DataSection, DataSource, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection  # noqa: E402
 
 
 def type_name(annotation) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
     args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return f"list of {type_name(args[0])}"
     if args:
         return " or ".join(type_name(a) for a in args if a is not type(None)) + (" (optional)" if type(None) in args else "")
     return getattr(annotation, "__name__", str(annotation))
@@ -44,7 +46,7 @@ def main() -> None:
              "descriptions there are the only copy. Unknown keys are rejected (with the nearest valid key suggested); "
              "`advisor validate RECIPE` checks a recipe without running it.", ""]
     for title, model in [("recipe", Recipe), ("model", ModelSection), ("lora", LoraSection), ("quant", QuantSection),
-                         ("data", DataSection), ("train", TrainSection), ("launch", LaunchSection)]:
+                         ("data", DataSection), ("data.mix[]", DataSource), ("train", TrainSection), ("eval", EvalSection), ("launch", LaunchSection)]:
         lines += section(title, model)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")

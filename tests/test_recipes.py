@@ -130,3 +130,19 @@ def test_property_bad_values_are_one_line(tmp_path, section, data, value):
         load_recipe(path)
     except AdvisorError as exc:
         assert "\n" not in str(exc) and str(exc)
+
+
+def test_every_bad_key_reported_at_once_with_other_tools_keys_mapped(tmp_path):
+    """axolotl's top-level keys point at ours; every problem is in the one line."""
+    text = ("name: t\nbase_model: meta-llama/Llama-3.1-8B\nmicro_batch_size: 2\nsequence_len: 512\nlr: 1e-4\n"
+            "data: {path: d.jsonl}\ntrain: {bogus: 1, lr: 3}\n")
+    with pytest.raises(AdvisorError) as err:
+        load_recipe(_write(tmp_path, text))
+    message = str(err.value)
+    assert "\n" not in message and "problems:" in message
+    for needle in ("unknown key base_model; did you mean model.name?",
+                   "unknown key micro_batch_size; did you mean train.micro_batch?",
+                   "unknown key sequence_len; did you mean data.seq_len?", "unknown key lr; did you mean train.lr?",
+                   "unknown key train.bogus", "train.lr: Input should be less than 1", "missing required key model"):
+        assert needle in message, needle
+    assert message.index("unknown key") < message.index("missing required key")

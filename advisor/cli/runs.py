@@ -160,3 +160,45 @@ def calibrate(
         typer.echo(render_calibration(cal))
         typer.echo(f"Wrote {path}")
 
+
+
+def _runner(what: str):
+    """The runner's generation module, imported only inside the commands that need it."""
+    try:
+        import runners.generate as generate
+    except ImportError as exc:
+        raise AdvisorError(f"{what} needs the ML stack ({exc.name} is missing): pip install 'rightsize[runner]'") from None
+    return generate
+
+
+@app.command()
+def generate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (holds recipe.resolved.yaml and adapter/).")],
+    prompt: Annotated[list[str], typer.Option("--prompt", help="Prompt, formatted as the run's data; repeatable.")],
+    max_new_tokens: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=4096), help="Tokens to generate (default: the recipe's eval.max_new_tokens).")] = None,
+    as_json: JsonFlag = False,
+):
+    """Generate from a run's base model + adapter (greedy), for each --prompt."""
+    from advisor.render.samples import render_samples
+    rows = _runner("advisor generate").generate_for_run(run_dir, list(prompt), max_new_tokens)
+    if as_json:
+        _emit_json(rows)
+    else:
+        typer.echo(render_samples(rows))
+
+
+@app.command()
+def chat(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (holds recipe.resolved.yaml and adapter/).")],
+    max_new_tokens: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=4096), help="Tokens per answer (default: the recipe's eval.max_new_tokens).")] = None,
+):
+    """Talk to a run's adapter: one line in, one answer out (chat data keeps the conversation); an empty line ends."""
+    generate_module = _runner("advisor chat")
+    interactive = sys.stdin.isatty()
+
+    def read() -> str:
+        if interactive:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        return sys.stdin.readline()
+    generate_module.chat_loop(run_dir, read, typer.echo, max_new_tokens)

@@ -1,0 +1,108 @@
+"""See what was trained: text generated from a run's base model + adapter, for a prompt, a chat, or the recipe's eval
+samples at each eval (RUN/samples.jsonl)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from advisor.errors import AdvisorError
+from advisor.recipe import Recipe, load_recipe
+
+
+def format_prompt(recipe: Recipe, tokenizer, prompt: str, history: list[dict] | None = None) -> str:
+    """The prompt as the model saw its training data: the Alpaca prompt for instruction data, the chat template for
+    chat and ShareGPT data (with the conversation so far), the text as given for text and completion data."""
+    from runners.data import ALPACA_PROMPT
+    fmt = recipe.data.format
+    if fmt == "instruction":
+        return ALPACA_PROMPT.format(instruction=prompt)
+    if fmt in ("chat", "sharegpt") and tokenizer.chat_template is not None:
+        messages = (history or []) + [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt
+
+
+@torch.no_grad()
+def generate_text(model, tokenizer, text: str, max_new_tokens: int, device: torch.device | None = None) -> str:
+    """Greedy continuation of `text` (special tokens as the training data had them: bos first, no others added)."""
+    device = device or next(model.parameters()).device
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    ids = torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"]], device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, use_cache=True, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+    finally:
+        model.train(was_training)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def write_samples(model, tokenizer, recipe: Recipe, step: int, out_dir: Path, tracker=None, write: bool = True) -> list[dict]:
+    """Generate from every eval.samples prompt; rank 0 appends them to RUN/samples.jsonl and sends them to the trackers."""
+    from runners.io import append_jsonl
+    rows = [{"step": step, "prompt": p,
+             "completion": generate_text(model, tokenizer, format_prompt(recipe, tokenizer, p), recipe.eval.max_new_tokens)}
+            for p in recipe.eval.samples]
+    if write:
+        for row in rows:
+            append_jsonl(Path(out_dir) / "samples.jsonl", row)
+        if tracker is not None and rows:
+            tracker.text(step, "eval/samples", "\n\n".join(f"### {r['prompt']}\n{r['completion']}" for r in rows))
+    return rows
+
+
+def load_run_model(run_dir: Path):
+    """A finished run's base model with its adapter (PeftModel), its tokenizer and recipe, on the CPU or GPU 0."""
+    from peft import PeftModel
+
+    from runners.model import load_model
+    from runners.run import cache_root
+    from runners.tokenizer import load_tokenizer
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.resolved.yaml").is_file():
+        raise AdvisorError(f"{run_dir}: not a run directory (no recipe.resolved.yaml)")
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise AdvisorError(f"{run_dir}: no trained adapter yet (adapter/ is written when the run completes)")
+    recipe = load_recipe(run_dir / "recipe.resolved.yaml")
+    device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    base = load_model(recipe, device, cache_root(), recipe.train.seed)
+    model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
+    return model, load_tokenizer(recipe), recipe
+
+
+def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int | None = None) -> list[dict]:
+    """`advisor generate`: each prompt, formatted as the run's data, and the adapter's greedy completion."""
+    from runners.run import quiet_libraries
+    quiet_libraries()
+    model, tokenizer, recipe = load_run_model(run_dir)
+    tokens = max_new_tokens or recipe.eval.max_new_tokens
+    return [{"prompt": p, "completion": generate_text(model, tokenizer, format_prompt(recipe, tokenizer, p), tokens)}
+            for p in prompts]
+
+
+def chat_loop(run_dir: Path, read, write, max_new_tokens: int | None = None) -> None:
+    """`advisor chat`: read a line, answer it; chat-format runs keep the conversation, others answer each line alone.
+    An empty line or end of input stops."""
+    from runners.run import quiet_libraries
+    quiet_libraries()
+    model, tokenizer, recipe = load_run_model(run_dir)
+    tokens = max_new_tokens or recipe.eval.max_new_tokens
+    history: list[dict] = []
+    keeps_history = recipe.data.format in ("chat", "sharegpt")
+    while True:
+        line = read()
+        if not line or not line.strip():
+            return
+        answer = generate_text(model, tokenizer, format_prompt(recipe, tokenizer, line.strip(), history), tokens)
+        write(answer)
+        if keeps_history:
+            history += [{"role": "user", "content": line.strip()}, {"role": "assistant", "content": answer}]
+
+
+def read_samples(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

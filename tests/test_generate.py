@@ -1,0 +1,81 @@
+"""See what was trained: eval samples written at each eval, `advisor generate` and `advisor chat` on a run's adapter,
+the merged export reloaded with its tokenizer, and the adapter's model card."""
+
+import io
+import json
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+from tests.helpers import RECIPES
+
+PROMPTS = ["Add 65 and 62.", "How many letters does the word have?"]
+
+
+@pytest.fixture(scope="module")
+def sampled_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "run"
+    from advisor.cli import main
+    assert main(["run", str(RECIPES / "tiny-cpu-lora.yaml"), "--out", str(out), "--set", "train.max_steps=4",
+                 "--set", "train.eval_every=2", "--set", "train.checkpoint_every=0", "--set", "train.merge=true",
+                 "--set", f"eval.samples={json.dumps(PROMPTS)}", "--set", "eval.max_new_tokens=8"]) == 0
+    return out
+
+
+def test_samples_generated_at_each_eval(sampled_run):
+    rows = [json.loads(line) for line in (sampled_run / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in rows] == [(2, PROMPTS[0]), (2, PROMPTS[1]), (4, PROMPTS[0]), (4, PROMPTS[1])]
+    assert all(isinstance(r["completion"], str) for r in rows)
+
+
+def test_generate_on_a_runs_adapter(sampled_run, capsys):
+    from runners.generate import format_prompt, generate_text, load_run_model
+    code, out, err = run_cli(["generate", sampled_run, "--prompt", PROMPTS[0], "--max-new-tokens", "8", "--json"], capsys)
+    assert code == 0, err
+    (row,) = json.loads(out)
+    model, tokenizer, recipe = load_run_model(sampled_run)
+    assert row == {"prompt": PROMPTS[0], "completion": generate_text(
+        model, tokenizer, format_prompt(recipe, tokenizer, PROMPTS[0]), 8)}
+    assert "### Instruction:\nAdd 65 and 62." in format_prompt(recipe, tokenizer, PROMPTS[0])  # as the data was
+    final = [json.loads(line) for line in (sampled_run / "samples.jsonl").read_text().splitlines()][-2]
+    assert final["completion"] == row["completion"]  # the last eval's sample, from the saved adapter
+
+
+def test_chat_answers_each_line(sampled_run, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{PROMPTS[0]}\n{PROMPTS[1]}\n\n"))
+    code, out, err = run_cli(["chat", sampled_run, "--max-new-tokens", "4"], capsys)
+    assert code == 0, err
+    code, single, _ = run_cli(["generate", sampled_run, "--prompt", PROMPTS[0], "--prompt", PROMPTS[1],
+                               "--max-new-tokens", "4", "--json"], capsys)
+    # instruction data: each line is answered alone, as `advisor generate` answers it
+    assert out == "".join(row["completion"] + "\n" for row in json.loads(single))
+
+
+def test_generate_refuses_a_folder_without_a_run(tmp_path, capsys):
+    code, _, err = run_cli(["generate", tmp_path, "--prompt", "hi"], capsys)
+    assert code == 2 and "not a run directory" in err
+
+
+def test_merged_export_reloads_with_its_tokenizer(sampled_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    merged = sampled_run / "merged"
+    model = AutoModelForCausalLM.from_pretrained(str(merged)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(merged))
+    config = GenerationConfig.from_pretrained(str(merged))
+    assert config.eos_token_id == tokenizer.eos_token_id and config.pad_token_id == tokenizer.pad_token_id
+    ids = tokenizer("Add 1 and 2.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+
+
+def test_model_card_and_short_target_modules(sampled_run):
+    card = (sampled_run / "adapter" / "README.md").read_text()
+    report = json.loads((sampled_run / "report.json").read_text())
+    assert card.startswith("---\nbase_model: ") and "library_name: peft" in card
+    for needle in ("tiny-cpu-lora", "fingerprint `", f"{report['steps']} steps", f"last {report['loss']['last']:.4f}",
+                   f"{report['tokens']:,} tokens", "tokens/s"):
+        assert needle in card, needle
+    config = json.loads((sampled_run / "adapter" / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
