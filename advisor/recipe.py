@@ -538,7 +538,8 @@ def check_inputs(recipe: Recipe, source: str | Path, data: bool = True) -> None:
     when `model.name` is a local path. One AdvisorError line naming the key otherwise."""
     name = recipe.model.name
     if name is not None and looks_like_path(name) and not Path(name).expanduser().exists():
-        raise AdvisorError(f"{source}: model.name {name} does not exist (a local path; a hub id is org/model)")
+        raise AdvisorError(f"{source}: model.name {name}: no such model folder (it does not exist; a local path, "
+                           "while a hub id is org/model)")
     if not data:
         return
     d = recipe.data

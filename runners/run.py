@@ -101,12 +101,17 @@ def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = F
     ctx = init_distributed(recipe.launch.backend)
     folder = None
     try:
+        gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
+        device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
+        check_fit(recipe, gpu, device_memory, calibration, ctx.world_size, force)  # before the folder or any load
+        check_trackers_installed(recipe)
+
         def open_folder():
             nonlocal folder
             folder = prepare_out_dir(Path(out_dir), resume, overwrite,
                                      {"data": Path(recipe.data.path), "recipe": recipe_path, "current directory": Path.cwd()})
         _first_error(ctx, open_folder)
-        return _run(recipe, Path(out_dir), ctx, folder, force, calibration, gpu_name, allow_changes)
+        return _run(recipe, Path(out_dir), ctx, folder, force, calibration, gpu, device_memory, allow_changes)
     finally:
         if folder is not None:
             folder.close()
@@ -156,15 +161,12 @@ def check_fit(recipe: Recipe, gpu, device_memory_gib: float | None, calibration:
     return estimate
 
 
-def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu_name, allow_changes) -> RunReport:
+def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu, device_memory: float | None,
+         allow_changes) -> RunReport:
     setup_start = time.perf_counter()
     if recipe.model.attn_implementation == "flex_attention" and ctx.device.type != "cuda":
         raise AdvisorError("model.attn_implementation: flex_attention trains on CUDA GPUs only (PyTorch's FlexAttention "
                            "has no backward on the CPU); use sdpa here")
-    gpu = get_gpu(gpu_name) if gpu_name else detect_gpu(ctx)
-    device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
-    check_fit(recipe, gpu, device_memory, calibration, ctx.world_size, force)  # before any tokenizer, data or weights
-    check_trackers_installed(recipe)
     point = ("", {}, {})
 
     def resume_point():

@@ -26,7 +26,7 @@ def test_fit_refused_before_any_load(tmp_path, monkeypatch, capsys):
     _no_load(monkeypatch)
     out = tmp_path / "run"
     code, _, err = run_cli(["run", RECIPES / "llama3.1-8b-lora.yaml", "--gpu", "T4", "--out", out], capsys)
-    assert code == 2 and "exceeds the T4's" in err and "would fit:" in err
+    assert code == 2 and "exceeds the T4's" in err and "would fit:" in err, err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
