@@ -1,0 +1,73 @@
+"""Fit the step-time constants (advisor.step_time.StepTimeConstants) to published measurements, and the
+leave-one-out error that shows whether the fit generalises: each row predicted by constants fitted without it."""
+
+import math
+from dataclasses import dataclass, replace
+
+from advisor.published import RowCase, row_tokens_per_second, row_work
+from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants
+
+# No GEMM library reaches the datasheet peak: large bf16 matmuls run at about 0.8 of it (the H200 this project's
+# device tool lends runs bf16 matrix work at about 790 of 989 TFLOP/s, /work/.library/device/README.md; cuBLAS on an
+# A100 about 0.85-0.9 of 312). The fitted ceiling may not exceed this.
+MAX_MATMUL_FRACTION = 0.9
+# Where each constant may go: a fraction of peak, a token count, seconds, a share of the traffic.
+BOUNDS = {"matmul_fraction_max": (0.2, MAX_MATMUL_FRACTION), "matmul_half_tokens": (1.0, 20000.0), "step_fixed_s": (0.0, 5.0),
+          "eager_traffic_factor": (1.0, 30.0)}
+# Coordinate search: each constant is scaled by these factors in turn, keeping any that lowers the loss, until none
+# does at the finest scale.
+SCALES = (2.0, 1.25, 1.05, 1.01)
+
+
+def fit_rows(cases: list[RowCase]) -> list[tuple[RowCase, object]]:
+    """The rows a throughput fit may use: expressible (throughput_reason None) and not flagged implausible, with
+    their work precomputed (it does not depend on the constants)."""
+    return [(c, row_work(c)) for c in cases if c.throughput_reason is None and c.gpu is not None]
+
+
+def log_loss(rows, constants: StepTimeConstants) -> float:
+    """Mean |log(estimate / measured)| over the rows: symmetric in over- and under-estimates, robust to one outlier."""
+    total = 0.0
+    for case, work in rows:
+        est = row_tokens_per_second(case, constants, work)
+        total += abs(math.log(est / case.row.tokens_per_second_per_gpu))
+    return total / len(rows)
+
+
+def fit_constants(rows, start: StepTimeConstants = DEFAULT_STEP_TIME) -> StepTimeConstants:
+    """Constants minimising `log_loss` by coordinate search within BOUNDS (derivative-free: the step time has a max())."""
+    names = list(BOUNDS)
+    best, best_loss = start, log_loss(rows, start)
+    for scale in SCALES:
+        improved = True
+        while improved:
+            improved = False
+            for name in names:
+                lo, hi = BOUNDS[name]
+                for factor in (scale, 1 / scale):
+                    value = min(hi, max(lo, (getattr(best, name) or 1e-3) * factor))
+                    trial = replace(best, **{name: value})
+                    loss = log_loss(rows, trial)
+                    if loss < best_loss - 1e-12:
+                        best, best_loss, improved = trial, loss, True
+    return replace(best, source=f"fitted to {len(rows)} published rows (mean |log error| {best_loss:.3f})")
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    row_id: str
+    estimate: float
+    measured: float
+
+    @property
+    def ratio(self) -> float:
+        return self.estimate / self.measured
+
+
+def leave_one_out(rows, start: StepTimeConstants = DEFAULT_STEP_TIME) -> list[LeaveOneOut]:
+    """Each row's tokens/s from constants fitted on all the other rows (started from the fit on all of them)."""
+    out = []
+    for i, (case, work) in enumerate(rows):
+        fitted = fit_constants(rows[:i] + rows[i + 1:], start)
+        out.append(LeaveOneOut(case.row.id, row_tokens_per_second(case, fitted, work), case.row.tokens_per_second_per_gpu))
+    return out
