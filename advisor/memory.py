@@ -14,9 +14,12 @@ from advisor.params import layer_linear_shapes, param_counts
 from advisor.training import Method, Optimizer, TrainingSetup
 
 GIB = 2**30
-# Memory the estimate cannot see term by term: the caching allocator's fragmentation and cuBLAS/NCCL
-# workspaces, as a fraction of everything else plus a fixed part. Assumed until calibrated.
-DEFAULT_OVERHEAD_FRACTION = 0.05
+# Memory the estimate cannot see term by term: the caching allocator's reserve (blocks freed by the step's activations
+# and logits, of many sizes and interleaved lifetimes, that later requests cannot reuse) as a fraction of the
+# activations and logits at the peak, plus a fixed part for cuBLAS/NCCL workspaces. The fraction is the median over
+# the published rows that report reserved memory (bench/published/rows.yaml; `advisor calibrate` refits it, and
+# docs/accuracy.md shows the fit); calibrate it from your own runs.
+DEFAULT_OVERHEAD_FRACTION = 0.33
 DEFAULT_OVERHEAD_FIXED_GIB = 0.3
 
 # NF4 stores 4 bits per weight. Per block of 64 weights it keeps an absmax constant: fp32 (32/64 = 0.5 bit
@@ -281,7 +284,7 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     OFFLOAD_RESIDENT_LAYERS of them. Logits per `logits_bytes`. The peak is the larger of two phases: the loss at the
     end of the forward (no gradients yet, unless accumulation keeps them) and the backward (gradients, the kept
     activations, one layer's transient, what the loss leaves alive); `activations` is what they add at that peak.
-    For full fine-tuning it is still conservative: weight gradients build up while activations are freed.
+    Overhead: DEFAULT_OVERHEAD_FRACTION of the per-step part plus a fixed part.
     Checked against the live-bytes peak of real steps (bench.measure.peak_bytes, tests/test_memory_peak.py) and
     against published GPU measurements (docs/accuracy.md). Overhead per the module constants.
     """
@@ -311,14 +314,19 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     # first layer's backward; part of them (`held`: the returned logits, or the fused loss's gradient) stays alive
     # through it. Gradients exist only in the backward phase unless accumulation keeps them across micro-batches
     # (optimizer.zero_grad(set_to_none=True), torch's default since 2.0, frees them after each step).
+    # In the backward the gradients build up layer by layer as the kept activations are freed, so their sum peaks at
+    # one end: max(gradients, kept), plus one layer's transient and what the loss leaves alive.
     grads = gradients / divisor
     grads_at_loss = grads if setup.grad_accum > 1 else 0.0
-    peak = max(grads_at_loss + kept + logits, grads + kept + transient + held)
+    backward = (grads + kept if setup.grad_accum > 1 else max(grads, kept)) + transient + held
+    peak = max(grads_at_loss + kept + logits, backward)
     activations = peak - grads - logits   # what the activations add at the peak (negative: phases do not stack)
     buffers = fsdp_buffer_bytes(setup) / GIB if sharded else 0.0
     parts = [weights / divisor / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
              activations / GIB, logits / GIB]
-    overhead = overhead_fraction * (sum(parts) + buffers) + overhead_fixed_gib
+    # the allocator's reserve grows with the varied, interleaved tensors of the forward and backward (activations and
+    # logits); weights and states stay, and gradients and FSDP buffers come back in the same sizes every step
+    overhead = overhead_fraction * max(0.0, (peak - grads) / GIB) + overhead_fixed_gib
     return MemoryBreakdown(*parts, overhead, sum(parts) + buffers + overhead, shard, buffers)
 
 

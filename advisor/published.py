@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from advisor import catalog
 from advisor.catalog import Gpu, ModelArch
 from advisor.errors import AdvisorError
-from advisor.memory import DEFAULT_OVERHEAD_FIXED_GIB, memory_per_gpu
+from advisor.memory import DEFAULT_OVERHEAD_FIXED_GIB, DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
 from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
 from advisor.training import TrainingSetup
 
@@ -241,22 +241,34 @@ class RowEstimate:
         return self.tokens_per_second / t if (t and self.tokens_per_second) else None
 
 
-def row_memory_gib(case: RowCase) -> float | None:
-    """Estimated peak memory per GPU; paged optimizer state is left out (bitsandbytes allocates it with
-    cudaMallocManaged, outside PyTorch's allocator, so torch's peak statistics do not count it)."""
+def row_memory_gib(case: RowCase, overhead_fraction: float | None = None) -> float | None:
+    """Estimated peak memory per GPU as the row measured it: paged optimizer state is left out (bitsandbytes allocates
+    it with cudaMallocManaged, outside PyTorch's allocator, so torch's peak statistics do not count it), and an
+    allocated/active figure is compared without the allocator's reserve."""
     if case.setup is None:
         return None
-    memory = memory_per_gpu(replace(case.setup, sharding=case.sharding if case.setup.gpus > 1 else "auto"))
-    total = memory.total - (memory.optimizer if case.paged_optimizer else 0.0)
+    base, varied = memory_parts(case)
     if memory_stat(case.row) == "allocated":  # the allocator's cached blocks are not counted: no fragmentation share
-        total -= memory.overhead - DEFAULT_OVERHEAD_FIXED_GIB
-    return total
+        return base
+    return base + (DEFAULT_OVERHEAD_FRACTION if overhead_fraction is None else overhead_fraction) * varied
 
 
 def memory_stat(row: PublishedRow) -> str:
-    """allocated (torch's allocated or active bytes) or reserved (reserved, nvidia-smi, or unstated)."""
+    """allocated (torch's allocated or active bytes) or reserved (reserved, nvidia-smi, or unstated). torchtune's
+    figures without a stat count as allocated: its recipes log peak active/allocated memory and its later tables label
+    the column "Peak Memory Active"."""
     kind = (row.memory_kind or "").lower()
-    return "allocated" if kind.startswith(("allocated", "active")) else "reserved"
+    if kind.startswith(("allocated", "active")) or (row.stack == "torchtune" and "unspecified" in kind):
+        return "allocated"
+    return "reserved"
+
+
+def memory_parts(case: RowCase, **overheads) -> tuple[float, float]:
+    """(estimate without the allocator's fractional reserve, the activations and logits that reserve scales with)."""
+    memory = memory_per_gpu(replace(case.setup, sharding=case.sharding if case.setup.gpus > 1 else "auto"), **overheads)
+    fixed = overheads.get("overhead_fixed_gib", DEFAULT_OVERHEAD_FIXED_GIB)
+    base = memory.total - memory.overhead + fixed - (memory.optimizer if case.paged_optimizer else 0.0)
+    return base, max(0.0, memory.activations + memory.logits)
 
 
 def row_work(case: RowCase) -> StepWork | None:

@@ -4,7 +4,9 @@ leave-one-out error that shows whether the fit generalises: each row predicted b
 import math
 from dataclasses import dataclass, replace
 
-from advisor.published import RowCase, row_tokens_per_second, row_work
+import statistics
+
+from advisor.published import RowCase, memory_parts, memory_stat, row_memory_gib, row_tokens_per_second, row_work
 from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants
 
 # No GEMM library reaches the datasheet peak: large bf16 matmuls run at about 0.8 of it (the H200 this project's
@@ -70,4 +72,30 @@ def leave_one_out(rows, start: StepTimeConstants = DEFAULT_STEP_TIME) -> list[Le
     for i, (case, work) in enumerate(rows):
         fitted = fit_constants(rows[:i] + rows[i + 1:], start)
         out.append(LeaveOneOut(case.row.id, row_tokens_per_second(case, fitted, work), case.row.tokens_per_second_per_gpu))
+    return out
+
+
+def overhead_rows(cases: list[RowCase]) -> list[tuple[RowCase, float, float]]:
+    """Expressible rows that report reserved memory, with (estimate without the reserve, activations and logits)."""
+    out = []
+    for c in cases:
+        if c.memory_reason is None and memory_stat(c.row) == "reserved":
+            base, varied = memory_parts(c)
+            if varied > 0:
+                out.append((c, base, varied))
+    return out
+
+
+def fit_overhead_fraction(rows) -> float:
+    """The allocator's reserve as a fraction of the activations and logits: the median over rows of
+    (measured - estimate without it) / (activations + logits); a median, so one odd row cannot move it far."""
+    return statistics.median((c.row.peak_memory_gib - base) / varied for c, base, varied in rows)
+
+
+def overhead_leave_one_out(rows) -> list[LeaveOneOut]:
+    """Each reserved-memory row's estimate with the fraction fitted on the others."""
+    out = []
+    for i, (c, base, varied) in enumerate(rows):
+        fraction = fit_overhead_fraction(rows[:i] + rows[i + 1:])
+        out.append(LeaveOneOut(c.row.id, base + fraction * varied, c.row.peak_memory_gib))
     return out
