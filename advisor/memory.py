@@ -35,14 +35,14 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
     return (4 + constants_bits) / 8
 
 
-def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, embeddings_dtype: str = "fp32") -> float:
+def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, embeddings_dtype: str = "bf16") -> float:
     """Bytes of the model's own weights on one unsharded replica.
 
     full / lora: every parameter in bf16 (2 bytes). qlora: the decoder projections in NF4; embeddings,
     norms, biases and the LM head stay unquantised, as bitsandbytes does through transformers (its
-    get_keys_to_not_convert keeps the output embedding). `embeddings_dtype` fp32: peft's
-    prepare_model_for_kbit_training casts those remaining 16-bit parameters to fp32 (4 bytes) for stability;
-    bf16: a stack that keeps them in the compute dtype (torchtune, fsdp_qlora; 2 bytes).
+    get_keys_to_not_convert keeps the output embedding). `embeddings_dtype` bf16: kept in the compute dtype
+    (2 bytes), as this project's runner, torchtune and fsdp_qlora do; fp32: peft's prepare_model_for_kbit_training
+    casts those remaining 16-bit parameters to fp32 (4 bytes).
     """
     counts = param_counts(arch)
     if method != "qlora":
@@ -127,8 +127,10 @@ def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
 ACT_FULL = {"h": 20.0, "I": 8.0, "kv": 4.0}
 ACT_LORA_BASE = {"h": 11.7, "I": 6.0, "kv": 4.0}
 ACT_LORA_TARGET = {"qkv": 4.7, "o": 3.2, "gate_up": 4.4, "down": 2.2, "rank": 3.1}
-# QLoRA keeps 6 bytes x I more per token per layer than LoRA, whatever the targets (measured: exact at three
-# shapes, all-linear and q,v): after prepare_model_for_kbit_training part of the MLP path runs in fp32.
+# QLoRA prepared with peft's prepare_model_for_kbit_training keeps 6 bytes x I more per token per layer than LoRA,
+# whatever the targets (measured: exact at three shapes, all-linear and q,v): its fp32 norms put part of the MLP path
+# in fp32. With the unquantised parameters kept in bf16 (the runner's default) QLoRA keeps what LoRA keeps (measured
+# within 1.5% at h=288, I=768, all-linear and q,v: bench/results/qlora_dtype_cpu.json, tests/test_activation_memory.py).
 ACT_QLORA_EXTRA_I = 6.0
 ACT_LORA_DROPOUT = 4.0  # bytes per input element of each adapted projection (fp32 dropped copy + mask), measured
 ACT_EAGER_PER_HEAD_TOKEN = 6.0  # fp32 softmax output + its bf16 copy, per head per context token (measured slope)
@@ -136,7 +138,7 @@ ACT_EAGER_PER_HEAD_TOKEN = 6.0  # fp32 softmax output + its bf16 copy, per head 
 
 def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_len: int, flash_attention: bool = True,
                                          lora_targets: tuple[str, ...] = (), lora_rank: int = 0,
-                                         lora_dropout: float = 0.0, qlora_embeddings_dtype: str = "fp32") -> float:
+                                         lora_dropout: float = 0.0, qlora_embeddings_dtype: str = "bf16") -> float:
     """Bytes autograd keeps per token for one decoder layer (see the ACT_* constants for where they come from).
 
     Without a fused attention kernel the T x T softmax is kept too: 6 a T bytes per token (+2h).
@@ -315,11 +317,13 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     # through it. Gradients exist only in the backward phase unless accumulation keeps them across micro-batches
     # (optimizer.zero_grad(set_to_none=True), torch's default since 2.0, frees them after each step).
     # In the backward the gradients build up layer by layer as the kept activations are freed, so their sum peaks at
-    # one end: max(gradients, kept), plus one layer's transient and what the loss leaves alive.
+    # one end: max(gradients, kept), plus one layer's transient and what the loss leaves alive. A trained LM head gets
+    # its gradient while the loss's buffers are still alive (the head's backward is the loss's last step).
     grads = gradients / divisor
     grads_at_loss = grads if setup.grad_accum > 1 else 0.0
+    head_grad = 2.0 * arch.vocab_size * arch.hidden_size / divisor if setup.method == "full" else 0.0
     backward = (grads + kept if setup.grad_accum > 1 else max(grads, kept)) + transient + held
-    peak = max(grads_at_loss + kept + logits, backward)
+    peak = max(grads_at_loss + kept + logits + head_grad, backward)
     activations = peak - grads - logits   # what the activations add at the peak (negative: phases do not stack)
     buffers = fsdp_buffer_bytes(setup) / GIB if sharded else 0.0
     parts = [weights / divisor / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,

@@ -36,7 +36,7 @@ class TrainingSetup:
     # How the stack keeps its numbers and where it puts them (the defaults are this project's runner):
     precision: Precision = "bf16-mixed"   # full fine-tuning: bf16-mixed keeps fp32 master weights; bf16-pure does not
     adapter_dtype: Dtype = "fp32"         # LoRA A/B (peft upcasts adapters of a 16-bit base to fp32)
-    qlora_embeddings_dtype: Dtype = "fp32"  # QLoRA's unquantised embeddings, head and norms (peft's kbit prep: fp32)
+    qlora_embeddings_dtype: Dtype = "bf16"  # QLoRA's unquantised embeddings, head, norms (peft's kbit prep: fp32)
     activation_offloading: bool = False   # checkpointed layer inputs kept in CPU memory (torchtune, fsdp_qlora)
     cpu_offload: bool = False             # FSDP keeps parameters, gradients and optimizer state in CPU memory
     optimizer_in_backward: bool = False   # each gradient applied and freed as soon as it is computed (torchtune)
