@@ -97,7 +97,8 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     memory = planned_memory(setup, **overheads)
     flops = flops_per_token(arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
     calibrated = calibration.efficiency(gpu.name, setup.method) if (calibration and gpu) else None
-    step = step_seconds(step_work(setup, sharding.strategy), gpu, setup.compile, DEFAULT_STEP_TIME) if gpu else None
+    constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
+    step = step_seconds(step_work(setup, sharding.strategy), gpu, setup.compile, constants) if gpu else None
     if efficiency is not None:
         source = "given (--efficiency)"
     elif calibrated is not None:
@@ -105,7 +106,7 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     elif step is not None:
         # the step-time model's throughput, expressed as the executed-FLOPs fraction of peak it implies
         efficiency = min(1.0, flops.total * step.tokens_per_second / gpu.peak_flops)
-        source = "step-time model (advisor.step_time, fitted to published measurements: docs/accuracy.md)"
+        source = f"step-time model (advisor.step_time; {constants.source})"
     else:
         efficiency, source = 1.0, "no GPU"
     hours = cost = None

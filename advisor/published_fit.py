@@ -2,10 +2,10 @@
 leave-one-out error that shows whether the fit generalises: each row predicted by constants fitted without it."""
 
 import math
+import statistics
 from dataclasses import dataclass, replace
 
-import statistics
-
+from advisor.errors import AdvisorError
 from advisor.published import RowCase, memory_parts, memory_stat, row_memory_gib, row_tokens_per_second, row_work
 from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants
 
@@ -99,3 +99,30 @@ def overhead_leave_one_out(rows) -> list[LeaveOneOut]:
         fraction = fit_overhead_fraction(rows[:i] + rows[i + 1:])
         out.append(LeaveOneOut(c.row.id, base + fraction * varied, c.row.peak_memory_gib))
     return out
+
+
+@dataclass(frozen=True)
+class PublishedFit:
+    """The constants fitted to a set of published rows, each row's estimate with them, and leave-one-out."""
+    constants: StepTimeConstants
+    overhead_fraction: float | None
+    throughput_rows: int
+    memory_rows: int
+    throughput_loo: dict    # row id -> leave-one-out estimate / measured
+    memory_loo: dict        # row id -> leave-one-out estimate / measured (reserved rows; allocated rows fit nothing)
+
+
+def fit_published(cases: list[RowCase], start: StepTimeConstants = DEFAULT_STEP_TIME) -> PublishedFit:
+    """Fit the step-time constants and the allocator's reserve to the rows, with leave-one-out for both."""
+    rows = fit_rows(cases)
+    if not rows:
+        raise AdvisorError("no published row with a throughput the estimator can express: nothing to fit")
+    constants = fit_constants(rows, start)
+    mem_rows = overhead_rows(cases)
+    fraction = fit_overhead_fraction(mem_rows) if mem_rows else None
+    tput_loo = {x.row_id: x.ratio for x in leave_one_out(rows, constants)}
+    mem_loo = {x.row_id: x.ratio for x in overhead_leave_one_out(mem_rows)} if len(mem_rows) > 1 else {}
+    for c in cases:  # allocated figures carry no fitted constant: out-of-sample as they are
+        if c.memory_reason is None and c.row.id not in mem_loo:
+            mem_loo[c.row.id] = row_memory_gib(c) / c.row.peak_memory_gib
+    return PublishedFit(constants, fraction, len(rows), sum(c.memory_reason is None for c in cases), tput_loo, mem_loo)
