@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog, scaling
 from advisor.calibration import Calibration
+from advisor.errors import AdvisorError
 from advisor.findings import Finding
 from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.memory import memory_per_gpu
@@ -108,7 +109,10 @@ def rule_usage_break_even(s: Situation) -> UsageBreakEven:
 # --- costing ---------------------------------------------------------------------------------------
 
 def gpu_price(s: Situation) -> float:
-    return s.price_usd_per_gpu_hour or catalog.get_gpu(s.gpu).price_usd_per_hour
+    price = s.price_usd_per_gpu_hour or catalog.get_gpu(s.gpu).price_usd_per_hour
+    if price is None:
+        raise AdvisorError(f"the GPU catalog has no dated price for {s.gpu}: give --price (USD per GPU-hour)")
+    return price
 
 
 def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None) -> Option:
