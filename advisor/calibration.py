@@ -30,9 +30,15 @@ class CalibrationEntry(BaseModel):
 
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    entries: list[CalibrationEntry]
+    entries: list[CalibrationEntry] = []
     leave_one_out: dict[str, float] = Field(default_factory=dict, description="Median |predicted/measured - 1| when each "
                                                                                "run is predicted from the others.")
+    step_time: dict[str, float] | None = Field(None, description="advisor.step_time.StepTimeConstants fitted to "
+                                                                 "published rows (used where no run cell applies).")
+    memory_overhead_fraction: float | None = Field(None, description="The allocator's reserve as a fraction of "
+                                                   "activations and logits, fitted to published reserved-memory rows.")
+    published: dict[str, float | str] = Field(default_factory=dict, description="The published rows fitted: file, "
+                                              "counts, in-sample and leave-one-out median errors.")
     path: Path | None = None
 
     def _entry(self, gpu: str, method: str) -> CalibrationEntry | None:
@@ -49,8 +55,15 @@ class Calibration(BaseModel):
         """Keyword arguments for estimate.memory_per_gpu: the fitted overhead replaces the assumed one."""
         entry = self._entry(gpu, method)
         if entry is None:
-            return {}
+            return {} if self.memory_overhead_fraction is None else {"overhead_fraction": self.memory_overhead_fraction}
         return {"overhead_fraction": entry.memory_overhead_fraction, "overhead_fixed_gib": 0.0}
+
+    def step_time_constants(self):
+        """The fitted step-time constants, or None (advisor.step_time.DEFAULT_STEP_TIME applies)."""
+        if not self.step_time:
+            return None
+        from advisor.step_time import StepTimeConstants
+        return StepTimeConstants(**self.step_time, source=f"calibration {self.path}")
 
 
 def default_calibration_path() -> Path:

@@ -38,17 +38,56 @@ class Gpu(BaseModel):
     model_config = _CATALOG_CONFIG
     name: str
     aliases: list[str] = []
-    memory_gib: float = Field(gt=0, description="Usable device memory in GiB (2^30 bytes).")
+    memory_gib: float = Field(gt=0, description="Device memory in GiB (2^30 bytes) as the device reports it: "
+                              "torch.cuda.get_device_properties().total_memory (cudaDeviceProp.totalGlobalMem), which "
+                              "is a few hundred MiB below nvidia-smi's total.")
+    memory_reported: bool = Field(True, description="memory_gib is a published device-reported figure (memory_source "
+                                                   "quotes it); false: a conversion of the marketing figure.")
+    memory_source: str = Field("", description="Where memory_gib comes from (deviceQuery, a torch OOM message, ...).")
+    memory_nvidia_smi_mib: float | None = Field(None, description="nvidia-smi's total, MiB (informational).")
+    cuda_context_gib: float = Field(0.5, ge=0, description="Device memory the CUDA context (driver, lazily loaded "
+                                    "kernels) takes outside PyTorch's allocator; see CUDA_CONTEXT_SOURCE.")
     peak_tflops_bf16: float = Field(gt=0, description="Dense bf16 (or fp16 where bf16 is absent) tensor-core peak, TFLOP/s.")
     memory_bandwidth_gbs: float = Field(gt=0, description="Memory bandwidth, GB/s.")
-    price_usd_per_hour: float = Field(ge=0, description="Reference on-demand price of one GPU, USD per hour.")
+    interconnect: str = Field("", description="The GPU-to-GPU link inside a node.")
+    interconnect_gbs: float | None = Field(None, gt=0, description="GPU-to-GPU bandwidth per GPU per direction, GB/s "
+                                           "(NVLink datasheet figures are bidirectional and are halved).")
+    interconnect_source: str = ""
+    host_link_gbs: float | None = Field(None, gt=0, description="Host (CPU) link per GPU per direction, GB/s: what "
+                                        "CPU offload moves weights and states over. None: PCIe Gen4 x16.")
+    price_usd_per_hour: float | None = Field(None, ge=0, description="Reference on-demand price of one GPU, USD per "
+                                             "hour; None where no dated, attributable price was found.")
+    price_source: str = ""
+    price_date: str = ""
+    price_alternatives: list[str] = []
     bf16: bool = Field(True, description="Whether the GPU supports bf16; if not, training runs in fp16.")
+    uncertain: list[str] = Field([], description="Fields whose value is not confirmed by a primary source.")
+    notes: str = ""
     source: str
     date: str
 
     @property
     def peak_flops(self) -> float:
         return self.peak_tflops_bf16 * 1e12
+
+    @property
+    def usable_memory_gib(self) -> float:
+        """What a training process can allocate: the device's memory less the CUDA context."""
+        return self.memory_gib - self.cuda_context_gib
+
+    @property
+    def host_bandwidth(self) -> float:
+        """Host link bytes/s (PCIE_GEN4_X16_GBS where the catalog gives none)."""
+        return (self.host_link_gbs or PCIE_GEN4_X16_GBS) * 1e9
+
+
+# The CUDA context lives inside total_memory but outside PyTorch's allocator: "the currently used ~300MB ... Starting
+# with 11.7 CUDA implemented lazy kernel/module loading" (ptrblck, pytorch/pytorch#107667, 2023-08); NCCL and cuBLAS
+# add workspaces on top (vLLM's profiler on an H100: non-torch memory 1.79 GiB at TP=1, vllm-project/vllm PR #10511).
+# Each Gpu carries 0.5 GiB by default (cuda_context_gib); the estimate's overhead covers the workspaces.
+CUDA_CONTEXT_SOURCE = "ptrblck, pytorch/pytorch#107667 (2023-08): ~300 MB with lazy loading (CUDA >= 11.7)"
+# PCIe 4.0 x16: 16 GT/s x 16 lanes, 128b/130b: 31.5 GB/s per direction (PCI-SIG PCIe 4.0 specification).
+PCIE_GEN4_X16_GBS = 32.0
 
 
 class ModelArch(BaseModel):
@@ -353,9 +392,12 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
 def match_gpu(device_name: str, memory_gib: float) -> Gpu | None:
     """The catalog entry for a CUDA device name such as 'NVIDIA H100 80GB HBM3' (None if not catalogued)."""
     name = device_name.upper().replace("NVIDIA", "").replace("GEFORCE", "").strip()
-    rules = [("H200", "H200"), ("H100", "H100-PCIe" if "PCIE" in name else "H100-SXM"),
-             ("A100", "A100-80GB" if memory_gib > 60 else "A100-40GB"), ("L40S", "L40S"), ("A10G", "A10G"),
-             ("RTX 4090", "RTX-4090"), ("4090", "RTX-4090"), ("L4", "L4"), ("T4", "T4"), ("V100", "V100-32GB")]
+    rules = [("GB200", "GB200"), ("B200", "B200"), ("H200", "H200"),
+             ("H100", "H100-NVL" if "NVL" in name else "H100-PCIe" if "PCIE" in name else "H100-SXM"),
+             ("A100", "A100-80GB" if memory_gib > 60 else "A100-40GB"), ("L40S", "L40S"), ("L40", "L40"),
+             ("A10G", "A10G"), ("RTX 6000 ADA", "RTX-6000-Ada"), ("RTX A6000", "RTX-A6000"), ("5090", "RTX-5090"),
+             ("4090", "RTX-4090"), ("3090", "RTX-3090"), ("MI325X", "MI325X"), ("MI300X", "MI300X"), ("L4", "L4"),
+             ("T4", "T4"), ("V100", "V100-32GB" if memory_gib > 20 else "V100-16GB")]
     for needle, entry in rules:
         if needle in name:
             return load("gpus").get(entry.lower())

@@ -241,3 +241,42 @@ def save_calibration(cal: Calibration, path: Path) -> Path:
     except OSError as exc:
         raise AdvisorError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
+
+
+# --- calibration from published measurements ---------------------------------------------------------------------
+
+def is_published_rows(path: Path) -> bool:
+    """A published-rows file (bench/published/rows.yaml's format) rather than a run directory."""
+    return Path(path).is_file() and Path(path).suffix in (".yaml", ".yml")
+
+
+def calibrate_sources(paths: list[Path]) -> Calibration:
+    """A calibration from run directories (per GPU type and method, as fit_calibration) and/or published-rows files
+    (the step-time constants and the allocator's reserve, advisor.published_fit), each with its leave-one-out error.
+    Where both are given, a run's (GPU, method) cell takes precedence over the published fit."""
+    from advisor.published import abs_errors, estimate_rows, load_rows, row_case
+    from advisor.published_fit import fit_published
+    if not paths:
+        raise AdvisorError("give at least one run directory or published-rows file")
+    row_files = [Path(p) for p in paths if is_published_rows(p)]
+    run_dirs = [Path(p) for p in paths if not is_published_rows(p)]
+    runs = fit_calibration(load_reports(run_dirs)) if run_dirs else Calibration()
+    if not row_files:
+        return runs
+    cases = [row_case(r, f.parent) for f in row_files for r in load_rows(f)]
+    fit = fit_published(cases)
+    rows = estimate_rows(cases, fit.constants)
+    in_tput = abs_errors(r.throughput_ratio for r in rows if r.case.throughput_reason is None)
+    in_mem = abs_errors(r.memory_ratio for r in rows if r.case.memory_reason is None)
+    c = fit.constants
+    published = {"files": ", ".join(map(str, row_files)), "throughput_rows": float(fit.throughput_rows),
+                 "memory_rows": float(fit.memory_rows),
+                 "throughput_median_abs_error": statistics.median(in_tput),
+                 "throughput_leave_one_out_median_abs_error": statistics.median(abs_errors(fit.throughput_loo.values())),
+                 "memory_median_abs_error": statistics.median(in_mem) if in_mem else float("nan"),
+                 "memory_leave_one_out_median_abs_error":
+                     statistics.median(abs_errors(fit.memory_loo.values())) if fit.memory_loo else float("nan")}
+    return runs.model_copy(update={
+        "step_time": {"matmul_fraction_max": c.matmul_fraction_max, "matmul_half_tokens": c.matmul_half_tokens,
+                      "step_fixed_s": c.step_fixed_s, "eager_traffic_factor": c.eager_traffic_factor},
+        "memory_overhead_fraction": fit.overhead_fraction, "published": published})

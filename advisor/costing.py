@@ -11,6 +11,7 @@ from advisor.calibration import Calibration
 from advisor.constraints import (
     Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
 )
+from advisor.errors import AdvisorError
 from advisor.findings import Finding, rule_pretraining_viability
 from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
@@ -76,7 +77,10 @@ def api_usd_per_request(s: Situation) -> float:
 
 
 def gpu_price(s: Situation) -> float:
-    return s.price_usd_per_gpu_hour or catalog.get_gpu(s.gpu).price_usd_per_hour
+    price = s.price_usd_per_gpu_hour or catalog.get_gpu(s.gpu).price_usd_per_hour
+    if price is None:
+        raise AdvisorError(f"the GPU catalog has no dated price for {s.gpu}: give --price (USD per GPU-hour)")
+    return price
 
 
 # --- serving ---------------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ from pydantic import BaseModel, ConfigDict
 
 from advisor.calibration import Calibration
 from advisor.catalog import Gpu, get_gpu
-from advisor.errors import AdvisorError
-from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.arch import describe
+from advisor.errors import AdvisorError
+from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
+from advisor.step_time import DEFAULT_STEP_TIME, step_seconds, step_work
 from advisor.params import param_counts
 from advisor.recipe import Recipe
 from advisor.sizing import bf16_conflict, choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits
@@ -54,6 +55,8 @@ class Estimate(BaseModel):
     total_flops: float | None = None
     efficiency: float
     efficiency_source: str
+    tokens_per_second_per_gpu: float | None = None
+    step_seconds: dict | None = None
     gpu_hours: float | None = None
     cost_usd: float | None = None
     calibration: str | None = None
@@ -108,17 +111,24 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     memory = planned_memory(setup, **overheads)
     flops = flops_per_token(arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
     calibrated = calibration.efficiency(gpu.name, setup.method) if (calibration and gpu) else None
+    constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
+    step = step_seconds(step_work(setup, sharding.strategy), gpu, setup.compile, constants) if gpu else None
     if efficiency is not None:
         source = "given (--efficiency)"
     elif calibrated is not None:
         efficiency, source = calibrated, f"calibration {calibration.path}"
+    elif step is not None:
+        # the step-time model's throughput, expressed as the executed-FLOPs fraction of peak it implies
+        efficiency = min(1.0, flops.total * step.tokens_per_second / gpu.peak_flops)
+        source = f"step-time model (advisor.step_time; {constants.source})"
     else:
-        efficiency, source = DEFAULT_EFFICIENCY[setup.method], "assumed default (docs/estimation.md); calibrate it"
+        efficiency, source = 1.0, "no GPU"
     hours = cost = None
     if tokens is not None:
         hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency) if gpu else 0.0
-        cost = cost_usd(hours, price if price is not None else gpu.price_usd_per_hour) if gpu else 0.0
-    fits = gpu is None or memory.total <= gpu.memory_gib
+        unit_price = price if price is not None else (gpu.price_usd_per_hour if gpu else 0.0)
+        cost = cost_usd(hours, unit_price) if unit_price is not None else None
+    fits = gpu is None or memory.total <= gpu.usable_memory_gib
     return Estimate(
         recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
         total_params=param_counts(arch).total, active_params=param_counts(arch).active,
@@ -133,6 +143,8 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         model_flops=flops.model * tokens if tokens is not None else None,
         total_flops=flops.total * tokens if tokens is not None else None,
         efficiency=efficiency, efficiency_source=source, gpu_hours=hours, cost_usd=cost,
+        tokens_per_second_per_gpu=gpu.peak_flops * efficiency / flops.total if gpu else None,
+        step_seconds=step.__dict__ | {"tokens_per_second": step.tokens_per_second} if step else None,
         calibration=str(calibration.path) if calibration else None,
     )
 
@@ -155,7 +167,7 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
     setup = recipe_setup(recipe, gpus)
     if recipe.train.gradient_checkpointing == "auto":
         overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
-        checkpointing, reason = choose_checkpointing(setup, device_memory_gib or (gpu.memory_gib if gpu else None), overheads)
+        checkpointing, reason = choose_checkpointing(setup, gpu.usable_memory_gib if gpu else None, overheads)
         setup = replace(setup, gradient_checkpointing=checkpointing)
     else:
         reason = "set in the recipe"

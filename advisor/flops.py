@@ -17,7 +17,9 @@ from advisor.training import Method
 # LoRA: the frozen base skips weight gradients, leaving more small and memory-bound kernels per FLOP.
 # QLoRA: every forward and backward matmul first dequantises NF4 weights (Dettmers et al. 2023 §4 reports
 # QLoRA slower than 16-bit LoRA), so a lower fraction. These are assumptions until `advisor calibrate`
-# replaces them with fractions measured on your GPUs.
+# replaces them with fractions measured on your GPUs. `advisor estimate` no longer uses them: its time comes from the
+# step-time model (advisor.step_time), fitted to published measurements, which puts these about 45% off
+# (docs/accuracy.md, "before"); `advisor recommend` (advisor.costing) still prices with them.
 DEFAULT_EFFICIENCY: dict[str, float] = {"full": 0.40, "lora": 0.35, "qlora": 0.25}
 
 
@@ -27,7 +29,8 @@ class FlopsPerToken:
     backward: float
     recompute: float   # gradient checkpointing: one more forward of the decoder layers
     model: float       # forward + backward: what MFU counts (PaLM Appendix B)
-    total: float       # model + recompute: what the GPU executes
+    total: float       # model + recompute, in PaLM's counting (full-context attention); the executed FLOPs of a
+                       # step (causal attention, FlashAttention-2's backward) are advisor.step_time's
 
     def as_dict(self) -> dict:
         return asdict(self)

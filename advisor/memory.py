@@ -15,9 +15,12 @@ from advisor.params import (active_intermediate_size, full_tensor_numels, lora_i
 from advisor.training import Method, Optimizer, TrainingSetup
 
 GIB = 2**30
-# Memory the estimate cannot see term by term: the caching allocator's fragmentation and cuBLAS/NCCL
-# workspaces, as a fraction of everything else plus a fixed part. Assumed until calibrated.
-DEFAULT_OVERHEAD_FRACTION = 0.05
+# Memory the estimate cannot see term by term: the caching allocator's reserve (blocks freed by the step's activations
+# and logits, of many sizes and interleaved lifetimes, that later requests cannot reuse) as a fraction of the
+# activations and logits at the peak, plus a fixed part for cuBLAS/NCCL workspaces. The fraction is the median over
+# the published rows that report reserved memory (bench/published/rows.yaml; `advisor calibrate` refits it, and
+# docs/accuracy.md shows the fit); calibrate it from your own runs.
+DEFAULT_OVERHEAD_FRACTION = 0.33
 DEFAULT_OVERHEAD_FIXED_GIB = 0.3
 
 # NF4 stores 4 bits per weight. Per block of 64 weights it keeps an absmax constant: fp32 (32/64 = 0.5 bit
@@ -33,22 +36,25 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
     return (4 + constants_bits) / 8
 
 
-def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True) -> float:
+def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, embeddings_dtype: str = "bf16") -> float:
     """Bytes of the model's own weights on one unsharded replica.
 
     full / lora: every parameter in bf16 (2 bytes). qlora: the decoder's nn.Linear projections in NF4; embeddings,
     norms, biases and the LM head stay unquantised, as bitsandbytes does through transformers (its
-    get_keys_to_not_convert keeps the output embedding), and peft's prepare_model_for_kbit_training casts
-    those remaining 16-bit parameters to fp32 (4 bytes) for stability. A MoE's routed experts are fused 3-D
-    parameters in transformers 5, not nn.Linear: bitsandbytes leaves them (and the routers) in 16 bits and peft
-    casts them to fp32 with the rest (measured on transformers 5.24 / peft 0.21 for qwen3_moe, gpt_oss and
-    llama4_text: Params4bit for attention, bfloat16 then float32 for experts), so they count 4 bytes each.
+    get_keys_to_not_convert keeps the output embedding). `embeddings_dtype` bf16: kept in the compute dtype
+    (2 bytes), as this project's runner, torchtune and fsdp_qlora do; fp32: peft's prepare_model_for_kbit_training
+    casts those remaining 16-bit parameters to fp32 (4 bytes). A MoE's routed experts are fused 3-D parameters in
+    transformers 5, not nn.Linear: bitsandbytes leaves them (and the routers) in 16 bits (measured on transformers
+    5.24 / peft 0.21 for qwen3_moe, gpt_oss and llama4_text), so they count with the unquantised rest.
     """
     counts = param_counts(arch)
     if method != "qlora":
         return 2.0 * counts.total
     rest = counts.total - counts.linear_weights
-    return counts.linear_weights * nf4_bytes_per_param(double_quant) + 4.0 * rest
+    return counts.linear_weights * nf4_bytes_per_param(double_quant) + DTYPE_BYTES[embeddings_dtype] * rest
+
+
+DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0}
 
 
 # bitsandbytes' 8-bit optimizers keep 32-bit state for tensors under 4096 elements (Optimizer8bit's
@@ -57,19 +63,43 @@ BNB_MIN_8BIT_SIZE = 4096
 BNB_OPTIM_BLOCK = 256
 
 
-def optimizer_state_bytes(tensor_numels, optimizer: Optimizer, master_copy: bool) -> float:
-    """Optimizer state for trainable tensors of these sizes. AdamW keeps two fp32 moments (8 bytes per element);
-    8-bit AdamW keeps them in 8 bits (2 bytes) plus block scales (Dettmers et al. 2022, 8-bit Optimizers via
-    Block-wise Quantization), except for small tensors. Mixed-precision full training also keeps an fp32 master
-    copy of the weights (4 bytes; Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020 §3.1: K = 12)."""
+def optimizer_state_bytes(tensor_numels, optimizer: Optimizer, master_copy: bool, moment_bytes: float = 4.0) -> float:
+    """Optimizer state for trainable tensors of these sizes. AdamW keeps two moments in the parameter's dtype (torch
+    allocates exp_avg and exp_avg_sq like the parameter: fp32 adapters or master weights, 4 bytes each; a pure-bf16
+    model, 2 bytes each); 8-bit AdamW keeps them in 8 bits (2 bytes) plus block scales (Dettmers et al. 2022, 8-bit
+    Optimizers via Block-wise Quantization), except for small tensors. Mixed-precision full training also keeps an
+    fp32 master copy of the weights (4 bytes; Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020 §3.1: K = 12)."""
     total = 0.0
     for n in tensor_numels:
         if optimizer == "adamw" or n < BNB_MIN_8BIT_SIZE:
-            total += 8.0 * n
+            total += 2.0 * moment_bytes * n
         else:
             total += 2.0 * n + 2 * 4.0 * math.ceil(n / BNB_OPTIM_BLOCK)
         total += 4.0 * n if master_copy else 0.0
     return total
+
+
+def trainable_state_bytes(setup: TrainingSetup) -> tuple[float, float, float]:
+    """(trainable weights beyond the base, gradients, optimizer state) in bytes on one unsharded replica.
+
+    Full fine-tuning, bf16-mixed: bf16 gradients, fp32 master copy and fp32 moments (ZeRO's 16 bytes per parameter
+    with the bf16 weights); bf16-pure (torchtune's dtype=bf16, a model loaded in bf16 under HF Trainer): bf16
+    gradients and bf16 moments, no master copy (8 bytes). LoRA: the adapters, their gradients and moments in the
+    adapter dtype (fp32: 16 bytes per adapter parameter; bf16: 8). With the optimizer step in backward (torchtune's
+    optimizer_in_bwd) each gradient is freed once applied: only the largest tensor's gradient is alive.
+    """
+    numels = trainable_tensor_numels(setup)
+    trainable = setup.trainable_params
+    if setup.method == "full":
+        pure = setup.precision == "bf16-pure"
+        adapters, grad_bytes = 0.0, 2.0
+        optimizer = optimizer_state_bytes(numels, setup.optimizer, master_copy=not pure, moment_bytes=2.0 if pure else 4.0)
+    else:
+        width = DTYPE_BYTES[setup.adapter_dtype]
+        adapters, grad_bytes = width * trainable, width
+        optimizer = optimizer_state_bytes(numels, setup.optimizer, master_copy=False, moment_bytes=width)
+    gradients = grad_bytes * (max(numels) if setup.optimizer_in_backward else trainable)
+    return adapters, gradients, optimizer
 
 
 def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
@@ -91,8 +121,10 @@ def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
 ACT_FULL = {"h": 20.0, "I": 8.0, "kv": 4.0}
 ACT_LORA_BASE = {"h": 11.7, "I": 6.0, "kv": 4.0}
 ACT_LORA_TARGET = {"qkv": 4.7, "o": 3.2, "gate_up": 4.4, "down": 2.2, "rank": 3.1}
-# QLoRA keeps 6 bytes x I more per token per layer than LoRA, whatever the targets (measured: exact at three
-# shapes, all-linear and q,v): after prepare_model_for_kbit_training part of the MLP path runs in fp32.
+# QLoRA prepared with peft's prepare_model_for_kbit_training keeps 6 bytes x I more per token per layer than LoRA,
+# whatever the targets (measured: exact at three shapes, all-linear and q,v): its fp32 norms put part of the MLP path
+# in fp32. With the unquantised parameters kept in bf16 (the runner's default) QLoRA keeps what LoRA keeps (measured
+# within 1.5% at h=288, I=768, all-linear and q,v: bench/results/qlora_dtype_cpu.json, tests/test_activation_memory.py).
 ACT_QLORA_EXTRA_I = 6.0
 ACT_LORA_DROPOUT = 4.0  # bytes per input element of each adapted projection (fp32 dropped copy + mask), measured
 ACT_EAGER_PER_HEAD_TOKEN = 6.0  # fp32 softmax output + its bf16 copy, per head per context token (measured slope)
@@ -100,7 +132,7 @@ ACT_EAGER_PER_HEAD_TOKEN = 6.0  # fp32 softmax output + its bf16 copy, per head 
 
 def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_len: int, flash_attention: bool = True,
                                          lora_targets: tuple[str, ...] = (), lora_rank: int = 0,
-                                         lora_dropout: float = 0.0) -> float:
+                                         lora_dropout: float = 0.0, qlora_embeddings_dtype: str = "bf16") -> float:
     """Bytes autograd keeps per token for one decoder layer (see the ACT_* constants for where they come from).
 
     Without a fused attention kernel the T x T softmax is kept too: 6 a T bytes per token (+2h).
@@ -117,7 +149,7 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
         total += ACT_LORA_TARGET["gate_up"] * h * bool(targets & {"gate_proj", "up_proj"})
         total += ACT_LORA_TARGET["down"] * inter * ("down_proj" in targets)
         total += ACT_LORA_TARGET["rank"] * lora_rank * len(targets)
-        if method == "qlora":
+        if method == "qlora" and qlora_embeddings_dtype == "fp32":
             total += ACT_QLORA_EXTRA_I * inter
         if lora_dropout > 0:
             total += ACT_LORA_DROPOUT * lora_input_features(arch, tuple(targets))
@@ -147,23 +179,74 @@ FUSED_LOSS_BYTES_PER_HIDDEN = 4.0
 
 
 
+# transformers before ForCausalLMLoss (v4.46, 2024-10): the causal-LM forward upcast the logits to fp32 (`logits =
+# logits.float()`) and the loss shifted them with a contiguous copy (`logits[..., :-1, :].contiguous()`), so the loss
+# held 4 bytes per logit more at its peak, and autograd kept the fp32 log-softmax (4 bytes) through backward.
+LEGACY_LOGITS_BYTES_PER_ELEMENT = 18.0
+LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT = 4.0
+# torchtune's CEWithChunkedOutputLoss: the head's bf16 logits come back in 8 chunks (num_output_chunks) and each chunk is
+# upcast and reduced on its own, so the fp32 buffers of LOGITS_BYTES_PER_ELEMENT hold one chunk at a time.
+CHUNKED_LOSS_CHUNKS = 8
+# Under torch.compile (torchtune compiles the loss with the model) inductor fuses each chunk's upcast, log-softmax and
+# their backward, so only the bf16 logits and one chunk's fp32 gradient (4 bytes per logit of a chunk) stay alive.
+COMPILED_CHUNK_BYTES_PER_ELEMENT = 4.0
+
+
 def logits_bytes(arch: ModelArch, seq_len: int, micro_batch: int, fused: bool = False,
-                 head_cast: bool = False) -> tuple[float, float]:
+                 head_cast: bool = False, chunked: bool = False, compiled: bool = False,
+                 legacy: bool = False) -> tuple[float, float]:
     """Bytes of the loss: (peak while it is computed, what stays alive through backward).
 
     Stock (transformers' ForCausalLM + ForCausalLMLoss): B T V x 14 bytes at the loss (LOGITS_BYTES_PER_ELEMENT), and
-    the returned bf16 logits (2 bytes each) held by the model's output. Fused (runners.loss): one chunk's logits
-    (loss_chunk_tokens x V x 6 bytes) plus the hidden states' copy and gradient (B T h x 4 bytes), of which the
-    gradient (2 bytes each) is kept for backward; with `head_cast` (QLoRA, whose head peft keeps in fp32) also the
-    head cast to bf16 for the loop (V h x 2 bytes).
+    the returned bf16 logits (2 bytes each) held by the model's output. Fused (runners.loss, Liger's fused linear
+    cross-entropy): one chunk's logits (loss_chunk_tokens x V x 6 bytes) plus the hidden states' copy and gradient
+    (B T h x 4 bytes), of which the gradient (2 bytes each) is kept for backward; with `head_cast` (QLoRA, whose head
+    peft keeps in fp32) also the head cast to bf16 for the loop (V h x 2 bytes). Chunked (torchtune): every chunk's bf16
+    logits (2 bytes) plus one chunk's fp32 buffers (14 / CHUNKED_LOSS_CHUNKS bytes per logit; compiled: one chunk's
+    fp32 gradient, COMPILED_CHUNK_BYTES_PER_ELEMENT / CHUNKED_LOSS_CHUNKS). Legacy (transformers before v4.46): per
+    LEGACY_LOGITS_BYTES_PER_ELEMENT and LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT.
     """
     tokens = micro_batch * seq_len
+    logits = tokens * arch.vocab_size
+    if chunked:
+        per_chunk = COMPILED_CHUNK_BYTES_PER_ELEMENT if compiled else LOGITS_BYTES_PER_ELEMENT
+        return (LOGITS_RETURNED_BYTES_PER_ELEMENT + per_chunk / CHUNKED_LOSS_CHUNKS) * logits, \
+            LOGITS_RETURNED_BYTES_PER_ELEMENT * logits
+    if legacy:
+        return LEGACY_LOGITS_BYTES_PER_ELEMENT * logits, LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT * logits
     if not fused:
-        return LOGITS_BYTES_PER_ELEMENT * tokens * arch.vocab_size, LOGITS_RETURNED_BYTES_PER_ELEMENT * tokens * arch.vocab_size
+        return LOGITS_BYTES_PER_ELEMENT * logits, LOGITS_RETURNED_BYTES_PER_ELEMENT * logits
     chunk = loss_chunk_tokens(tokens)
     peak = FUSED_LOSS_BYTES_PER_ELEMENT * chunk * arch.vocab_size + FUSED_LOSS_BYTES_PER_HIDDEN * tokens * arch.hidden_size
     return peak + 2.0 * arch.vocab_size * arch.hidden_size * head_cast, 2.0 * tokens * arch.hidden_size
 
+
+# FSDP gathers one wrapped unit (a decoder layer) at a time and prefetches the next: PyTorch FSDP's rate limiter allows
+# two all-gathers in flight (Zhao et al. 2023, "PyTorch FSDP", §4.3 and limit_all_gathers), so two layers' full
+# weights are alive beside the shards, and backward holds one layer's unsharded gradients until its reduce-scatter.
+# The root unit (embeddings, final norm, LM head) stays gathered from the first forward until its backward ends.
+FSDP_INFLIGHT_LAYERS = 2
+
+
+def fsdp_buffer_bytes(setup: TrainingSetup) -> float:
+    """Unsharded FSDP buffers on one GPU: FSDP_INFLIGHT_LAYERS decoder layers' weights (bf16, or NF4 for QLoRA), one
+    layer's unsharded gradients (full fine-tuning, bf16), and the root unit's embeddings and head in the compute dtype."""
+    arch, counts = setup.arch, param_counts(setup.arch)
+    per_layer = counts.layers / arch.num_hidden_layers
+    layer_linear = counts.linear_weights / arch.num_hidden_layers
+    if setup.method == "qlora":
+        layer = layer_linear * nf4_bytes_per_param(setup.double_quant) + 2.0 * (per_layer - layer_linear)
+    else:
+        layer = 2.0 * per_layer
+    grads = 2.0 * per_layer if setup.method == "full" else 0.0
+    root = 2.0 * (counts.embedding + counts.lm_head + arch.hidden_size)
+    return FSDP_INFLIGHT_LAYERS * layer + grads + root
+
+
+# Activation offloading (torchtune's OffloadActivations, fsdp_qlora's CPU activation offload) copies each kept tensor to
+# CPU memory after the layer that made it and back before its backward: the layer being computed and the one in
+# transfer stay on the GPU.
+OFFLOAD_RESIDENT_LAYERS = 2
 
 
 @dataclass(frozen=True)
@@ -177,6 +260,7 @@ class MemoryBreakdown:
     overhead: float
     total: float
     sharding: str
+    buffers: float = 0.0   # FSDP's unsharded layers and root unit (fsdp_buffer_bytes)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -186,50 +270,61 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
                    overhead_fixed_gib: float = DEFAULT_OVERHEAD_FIXED_GIB) -> MemoryBreakdown:
     """Peak memory of one GPU in GiB, by component.
 
-    Weights per `weight_bytes`; LoRA adapters in fp32 (peft upcasts adapters of a 16-bit base,
-    autocast_adapter_dtype=True) with fp32 gradients and optimizer moments; full fine-tuning keeps bf16
-    weights and gradients plus the optimizer's master copy and moments (ZeRO's 16 bytes per parameter).
+    Weights per `weight_bytes`; adapters, gradients and optimizer state per `trainable_state_bytes`.
     Data parallelism (DDP) replicates all of it; FSDP (ZeRO-3) divides weights, gradients and optimizer
-    state by the GPU count (Rajbhandari et al. 2020, ZeRO §5). Activations are per GPU (its own micro-batch):
-    every layer's kept tensors, or with gradient checkpointing each layer's input, plus the backward's transient
-    peak of one layer wherever it exceeds the logits buffers (the two are never alive together). Logits per
-    `logits_bytes`. For full fine-tuning the sum is conservative: weight gradients build up while activations
-    are freed.
-    Checked against the live-bytes peak of real steps (bench.measure.peak_bytes, tests/test_memory_peak.py).
-    Overhead per the module constants.
+    state by the GPU count (Rajbhandari et al. 2020, ZeRO §5) and adds its unsharded buffers (`fsdp_buffer_bytes`);
+    with CPU offload the shards live in CPU memory and only the buffers stay. Activations are per GPU (its own
+    micro-batch, at the longest length when batches are padded): every layer's kept tensors, or with gradient
+    checkpointing each layer's input, plus the backward's transient peak of one layer; activation offloading keeps
+    OFFLOAD_RESIDENT_LAYERS of them. Logits per `logits_bytes`. The peak is the larger of two phases: the loss at the
+    end of the forward (no gradients yet, unless accumulation keeps them) and the backward (gradients, the kept
+    activations, one layer's transient, what the loss leaves alive); `activations` is what they add at that peak.
+    Overhead: DEFAULT_OVERHEAD_FRACTION of the per-step part plus a fixed part.
+    Checked against the live-bytes peak of real steps (bench.measure.peak_bytes, tests/test_memory_peak.py) and
+    against published GPU measurements (docs/accuracy.md). Overhead per the module constants.
     """
     arch, shard = setup.arch, decided_sharding(setup)
-    divisor = setup.gpus if shard == "fsdp" else 1
-    trainable = setup.trainable_params
-    if setup.method == "full":
-        weights = weight_bytes(arch, "full")
-        adapters = 0.0
-        gradients = 2.0 * trainable
-        optimizer = optimizer_state_bytes(trainable_tensor_numels(setup), setup.optimizer, master_copy=True)
-    else:
-        weights = weight_bytes(arch, setup.method, setup.double_quant)
-        adapters = 4.0 * trainable
-        gradients = 4.0 * trainable
-        optimizer = optimizer_state_bytes(trainable_tensor_numels(setup), setup.optimizer, master_copy=False)
+    sharded = shard == "fsdp"
+    divisor = (math.inf if setup.cpu_offload else setup.gpus) if sharded else 1
+    weights = weight_bytes(arch, setup.method, setup.double_quant, setup.qlora_embeddings_dtype)
+    adapters, gradients, optimizer = trainable_state_bytes(setup)
     tokens = setup.micro_batch * setup.seq_len
     per_layer = activation_bytes_per_token_per_layer(
-        arch, setup.method, setup.seq_len, setup.flash_attention, setup.lora_targets, setup.lora_rank, setup.lora_dropout
+        arch, setup.method, setup.seq_len, setup.flash_attention, setup.lora_targets, setup.lora_rank,
+        setup.lora_dropout, setup.qlora_embeddings_dtype
     ) * tokens
-    fused = fused_loss_applies(arch, setup.method, setup.lora_targets, setup.fused_loss)
-    logits, held = logits_bytes(arch, setup.seq_len, setup.micro_batch, fused, head_cast=setup.method == "qlora")
+    fused = setup.loss == "fused" or (setup.loss == "auto" and fused_loss_applies(arch, setup.method, setup.lora_targets,
+                                                                                    setup.fused_loss))
+    head_cast = setup.method == "qlora" and setup.qlora_embeddings_dtype == "fp32"
+    logits, held = logits_bytes(arch, setup.seq_len, setup.micro_batch, fused, head_cast, setup.loss == "chunked",
+                                setup.compile, setup.loss == "stock-legacy")
+    layers_kept = min(arch.num_hidden_layers, OFFLOAD_RESIDENT_LAYERS) if setup.activation_offloading \
+        else arch.num_hidden_layers
     if setup.gradient_checkpointing:
         # each layer keeps only its bf16 input; backward recomputes one layer at a time
-        kept, transient = arch.num_hidden_layers * 2.0 * arch.hidden_size * tokens, RECOMPUTE_PEAK_FACTOR * per_layer
+        kept, transient = layers_kept * 2.0 * arch.hidden_size * tokens, RECOMPUTE_PEAK_FACTOR * per_layer
     else:
-        kept, transient = arch.num_hidden_layers * per_layer, BACKWARD_TRANSIENT_FACTOR * per_layer
-    # The loss buffers are freed before the first layer's backward, so the peak holds the larger of the two phases;
-    # part of the loss's memory (`held`: the returned logits, or the fused loss's gradient) stays alive through it.
-    activations = kept + max(0.0, transient + held - logits)
-    parts = [weights / divisor / GIB, adapters / divisor / GIB, gradients / divisor / GIB, optimizer / divisor / GIB,
+        kept, transient = layers_kept * per_layer, BACKWARD_TRANSIENT_FACTOR * per_layer
+    # Two phases peak: the loss at the end of the forward, and the backward. The loss buffers are freed before the
+    # first layer's backward; part of them (`held`: the returned logits, or the fused loss's gradient) stays alive
+    # through it. Gradients exist only in the backward phase unless accumulation keeps them across micro-batches
+    # (optimizer.zero_grad(set_to_none=True), torch's default since 2.0, frees them after each step).
+    # In the backward the gradients build up layer by layer as the kept activations are freed, so their sum peaks at
+    # one end: max(gradients, kept), plus one layer's transient and what the loss leaves alive. A trained LM head gets
+    # its gradient while the loss's buffers are still alive (the head's backward is the loss's last step).
+    grads = gradients / divisor
+    grads_at_loss = grads if setup.grad_accum > 1 else 0.0
+    head_grad = 2.0 * arch.vocab_size * arch.hidden_size / divisor if setup.method == "full" else 0.0
+    backward = (grads + kept if setup.grad_accum > 1 else max(grads, kept)) + transient + held
+    peak = max(grads_at_loss + kept + logits + head_grad, backward)
+    activations = peak - grads - logits   # what the activations add at the peak (negative: phases do not stack)
+    buffers = fsdp_buffer_bytes(setup) / GIB if sharded else 0.0
+    parts = [weights / divisor / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
              activations / GIB, logits / GIB]
-    overhead = overhead_fraction * sum(parts) + overhead_fixed_gib
-    return MemoryBreakdown(*parts, overhead, sum(parts) + overhead, shard)
-
+    # the allocator's reserve grows with the varied, interleaved tensors of the forward and backward (activations and
+    # logits); weights and states stay, and gradients and FSDP buffers come back in the same sizes every step
+    overhead = overhead_fraction * max(0.0, (peak - grads) / GIB) + overhead_fixed_gib
+    return MemoryBreakdown(*parts, overhead, sum(parts) + buffers + overhead, shard, buffers)
 
 
 def decided_sharding(setup: TrainingSetup) -> str:

@@ -52,7 +52,7 @@ def gpus_needed(setup: TrainingSetup, gpu: Gpu, max_gpus: int = 4096, **overhead
     """Fewest GPUs of this type whose per-GPU memory fits (FSDP beyond one GPU), or None if none up to max_gpus."""
     for gpus in [1] + [2**k for k in range(1, int(math.log2(max_gpus)) + 1)]:
         candidate = replace(setup, gpus=gpus, sharding="fsdp" if gpus > 1 else "auto")
-        if memory_per_gpu(candidate, **overheads).total <= gpu.memory_gib:
+        if memory_per_gpu(candidate, **overheads).total <= gpu.usable_memory_gib:
             return gpus
     return None
 
@@ -92,14 +92,14 @@ def suggest_fits(setup: TrainingSetup, gpu: Gpu, overheads: dict) -> list[str]:
     out = []
     for text, change in changes:
         peak = planned_memory(replace(setup, **change), **overheads).total
-        if peak <= gpu.memory_gib:
+        if peak <= gpu.usable_memory_gib:
             out.append(f"{text}: {peak:.1f} GiB")
     if not out and len(changes) > 1:
         combined: dict = {}
         for i, (_, change) in enumerate(changes):
             combined.update(change)
             peak = planned_memory(replace(setup, **combined), **overheads).total
-            if i and peak <= gpu.memory_gib:
+            if i and peak <= gpu.usable_memory_gib:
                 out.append(" and ".join(text for text, _ in changes[: i + 1]) + f": {peak:.1f} GiB")
                 break
     needed = gpus_needed(setup, gpu, **overheads)

@@ -58,9 +58,10 @@ def lora_builder(targets, rank: int = 8, dropout: float = 0.0, dtype: torch.dtyp
     return build
 
 
-def qlora_builder(targets, rank: int = 8):
+def qlora_builder(targets, rank: int = 8, upcast: bool = False):
     """A `build` for activation_bytes_per_layer_token as the runner builds QLoRA: the bf16 model saved, reloaded
-    in NF4 with double quantisation, prepared with peft's prepare_model_for_kbit_training, LoRA on top."""
+    in NF4 with double quantisation, frozen, LoRA on top; the unquantised parameters stay bf16 as in
+    runners.model.attach_adapters (`upcast`: peft's prepare_model_for_kbit_training casts them to fp32)."""
     def build(config):
         import tempfile
 
@@ -72,7 +73,8 @@ def qlora_builder(targets, rank: int = 8):
             LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
             model = AutoModelForCausalLM.from_pretrained(folder, quantization_config=quant, dtype=torch.bfloat16,
                                                          device_map={"": "cpu"})
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        if upcast:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets))).train()
     return build
 

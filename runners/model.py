@@ -105,14 +105,17 @@ def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int
 
 
 def attach_adapters(model, recipe: Recipe, checkpointing: bool):
-    """Freeze the base, prepare 4-bit models for training, enable checkpointing (the recipe's choice, `auto` resolved
-    by the estimate), add LoRA adapters, fuse the loss."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    """Freeze the base, enable checkpointing (the recipe's choice, `auto` resolved by the estimate), add LoRA adapters,
+    fuse the loss. A 4-bit model keeps its unquantised parameters (embeddings, norms, LM head) in the compute dtype:
+    peft's prepare_model_for_kbit_training would cast them to fp32, which costs memory for the same loss
+    (bench/qlora_dtype.py, bench/results/qlora_dtype_cpu.json); with non-reentrant checkpointing it does nothing else
+    the run needs (freezing is get_peft_model's, input gradients only matter to reentrant checkpointing)."""
+    from peft import get_peft_model
     kwargs = {"use_reentrant": False}
     if recipe.quant is not None:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
-                                                gradient_checkpointing_kwargs=kwargs)
-    elif checkpointing:
+        for param in model.parameters():
+            param.requires_grad_(False)
+    if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model = get_peft_model(model, to_peft_config(recipe.lora))
     if recipe.train.fused_loss:

@@ -6,7 +6,6 @@ import pytest
 
 from advisor.catalog import get_gpu, get_model
 from advisor.compare import compare_report, fit_calibration, leave_one_out
-from advisor.flops import DEFAULT_EFFICIENCY
 from advisor.training import TrainingSetup
 from advisor.estimate import estimate_training
 from advisor.runreport import LossSummary, PeakMemory, RunReport
@@ -36,15 +35,15 @@ def synthetic(tmp_path, name, model="Llama-3.1-8B", method="lora", gpu="H100-SXM
 def test_compare_arithmetic(tmp_path):
     r = synthetic(tmp_path, "a", efficiency=0.2, overhead=0.1)
     c = compare_report(tmp_path / "a", r)
-    assert c.gpu_hours_ratio == pytest.approx(DEFAULT_EFFICIENCY["lora"] / 0.2)
+    assert c.gpu_hours_ratio == pytest.approx(r.estimate.efficiency / 0.2)
     base = r.estimate.peak_memory_gib - r.estimate.memory_gib["overhead"]
     assert c.memory_ratio == pytest.approx(base * 1.1 / r.estimate.peak_memory_gib)
-    assert c.tokens_per_second_ratio == pytest.approx(0.2 / DEFAULT_EFFICIENCY["lora"])
-    assert c.mfu_ratio == pytest.approx(0.2 / DEFAULT_EFFICIENCY["lora"])
+    assert c.tokens_per_second_ratio == pytest.approx(0.2 / r.estimate.efficiency)
+    assert c.mfu_ratio == pytest.approx(0.2 / r.estimate.efficiency)
 
 
 def test_estimate_scaled_to_processed_tokens(tmp_path):
-    r = synthetic(tmp_path, "half", efficiency=DEFAULT_EFFICIENCY["lora"])
+    r = synthetic(tmp_path, "half", efficiency=synthetic(tmp_path, "probe").estimate.efficiency)
     interrupted = r.model_copy(update={"processed_tokens": r.processed_tokens // 2, "gpu_hours": r.gpu_hours / 2})
     assert compare_report(tmp_path / "half", interrupted).gpu_hours_ratio == pytest.approx(1.0, rel=1e-6)
 
@@ -80,7 +79,7 @@ def test_calibrate_then_estimate_uses_it(tmp_path, capsys, monkeypatch):
     code, out, _ = run_cli(["recommend", "--tokens", "2e9", "--gpu", "H100"], capsys)
     assert "Calibrated with" in out
     code, out, _ = run_cli(["estimate", "--model", "Llama-3.1-8B", "--gpu", "A10G", "--tokens", "1e8", "--json"], capsys)
-    assert json.loads(out)["efficiency"] == DEFAULT_EFFICIENCY["lora"]  # no cell for A10G: the assumed default
+    assert json.loads(out)["efficiency_source"].startswith("step-time model")  # no cell for A10G: the model's
 
 
 def test_compare_cli_json_and_plot(tmp_path, capsys):
@@ -114,7 +113,7 @@ def test_multi_gpu_runs(tmp_path):
     """GPU-hours count every GPU: 8 GPUs at the same efficiency cost what one does, and calibrate recovers it."""
     one = synthetic(tmp_path, "one", efficiency=0.3)
     eight = synthetic(tmp_path, "eight", efficiency=0.3, gpus=8, model="Llama-3.1-70B", method="qlora")
-    assert compare_report(tmp_path / "eight", eight).gpu_hours_ratio == pytest.approx(DEFAULT_EFFICIENCY["qlora"] / 0.3)
+    assert compare_report(tmp_path / "eight", eight).gpu_hours_ratio == pytest.approx(eight.estimate.efficiency / 0.3)
     peers = [synthetic(tmp_path, f"e{i}", efficiency=0.3, gpus=8, model="Llama-3.1-70B", method="qlora") for i in range(2)]
     cal = fit_calibration([(tmp_path / "eight", eight)] + [(tmp_path / f"e{i}", r) for i, r in enumerate(peers)])
     assert cal.entries[0].efficiency == pytest.approx(0.3)

@@ -66,8 +66,11 @@ def test_nf4_storage_per_qlora_paper():
 def test_qlora_weights_keep_embeddings_and_head_unquantised():
     arch = catalog.get_model("Llama-3.1-8B")
     counts = param_counts(arch)
-    expected = counts.linear_weights * nf4_bytes_per_param(True) + 4 * (counts.total - counts.linear_weights)
-    assert weight_bytes(arch, "qlora") == pytest.approx(expected)
+    rest = counts.total - counts.linear_weights
+    # the runner keeps them in bf16; peft's prepare_model_for_kbit_training would upcast them to fp32
+    assert weight_bytes(arch, "qlora") == pytest.approx(counts.linear_weights * nf4_bytes_per_param(True) + 2 * rest)
+    assert weight_bytes(arch, "qlora", embeddings_dtype="fp32") == pytest.approx(
+        counts.linear_weights * nf4_bytes_per_param(True) + 4 * rest)
     assert weight_bytes(arch, "lora") == 2 * counts.total
 
 
@@ -202,7 +205,9 @@ def test_auto_checkpointing_in_recipe_estimates_and_the_device_memory_wins(tmp_p
     from advisor.estimate import estimate_recipe
     from advisor.recipe import load_recipe
     from tests.helpers import RECIPES
-    recipe = load_recipe(RECIPES / "llama3.1-8b-lora.yaml")  # micro-batch 4 x 2048 tokens, gradient_checkpointing: auto
+    # micro-batch 2 x 2048 tokens, gradient_checkpointing: auto (at the recipe's 4, the allocator's reserve fitted to
+    # published measurements puts the peak without checkpointing above 90% of an H200 too)
+    recipe = load_recipe(RECIPES / "llama3.1-8b-lora.yaml", ["train.micro_batch=2"])
     assert recipe.train.gradient_checkpointing == "auto"
     h100 = estimate_recipe(recipe, "H100-SXM")
     h200 = estimate_recipe(recipe, "H200")

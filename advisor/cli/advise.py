@@ -171,7 +171,16 @@ def estimate(
     gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Default: auto (on only where memory needs it, as recommend and the runner decide).")] = None,
     eager_attention: Annotated[bool, typer.Option("--eager-attention", help="No fused attention kernel (keeps the T x T scores).")] = False,
     optimizer: Annotated[str, typer.Option(help="adamw | adamw-8bit | paged-adamw-8bit")] = "adamw",
-    efficiency: Annotated[Optional[float], typer.Option(parser=_fraction, help="Achieved fraction of peak (default: calibrated or assumed).")] = None,
+    precision: Annotated[str, typer.Option(help="Full fine-tuning: bf16-mixed (fp32 master and moments) | bf16-pure.")] = "bf16-mixed",
+    adapter_dtype: Annotated[str, typer.Option(help="LoRA adapters, their gradients and moments: fp32 | bf16.")] = "fp32",
+    qlora_embeddings_dtype: Annotated[str, typer.Option(help="QLoRA's unquantised embeddings, norms, head: bf16 | fp32 (peft's upcast).")] = "bf16",
+    activation_offloading: Annotated[bool, typer.Option("--activation-offloading", help="Kept activations in CPU memory.")] = False,
+    cpu_offload: Annotated[bool, typer.Option("--cpu-offload", help="FSDP keeps weights, gradients and optimizer state in CPU memory.")] = False,
+    mean_seq_len: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=1_048_576), help="Padded batches: mean padded length (--seq-len is the longest).")] = None,
+    grad_accum: Annotated[int, typer.Option(parser=_number(integer=True, upper=4096), help="Micro-batches per optimizer step.")] = 1,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile (fused elementwise kernels).")] = False,
+    loss: Annotated[str, typer.Option(help="auto (the runner's) | stock | stock-legacy (transformers < 4.46) | fused | chunked (torchtune).")] = "auto",
+    efficiency: Annotated[Optional[float], typer.Option(parser=_fraction, help="Achieved fraction of peak (default: calibrated or the step-time model's).")] = None,
     price: Annotated[Optional[float], typer.Option(parser=Count, help="Override $/GPU-hour.")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Recipe override key.path=value (with RECIPE).")] = None,
@@ -200,10 +209,21 @@ def estimate(
             raise AdvisorError(f"--method {method!r}: expected lora, qlora or full")
         if optimizer not in ("adamw", "adamw-8bit", "paged-adamw-8bit"):
             raise AdvisorError(f"--optimizer {optimizer!r}: expected adamw, adamw-8bit or paged-adamw-8bit")
+        for flag, value, allowed in (("--precision", precision, ("bf16-mixed", "bf16-pure")),
+                                     ("--adapter-dtype", adapter_dtype, ("fp32", "bf16")),
+                                     ("--qlora-embeddings-dtype", qlora_embeddings_dtype, ("bf16", "fp32")),
+                                     ("--loss", loss, ("auto", "stock", "stock-legacy", "fused", "chunked"))):
+            if value not in allowed:
+                raise AdvisorError(f"{flag} {value!r}: expected {' or '.join(allowed)}")
+        if mean_seq_len is not None and mean_seq_len > seq_len:
+            raise AdvisorError(f"--mean-seq-len {mean_seq_len} exceeds --seq-len {seq_len} (the longest batch)")
         setup = TrainingSetup(arch=catalog.get_model(model), method=method, lora_rank=rank,
                               lora_targets=resolve_lora_targets(targets), seq_len=seq_len, micro_batch=micro_batch,
                               gpus=gpus or 1, gradient_checkpointing=bool(gradient_checkpointing),
-                              flash_attention=not eager_attention, optimizer=optimizer)
+                              flash_attention=not eager_attention, optimizer=optimizer, precision=precision,
+                              adapter_dtype=adapter_dtype, qlora_embeddings_dtype=qlora_embeddings_dtype,
+                              activation_offloading=activation_offloading, cpu_offload=cpu_offload,
+                              mean_seq_len=mean_seq_len, grad_accum=grad_accum, compile=compile_, loss=loss)
         if gpu is None:
             raise AdvisorError(f"no GPU type: {NEED_GPU}")
         gpu_type = catalog.get_gpu(gpu)

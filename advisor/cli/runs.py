@@ -124,7 +124,8 @@ def resume_command(recipe: Path, out: Path, overrides: list[str], nproc_per_node
 @app.command()
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories holding report.json (one started without "
-                                                        "finishing is listed as failed).")],
+                                                        "finishing is listed as failed), and/or published-rows files "
+                                                        "(bench/published/rows.yaml).")],
     plot: Annotated[Optional[Path], typer.Option(help="Write estimated-vs-measured plot (PNG; needs matplotlib; a "
                                                       "directory gets comparison.png in it).")] = None,
     as_json: JsonFlag = False,
@@ -144,15 +145,17 @@ def compare(
 
 @app.command()
 def calibrate(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories holding report.json.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories holding report.json, and/or published-rows "
+                                                        "files (bench/published/rows.yaml).")],
     out: Annotated[Optional[Path], typer.Option(help="Calibration file to write (default: the user's config directory).")] = None,
     as_json: JsonFlag = False,
 ):
-    """Fit efficiency and memory overhead per GPU type and method from measured runs; report leave-one-out error."""
+    """Fit efficiency and memory overhead per GPU type and method from measured runs, and the step-time constants and
+    allocator reserve from published rows; report leave-one-out error."""
     from advisor.calibration import default_calibration_path
-    from advisor.compare import fit_calibration, load_reports, save_calibration
+    from advisor.compare import calibrate_sources, save_calibration
     from advisor.render.compare import render_calibration
-    cal = fit_calibration(load_reports(run_dirs))
+    cal = calibrate_sources(run_dirs)
     path = save_calibration(cal, out or default_calibration_path())
     if as_json:
         _emit_json(_finite(cal.model_dump(mode="json") | {"path": str(path)}))

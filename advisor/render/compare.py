@@ -66,7 +66,20 @@ def render_calibration(cal: Calibration) -> str:
              f"{e.memory_overhead_fraction:+.1%} ({e.memory_overhead_min:+.1%} to {e.memory_overhead_max:+.1%})"]
             for e in cal.entries]
     loo = cal.leave_one_out
-    lines = [table(["GPU", "method", "runs", "efficiency (min-max)", "memory overhead (min to max)"], rows), ""]
+    lines = [table(["GPU", "method", "runs", "efficiency (min-max)", "memory overhead (min to max)"], rows), ""] \
+        if rows else []
+    if cal.step_time:
+        p, st = cal.published, cal.step_time
+        lines += [f"published rows ({p['files']}): step time fitted to {int(p['throughput_rows'])} rows: matmul fraction "
+                  f"{st['matmul_fraction_max']:.2f} n/(n + {st['matmul_half_tokens']:.0f}), eager traffic "
+                  f"x{st['eager_traffic_factor']:.2f}, fixed {st['step_fixed_s']:.3f} s/step; median |est/meas - 1| "
+                  f"tokens/s {p['throughput_median_abs_error']:.1%} (leave-one-out "
+                  f"{p['throughput_leave_one_out_median_abs_error']:.1%})",
+                  f"allocator reserve {_fmt(cal.memory_overhead_fraction, '.2f')} of activations + logits; peak memory "
+                  f"over {int(p['memory_rows'])} rows {p['memory_median_abs_error']:.1%} (leave-one-out "
+                  f"{p['memory_leave_one_out_median_abs_error']:.1%})"]
+        if not rows:
+            return "\n".join(lines)
     if loo.get("gpu_hours_median_abs_error") is not None:
         lines.append(f"leave-one-out over {int(loo['runs'])} run(s): median |predicted/measured - 1| GPU-hours "
                      f"{loo['gpu_hours_median_abs_error']:.1%}, peak memory {_fmt(loo.get('memory_median_abs_error'), '.1%')}")

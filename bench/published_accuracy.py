@@ -1,0 +1,119 @@
+"""The published-measurements section of docs/accuracy.md: every row of bench/published/rows.yaml with its source,
+the estimate (shipped constants) beside the measurement, leave-one-out, the estimator before this model
+(bench/results/published_before.json), and median / worst errors by stack and GPU generation.
+
+Called by bench/accuracy.py (which writes docs/accuracy.md); `python bench/published_accuracy.py` prints the section.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from advisor.memory import DEFAULT_OVERHEAD_FRACTION  # noqa: E402
+from advisor.published import ROWS_FILE, abs_errors, error_summary, estimate_rows, load_rows, row_case  # noqa: E402
+from advisor.published_fit import fit_published  # noqa: E402
+from advisor.step_time import DEFAULT_STEP_TIME  # noqa: E402
+
+BEFORE = ROOT / "bench" / "results" / "published_before.json"
+
+
+def fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summary(values: list[float]) -> str:
+    s = error_summary(values)
+    return "-" if s is None else f"{s[0]:.1%} / {s[1]:.0%} ({s[2]})"
+
+
+def section() -> list[str]:
+    cases = [row_case(r) for r in load_rows(ROWS_FILE)]
+    rows = estimate_rows(cases)
+    fit = fit_published(cases)
+    before = json.loads(BEFORE.read_text())["rows"] if BEFORE.is_file() else {}
+    before_commit = json.loads(BEFORE.read_text())["commit"] if BEFORE.is_file() else "-"
+
+    def b_ratio(r, key, measured):
+        value = before.get(r.case.row.id, {}).get(key)
+        return value / measured if (value and measured) else None
+
+    c = DEFAULT_STEP_TIME
+    out = ["## Published GPU measurements", "",
+           f"{len(cases)} measured fine-tuning runs published by other projects, each with its configuration, source "
+           "(repository, file and commit) and the quoted line, are stored in `bench/published/rows.yaml` "
+           "(`bench/published/README.md`). litgpt's resource tables and PEFT's `method_comparison` results are left "
+           "out on purpose: they are the held-out check. Rows flagged implausible (their notes say why: figures above "
+           "the GPU's dense peak, or settings that contradict the sibling rows) are shown but kept out of every "
+           "statistic, as are figures whose configuration the estimator cannot express (the reason is given).", "",
+           "Shipped constants (`advisor/step_time.py` `DEFAULT_STEP_TIME`, `advisor/memory.py`), fitted to these rows "
+           "by `advisor calibrate bench/published/rows.yaml`:", "",
+           f"- matmuls at {c.matmul_fraction_max:.2f} x n / (n + {c.matmul_half_tokens:.0f}) of the dense peak, n the "
+           f"tokens per micro-batch (refit: {fit.constants.matmul_fraction_max:.2f}, "
+           f"{fit.constants.matmul_half_tokens:.0f}); the ceiling is bounded at 0.9 (no GEMM reaches the datasheet peak)",
+           f"- eager elementwise traffic {c.eager_traffic_factor:.2f} x the fused minimum (refit "
+           f"{fit.constants.eager_traffic_factor:.2f}); fixed cost {c.step_fixed_s:.3f} s per step (refit "
+           f"{fit.constants.step_fixed_s:.3f})",
+           f"- the allocator's reserve: {DEFAULT_OVERHEAD_FRACTION:.2f} of the activations and logits (refit "
+           f"{fmt(fit.overhead_fraction, '.3f')}, the median over the rows that report reserved memory)", "",
+           "Errors are |estimate / measured - 1|, given as median / worst (rows). In-sample uses the shipped constants; "
+           "leave-one-out predicts each row from constants fitted without it (memory: only the reserve is fitted, so "
+           "allocated/active figures are out-of-sample as they are). Before: the estimator at commit "
+           f"`{before_commit}` (`bench/published_before.py`: fixed efficiencies 0.40/0.35/0.25, the old catalog, no "
+           "terms for pure bf16, bf16 adapters, offloading, FSDP buffers or the stacks' losses).", ""]
+
+    groups = [("all", lambda r: True)]
+    groups += [(f"stack: {s}", (lambda s: lambda r: r.case.row.stack == s)(s)) for s in sorted({c.row.stack for c in cases})]
+    groups += [(f"GPU: {g}", (lambda g: lambda r: r.case.generation == g)(g)) for g in sorted({c.generation for c in cases})]
+    out += ["| rows | memory in-sample | memory leave-one-out | memory before | tok/s in-sample | tok/s leave-one-out | "
+            "tok/s before |", "|---|---|---|---|---|---|---|"]
+    for name, keep in groups:
+        mem = [r for r in rows if keep(r) and r.case.memory_reason is None]
+        tps = [r for r in rows if keep(r) and r.case.throughput_reason is None]
+        if not mem and not tps:
+            continue
+        out.append("| " + " | ".join([
+            name, summary(abs_errors(r.memory_ratio for r in mem)),
+            summary(abs_errors(fit.memory_loo.get(r.case.row.id) for r in mem)),
+            summary(abs_errors(b_ratio(r, "memory_gib", r.case.row.peak_memory_gib) for r in mem)),
+            summary(abs_errors(r.throughput_ratio for r in tps)),
+            summary(abs_errors(fit.throughput_loo.get(r.case.row.id) for r in tps)),
+            summary(abs_errors(b_ratio(r, "tokens_per_second", r.case.row.tokens_per_second_per_gpu) for r in tps)),
+        ]) + " |")
+
+    out += ["", "### Every row", "",
+            "Memory in GiB per GPU, throughput in tokens/s per GPU; ratios are estimate / measured "
+            "(LOO: leave-one-out, before: the old estimator). A reason instead of a ratio: the figure is not compared.",
+            "", "| row | stack | setup | GPUs | GiB meas | GiB est | ratio | LOO | before | tok/s meas | tok/s est | "
+            "ratio | LOO | before |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        row, case = r.case.row, r.case
+        setup = f"{row.model} {row.method}" + (f" r{row.lora_rank}" if row.lora_rank else "") + \
+            f", {row.micro_batch} x {row.seq_len}" + (" ckpt" if row.gradient_checkpointing else "")
+        mem_cols = [fmt(row.peak_memory_gib, ".1f"), fmt(r.memory_gib, ".1f")]
+        mem_cols += ([fmt(r.memory_ratio, ".2f"), fmt(fit.memory_loo.get(row.id), ".2f"),
+                      fmt(b_ratio(r, "memory_gib", row.peak_memory_gib), ".2f")]
+                     if case.memory_reason is None else [case.memory_reason, "", ""])
+        tps_cols = [fmt(row.tokens_per_second_per_gpu, ",.0f"), fmt(r.tokens_per_second, ",.0f")]
+        tps_cols += ([fmt(r.throughput_ratio, ".2f"), fmt(fit.throughput_loo.get(row.id), ".2f"),
+                      fmt(b_ratio(r, "tokens_per_second", row.tokens_per_second_per_gpu), ".2f")]
+                     if case.throughput_reason is None else [case.throughput_reason, "", ""])
+        gpus = f"{row.gpus} x {case.gpu.name if case.gpu else (row.gpu or 'unstated')}"
+        out.append("| " + " | ".join([row.id, row.stack, setup, gpus, *mem_cols, *tps_cols]) + " |")
+
+    misses = [r for r in rows if (r.case.memory_reason is None and abs(r.memory_ratio - 1) > 0.3)
+              or (r.case.throughput_reason is None and abs(r.throughput_ratio - 1) > 0.3)]
+    out += ["", "### Rows the model still misses by more than 30%", ""]
+    out += [f"- `{r.case.row.id}`: memory {fmt(r.memory_ratio, '.2f')}, tokens/s {fmt(r.throughput_ratio, '.2f')}"
+            for r in misses] or ["- none"]
+    out += ["", "### Sources", "", "| row | source | quoted |", "|---|---|---|"]
+    for case in cases:
+        quote = case.row.quote.replace("|", "\\|").replace("\n", " ")
+        out.append(f"| {case.row.id} | {case.row.source.replace('|', '/')} | {quote} |")
+    return out
+
+
+if __name__ == "__main__":
+    print("\n".join(section()))
