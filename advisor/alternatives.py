@@ -45,7 +45,7 @@ def _changes(s: Situation, option: Option) -> list[tuple[str, Situation]]:
             out.append((f"train on {human(s.tokens * share)} tokens instead of {human(s.tokens)} ({share * 100:.2g}%)",
                         s.model_copy(update={"tokens": s.tokens * share})))
     for gpu in catalog.entries("gpus"):
-        if gpu.name != s.gpu:
+        if gpu.name != s.gpu and gpu.price_usd_per_hour is not None:  # an unpriced card cannot be costed
             out.append((f"use {s.gpus} x {gpu.name} instead of {s.gpu} (catalog price)",
                         s.model_copy(update={"gpu": gpu.name, "price_usd_per_gpu_hour": None})))
     for n in valid_gpu_counts(MAX_SEARCH_GPUS):

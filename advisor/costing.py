@@ -13,6 +13,7 @@ from advisor.constraints import (
 )
 from advisor.errors import AdvisorError
 from advisor.findings import Finding, rule_pretraining_viability
+from advisor.estimate import training_efficiency
 from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.params import param_counts
@@ -112,12 +113,12 @@ def serving_plan(s: Situation) -> ServingPlan:
     params = param_counts(arch).total
     replica_gib = 2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE)
     degrees = tensor_parallel_degrees(arch.num_attention_heads)
-    degree = next((d for d in degrees if replica_gib <= d * gpu.memory_gib), degrees[-1])
+    degree = next((d for d in degrees if replica_gib <= d * gpu.usable_memory_gib), degrees[-1])
     seconds_per_request = scaling.FLOPS_PER_PARAM_TOKEN_INFER * params * s.tokens_per_request / gpu.peak_flops * (
         (1 - s.output_fraction) / PREFILL_EFFICIENCY + s.output_fraction / DECODE_EFFICIENCY)
     gpu_days_per_request = seconds_per_request / 86400
     replicas = max(1, math.ceil(s.requests_per_day * gpu_days_per_request / degree))
-    return ServingPlan(degree, replicas, replica_gib <= degree * gpu.memory_gib, gpu_days_per_request)
+    return ServingPlan(degree, replicas, replica_gib <= degree * gpu.usable_memory_gib, gpu_days_per_request)
 
 
 def serving_gpus(s: Situation) -> tuple[int, float]:
@@ -254,9 +255,9 @@ def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dic
     setup = TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus)
     for sharding in ("auto", "fsdp") if gpus > 1 else ("auto",):
         candidate = replace(setup, sharding=sharding)
-        candidate = replace(candidate, gradient_checkpointing=choose_checkpointing(candidate, gpu.memory_gib, overheads)[0])
+        candidate = replace(candidate, gradient_checkpointing=choose_checkpointing(candidate, gpu.usable_memory_gib, overheads)[0])
         memory = planned_memory(candidate, **overheads).total
-        if memory <= gpu.memory_gib:
+        if memory <= gpu.usable_memory_gib:
             break
     flops = flops_per_token(arch, candidate.seq_len, method, candidate.trainable_params, candidate.gradient_checkpointing)
     if len(_LAUNCH_CACHE) > _LAUNCH_CACHE_MAX:
@@ -267,13 +268,14 @@ def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dic
 
 def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
     """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
-    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the method's efficiency."""
+    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the efficiency advisor.estimate's
+    training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
     arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
     overheads = calibration.overheads(gpu.name, method) if calibration else {}
     setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, overheads)
-    efficiency = (calibration.efficiency(gpu.name, method) if calibration else None) or DEFAULT_EFFICIENCY[method]
+    efficiency = training_efficiency(setup, gpu, calibration)[0]  # the same rule as advisor estimate
     hours = gpu_hours(training_flops(flops, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
-    return FinetunePlan(setup, memory, hours, memory <= gpu.memory_gib)
+    return FinetunePlan(setup, memory, hours, memory <= gpu.usable_memory_gib)
 
 
 def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None,

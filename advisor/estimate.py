@@ -100,6 +100,27 @@ def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[
                                   "--tokens costs a full-size dataset")
 
 
+def training_efficiency(setup: TrainingSetup, gpu: Gpu | None, calibration: Calibration | None = None,
+                        given: float | None = None):
+    """The achieved fraction of dense peak that GPU-hours divide executed FLOPs by, and where it comes from: given
+    (--efficiency), a calibration's fit for this GPU and method, or the step-time model's throughput for this setup
+    on this GPU (advisor.step_time, communication included) expressed as the executed-FLOPs fraction of peak it
+    implies. `advisor estimate`, `advisor recommend` and the runner's report all use this one function.
+    Returns (efficiency, source, the step-time model's StepTime or None)."""
+    if gpu is None:
+        return (given if given is not None else 1.0), ("given (--efficiency)" if given is not None else "no GPU"), None
+    constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
+    step = step_seconds(step_work(setup, choose_sharding(setup).strategy), gpu, setup.compile, constants)
+    if given is not None:
+        return given, "given (--efficiency)", step
+    calibrated = calibration.efficiency(gpu.name, setup.method) if calibration else None
+    if calibrated is not None:
+        return calibrated, f"calibration {calibration.path}", step
+    flops = flops_per_token(setup.arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
+    return min(1.0, flops.total * step.tokens_per_second / gpu.peak_flops), \
+        f"step-time model (advisor.step_time; {constants.source})", step
+
+
 def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,
                       efficiency: float | None = None, price: float | None = None,
                       calibration: Calibration | None = None, recipe_name: str | None = None,
@@ -110,19 +131,7 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     sharding = choose_sharding(setup)
     memory = planned_memory(setup, **overheads)
     flops = flops_per_token(arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
-    calibrated = calibration.efficiency(gpu.name, setup.method) if (calibration and gpu) else None
-    constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
-    step = step_seconds(step_work(setup, sharding.strategy), gpu, setup.compile, constants) if gpu else None
-    if efficiency is not None:
-        source = "given (--efficiency)"
-    elif calibrated is not None:
-        efficiency, source = calibrated, f"calibration {calibration.path}"
-    elif step is not None:
-        # the step-time model's throughput, expressed as the executed-FLOPs fraction of peak it implies
-        efficiency = min(1.0, flops.total * step.tokens_per_second / gpu.peak_flops)
-        source = f"step-time model (advisor.step_time; {constants.source})"
-    else:
-        efficiency, source = 1.0, "no GPU"
+    efficiency, source, step = training_efficiency(setup, gpu, calibration, efficiency)
     hours = cost = None
     if tokens is not None:
         hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency) if gpu else 0.0

@@ -75,11 +75,19 @@ def load_rows(path: Path | str = ROWS_FILE) -> list[PublishedRow]:
 
 
 @functools.cache
-def _extra_archs(directory: Path) -> dict[str, ModelArch]:
+def _extra_archs(directory: Path) -> dict[str, ModelArch | str]:
+    """The published rows' extra architectures by lower-cased name; an entry the estimators cannot describe (a
+    model_type advisor.arch refuses) maps to the reason, so only its own rows are left out."""
     path = directory / "archs.yaml"
     if not path.is_file():
         return {}
-    return {e["name"].lower(): ModelArch.model_validate(e) for e in yaml.safe_load(path.read_text()) or []}
+    out: dict[str, ModelArch | str] = {}
+    for entry in yaml.safe_load(path.read_text()) or []:
+        try:
+            out[entry["name"].lower()] = ModelArch.model_validate(entry)
+        except ValueError as exc:
+            out[entry["name"].lower()] = str(exc).splitlines()[-2].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+    return out
 
 
 # Published model names that are the same shapes as a catalog entry (the fields the estimators read).
@@ -100,7 +108,11 @@ GPUS_PER_NODE = 8
 def row_arch(row: PublishedRow, directory: Path) -> ModelArch:
     name = SAME_SHAPES.get(row.model.lower(), row.model)
     extra = _extra_archs(directory)
-    return extra[name.lower()] if name.lower() in extra else catalog.get_model(name)
+    if name.lower() not in extra:
+        return catalog.get_model(name)
+    if isinstance(extra[name.lower()], str):
+        raise AdvisorError(extra[name.lower()])
+    return extra[name.lower()]
 
 
 def row_gpu(row: PublishedRow) -> Gpu | None:
@@ -152,6 +164,11 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     if row.seq_len is None or row.micro_batch is None:
         return RowCase(row, None, row_gpu(row), "none", "sequence length or micro-batch unpublished",
                        "sequence length or micro-batch unpublished", False)
+    try:
+        arch = row_arch(row, directory)
+    except (AdvisorError, ValueError) as exc:  # a model type advisor.arch does not describe: refused, not guessed
+        reason = f"architecture not supported ({str(exc).strip().splitlines()[0][:100]})"
+        return RowCase(row, None, row_gpu(row), "none", reason, reason, False)
     if row.gradient_checkpointing is None:
         why_not.append("checkpointing unpublished")
     padded_unknown = row.packed is not True and row.mean_seq_len is None and row.stack != "fsdp_qlora"
@@ -163,7 +180,7 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     sharding = "none" if row.gpus == 1 else ("ddp" if parallel.startswith("ddp") else "fsdp")
     optimizer_text = (row.optimizer or "").lower()
     setup = TrainingSetup(
-        arch=row_arch(row, directory), method=row.method, lora_rank=row.lora_rank or 16,
+        arch=arch, method=row.method, lora_rank=row.lora_rank or 16,
         lora_targets=targets or ("q_proj", "v_proj"), seq_len=row.seq_len, micro_batch=row.micro_batch, gpus=row.gpus,
         sharding="auto" if row.gpus == 1 else sharding, gradient_checkpointing=bool(row.gradient_checkpointing),
         optimizer=row_optimizer(row.optimizer),

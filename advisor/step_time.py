@@ -31,7 +31,7 @@ class StepTimeConstants:
 # Fitted by `advisor calibrate bench/published/rows.yaml` (advisor.published_fit.fit_constants) on the plausible,
 # expressible throughput rows; refitting reproduces them (tests/test_published.py).
 DEFAULT_STEP_TIME = StepTimeConstants(
-    matmul_fraction_max=0.90, matmul_half_tokens=1990.0, step_fixed_s=0.0, eager_traffic_factor=2.14,
+    matmul_fraction_max=0.90, matmul_half_tokens=1895.0, step_fixed_s=0.0, eager_traffic_factor=1.90,
     source="fitted to bench/published/rows.yaml (docs/accuracy.md)",
 )
 
@@ -100,7 +100,8 @@ def lora_traffic_bytes_per_token(arch: ModelArch, targets: tuple[str, ...], chec
     """LoRA's adapters are memory-bound (rank r << h): per adapted projection the forward reads the input (2 in bytes)
     and writes and re-reads the output to add it to the base's (3 x 2 out); backward moves twice that. Eager peft."""
     shapes = layer_linear_shapes(arch)
-    per_layer = sum(2.0 * shapes[t].in_features + 6.0 * shapes[t].out_features for t in targets)
+    # nn.Linear targets of the layers (a MoE's fused experts are adapted as 3-D parameters: their traffic is not counted)
+    per_layer = sum(2.0 * shapes[t].in_features + 6.0 * shapes[t].out_features for t in targets if t in shapes)
     return per_layer * arch.num_hidden_layers * (1.0 + 2.0 + (1.0 if checkpointing else 0.0))
 
 

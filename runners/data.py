@@ -1,4 +1,4 @@
-"""Data: load local files, render text/instruction/chat examples with loss masks, pack, split, cache."""
+"""Data: validate and render the recipe's examples, pack them into rows, split, cache; the batch builder."""
 
 import hashlib
 import io
@@ -12,15 +12,9 @@ import torch
 
 from advisor.errors import AdvisorError
 from advisor.recipe import DataSection, Recipe
+from runners.datasources import load_raw, load_training_examples
+from runners.examples import IGNORE_INDEX, RENDER_BATCH, render_batch
 from runners.rows import BadRows, iter_rows, row_problem
-
-IGNORE_INDEX = -100  # labels torch's cross_entropy skips
-# The Alpaca prompt (Taori et al. 2023, stanford_alpaca), with and without an input field.
-ALPACA_PROMPT = "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
-ALPACA_PROMPT_INPUT = "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
-
-
-RENDER_BATCH = 1000  # examples tokenized per call: fast tokenizers batch them in Rust
 
 
 @dataclass
@@ -64,126 +58,6 @@ class TokenizedData:
     cache_hit: bool
     cache_path: Path
     skipped_rows: int = 0      # rows left out under data.on_bad_rows: skip
-
-
-def load_raw(data: DataSection):
-    """A datasets.Dataset from a JSONL/JSON/Parquet/CSV file or a save_to_disk directory."""
-    import datasets
-
-    path = Path(data.path)
-    if not path.exists():
-        raise AdvisorError(f"data.path {path}: no such file or directory")
-    if path.is_dir():
-        from runners.datasources import pick_split
-        return pick_split(datasets.load_from_disk(str(path)), data.split, f"data.path {path}")
-    kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
-    kind = kinds.get(path.suffix.lower())
-    if kind is None:
-        raise AdvisorError(f"data.path {path}: unsupported file type {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
-    reader = {"json": datasets.Dataset.from_json, "parquet": datasets.Dataset.from_parquet, "csv": datasets.Dataset.from_csv}[kind]
-    return reader(str(path), keep_in_memory=True)
-
-
-def render_batch(batch: dict[str, list], data: DataSection, tokenizer) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels for a batch of examples (columns of equal length); prompt tokens get IGNORE_INDEX
-    unless data.train_on_prompt. Text and instruction formats tokenize the whole batch in one call."""
-    fmt = data.format
-    if fmt in ("sharegpt", "completion"):
-        return _render_more(batch, data, tokenizer)
-    size = len(next(iter(batch.values()))) if batch else 0
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    if fmt == "text":
-        texts = [str(t) for t in _column(batch, data.text_field)]
-        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [(ids := bos + e + [tokenizer.eos_token_id], list(ids)) for e in encoded]
-    if fmt == "instruction":
-        instructions, outputs = _column(batch, data.instruction_field), _column(batch, data.output_field)
-        contexts = batch.get(data.input_field) or [""] * size
-        prompts = [(ALPACA_PROMPT_INPUT if c else ALPACA_PROMPT).format(instruction=i, input=c or "")
-                   for i, c in zip(instructions, contexts)]
-        prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer([str(o) for o in outputs], add_special_tokens=False)["input_ids"]
-        out = []
-        for p, r in zip(prompt_ids, response_ids):
-            p, r = bos + p, r + [tokenizer.eos_token_id]
-            out.append((p + r, (list(p) if data.train_on_prompt else [IGNORE_INDEX] * len(p)) + r))
-        return out
-    return [_render_chat(m, data, tokenizer) for m in _column(batch, data.messages_field)]
-
-
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-                  "bing": "assistant", "bard": "assistant", "model": "assistant", "system": "system"}
-
-
-def sharegpt_messages(turns, data: DataSection) -> list[dict]:
-    """ShareGPT turns ({from, value}) as chat messages ({role, content})."""
-    if not isinstance(turns, list) or not all(isinstance(t, dict) and "from" in t and "value" in t for t in turns):
-        raise AdvisorError(f"data.{data.conversations_field}: expected a list of {{from, value}} turns (ShareGPT)")
-    unknown = sorted({str(t["from"]) for t in turns} - SHAREGPT_ROLES.keys())
-    if unknown:
-        raise AdvisorError(f"data.{data.conversations_field}: unknown speaker {unknown[0]!r}; expected one of "
-                           + ", ".join(SHAREGPT_ROLES))
-    return [{"role": SHAREGPT_ROLES[str(t["from"])], "content": str(t["value"])} for t in turns]
-
-
-def _render_more(batch: dict[str, list], data: DataSection, tokenizer) -> list[tuple[list[int], list[int]]]:
-    """sharegpt: rendered as chat (loss on the assistant turns); completion: prompt + completion, loss on the
-    completion (and the prompt with train_on_prompt), no template: the text as written."""
-    if data.format == "sharegpt":
-        return [_render_chat(sharegpt_messages(t, data), data, tokenizer) for t in _column(batch, data.conversations_field)]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    prompts = tokenizer([str(p) for p in _column(batch, data.prompt_field)], add_special_tokens=False)["input_ids"]
-    completions = tokenizer([str(c) for c in _column(batch, data.completion_field)], add_special_tokens=False)["input_ids"]
-    out = []
-    for p, c in zip(prompts, completions):
-        p, c = bos + p, c + [tokenizer.eos_token_id]
-        out.append((p + c, (list(p) if data.train_on_prompt else [IGNORE_INDEX] * len(p)) + c))
-    return out
-
-
-def load_training_examples(data: DataSection, seed: int):
-    """data.path (a file, a save_to_disk folder or a cached hub dataset) and data.mix, weighted and concatenated."""
-    from runners.datasources import mixed, read_hub
-    if not data.hub and not data.mix and data.weight == 1.0:
-        return load_raw(data)
-    sources = [(data.path, data.hub, data.split, data.weight)] + [(s.path, s.hub, s.split, s.weight) for s in data.mix]
-    loaded = [(read_hub(path, split) if hub else load_raw(data.model_copy(update={"path": path, "split": split})), weight)
-              for path, hub, split, weight in sources]
-    return mixed(loaded, data, seed)
-
-
-def render_example(example: dict, data: DataSection, tokenizer) -> tuple[list[int], list[int]]:
-    """One example's ids and labels (render_batch on a batch of one)."""
-    return render_batch({k: [v] for k, v in example.items()}, data, tokenizer)[0]
-
-
-def _render_chat(messages, data: DataSection, tokenizer) -> tuple[list[int], list[int]]:
-    """Chat template rendering; loss on assistant turns only, found by rendering each turn's prefix."""
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
-        raise AdvisorError(f"data.{data.messages_field}: expected a list of {{role, content}} messages")
-    if tokenizer.chat_template is None:
-        raise AdvisorError("data.format chat needs a tokenizer with a chat template (model.tokenizer)")
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = []
-    for i, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        start = len(tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)) if i else 0
-        end = len(tokenizer.apply_chat_template(messages[: i + 1], tokenize=False))
-        spans.append((start, end))
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = encoded["input_ids"]
-    if data.train_on_prompt:
-        return ids, list(ids)
-    labels = [tok if any(s <= start < e for s, e in spans) else IGNORE_INDEX
-              for tok, (start, _) in zip(ids, encoded["offset_mapping"])]
-    return ids, labels
-
-
-def _column(batch: dict[str, list], name: str) -> list:
-    if name not in batch:
-        raise AdvisorError(f"data: examples have no field {name!r} (fields: {', '.join(batch)}); map it in the recipe's data section")
-    return batch[name]
 
 
 class Packer:

@@ -99,3 +99,31 @@ def source_files(data: DataSection) -> list[Path]:
     for root in roots:
         files += sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     return files
+
+
+def load_raw(data: DataSection):
+    """A datasets.Dataset from a JSONL/JSON/Parquet/CSV file or a save_to_disk directory."""
+    import datasets
+
+    path = Path(data.path)
+    if not path.exists():
+        raise AdvisorError(f"data.path {path}: no such file or directory")
+    if path.is_dir():
+        from runners.datasources import pick_split
+        return pick_split(datasets.load_from_disk(str(path)), data.split, f"data.path {path}")
+    kinds = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+    kind = kinds.get(path.suffix.lower())
+    if kind is None:
+        raise AdvisorError(f"data.path {path}: unsupported file type {path.suffix!r}; use .jsonl, .json, .parquet or .csv")
+    reader = {"json": datasets.Dataset.from_json, "parquet": datasets.Dataset.from_parquet, "csv": datasets.Dataset.from_csv}[kind]
+    return reader(str(path), keep_in_memory=True)
+
+
+def load_training_examples(data: DataSection, seed: int):
+    """data.path (a file, a save_to_disk folder or a cached hub dataset) and data.mix, weighted and concatenated."""
+    if not data.hub and not data.mix and data.weight == 1.0:
+        return load_raw(data)
+    sources = [(data.path, data.hub, data.split, data.weight)] + [(s.path, s.hub, s.split, s.weight) for s in data.mix]
+    loaded = [(read_hub(path, split) if hub else load_raw(data.model_copy(update={"path": path, "split": split})), weight)
+              for path, hub, split, weight in sources]
+    return mixed(loaded, data, seed)

@@ -13,7 +13,7 @@ from advisor.recipe import Recipe, load_recipe
 def format_prompt(recipe: Recipe, tokenizer, prompt: str, history: list[dict] | None = None) -> str:
     """The prompt as the model saw its training data: the Alpaca prompt for instruction data, the chat template for
     chat and ShareGPT data (with the conversation so far), the text as given for text and completion data."""
-    from runners.data import ALPACA_PROMPT
+    from runners.examples import ALPACA_PROMPT
     fmt = recipe.data.format
     if fmt == "instruction":
         return ALPACA_PROMPT.format(instruction=prompt)

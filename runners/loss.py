@@ -19,7 +19,7 @@ import types
 import torch
 
 from advisor.fused_loss import FUSED_LOSS_MODEL_TYPES, loss_chunk_tokens
-from runners.data import IGNORE_INDEX
+from runners.examples import IGNORE_INDEX
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -197,7 +197,7 @@ def _messages_problem(example: dict, name: str) -> str | None:
 
 
 def _sharegpt_problem(example: dict, name: str) -> str | None:
-    from runners.data import SHAREGPT_ROLES
+    from runners.examples import SHAREGPT_ROLES
     if name not in example:
         return f"missing field {name!r} (fields: {', '.join(map(str, example)) or 'none'})"
     turns = example[name]

@@ -25,7 +25,8 @@ MARKER = ".rightsize-run"
 LOCK = ".rightsize-lock"
 # Everything `advisor run` writes at the top of a run folder. A folder holding anything else is not replaced.
 RUN_ENTRIES = frozenset({MARKER, LOCK, "recipe.resolved.yaml", "metrics.jsonl", "report.json", "checkpoints",
-                         "adapter", "merged", ".adapter.tmp", ".adapter.old", ".merged.tmp", ".merged.old"})
+                         "adapter", "merged", ".adapter.tmp", ".adapter.old", ".merged.tmp", ".merged.old",
+                         "samples.jsonl", "tensorboard", "mlruns", "wandb"})  # eval samples and the trackers' logs
 MARKER_VERSION = 1
 
 

@@ -14,7 +14,8 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from advisor.recipe import DataSection, DataSource, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection  # noqa: E402
+from advisor.recipe import DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection  # noqa: E402
+from advisor.recipe_sections import DataSource  # noqa: E402
 
 
 def type_name(annotation) -> str:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from advisor.recipe import load_recipe
-from runners.data import IGNORE_INDEX, build_dataset, collate, pack, render_example
+from runners.data import build_dataset, collate, pack
+from runners.examples import IGNORE_INDEX, render_example
 from runners.tokenizer import byte_tokenizer
 from tests.helpers import RECIPES
 

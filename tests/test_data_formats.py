@@ -8,7 +8,9 @@ import pytest
 
 from advisor.errors import AdvisorError
 from advisor.recipe import load_recipe
-from runners.data import IGNORE_INDEX, build_dataset, load_training_examples, render_example
+from runners.data import build_dataset
+from runners.datasources import load_training_examples
+from runners.examples import IGNORE_INDEX, render_example
 from runners.tokenizer import byte_tokenizer
 from tests.conftest import run_cli
 from tests.helpers import RECIPES, metrics

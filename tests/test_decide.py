@@ -111,22 +111,28 @@ def test_inference_aware_finding_shrinks_with_volume():
 
 
 def test_finetune_costs_assume_checkpointing_only_where_memory_needs_it():
-    """recommend prices a fine-tune as the runner would run it (train.gradient_checkpointing: auto)."""
+    """recommend prices a fine-tune as the runner would run it (train.gradient_checkpointing: auto), at the efficiency
+    advisor estimate uses for the same setup (advisor.estimate.training_efficiency: one source of truth)."""
     from advisor import catalog
     from advisor.costing import cost_finetune
-    from advisor.flops import DEFAULT_EFFICIENCY, flops_per_token, gpu_hours
+    from advisor.estimate import training_efficiency
+    from advisor.flops import flops_per_token, gpu_hours
     from advisor.memory import memory_per_gpu
     from advisor.params import lora_trainable_params
     from advisor.training import TrainingSetup
     arch = catalog.get_model("Llama-3.1-8B")
     lora = lora_trainable_params(arch, 16, TrainingSetup(arch=arch).lora_targets)
 
-    def hours(gpu, checkpointing):
+    def hours(option, gpu, checkpointing):
         flops = flops_per_token(arch, 2048, "lora", lora, checkpointing).total
-        return gpu_hours(flops * 2e9, catalog.get_gpu(gpu).peak_flops, DEFAULT_EFFICIENCY["lora"])
+        setup = TrainingSetup(arch=arch, gpus=option.gpus, gradient_checkpointing=checkpointing,
+                              sharding=option.sharding if option.gpus > 1 else "auto")
+        efficiency = training_efficiency(setup, catalog.get_gpu(gpu))[0]
+        return gpu_hours(flops * 2e9, catalog.get_gpu(gpu).peak_flops, efficiency)
 
     roomy = cost_finetune(Situation(tokens=2e9, gpu="H200"), "lora")     # 32 GiB without checkpointing: fits
     tight = cost_finetune(Situation(tokens=2e9, gpu="A10G"), "lora")      # 22 GiB card: needs it
-    assert roomy.gpu_hours == pytest.approx(hours("H200", False))
-    assert tight.gpu_hours == pytest.approx(hours("A10G", True))
+    assert not roomy.gradient_checkpointing and tight.gradient_checkpointing
+    assert roomy.gpu_hours == pytest.approx(hours(roomy, "H200", False))
+    assert tight.gpu_hours == pytest.approx(hours(tight, "A10G", True))
     assert roomy.memory_gib_per_gpu == pytest.approx(memory_per_gpu(TrainingSetup(arch=arch, gradient_checkpointing=False)).total)

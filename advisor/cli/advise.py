@@ -232,7 +232,7 @@ def estimate(
             from dataclasses import replace
             from advisor.sizing import choose_checkpointing
             overheads = cal.overheads(gpu_type.name, method) if (cal and gpu_type) else {}
-            checkpointing, reason = choose_checkpointing(setup, gpu_type.memory_gib if gpu_type else None, overheads)
+            checkpointing, reason = choose_checkpointing(setup, gpu_type.usable_memory_gib, overheads)
             setup = replace(setup, gradient_checkpointing=checkpointing)
         result = estimate_training(setup, gpu_type, tokens, "given (--tokens)" if tokens is not None else None,
                                    efficiency, price, cal, checkpointing_reason=reason)
