@@ -243,9 +243,9 @@ _SCHEMAS = {"gpus": Gpu, "models": ModelArch, "apis": ApiPrice}
 
 def _read_entries(path: Path, kind: Kind) -> list:
     import yaml  # only for user catalogs and a shipped YAML newer than its prebuilt JSON
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C parser when PyYAML was built with it
+    _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C parser when PyYAML was built with it
     try:
-        raw = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 - a SafeLoader
+        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise AdvisorError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
