@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
 from advisor.fused_loss import fused_loss_applies, loss_chunk_tokens
-from advisor.params import layer_linear_shapes, param_counts
+from advisor.params import layer_linear_shapes, param_counts, saved_module_params
 from advisor.training import Method, Optimizer, TrainingSetup
 
 GIB = 2**30
@@ -82,7 +82,8 @@ def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
         return per_layer * arch.num_hidden_layers + heads
     for target in setup.lora_targets:
         per_layer += [setup.lora_rank * shapes[target].in_features, shapes[target].out_features * setup.lora_rank]
-    return per_layer * arch.num_hidden_layers
+        per_layer += [shapes[target].out_features] if setup.dora else []  # DoRA's magnitude vector
+    return per_layer * arch.num_hidden_layers + saved_module_params(arch, setup.modules_to_save)
 
 
 # Bytes autograd keeps per token for one Llama decoder layer under bf16 autocast (bf16 base weights, fp32 LoRA

@@ -99,3 +99,26 @@ def matmul_params(arch: ModelArch) -> int:
     """
     return param_counts(arch).linear_weights + arch.vocab_size * arch.hidden_size
 
+
+
+# Whole modules trained (and saved) beside the adapters, peft's modules_to_save: what each one weighs.
+SAVED_MODULES = ("embed_tokens", "lm_head")
+
+
+def dora_magnitude_params(arch: ModelArch, targets) -> int:
+    """DoRA's extra trainable parameters: one magnitude per output feature of each adapted projection per layer.
+
+    Source: Liu et al. 2024, DoRA §4.1 (W' = m (W0 + BA) / ||W0 + BA||_c, m of size 1 x out); peft's
+    lora_magnitude_vector has out_features elements (checked against peft in the tests)."""
+    shapes = layer_linear_shapes(arch)
+    return arch.num_hidden_layers * sum(shapes[t].out_features for t in resolve_lora_targets(targets))
+
+
+def saved_module_params(arch: ModelArch, modules) -> list[int]:
+    """Element counts of the modules trained in full beside the adapters (peft modules_to_save): the input embedding
+    and the LM head are vocab x hidden each (a tied LM head shares the embedding's weight)."""
+    sizes = {"embed_tokens": arch.vocab_size * arch.hidden_size, "lm_head": arch.vocab_size * arch.hidden_size}
+    unknown = [m for m in modules if m not in sizes]
+    if unknown:
+        raise AdvisorError(f"unknown module to save {unknown[0]!r}; expected one of {', '.join(SAVED_MODULES)}")
+    return [sizes[m] for m in modules]

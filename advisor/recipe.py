@@ -67,6 +67,17 @@ class LoraSection(BaseModel):
     targets: str | list[str] = Field("all-linear", description="all-linear, or a list of projections: "
                                                                 + ", ".join(LINEAR_MODULES) + ".")
 
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA (Kalajievski 2023): scale by alpha / sqrt(r) "
+                                                "instead of alpha / r, so higher ranks keep learning.")
+    use_dora: bool = Field(False, description="DoRA (Liu et al. 2024): a trained magnitude per output feature on top of "
+                                              "LoRA's direction; more parameters (counted) and a slower step.")
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default", description="Adapter initialisation: default (A random, B zero), gaussian, pissa (principal singular "
+                               "vectors of W; changes the base weights, so not with quant), olora (QR of W; likewise).")
+    modules_to_save: tuple[Literal["embed_tokens", "lm_head"], ...] = Field(
+        (), description="Modules trained in full and saved beside the adapter (needed when tokens are added to the "
+                        "vocabulary); each is vocab x hidden trainable parameters, counted by the estimate.")
+
     @field_validator("targets")
     @classmethod
     def _known_targets(cls, value):
@@ -147,6 +158,8 @@ class TrainSection(BaseModel):
     weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW decoupled weight decay.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    min_lr: float = Field(0.0, ge=0, lt=1, description="Learning rate the cosine or linear decay ends at (e.g. lr / 10, "
+                                                       "as nanoGPT and Chinchilla do); 0 decays to zero.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="Recompute each layer's activations in backward (saves memory, one more forward of compute). "
@@ -178,6 +191,9 @@ class EvalSection(BaseModel):
                                                      "RUN/samples.jsonl and the trackers; formatted as the data is "
                                                      "(Alpaca prompt for instruction data, the chat template for chat).")
     max_new_tokens: int = Field(64, gt=0, le=4096, description="Tokens generated per sample.")
+    early_stopping_patience: int = Field(0, ge=0, description="Stop when the eval loss has not improved by more than "
+                                                              "early_stopping_delta for this many evals in a row (0: never).")
+    early_stopping_delta: float = Field(0.0, ge=0, description="Smallest decrease of the eval loss that counts as an improvement.")
 
 
 class LaunchSection(BaseModel):
@@ -227,6 +243,26 @@ class Recipe(BaseModel):
         if self.quant is not None and self.model.dtype == "float16" and self.quant.compute_dtype == "bfloat16":
             raise ValueError("model.dtype float16 with quant.compute_dtype bfloat16: set quant.compute_dtype: float16 "
                              "(or model.dtype: bfloat16) so weights and compute agree")
+        return self
+
+    @model_validator(mode="after")
+    def _init_keeps_4bit_weights(self):
+        if self.quant is not None and self.lora.init in ("pissa", "olora"):
+            raise ValueError(f"lora.init {self.lora.init} rewrites the base weights, which QLoRA keeps in 4 bits: use "
+                             "lora.init: default (or gaussian) with quant")
+        return self
+
+    @model_validator(mode="after")
+    def _min_lr_below_lr(self):
+        if self.train.min_lr > self.train.lr:
+            raise ValueError(f"train.min_lr {self.train.min_lr:g} is above train.lr {self.train.lr:g}: the schedule decays "
+                             "from lr to min_lr, so set min_lr <= lr")
+        return self
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_evals(self):
+        if self.eval.early_stopping_patience and not self.train.eval_every:
+            raise ValueError("eval.early_stopping_patience needs evals during training: set train.eval_every")
         return self
 
     @model_validator(mode="after")

@@ -44,8 +44,10 @@ def to_peft_config(lora: LoraSection):
     """LoraSection -> peft's LoraConfig for a causal LM."""
     from peft import LoraConfig
     targets = "all-linear" if lora.targets == "all-linear" else list(lora.target_modules)
+    init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}[lora.init]
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM")
+                      bias="none", task_type="CAUSAL_LM", use_rslora=lora.use_rslora, use_dora=lora.use_dora,
+                      init_lora_weights=init, modules_to_save=list(lora.modules_to_save) or None)
 
 
 def _hf_config(recipe: Recipe):
