@@ -72,6 +72,7 @@ def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
         gradient_checkpointing=recipe.train.gradient_checkpointing is True, fused_loss=recipe.train.fused_loss,
         flash_attention=recipe.model.attn_implementation != "eager",
         optimizer=recipe.train.optimizer, double_quant=recipe.quant.double_quant if recipe.quant else True,
+        dora=recipe.lora.use_dora, modules_to_save=recipe.lora.modules_to_save,
     )
 
 

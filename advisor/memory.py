@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
 from advisor.fused_loss import fused_loss_applies, loss_chunk_tokens
-from advisor.params import (active_intermediate_size, full_tensor_numels, lora_input_features, lora_tensor_shapes,
-                            param_counts)
+from advisor.params import (active_intermediate_size, dora_magnitude_numels, full_tensor_numels, lora_input_features,
+                            lora_tensor_shapes, param_counts, saved_module_params)
 from advisor.training import Method, Optimizer, TrainingSetup
 
 GIB = 2**30
@@ -104,10 +104,13 @@ def trainable_state_bytes(setup: TrainingSetup) -> tuple[float, float, float]:
 
 def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
     """Element counts of each trainable tensor: LoRA's A (r x in) and B (out x r) per adapted projection (experts and
-    routers as peft reaches them, advisor.params.lora_tensor_shapes), or every parameter tensor for full fine-tuning."""
+    routers as peft reaches them, advisor.params.lora_tensor_shapes), DoRA's magnitudes and modules_to_save, or every
+    parameter tensor for full fine-tuning."""
     if setup.method == "full":
         return full_tensor_numels(setup.arch)
-    return [rows * cols for rows, cols in lora_tensor_shapes(setup.arch, setup.lora_rank, setup.lora_targets)]
+    numels = [rows * cols for rows, cols in lora_tensor_shapes(setup.arch, setup.lora_rank, setup.lora_targets)]
+    numels += dora_magnitude_numels(setup.arch, setup.lora_targets) if setup.dora else []  # DoRA's magnitude vectors
+    return numels + saved_module_params(setup.arch, setup.modules_to_save)
 
 
 # Bytes autograd keeps per token for one Llama decoder layer under bf16 autocast (bf16 base weights, fp32 LoRA

@@ -216,3 +216,32 @@ def matmul_params(arch: ModelArch) -> int:
     The embedding lookup is a gather, not a matmul, and norms/biases are negligible (Kaplan et al. 2020 §2.1).
     """
     return layer_matmul_params(arch) + arch.vocab_size * arch.hidden_size
+
+
+# Whole modules trained (and saved) beside the adapters, peft's modules_to_save: what each one weighs.
+SAVED_MODULES = ("embed_tokens", "lm_head")
+
+
+def dora_magnitude_params(arch: ModelArch, targets) -> int:
+    """DoRA's extra trainable parameters: one magnitude per output feature of each adapted projection per layer.
+
+    Source: Liu et al. 2024, DoRA §4.1 (W' = m (W0 + BA) / ||W0 + BA||_c, m of size 1 x out); peft's
+    lora_magnitude_vector has out_features elements (checked against peft in the tests)."""
+    return sum(dora_magnitude_numels(arch, targets))
+
+
+def dora_magnitude_numels(arch: ModelArch, targets) -> list[int]:
+    """Element counts of DoRA's magnitude vectors: out_features of each adapted nn.Linear of every layer (fused
+    experts are not nn.Linear and get none)."""
+    names = set(resolve_lora_targets(targets))
+    return [x.out_features for layer in describe(arch).layers for x in layer.linears if x.name in names]
+
+
+def saved_module_params(arch: ModelArch, modules) -> list[int]:
+    """Element counts of the modules trained in full beside the adapters (peft modules_to_save): the input embedding
+    and the LM head are vocab x hidden each (a tied LM head shares the embedding's weight)."""
+    sizes = {"embed_tokens": arch.vocab_size * arch.hidden_size, "lm_head": arch.vocab_size * arch.hidden_size}
+    unknown = [m for m in modules if m not in sizes]
+    if unknown:
+        raise AdvisorError(f"unknown module to save {unknown[0]!r}; expected one of {', '.join(SAVED_MODULES)}")
+    return [sizes[m] for m in modules]

@@ -65,6 +65,26 @@ class Recipe(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _init_keeps_4bit_weights(self):
+        if self.quant is not None and self.lora.init in ("pissa", "olora"):
+            raise ValueError(f"lora.init {self.lora.init} rewrites the base weights, which QLoRA keeps in 4 bits: use "
+                             "lora.init: default (or gaussian) with quant")
+        return self
+
+    @model_validator(mode="after")
+    def _min_lr_below_lr(self):
+        if self.train.min_lr > self.train.lr:
+            raise ValueError(f"train.min_lr {self.train.min_lr:g} is above train.lr {self.train.lr:g}: the schedule decays "
+                             "from lr to min_lr, so set min_lr <= lr")
+        return self
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_evals(self):
+        if self.eval.early_stopping_patience and not self.train.eval_every:
+            raise ValueError("eval.early_stopping_patience needs evals during training: set train.eval_every")
+        return self
+
+    @model_validator(mode="after")
     def _eight_bit_optimizer_not_with_fsdp(self):
         if self.train.optimizer != "adamw" and self.launch.strategy == "fsdp":
             raise ValueError(f"train.optimizer {self.train.optimizer} cannot shard its state under FSDP: use "

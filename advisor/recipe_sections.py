@@ -75,6 +75,17 @@ class LoraSection(BaseModel):
                                                                 "models also routers and experts), or a list of module "
                                                                 "names: " + ", ".join(KNOWN_TARGETS) + ".")
 
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA (Kalajievski 2023): scale by alpha / sqrt(r) "
+                                                "instead of alpha / r, so higher ranks keep learning.")
+    use_dora: bool = Field(False, description="DoRA (Liu et al. 2024): a trained magnitude per output feature on top of "
+                                              "LoRA's direction; more parameters (counted) and a slower step.")
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default", description="Adapter initialisation: default (A random, B zero), gaussian, pissa (principal singular "
+                               "vectors of W; changes the base weights, so not with quant), olora (QR of W; likewise).")
+    modules_to_save: tuple[Literal["embed_tokens", "lm_head"], ...] = Field(
+        (), description="Modules trained in full and saved beside the adapter (needed when tokens are added to the "
+                        "vocabulary); each is vocab x hidden trainable parameters, counted by the estimate.")
+
     @field_validator("targets")
     @classmethod
     def _known_targets(cls, value):
@@ -159,6 +170,8 @@ class TrainSection(BaseModel):
     weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW decoupled weight decay.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    min_lr: float = Field(0.0, ge=0, lt=1, description="Learning rate the cosine or linear decay ends at (e.g. lr / 10, "
+                                                       "as nanoGPT and Chinchilla do); 0 decays to zero.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto", description="Recompute each layer's activations in backward (saves memory, one more forward of compute). "
@@ -190,6 +203,9 @@ class EvalSection(BaseModel):
                                                      "RUN/samples.jsonl and the trackers; formatted as the data is "
                                                      "(Alpaca prompt for instruction data, the chat template for chat).")
     max_new_tokens: int = Field(64, gt=0, le=4096, description="Tokens generated per sample.")
+    early_stopping_patience: int = Field(0, ge=0, description="Stop when the eval loss has not improved by more than "
+                                                              "early_stopping_delta for this many evals in a row (0: never).")
+    early_stopping_delta: float = Field(0.0, ge=0, description="Smallest decrease of the eval loss that counts as an improvement.")
 
 
 class LaunchSection(BaseModel):

@@ -4,7 +4,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from advisor.catalog import ModelArch
-from advisor.params import LINEAR_MODULES, lora_trainable_params, param_counts
+from advisor.params import (
+    LINEAR_MODULES, dora_magnitude_params, lora_trainable_params, param_counts, saved_module_params,
+)
 
 Method = Literal["full", "lora", "qlora"]
 Optimizer = Literal["adamw", "adamw-8bit", "paged-adamw-8bit"]
@@ -44,6 +46,8 @@ class TrainingSetup:
     mean_seq_len: int | None = None       # padded batches: mean padded length (seq_len is the longest); None: packed
     grad_accum: int = 1
     compile: bool = False
+    dora: bool = False  # DoRA's magnitude vectors train beside A and B
+    modules_to_save: tuple[str, ...] = ()  # whole modules trained beside the adapters (embed_tokens, lm_head)
 
     @property
     def tokens_per_micro_batch(self) -> float:
@@ -54,4 +58,6 @@ class TrainingSetup:
     def trainable_params(self) -> int:
         if self.method == "full":
             return param_counts(self.arch).total
-        return lora_trainable_params(self.arch, self.lora_rank, self.lora_targets)
+        extra = dora_magnitude_params(self.arch, self.lora_targets) if self.dora else 0
+        return lora_trainable_params(self.arch, self.lora_rank, self.lora_targets) + extra + sum(
+            saved_module_params(self.arch, self.modules_to_save))

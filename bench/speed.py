@@ -1,8 +1,9 @@
 """Our runner against the baselines users would otherwise run (HF Trainer + peft; TRL's SFTTrainer), LoRA and QLoRA,
 measured so a shared, noisy machine cannot fake a result.
 
-Usage (CPU, the committed result):
-  python bench/speed.py --model Qwen2.5-0.5B --seq-len 512 --pairs 5 --out bench/results/speed_cpu_qwen05b.json
+Usage (CPU, the committed result; TRL on the path if installed):
+  python bench/speed.py --model Qwen2.5-0.5B --layers 4 --seq-len 512 --steps 5 --warmup 2 --pairs 5 \
+      --out bench/results/speed_cpu_qwen05b_paired.json
 Usage (GPU): python bench/speed.py --seq-len 2048 --pairs 5 --out bench/results/speed_h200.json
 Usage (CPU smoke test, tiny model): python bench/speed.py --tiny --out /tmp/speed.json
 

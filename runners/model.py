@@ -47,8 +47,10 @@ def to_peft_config(lora: LoraSection):
     # all-linear, or all seven Llama projection names (which it resolves to): peft's own all-linear, which on MoE and
     # Phi-3 models reaches their fused projections, experts and routers (advisor.params.lora_tensor_shapes)
     targets = "all-linear" if is_all_linear(lora.target_modules) else list(lora.target_modules)
+    init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}[lora.init]
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM")
+                      bias="none", task_type="CAUSAL_LM", use_rslora=lora.use_rslora, use_dora=lora.use_dora,
+                      init_lora_weights=init, modules_to_save=list(lora.modules_to_save) or None)
 
 
 def _hf_config(recipe: Recipe):

@@ -268,7 +268,7 @@ def save_outputs(model, recipe: Recipe, out_dir: Path, ctx: DistContext) -> None
         peft_model = unwrap(model)
         tmp = out_dir / ".adapter.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        peft_model.save_pretrained(str(tmp), state_dict={k: v for k, v in state.items() if "lora_" in k},
+        peft_model.save_pretrained(str(tmp), state_dict={k: v for k, v in state.items() if "lora_" in k or "modules_to_save" in k},
                                    safe_serialization=True)
         from runners.io import atomic_replace_dir
         atomic_replace_dir(tmp, out_dir / "adapter")

@@ -77,13 +77,24 @@ def build_optimizer(params: list[torch.nn.Parameter], train: TrainSection, devic
 
 
 def lr_factor(step: int, train: TrainSection, steps: int) -> float:
-    """Linear warm-up to the peak, then cosine or linear decay to zero (or constant)."""
+    """Linear warm-up to the peak, then cosine or linear decay to min_lr (zero by default), or constant."""
     if step < train.warmup_steps:
         return (step + 1) / train.warmup_steps
     if train.schedule == "constant":
         return 1.0
     progress = (step - train.warmup_steps) / max(1, steps - train.warmup_steps)
-    return 0.5 * (1 + math.cos(math.pi * progress)) if train.schedule == "cosine" else max(0.0, 1 - progress)
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if train.schedule == "cosine" else max(0.0, 1 - progress)
+    floor = train.min_lr / train.lr
+    return floor + (1 - floor) * decay
+
+
+def should_stop_early(eval_losses: list[float], patience: int, delta: float) -> bool:
+    """Policy: stop when none of the last `patience` evals beat the best before them by more than `delta`
+    (patience 0: never)."""
+    if not patience or len(eval_losses) <= patience:
+        return False
+    best_before = min(eval_losses[:-patience])
+    return min(eval_losses[-patience:]) > best_before - delta
 
 
 # --- the loop ------------------------------------------------------------------------------------------
@@ -228,6 +239,7 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
     resumed_from = state.step if resume_state else None
     _keep_metrics_until(metrics_path, state.step, ctx)
     epochs, losses, status, eval_loss = _Epochs(len(data.train), t.seed), [], "completed", None
+    eval_losses: list[float] = []  # this session's evals, for early stopping (a resumed run starts counting afresh)
     progress = progress_bar(steps, state.step, ctx.is_main)
     try:
         model.train()
@@ -251,6 +263,12 @@ def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContex
             more = state.step < steps
             if t.eval_every and state.step % t.eval_every == 0 and more:
                 eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker, on_eval)
+                eval_losses += [eval_loss] if eval_loss is not None else []
+                if should_stop_early(eval_losses, recipe.eval.early_stopping_patience, recipe.eval.early_stopping_delta):
+                    from runners.model import notice
+                    notice(f"early stop at step {state.step}: eval loss has not improved for "
+                           f"{recipe.eval.early_stopping_patience} evals (best {min(eval_losses):.4f})")
+                    break
             stop_now = all_reduce(ctx, 1.0 if stop.requested else 0.0, "max") > 0
             if more and (stop_now or (t.checkpoint_every and state.step % t.checkpoint_every == 0)):
                 ckpt_start = time.perf_counter()

@@ -28,6 +28,14 @@ def test_speed_benchmark_smoke(tmp_path):
     assert "stock-loss" in proc.stdout
     assert result["gradient_checkpointing"] == "auto"  # CPU: nothing to size against, so no run recomputes
     assert not any(result[run]["gradient_checkpointing"] for run in ("lora_ours", "lora_baseline", "qlora_ours", "qlora_baseline"))
+    # each pipeline in its own process, paired: per-pair ratios against the better baseline, with their spread
+    assert "trainer" in result["baselines"] and result["lora_baseline"]["pipeline"] in result["baselines"]
+    for method in ("lora", "qlora"):
+        assert len(result[f"{method}_pairs"]) == result["pairs"] >= 1
+        assert {"speedup", "memory_ratio", "rss_ratio"} <= result[f"{method}_spread"].keys()
+        assert result[f"{method}_memory_ratio"] > 0 and result[f"{method}_rss_ratio"] > 0
+        assert result[f"{method}_ours"]["peak_memory_kind"] == "live tensor bytes"
+        assert result[f"{method}_ours"]["rss_peak_gib"] > 0
 
 
 def test_speed_benchmark_gives_each_run_checkpointing_as_needed_to_fit():
