@@ -171,48 +171,31 @@ def _text_problem(example: dict, name: str, required: bool = True) -> str | None
     return None
 
 
-def _messages_problem(example: dict, name: str) -> str | None:
-    if name not in example:
-        return f"missing field {name!r} (fields: {', '.join(map(str, example)) or 'none'})"
-    messages = example[name]
-    if messages is None:
-        return f"field {name!r} is null"
-    if not isinstance(messages, list):
-        return f"field {name!r} is {_type_name(messages)}, expected a list of {{role, content}} messages"
-    if not messages:
-        return f"field {name!r} is an empty list of messages"
-    for i, message in enumerate(messages):
-        where = f"{name}[{i}]"
-        if not isinstance(message, dict):
-            return f"{where} is {_type_name(message)}, expected a {{role, content}} object"
-        role = message.get("role")
-        if role not in CHAT_ROLES:
-            return (f"{where} has no role" if role is None else
-                    f"{where}.role {role!r} is not one of {', '.join(CHAT_ROLES)}")
-        content = message.get("content")
-        if not isinstance(content, str):
-            got = "missing" if "content" not in message else "null" if content is None else _type_name(content)
-            return f"{where}.content is {got}, expected a string"
-    return None
-
-
-def _sharegpt_problem(example: dict, name: str) -> str | None:
-    from runners.examples import SHAREGPT_ROLES
+def _turns_problem(example: dict, name: str, role_key: str, text_key: str, roles) -> str | None:
+    """A conversation field: a non-empty list of {role_key, text_key} objects with a known role and string text
+    (chat: role/content; ShareGPT: from/value)."""
+    pair = f"{{{role_key}, {text_key}}}"
     if name not in example:
         return f"missing field {name!r} (fields: {', '.join(map(str, example)) or 'none'})"
     turns = example[name]
-    if not isinstance(turns, list) or not turns:
-        return (f"field {name!r} is an empty list of turns" if isinstance(turns, list) else
-                f"field {name!r} is {_type_name(turns)}, expected a list of {{from, value}} turns")
+    if turns is None:
+        return f"field {name!r} is null"
+    if not isinstance(turns, list):
+        return f"field {name!r} is {_type_name(turns)}, expected a list of {pair} messages"
+    if not turns:
+        return f"field {name!r} is an empty list of messages"
     for i, turn in enumerate(turns):
         where = f"{name}[{i}]"
         if not isinstance(turn, dict):
-            return f"{where} is {_type_name(turn)}, expected a {{from, value}} object"
-        if turn.get("from") not in SHAREGPT_ROLES:
-            return (f"{where} has no 'from'" if turn.get("from") is None else
-                    f"{where}.from {turn.get('from')!r} is not one of {', '.join(SHAREGPT_ROLES)}")
-        if not isinstance(turn.get("value"), str):
-            return f"{where}.value is {'missing' if 'value' not in turn else _type_name(turn.get('value'))}, expected a string"
+            return f"{where} is {_type_name(turn)}, expected a {pair} object"
+        role = turn.get(role_key)
+        if role not in roles:
+            return (f"{where} has no {role_key}" if role is None else
+                    f"{where}.{role_key} {role!r} is not one of {', '.join(roles)}")
+        text = turn.get(text_key)
+        if not isinstance(text, str):
+            got = "missing" if text_key not in turn else "null" if text is None else _type_name(text)
+            return f"{where}.{text_key} is {got}, expected a string"
     return None
 
 
@@ -228,8 +211,9 @@ def row_problem(example, data: DataSection) -> str | None:
     if data.format == "completion":
         return _text_problem(example, data.prompt_field) or _text_problem(example, data.completion_field)
     if data.format == "sharegpt":
-        return _sharegpt_problem(example, data.conversations_field)
-    return _messages_problem(example, data.messages_field)
+        from runners.examples import SHAREGPT_ROLES
+        return _turns_problem(example, data.conversations_field, "from", "value", SHAREGPT_ROLES)
+    return _turns_problem(example, data.messages_field, "role", "content", CHAT_ROLES)
 
 
 class BadRows:
