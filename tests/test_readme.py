@@ -67,8 +67,18 @@ def rewrite(command: str, work: Path) -> list[str]:
     return argv
 
 
+CHAT_INPUT = "Add 65 and 62.\n"  # what the walk types into `advisor chat` (then end of input)
+
+
 def run_advisor(argv: list[str]) -> tuple[int, str, str]:
-    """The advisor in this process (as tests.conftest.run_cli, without capsys, so a module fixture can call it)."""
+    """The advisor in this process (as tests.conftest.run_cli, without capsys, so a module fixture can call it);
+    `advisor chat` reads its standard input, so it runs as a process with a line typed in."""
+    if argv[0] == "chat":
+        import subprocess
+        import sys
+        proc = subprocess.run([sys.executable, "-m", "advisor.cli", *argv], input=CHAT_INPUT, capture_output=True,
+                              text=True, timeout=600)
+        return proc.returncode, proc.stdout, proc.stderr
     from advisor.cli import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

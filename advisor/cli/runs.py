@@ -204,4 +204,5 @@ def chat(
             sys.stderr.write("> ")
             sys.stderr.flush()
         return sys.stdin.readline()
-    generate_module.chat_loop(run_dir, read, typer.echo, max_new_tokens)
+    from advisor.render.samples import completion_text
+    generate_module.chat_loop(run_dir, read, lambda answer: typer.echo(completion_text(answer)), max_new_tokens)
