@@ -132,8 +132,7 @@ def check_model_source(recipe: Recipe, source: str | Path | None = None) -> None
         return
     where = f"{source}: " if source else ""
     path = Path(name).expanduser()
-    looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.endswith("/") or path.exists()
-    if not looks_local:
+    if not (looks_like_path(name) or path.exists()):
         return
     if not path.is_dir():
         raise AdvisorError(f"{where}model.name {name}: no such model folder (expected a local folder with "
@@ -353,9 +352,9 @@ def _resolve_data_paths(data: DataSection, base: Path) -> DataSection:
 
 
 def looks_like_path(name: str) -> bool:
-    """model.name names a local directory rather than a hub id (`org/model`): it starts with /, . or ~, or has more
-    than one /."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+    """model.name names a local directory rather than a hub id (`org/model`): it starts with /, . or ~, ends with /,
+    or has more than one /."""
+    return name.startswith(("/", ".", "~")) or name.endswith("/") or name.count("/") > 1
 
 
 def check_inputs(recipe: Recipe, source: str | Path, data: bool = True) -> None:
