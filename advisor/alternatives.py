@@ -5,17 +5,22 @@ more GPUs, a longer deadline, a larger budget), is costed by the same functions 
 and is kept only if it breaks no constraint of the situation it assumes.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog
-from advisor.calibration import Calibration
 from advisor.constraints import RELAXABLE, days_text, deadline_days
 from advisor.costing import MAX_SEARCH_GPUS, Option, cost_option
 from advisor.numbers import human
 from advisor.situation import Situation
 from advisor.sizing import valid_gpu_counts
+
+if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.calibration import Calibration
 
 # How many alternatives the answer lists, cheapest first.
 MAX_ALTERNATIVES = 6

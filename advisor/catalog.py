@@ -132,6 +132,13 @@ class ModelArch(BaseModel):
     attn_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2: attention logits soft-capped at this.")
     final_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2/3: output logits soft-capped at this.")
     query_pre_attn_scalar: int | None = Field(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
+    vision_encoder_params: int | None = Field(None, ge=0, description=(
+        "A multimodal checkpoint's vision encoder and projector (advisor.params.vision_encoder_params): weights a "
+        "text fine-tune through AutoModelForCausalLM does not load. None: the checkpoint has none, or see "
+        "vision_model_type."))
+    vision_model_type: str | None = Field(None, description=(
+        "model_type of the checkpoint's vision encoder when it has one; set with vision_encoder_params None, it is "
+        "one advisor does not count."))
     published_params: int | None = None
     published_total: float | None = Field(None, gt=0, description="Total parameters as the source rounds them.")
     published_active: float | None = Field(None, gt=0, description="Active parameters per token as the source gives them.")
@@ -371,6 +378,7 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
         raise AdvisorError(f"{path}: cannot read a JSON config ({exc})") from None
     if not isinstance(raw, dict):
         raise AdvisorError(f"{path}: expected a JSON object with Hugging Face config fields")
+    vision = raw.get("vision_config") if isinstance(raw.get("vision_config"), dict) else None
     for key in NESTED_CONFIG_KEYS:  # multimodal configs keep the language model's shape here
         if isinstance(raw.get(key), dict):
             raw = raw[key]
@@ -380,6 +388,10 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
         raise AdvisorError(f"{path}: {unsupported(model_type)}")
     fields = {**HF_CONFIG_DEFAULTS[model_type], **{k: v for k, v in raw.items() if v is not None}}
     known = {k: v for k, v in fields.items() if k in ModelArch.model_fields and k not in ("name", "source", "date")}
+    if vision is not None:
+        from advisor.params import vision_encoder_params
+        known["vision_model_type"] = str(vision.get("model_type") or "unknown")
+        known["vision_encoder_params"] = vision_encoder_params(vision, int(fields.get("hidden_size") or 0))
     try:
         return ModelArch.model_validate({"name": name or str(path), **known, "source": str(path)})
     except ValidationError as exc:

@@ -1,13 +1,15 @@
 """What each option costs: the API bill, self-hosting, fine-tuning and pretraining, in GPUs, GPU-hours, dollars and
 wall-clock days on the user's cluster, with the constraints each one breaks (advisor.constraints)."""
 
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog, scaling
-from advisor.calibration import Calibration
 from advisor.constraints import (
     Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
 )
@@ -22,6 +24,9 @@ from advisor.sizing import (
     CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
 )
 from advisor.training import TrainingSetup
+
+if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.calibration import Calibration
 
 # Serving efficiency: fraction of dense peak an inference server sustains on 2N FLOPs per token. Prompt
 # tokens (prefill) run as large matmuls, like a training forward pass; generated tokens (decode) are

@@ -7,12 +7,14 @@ typed Recommendation. Constraints are hard (advisor.constraints): the chosen opt
 Text for people is built in advisor.render.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from advisor.alternatives import TRAINING_KEYS, Alternative, nearest_viable
-from advisor.calibration import Calibration
 from advisor.constraints import deadline_days, distance
 from advisor.costing import Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.findings import (
@@ -22,6 +24,9 @@ from advisor.findings import (
 from advisor.render.text import assumption_lines, decision_sentence, method_sentence, plan_text
 from advisor.review import Proposal, Review, review_proposal
 from advisor.situation import TIERS, Situation, Tier
+
+if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.calibration import Calibration
 
 
 class Recommendation(BaseModel):

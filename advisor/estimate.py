@@ -1,11 +1,13 @@
 """The Estimate of a training setup or a recipe before it runs: memory per GPU, FLOPs, tokens, GPU-hours, dollars, and what would fit."""
 
+from __future__ import annotations
+
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from advisor.calibration import Calibration
 from advisor.catalog import Gpu, get_gpu
 from advisor.arch import describe
 from advisor.errors import AdvisorError
@@ -13,9 +15,12 @@ from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.step_time import DEFAULT_STEP_TIME, step_seconds, step_work
 from advisor.params import param_counts
-from advisor.recipe import Recipe
 from advisor.sizing import bf16_conflict, choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits
 from advisor.training import TrainingSetup
+
+if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.calibration import Calibration
+    from advisor.recipe import Recipe
 
 # Without tokenizing, a file's characters / 4 approximates its tokens for English text with a BPE
 # vocabulary (OpenAI's tokenizer guide: "one token ~= 4 characters of English"). The runner replaces this
@@ -35,6 +40,10 @@ class Estimate(BaseModel):
     gpus: int
     total_params: int
     active_params: int | None = None  # per token: a MoE's top-k experts only (equal to total_params when dense)
+    # the whole checkpoint: total_params plus a multimodal wrapper's vision encoder, which the text fine-tune does
+    # not load (equal to total_params for a text model; None when the vision encoder is not counted)
+    checkpoint_params: int | None = None
+    vision_model_type: str | None = None
     architecture: str | None = None   # advisor.arch's one-line description
     trainable_params: int
     flops_per_token: float
@@ -142,6 +151,7 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     return Estimate(
         recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
         total_params=param_counts(arch).total, active_params=param_counts(arch).active,
+        checkpoint_params=param_counts(arch).checkpoint_total, vision_model_type=arch.vision_model_type,
         architecture=describe(arch).summary(), trainable_params=setup.trainable_params,
         flops_per_token=flops.total, flops_breakdown=flops.as_dict(), memory_gib=memory.as_dict(),
         peak_memory_gib=memory.total, gpu_memory_gib=gpu.memory_gib if gpu else None,

@@ -49,6 +49,9 @@ class ParamCounts:
     experts: int = 0    # routed experts' parameters, all of them (fused 3-D parameters: not quantised)
     router: int = 0     # expert routers' parameters
     active: int = 0     # used per token: total less the experts a token is not routed to
+    # the whole checkpoint: total plus a multimodal wrapper's vision encoder (not loaded by a text fine-tune);
+    # None when the checkpoint has a vision encoder advisor does not count
+    checkpoint_total: int | None = None
 
 
 @functools.lru_cache(maxsize=256)  # ModelArch is frozen and hashable; the decision asks many times
@@ -74,7 +77,37 @@ def param_counts(arch: ModelArch) -> ParamCounts:
         linear_weights=sum(x.weights for layer in a.layers for x in layer.linears),
         norms=sum(layer.small_params for layer in a.layers) + a.final_norm,
         experts=experts, router=router, active=total - skipped,
+        checkpoint_total=total + arch.vision_encoder_params if arch.vision_encoder_params is not None
+        else (None if arch.vision_model_type else total),
     )
+
+
+# vision encoders whose modules vision_encoder_params counts (model_type of the checkpoint's vision_config)
+COUNTED_VISION_ENCODERS = ("llama4_vision_model",)
+
+
+def vision_encoder_params(vision: dict, text_hidden_size: int) -> int | None:
+    """Parameters of a multimodal checkpoint's vision encoder plus its projector into the language model, from the
+    checkpoint's `vision_config`; None for an encoder not in COUNTED_VISION_ENCODERS.
+
+    Llama 4 (transformers' Llama4VisionModel and Llama4MultiModalProjector): a class embedding (h), positional
+    embeddings for (image/patch)^2 + 1 positions, a bias-free patch projection (C p^2 x h), pre/post LayerNorms
+    (weight and bias); per layer q/k/v/o with biases, fc1/fc2 with biases and two LayerNorms; the pixel-shuffle
+    adapter fc1 (h / ratio^2 -> projector_input_dim) and fc2 (-> projector_output_dim), bias-free; the projector
+    vision_output_dim -> text hidden (bias per multi_modal_projector_bias). For Llama-4-Scout: 871,932,416, equal
+    to transformers' count on the meta device (tests/test_arch.py).
+    """
+    if vision.get("model_type") not in COUNTED_VISION_ENCODERS:
+        return None
+    h, inner, layers = vision["hidden_size"], vision["intermediate_size"], vision["num_hidden_layers"]
+    positions = (vision["image_size"] // vision["patch_size"]) ** 2 + 1
+    stem = h + positions * h + vision.get("num_channels", 3) * vision["patch_size"] ** 2 * h + 2 * 2 * h
+    layer = 4 * (h * h + h) + (h * inner + inner) + (inner * h + h) + 2 * 2 * h
+    shuffled = int(h / vision["pixel_shuffle_ratio"] ** 2)
+    adapter = shuffled * vision["projector_input_dim"] + vision["projector_input_dim"] * vision["projector_output_dim"]
+    projector = vision["vision_output_dim"] * text_hidden_size + (
+        text_hidden_size if vision.get("multi_modal_projector_bias") else 0)
+    return stem + layers * layer + adapter + projector
 
 
 def active_params(arch: ModelArch) -> int:
@@ -170,7 +203,12 @@ def lora_trainable_params(arch: ModelArch, rank: int, targets) -> int:
 
     Source: Hu et al. 2021, LoRA §4.1; equals peft's count with bias="none" (checked in the tests).
     """
-    return sum(rows * cols for rows, cols in lora_tensor_shapes(arch, rank, targets))
+    return _lora_trainable_params(arch, rank, resolve_lora_targets(targets))
+
+
+@functools.lru_cache(maxsize=1024)  # the decision costs every method and GPU count on the same few shapes
+def _lora_trainable_params(arch: ModelArch, rank: int, names: tuple[str, ...]) -> int:
+    return sum(rows * cols for rows, cols in _lora_tensor_shapes(arch, rank, names))
 
 
 def lora_input_features(arch: ModelArch, targets) -> int:
@@ -184,6 +222,11 @@ def lora_input_features(arch: ModelArch, targets) -> int:
 
 def full_tensor_numels(arch: ModelArch) -> list[int]:
     """Element counts of every parameter tensor (full fine-tuning's trainable tensors), as transformers stores them."""
+    return list(_full_tensor_numels(arch))
+
+
+@functools.lru_cache(maxsize=256)
+def _full_tensor_numels(arch: ModelArch) -> tuple[int, ...]:
     a = describe(arch)
     out: list[int] = []
     for layer in a.layers:
@@ -197,7 +240,7 @@ def full_tensor_numels(arch: ModelArch) -> list[int]:
             out += [layer.router.experts * layer.router.hidden] + ([layer.router.experts] if layer.router.bias else [])
         out += list(layer.small_tensors)
     out += [a.vocab_size * a.hidden_size, a.final_norm] + ([] if a.tied_embeddings else [a.vocab_size * a.hidden_size])
-    return out
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=256)

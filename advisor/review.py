@@ -6,10 +6,13 @@ their ratio, read back as the utilisation the proposal implies (the formulas' ef
 per GPU-hour (cost / proposed GPU-hours).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from advisor import catalog, scaling
-from advisor.calibration import Calibration
 from advisor.catalog import ModelArch
 from advisor.costing import Option, cost_finetune, gpu_price
 from advisor.errors import AdvisorError
@@ -19,6 +22,9 @@ from advisor.numbers import human, parse_quantity
 from advisor.params import param_counts
 from advisor.situation import Situation
 from advisor.training import Method
+
+if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.calibration import Calibration
 
 # A size such as "7B" names the catalog model whose parameter count is nearest, if within this share of it.
 SIZE_MATCH_SHARE = 0.15

@@ -176,3 +176,36 @@ def test_estimate_recipe_json(capsys):
     assert json.loads(out)["tokens"] == 1e6
     code, _, err = run_cli(["estimate", recipe, "--model", "Llama-3.1-8B"], capsys)
     assert code == 2 and "not both" in err
+
+
+def test_command_modules_match_the_app():
+    """advisor.cli.COMMAND_MODULES (which module a command's import needs) names every command the full app has,
+    each in the module that registers it, so running one command never misses its registration."""
+    import typer
+
+    from advisor.cli import COMMAND_MODULES, app
+    group = typer.main.get_command(app)
+    assert set(group.commands) == set(COMMAND_MODULES)
+    modules = {name: (cmd.callback.__module__ if cmd.callback else None) for name, cmd in group.commands.items()}
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, typer.core.TyperGroup):  # a sub-app: its commands' module
+            modules[name] = next(iter(cmd.commands.values())).callback.__module__
+    assert modules == {name: f"advisor.cli.{module}" for name, module in COMMAND_MODULES.items()}
+
+
+def test_recommend_imports_only_its_command_module():
+    """`advisor recommend` registers only advisor.cli.advise: the run, scaling and catalog commands' modules and the
+    recipe schema are not imported (start-up time, bench/advisor_latency.py)."""
+    code = ("import sys; from advisor.cli import main\n"
+            "try: main(['recommend','--tokens','2e9'])\nexcept SystemExit: pass\n"
+            "print('loaded:' + ','.join(m for m in ('advisor.cli.runs','advisor.cli.scaling','advisor.cli.catalogs',"
+            "'advisor.recipe','yaml') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "loaded:"
+
+
+def test_help_lists_every_command():
+    run = subprocess.run([sys.executable, "-m", "advisor.cli", "--help"], capture_output=True, text=True, check=True)
+    for name in ("recommend", "review", "estimate", "validate", "run", "compare", "calibrate", "generate", "chat",
+                 "scaling", "catalog"):
+        assert name in run.stdout

@@ -14,6 +14,7 @@ def render_estimate(e: Estimate) -> str:
         f"  parameters: {human(e.total_params)} total"
         + (f", {human(e.active_params)} active per token" if e.active_params and e.active_params != e.total_params else "")
         + f", {e.trainable_params:,} trainable",
+        *_checkpoint_line(e),
         *([f"  architecture: {e.architecture}"] if e.architecture else []),
         f"  FLOPs per token: {e.flops_per_token:.3g} (forward {e.flops_breakdown['forward']:.3g}, backward "
         f"{e.flops_breakdown['backward']:.3g}, recompute {e.flops_breakdown['recompute']:.3g})",
@@ -54,3 +55,14 @@ def gpu_time(h: float | None) -> str:
     if h * 60 >= 1:
         return f"{h:.2g} ({h * 60:.2g} GPU-minutes)"
     return f"{h:.2g} ({h * 3600:.2g} GPU-seconds)"
+
+
+def _checkpoint_line(e: Estimate) -> list[str]:
+    """What the checkpoint holds beyond the text model this estimate trains (a multimodal wrapper's vision encoder)."""
+    if not e.vision_model_type:
+        return []
+    if e.checkpoint_params is None:
+        return [f"  checkpoint: also a {e.vision_model_type} vision encoder, not counted (a text fine-tune does not "
+                "load it)"]
+    return [f"  checkpoint: {human(e.checkpoint_params)} with its {e.vision_model_type} vision encoder and projector "
+            f"({human(e.checkpoint_params - e.total_params)}), which a text fine-tune does not load"]
