@@ -30,11 +30,11 @@ HF_CONFIG_DEFAULTS: dict[str, dict] = {
     "qwen3_moe": {"tie_word_embeddings": False, "attention_bias": False, "num_experts": 128, "num_experts_per_tok": 8,
                   "moe_intermediate_size": 768, "decoder_sparse_step": 1, "mlp_only_layers": ()},
     "mixtral": {"tie_word_embeddings": False, "num_local_experts": 8, "num_experts_per_tok": 2},
-    "gemma2": {"tie_word_embeddings": True, "attention_bias": False, "head_dim": 256},
-    "gemma3_text": {"tie_word_embeddings": True, "attention_bias": False, "head_dim": 256},
+    "gemma2": {"tie_word_embeddings": True, "attention_bias": False, "head_dim": 256, "sliding_window": 4096},
+    "gemma3_text": {"tie_word_embeddings": True, "attention_bias": False, "head_dim": 256, "sliding_window": 4096},
     "phi3": {"tie_word_embeddings": False},
     "gpt_oss": {"tie_word_embeddings": False, "attention_bias": True, "head_dim": 64, "num_local_experts": 128,
-                "num_experts_per_tok": 4},
+                "num_experts_per_tok": 4, "sliding_window": 128},
     "llama4_text": {"tie_word_embeddings": False, "attention_bias": False, "num_local_experts": 16,
                     "num_experts_per_tok": 1, "intermediate_size_mlp": 16384, "interleave_moe_layer_step": 1},
 }
@@ -201,16 +201,24 @@ def _gated_mlp(h: int, inter: int, bias: bool = False) -> tuple[Linear, ...]:
     return (Linear("gate_proj", h, inter, bias), Linear("up_proj", h, inter, bias), Linear("down_proj", inter, h, bias))
 
 
+# Gemma 3's config, without layer_types: every sliding_window_pattern-th layer is full (transformers'
+# Gemma3TextConfig._sliding_window_pattern default)
+GEMMA3_SLIDING_WINDOW_PATTERN = 6
+
+
 def _sliding_layers(arch) -> list[int | None]:
-    """Window per layer: layer_types when given (Gemma 3, gpt-oss), Gemma 2's alternation (even layers slide),
-    Gemma 3's older sliding_window_pattern, or none."""
-    n, window = arch.num_hidden_layers, arch.sliding_window
+    """Window per layer as transformers' config classes lay it out: layer_types when given; else Gemma 2's and
+    gpt-oss's alternation (even layers slide) and Gemma 3's pattern (every 6th layer full), with the config
+    class's default window where the config gives none; else no sliding layer (Mistral's all-layer window is
+    applied by the caller)."""
+    n, window = arch.num_hidden_layers, config_value(arch, "sliding_window")
     if arch.layer_types:
         return [window if t == "sliding_attention" else None for t in arch.layer_types]
-    if arch.model_type == "gemma2" and window:
+    if arch.model_type in ("gemma2", "gpt_oss") and window:
         return [window if i % 2 == 0 else None for i in range(n)]
-    if arch.model_type == "gemma3_text" and window and arch.sliding_window_pattern:
-        return [None if (i + 1) % arch.sliding_window_pattern == 0 else window for i in range(n)]
+    if arch.model_type == "gemma3_text" and window:
+        pattern = arch.sliding_window_pattern or GEMMA3_SLIDING_WINDOW_PATTERN
+        return [None if (i + 1) % pattern == 0 else window for i in range(n)]
     return [None] * n
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
+from advisor.arch import describe
 from advisor.params import layer_matmul_params, matmul_params
 from advisor.training import Method
 
@@ -41,7 +42,8 @@ def flops_per_token(arch: ModelArch, seq_len: int, method: Method, lora_params: 
     """Training FLOPs per token, attention included.
 
     Forward: 2 N_mm (every matmul weight) + 4 L T d_attn (QK^T and AV over a T-token context; PaLM,
-    Chowdhery et al. 2022 Appendix B, whose 6N + 12 L H Q T is forward + backward for full training).
+    Chowdhery et al. 2022 Appendix B, whose 6N + 12 L H Q T is forward + backward for full training), L T being
+    attended_keys (a sliding-window layer attends to its window only).
     Backward: full fine-tune 2x forward (gradients for activations and weights). LoRA and QLoRA freeze the
     base, so the base matmuls need activation gradients only (2 N_mm), attention still 2x its forward, and
     the adapters cost 2 N_lora forward + 4 N_lora backward. QLoRA executes the same matmuls as LoRA (its
@@ -50,7 +52,7 @@ def flops_per_token(arch: ModelArch, seq_len: int, method: Method, lora_params: 
     """
     n_mm = matmul_params(arch)  # per token: a MoE's router and top-k experts, not all of them
     n_layers_mm = layer_matmul_params(arch)
-    attn_fwd = 4.0 * arch.num_hidden_layers * seq_len * arch.num_attention_heads * arch.head_dim_resolved
+    attn_fwd = 4.0 * attended_keys(arch, seq_len, causal=False) * arch.num_attention_heads * arch.head_dim_resolved
     adapters = lora_params if method in ("lora", "qlora") else 0
     forward = 2.0 * n_mm + attn_fwd + 2.0 * adapters
     if method == "full":
@@ -59,6 +61,23 @@ def flops_per_token(arch: ModelArch, seq_len: int, method: Method, lora_params: 
         backward = 2.0 * n_mm + 2.0 * attn_fwd + 4.0 * adapters
     recompute = (2.0 * n_layers_mm + attn_fwd + 2.0 * adapters) if gradient_checkpointing else 0.0
     return FlopsPerToken(forward, backward, recompute, forward + backward, forward + backward + recompute)
+
+
+def attended_keys(arch: ModelArch, seq_len: float, causal: bool, windowed: bool = True) -> float:
+    """Keys one query attends to, summed over the decoder layers, in a sequence of `seq_len` tokens.
+
+    Full-context counting (causal False, PaLM's convention, Chowdhery et al. 2022 Appendix B): T per full-attention
+    layer. Causal (what a causal kernel computes, on average over the sequence's positions): T / 2. A sliding-window
+    layer of window w < T (Mistral, Gemma 2/3, gpt-oss; Beltagy et al. 2020) sees min(t, w) keys at position t,
+    on average w - w^2 / 2T causally, twice that in full-context counting; `windowed` False counts every layer as
+    full (a kernel that masks the window instead of skipping it computes the whole T x T).
+    """
+    total = 0.0
+    for layer in describe(arch).layers:
+        w = layer.sliding_window if windowed else None
+        mean = seq_len / 2.0 if w is None or w >= seq_len else w - w * w / (2.0 * seq_len)
+        total += mean if causal else 2.0 * mean
+    return total
 
 
 def training_flops(flops_per_token_total: float, tokens: float) -> float:

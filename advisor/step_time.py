@@ -13,6 +13,7 @@ Conventions: FLOPs count a multiply-add as 2; "model" FLOPs (what MFU counts, ad
 from dataclasses import dataclass
 
 from advisor.catalog import Gpu, ModelArch
+from advisor.flops import attended_keys
 from advisor.memory import ACT_FULL, nf4_bytes_per_param, trainable_tensor_numels
 from advisor.params import layer_linear_shapes, param_counts
 from advisor.training import TrainingSetup
@@ -75,9 +76,11 @@ def dense_matmul_flops_per_token(arch: ModelArch, method: str, lora_params: int,
 def causal_attention_flops_per_token(arch: ModelArch, seq_len: float, checkpointing: bool, flash: bool = True) -> float:
     """Executed attention FLOPs per token: Q K^T and A V are 4 T d_attn per token per layer over a full context (PaLM,
     Chowdhery et al. 2022 Appendix B); a causal kernel skips the masked half (2 T d_attn). Backward per
-    ATTENTION_BACKWARD_FACTOR; checkpointing adds one more forward. Without a fused kernel the full T x T is computed."""
+    ATTENTION_BACKWARD_FACTOR; checkpointing adds one more forward. Without a fused kernel the full T x T is computed.
+    Sliding-window layers: a fused kernel computes only the window's blocks (FlashAttention-2's window_size), so their
+    keys per query are advisor.flops.attended_keys'; without one the masked T x T is computed in full."""
     d_attn = arch.num_attention_heads * arch.head_dim_resolved
-    forward = (2.0 if flash else 4.0) * arch.num_hidden_layers * seq_len * d_attn
+    forward = 4.0 * attended_keys(arch, seq_len, causal=flash, windowed=flash) * d_attn
     return forward * (1.0 + ATTENTION_BACKWARD_FACTOR + (1.0 if checkpointing else 0.0))
 
 

@@ -322,3 +322,46 @@ def test_default_api_is_current():
     from advisor.situation import Situation
     default = catalog.get_api(Situation.model_fields["api"].default)
     assert not default.retired
+
+
+# --- attention over sliding windows ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text", "gpt_oss", "llama"])
+def test_attended_keys_equal_a_counted_mask(model_type):
+    """advisor.flops.attended_keys against the keys a boolean causal (windowed) mask admits, layer by layer, as
+    transformers' sliding layers mask them (key j visible to query i when i - w < j <= i)."""
+    from advisor.arch import describe
+    from advisor.flops import attended_keys
+    arch = tiny(model_type)
+    seq = 96
+    windows = [layer.sliding_window for layer in describe(arch).layers]
+    counted = sum(sum(min(i + 1, w or seq) for i in range(seq)) / seq for w in windows)
+    assert attended_keys(arch, seq, causal=True) == pytest.approx(counted, rel=2.0 / seq)  # T/2 for (T+1)/2
+    assert attended_keys(arch, seq, causal=False) == pytest.approx(2 * attended_keys(arch, seq, causal=True))
+    assert attended_keys(arch, seq, causal=True, windowed=False) == pytest.approx(len(windows) * seq / 2)
+    if any(windows):
+        assert attended_keys(arch, seq, causal=True) < len(windows) * seq / 2
+
+
+def test_sliding_window_layers_cut_attention_flops_only():
+    """A Gemma-3 estimate at a context beyond its window counts fewer attention FLOPs than the same shape with
+    every layer full, and the same matmul FLOPs."""
+    from advisor.flops import flops_per_token
+    arch = tiny("gemma3_text")
+    full = arch.model_copy(update={"layer_types": tuple("full_attention" for _ in range(arch.num_hidden_layers)),
+                                   "sliding_window_pattern": None})
+    windowed, dense = flops_per_token(arch, 4096, "lora"), flops_per_token(full, 4096, "lora")
+    assert windowed.total < dense.total
+    assert flops_per_token(arch, 8, "lora").total == pytest.approx(flops_per_token(full, 8, "lora").total)
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text", "gpt_oss", "qwen3", "llama"])
+def test_sliding_layers_match_transformers_layer_types(model_type):
+    """Which layers slide, and over what window, as transformers' config class lays them out for the same fields."""
+    transformers = pytest.importorskip("transformers")
+    from advisor.arch import describe
+    for arch in (tiny(model_type), tiny(model_type).model_copy(update={"num_hidden_layers": 13, "layer_types": None})):
+        config = transformers.AutoConfig.for_model(**arch.hf_config_dict())
+        types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
+        expected = [config.sliding_window if t == "sliding_attention" else None for t in types]
+        assert [layer.sliding_window for layer in describe(arch).layers] == expected
