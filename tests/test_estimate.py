@@ -221,3 +221,25 @@ def test_auto_checkpointing_in_recipe_estimates_and_the_device_memory_wins(tmp_p
     assert not explicit.gradient_checkpointing and not explicit.fits
     assert explicit.gradient_checkpointing_reason == "set in the recipe"
     assert "train.micro_batch: 1" in " ".join(explicit.suggestions)
+
+
+def test_pretraining_is_costed_by_the_step_time_model_like_the_fine_tunes():
+    """advisor recommend's pretraining option: a Llama-shaped model of the compute-optimal size (7B: Llama-2-7B's
+    32 x 4096 shape), its GPU-hours the tokens over the step-time model's tokens/s for the setup it would launch,
+    not 6ND at a fixed 0.40 of peak."""
+    from advisor import catalog, scaling
+    from advisor.costing import cost_pretrain, plan_pretrain, pretraining_arch
+    from advisor.estimate import training_efficiency
+    from advisor.params import param_counts
+    from advisor.situation import Situation
+    arch = pretraining_arch(7e9)
+    assert (arch.num_hidden_layers, arch.hidden_size, arch.intermediate_size) == (32, 4096, 11008)
+    assert param_counts(arch).total == pytest.approx(7e9, rel=0.05)
+    s = Situation(tokens=1e11, gpu="H100-SXM")
+    option = cost_pretrain(s)
+    point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
+    gpu = catalog.get_gpu("H100-SXM")
+    plan = plan_pretrain(pretraining_arch(point.params, s.seq_len), point.tokens, gpu, s.seq_len, option.gpus)
+    step = training_efficiency(plan.setup, gpu)[2]
+    assert option.gpu_hours == pytest.approx(plan.gpu_hours)
+    assert option.gpu_hours == pytest.approx(point.tokens / step.tokens_per_second / 3600, rel=1e-6)
