@@ -206,6 +206,11 @@ LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT = 4.0
 # torchtune's CEWithChunkedOutputLoss: the head's bf16 logits come back in 8 chunks (num_output_chunks) and each chunk is
 # upcast and reduced on its own, so the fp32 buffers of LOGITS_BYTES_PER_ELEMENT hold one chunk at a time.
 CHUNKED_LOSS_CHUNKS = 8
+# Eager (not compiled), each chunk's cross_entropy keeps its fp32 log-softmax output for backward, so every chunk's is
+# alive at the end of the loss: 4 bytes per logit beside the 2 of the bf16 chunks; one chunk's remaining fp32 buffers
+# (LOGITS_BYTES_PER_ELEMENT less those 6) on top. Measured: 4.13 bytes saved per logit (saved_tensors_hooks, CPU,
+# 1,024 tokens x 8,192 vocabulary in 8 chunks; tests/test_memory_peak.py).
+CHUNKED_SAVED_BYTES_PER_ELEMENT = 4.0
 # Under torch.compile (torchtune compiles the loss with the model) inductor fuses each chunk's upcast, log-softmax and
 # their backward, so only the bf16 logits and one chunk's fp32 gradient (4 bytes per logit of a chunk) stay alive.
 COMPILED_CHUNK_BYTES_PER_ELEMENT = 4.0
@@ -226,16 +231,20 @@ def logits_bytes(arch: ModelArch, seq_len: int, micro_batch: int, fused: bool = 
     cross-entropy): one chunk's logits (loss_chunk_tokens x V x 6 bytes) plus the hidden states' copy and gradient
     (B T h x 4 bytes), of which the gradient (2 bytes each) is kept for backward; with `head_cast` (QLoRA, whose head
     peft keeps in fp32) also the head cast to bf16 for the loop (V h x 2 bytes). Chunked (torchtune): every chunk's bf16
-    logits (2 bytes) plus one chunk's fp32 buffers (14 / CHUNKED_LOSS_CHUNKS bytes per logit; compiled: one chunk's
-    fp32 gradient, COMPILED_CHUNK_BYTES_PER_ELEMENT / CHUNKED_LOSS_CHUNKS), none of it held through the layers'
-    backward (CHUNKED_LOSS_HELD_BYTES). Legacy (transformers before v4.46): per
+    logits (2 bytes), every chunk's saved fp32 log-softmax (CHUNKED_SAVED_BYTES_PER_ELEMENT) and one chunk's remaining
+    fp32 buffers; compiled: the bf16 logits and one chunk's fp32 gradient (COMPILED_CHUNK_BYTES_PER_ELEMENT /
+    CHUNKED_LOSS_CHUNKS); none of it held through the layers' backward (CHUNKED_LOSS_HELD_BYTES). Legacy (transformers before v4.46): per
     LEGACY_LOGITS_BYTES_PER_ELEMENT and LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT.
     """
     tokens = micro_batch * seq_len
     logits = tokens * arch.vocab_size
     if chunked:
-        per_chunk = COMPILED_CHUNK_BYTES_PER_ELEMENT if compiled else LOGITS_BYTES_PER_ELEMENT
-        return (LOGITS_RETURNED_BYTES_PER_ELEMENT + per_chunk / CHUNKED_LOSS_CHUNKS) * logits, CHUNKED_LOSS_HELD_BYTES
+        if compiled:
+            per_logit = LOGITS_RETURNED_BYTES_PER_ELEMENT + COMPILED_CHUNK_BYTES_PER_ELEMENT / CHUNKED_LOSS_CHUNKS
+        else:
+            kept = LOGITS_RETURNED_BYTES_PER_ELEMENT + CHUNKED_SAVED_BYTES_PER_ELEMENT
+            per_logit = kept + (LOGITS_BYTES_PER_ELEMENT - kept) / CHUNKED_LOSS_CHUNKS
+        return per_logit * logits, CHUNKED_LOSS_HELD_BYTES
     if legacy:
         return LEGACY_LOGITS_BYTES_PER_ELEMENT * logits, LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT * logits
     if not fused:
