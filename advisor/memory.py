@@ -32,8 +32,27 @@ NF4_NESTED_BLOCK = 256
 
 def nf4_bytes_per_param(double_quant: bool) -> float:
     """Bytes per NF4-quantised weight, constants included (Dettmers et al. 2023, QLoRA §3)."""
-    constants_bits = (8 / NF4_BLOCK + 32 / (NF4_BLOCK * NF4_NESTED_BLOCK)) if double_quant else 32 / NF4_BLOCK
-    return (4 + constants_bits) / 8
+    return NF4_DATA_BYTES + nf4_constant_bytes_per_param(double_quant)
+
+
+NF4_DATA_BYTES = 0.5  # two 4-bit codes per byte
+
+
+def nf4_constant_bytes_per_param(double_quant: bool) -> float:
+    """Bytes per NF4 weight of its quantisation constants alone (absmax, and with double quantisation its own scales)."""
+    return ((8 / NF4_BLOCK + 32 / (NF4_BLOCK * NF4_NESTED_BLOCK)) if double_quant else 32 / NF4_BLOCK) / 8
+
+
+def unsharded_quant_constant_bytes(setup: TrainingSetup, sharded: bool) -> float:
+    """QLoRA under FSDP: bitsandbytes keeps each 4-bit weight's quantisation constants in a QuantState on the module,
+    not in the parameter FSDP flattens ("the quant state got lost when the parameter got converted. This happens for
+    example for fsdp since we registered the module, we can recover the state here", bitsandbytes/nn/modules.py
+    fix_4bit_weight_quant_state_from_module), so FSDP neither shards nor offloads them: every GPU holds all of them.
+    Returns what that adds beyond the sharded share `weight_bytes / GPUs` already counts."""
+    if setup.method != "qlora" or not sharded:
+        return 0.0
+    constants = param_counts(setup.arch).linear_weights * nf4_constant_bytes_per_param(setup.double_quant)
+    return constants * (1.0 if setup.cpu_offload else 1.0 - 1.0 / setup.gpus)
 
 
 def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, embeddings_dtype: str = "bf16") -> float:
@@ -262,13 +281,13 @@ FSDP_INFLIGHT_LAYERS = 2
 
 
 def fsdp_buffer_bytes(setup: TrainingSetup) -> float:
-    """Unsharded FSDP buffers on one GPU: FSDP_INFLIGHT_LAYERS decoder layers' weights (bf16, or NF4 for QLoRA), one
+    """Unsharded FSDP buffers on one GPU: FSDP_INFLIGHT_LAYERS decoder layers' weights (bf16, or NF4 codes for QLoRA), one
     layer's unsharded gradients (full fine-tuning, bf16), and the root unit's embeddings and head in the compute dtype."""
     arch, counts = setup.arch, param_counts(setup.arch)
     per_layer = counts.layers / arch.num_hidden_layers
     layer_linear = counts.linear_weights / arch.num_hidden_layers
-    if setup.method == "qlora":
-        layer = layer_linear * nf4_bytes_per_param(setup.double_quant) + 2.0 * (per_layer - layer_linear)
+    if setup.method == "qlora":  # the gathered parameter holds the 4-bit codes; the constants stay on the module
+        layer = layer_linear * NF4_DATA_BYTES + 2.0 * (per_layer - layer_linear)
     else:
         layer = 2.0 * per_layer
     grads = 2.0 * per_layer if setup.method == "full" else 0.0
@@ -352,7 +371,7 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     peak = max(grads_at_loss + kept + logits + head_grad, backward)
     activations = peak - grads - logits   # what the activations add at the peak (negative: phases do not stack)
     buffers = fsdp_buffer_bytes(setup) / GIB if sharded else 0.0
-    parts = [weights / divisor / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
+    parts = [(weights / divisor + unsharded_quant_constant_bytes(setup, sharded)) / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
              activations / GIB, logits / GIB]
     # the allocator's reserve grows with the varied, interleaved tensors of the forward and backward (activations and
     # logits); weights and states stay, and gradients and FSDP buffers come back in the same sizes every step

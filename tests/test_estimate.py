@@ -243,3 +243,19 @@ def test_pretraining_is_costed_by_the_step_time_model_like_the_fine_tunes():
     step = training_efficiency(plan.setup, gpu)[2]
     assert option.gpu_hours == pytest.approx(plan.gpu_hours)
     assert option.gpu_hours == pytest.approx(point.tokens / step.tokens_per_second / 3600, rel=1e-6)
+
+
+def test_fsdp_keeps_bitsandbytes_constants_whole_on_every_gpu():
+    """QLoRA under FSDP: the 4-bit codes are sharded (and offloaded with cpu_offload), the quantisation constants are
+    not (bitsandbytes keeps them on the module), so each GPU holds all of them."""
+    from dataclasses import replace
+
+    from advisor.memory import GIB, NF4_DATA_BYTES, nf4_constant_bytes_per_param
+    arch = catalog.get_model("Llama-3.1-70B")
+    counts = param_counts(arch)
+    setup = TrainingSetup(arch=arch, method="qlora", gpus=2, sharding="fsdp")
+    constants = counts.linear_weights * nf4_constant_bytes_per_param(True)
+    rest = 2.0 * (counts.total - counts.linear_weights)
+    assert memory_per_gpu(setup).weights == pytest.approx(((counts.linear_weights * NF4_DATA_BYTES + rest) / 2 + constants) / GIB)
+    assert memory_per_gpu(replace(setup, cpu_offload=True)).weights == pytest.approx(constants / GIB)
+    assert memory_per_gpu(replace(setup, method="lora")).weights == pytest.approx(weight_bytes(arch, "lora") / 2 / GIB)
