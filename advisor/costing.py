@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog, scaling
+from advisor.catalog import ModelArch
 from advisor.constraints import (
     Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
 )
 from advisor.errors import AdvisorError
 from advisor.findings import Finding, rule_pretraining_viability
 from advisor.estimate import training_efficiency
-from advisor.flops import DEFAULT_EFFICIENCY, cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.params import param_counts
 from advisor.situation import Situation, Tier
@@ -327,16 +328,61 @@ def model_state_gib_per_gpu(params: float, gpus: int) -> float:
     return MODEL_STATE_BYTES_PER_PARAM * params / gpus / 2**30
 
 
+# A scaling law gives the compute-optimal model a parameter count, not a shape; the step-time model needs one. Llama's
+# dense shapes: d_model = 128 x layers (Llama-2 7B 4096 / 32, 13B 5120 / 40; Touvron et al. 2023, Llama 2, Table 1 and
+# the released configs), heads of 128, a SwiGLU MLP of 8/3 d rounded up to a multiple of 256 (Touvron et al. 2023,
+# LLaMA, §2.2 and Meta's reference model.py `multiple_of=256`), a 32,000-token vocabulary, untied.
+PRETRAIN_HIDDEN_PER_LAYER = 128
+PRETRAIN_HEAD_DIM = 128
+PRETRAIN_MLP_MULTIPLE = 256
+PRETRAIN_VOCAB = 32000
+PRETRAIN_MAX_LAYERS = 256
+
+
+def pretraining_arch(params: float, seq_len: int = 4096) -> ModelArch:
+    """The Llama-shaped dense model (constants above) whose parameter count is nearest `params`."""
+    def shaped(layers: int) -> ModelArch:
+        d = PRETRAIN_HIDDEN_PER_LAYER * layers
+        mlp = PRETRAIN_MLP_MULTIPLE * math.ceil(8 * d / 3 / PRETRAIN_MLP_MULTIPLE)
+        return ModelArch(name=f"{human(params)}-param Llama-shaped", hidden_size=d, intermediate_size=mlp,
+                         num_hidden_layers=layers, num_attention_heads=d // PRETRAIN_HEAD_DIM, vocab_size=PRETRAIN_VOCAB,
+                         max_position_embeddings=max(4096, seq_len))
+    low, high = 1, PRETRAIN_MAX_LAYERS  # the count grows with the layers: bisect for the first at or above params
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if param_counts(shaped(mid)).total < params else (low, mid)
+    return min((shaped(n) for n in {max(1, low - 1), low}), key=lambda a: abs(math.log(param_counts(a).total / params)))
+
+
+@dataclass(frozen=True)
+class PretrainPlan:
+    setup: TrainingSetup
+    gpu_hours: float
+
+
+def plan_pretrain(arch: ModelArch, tokens: float, gpu, seq_len: int, gpus: int,
+                  calibration: Calibration | None = None) -> PretrainPlan:
+    """Pretraining `arch` on `tokens` on `gpus` GPUs, launched as a full fine-tune would be (`_launch_plan`: FSDP where
+    DDP does not fit, checkpointing where memory needs it); GPU-hours from its executed FLOPs at the efficiency
+    advisor.estimate's training_efficiency gives it (the step-time model, communication included, unless calibrated),
+    as the fine-tune options are costed."""
+    overheads = calibration.overheads(gpu.name, "full") if calibration else {}
+    setup, _, flops = _launch_plan(arch, gpu, seq_len, "full", gpus, overheads)
+    efficiency = training_efficiency(setup, gpu, calibration)[0]
+    return PretrainPlan(setup, gpu_hours(training_flops(flops, tokens), gpu.peak_flops, efficiency))
+
+
 def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Option:
-    """Pretraining the compute-optimal model for the effective tokens (6ND FLOPs at full-training efficiency), on the
-    GPU count `choose_gpu_count` picks among those whose model states fit."""
+    """Pretraining the compute-optimal model for the effective tokens, Llama-shaped (`pretraining_arch`) and costed
+    by `plan_pretrain`, on the GPU count `choose_gpu_count` picks among those whose model states fit."""
     gpu = catalog.get_gpu(s.gpu)
     point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
-    efficiency = (calibration.efficiency(gpu.name, "full") if calibration else None) or DEFAULT_EFFICIENCY["full"]
-    hours = gpu_hours(point.flops, gpu.peak_flops, efficiency)
+    arch = pretraining_arch(point.params, s.seq_len)
+    hours_on = lambda n: plan_pretrain(arch, point.tokens, gpu, s.seq_len, n, calibration).gpu_hours  # noqa: E731
     fits = lambda n: model_state_gib_per_gpu(point.params, n) <= gpu.memory_gib  # noqa: E731
-    chosen = choose_gpu_count([CountPlan(n, fits(n), hours, hours / (n * s.availability) / 24)
-                               for n in valid_gpu_counts(s.gpus)], deadline_days(s)[0])
+    plans = {n: hours_on(n) for n in valid_gpu_counts(s.gpus)}
+    chosen = choose_gpu_count([CountPlan(n, fits(n), h, h / (n * s.availability) / 24) for n, h in plans.items()],
+                              deadline_days(s)[0])
     violations: list[Violation | None] = []
     if chosen is None:
         n = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS) if fits(n)), None)
@@ -344,6 +390,7 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
         n = n or MAX_SEARCH_GPUS
     else:
         n = chosen.gpus
+    hours = plans[n] if n in plans else hours_on(n)
     wall = hours / (n * s.availability) / 24
     option = Option(tier="pretrain", method="pretrain", model=f"{human(point.params)}-param compute-optimal",
                     gpu=gpu.name, gpus=n, gpu_hours=hours, cost_usd=cost_usd(hours, gpu_price(s)),

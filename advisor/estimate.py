@@ -82,7 +82,14 @@ def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
         flash_attention=recipe.model.attn_implementation != "eager",
         optimizer=recipe.train.optimizer, double_quant=recipe.quant.double_quant if recipe.quant else True,
         dora=recipe.lora.use_dora, modules_to_save=recipe.lora.modules_to_save,
+        adapter_dtype=ADAPTER_DTYPES[recipe.lora.dtype], activation_offloading=recipe.train.activation_offloading,
+        qlora_embeddings_dtype="fp32" if recipe.quant and recipe.quant.unquantized_dtype == "float32" else "bf16",
+        cpu_offload=recipe.launch.cpu_offload,
     )
+
+
+# The recipe's adapter dtypes in the estimators' names.
+ADAPTER_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[float, str]:

@@ -32,8 +32,27 @@ NF4_NESTED_BLOCK = 256
 
 def nf4_bytes_per_param(double_quant: bool) -> float:
     """Bytes per NF4-quantised weight, constants included (Dettmers et al. 2023, QLoRA §3)."""
-    constants_bits = (8 / NF4_BLOCK + 32 / (NF4_BLOCK * NF4_NESTED_BLOCK)) if double_quant else 32 / NF4_BLOCK
-    return (4 + constants_bits) / 8
+    return NF4_DATA_BYTES + nf4_constant_bytes_per_param(double_quant)
+
+
+NF4_DATA_BYTES = 0.5  # two 4-bit codes per byte
+
+
+def nf4_constant_bytes_per_param(double_quant: bool) -> float:
+    """Bytes per NF4 weight of its quantisation constants alone (absmax, and with double quantisation its own scales)."""
+    return ((8 / NF4_BLOCK + 32 / (NF4_BLOCK * NF4_NESTED_BLOCK)) if double_quant else 32 / NF4_BLOCK) / 8
+
+
+def unsharded_quant_constant_bytes(setup: TrainingSetup, sharded: bool) -> float:
+    """QLoRA under FSDP: bitsandbytes keeps each 4-bit weight's quantisation constants in a QuantState on the module,
+    not in the parameter FSDP flattens ("the quant state got lost when the parameter got converted. This happens for
+    example for fsdp since we registered the module, we can recover the state here", bitsandbytes/nn/modules.py
+    fix_4bit_weight_quant_state_from_module), so FSDP neither shards nor offloads them: every GPU holds all of them.
+    Returns what that adds beyond the sharded share `weight_bytes / GPUs` already counts."""
+    if setup.method != "qlora" or not sharded:
+        return 0.0
+    constants = param_counts(setup.arch).linear_weights * nf4_constant_bytes_per_param(setup.double_quant)
+    return constants * (1.0 if setup.cpu_offload else 1.0 - 1.0 / setup.gpus)
 
 
 def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, embeddings_dtype: str = "bf16") -> float:
@@ -129,14 +148,28 @@ ACT_LORA_TARGET = {"qkv": 4.7, "o": 3.2, "gate_up": 4.4, "down": 2.2, "rank": 3.
 # in fp32. With the unquantised parameters kept in bf16 (the runner's default) QLoRA keeps what LoRA keeps (measured
 # within 1.5% at h=288, I=768, all-linear and q,v: bench/results/qlora_dtype_cpu.json, tests/test_activation_memory.py).
 ACT_QLORA_EXTRA_I = 6.0
-ACT_LORA_DROPOUT = 4.0  # bytes per input element of each adapted projection (fp32 dropped copy + mask), measured
+# Adapters in bf16 (torchtune, fsdp_qlora, peft with autocast_adapter_dtype=False) read the layer's bf16 input with no
+# cast copy: 1.0 byte less per input element of each adapted projection than the fp32 adapters the ACT_LORA_* fits
+# measured (measured on the CPU at two shapes and two target sets: 0.95-1.03; bench/lora_dropout_dtype.py,
+# bench/results/lora_dropout_dtype_cpu.json).
+ACT_BF16_ADAPTER_SAVING = 1.0
+# LoRA dropout, bytes per input element of each adapted projection, on a GPU. Measured on the CPU: +4.0 (fp32 adapters)
+# and +2.9-3.0 (bf16), where torch's dropout keeps a noise tensor in the input's dtype (ATen Dropout.cpp `_dropout_impl`:
+# input * noise). On CUDA `at::dropout` takes the fused `native_dropout`, whose backward keeps a bool mask instead
+# (1 byte; derivatives.yaml native_dropout -> native_dropout_backward(grad, result1, scale)): the CPU figure less the
+# noise (4 or 2 bytes) plus the mask. fp32: the dropped copy replaces peft's cast copy; bf16: the dropped copy is new.
+ACT_LORA_DROPOUT = {"fp32": 1.0, "bf16": 2.0}
 ACT_EAGER_PER_HEAD_TOKEN = 6.0  # fp32 softmax output + its bf16 copy, per head per context token (measured slope)
 
 
 def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_len: int, flash_attention: bool = True,
                                          lora_targets: tuple[str, ...] = (), lora_rank: int = 0,
-                                         lora_dropout: float = 0.0, qlora_embeddings_dtype: str = "bf16") -> float:
+                                         lora_dropout: float = 0.0, qlora_embeddings_dtype: str = "bf16",
+                                         adapter_dtype: str = "fp32") -> float:
     """Bytes autograd keeps per token for one decoder layer (see the ACT_* constants for where they come from).
+
+    Adapters in bf16 keep ACT_BF16_ADAPTER_SAVING bytes less per adapted input element; dropout adds
+    ACT_LORA_DROPOUT[adapter_dtype] per adapted input element (as on a GPU).
 
     Without a fused attention kernel the T x T softmax is kept too: 6 a T bytes per token (+2h).
     """
@@ -154,8 +187,10 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
         total += ACT_LORA_TARGET["rank"] * lora_rank * len(targets)
         if method == "qlora" and qlora_embeddings_dtype == "fp32":
             total += ACT_QLORA_EXTRA_I * inter
+        inputs = lora_input_features(arch, tuple(targets)) if targets else 0
+        total -= ACT_BF16_ADAPTER_SAVING * inputs * (adapter_dtype == "bf16")
         if lora_dropout > 0:
-            total += ACT_LORA_DROPOUT * lora_input_features(arch, tuple(targets))
+            total += ACT_LORA_DROPOUT[adapter_dtype] * inputs
     if not flash_attention:
         total += ACT_EAGER_PER_HEAD_TOKEN * arch.num_attention_heads * seq_len + 2.0 * h
     return total
@@ -190,9 +225,19 @@ LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT = 4.0
 # torchtune's CEWithChunkedOutputLoss: the head's bf16 logits come back in 8 chunks (num_output_chunks) and each chunk is
 # upcast and reduced on its own, so the fp32 buffers of LOGITS_BYTES_PER_ELEMENT hold one chunk at a time.
 CHUNKED_LOSS_CHUNKS = 8
+# Eager (not compiled), each chunk's cross_entropy keeps its fp32 log-softmax output for backward, so every chunk's is
+# alive at the end of the loss: 4 bytes per logit beside the 2 of the bf16 chunks; one chunk's remaining fp32 buffers
+# (LOGITS_BYTES_PER_ELEMENT less those 6) on top. Measured: 4.13 bytes saved per logit (saved_tensors_hooks, CPU,
+# 1,024 tokens x 8,192 vocabulary in 8 chunks; tests/test_memory_peak.py).
+CHUNKED_SAVED_BYTES_PER_ELEMENT = 4.0
 # Under torch.compile (torchtune compiles the loss with the model) inductor fuses each chunk's upcast, log-softmax and
 # their backward, so only the bf16 logits and one chunk's fp32 gradient (4 bytes per logit of a chunk) stay alive.
 COMPILED_CHUNK_BYTES_PER_ELEMENT = 4.0
+# Nothing of the chunked loss outlives the head's backward: torchtune's recipes drop their reference to the logits
+# before backward ("# free logits otherwise it peaks backward memory / del logits", recipes/lora_finetune_single_device.py
+# _loss_step @ 1814feb17), and autograd frees each chunk's saved logits once that chunk's loss backward has run, before
+# any decoder layer's backward.
+CHUNKED_LOSS_HELD_BYTES = 0.0
 
 
 def logits_bytes(arch: ModelArch, seq_len: int, micro_batch: int, fused: bool = False,
@@ -205,16 +250,20 @@ def logits_bytes(arch: ModelArch, seq_len: int, micro_batch: int, fused: bool = 
     cross-entropy): one chunk's logits (loss_chunk_tokens x V x 6 bytes) plus the hidden states' copy and gradient
     (B T h x 4 bytes), of which the gradient (2 bytes each) is kept for backward; with `head_cast` (QLoRA, whose head
     peft keeps in fp32) also the head cast to bf16 for the loop (V h x 2 bytes). Chunked (torchtune): every chunk's bf16
-    logits (2 bytes) plus one chunk's fp32 buffers (14 / CHUNKED_LOSS_CHUNKS bytes per logit; compiled: one chunk's
-    fp32 gradient, COMPILED_CHUNK_BYTES_PER_ELEMENT / CHUNKED_LOSS_CHUNKS). Legacy (transformers before v4.46): per
+    logits (2 bytes), every chunk's saved fp32 log-softmax (CHUNKED_SAVED_BYTES_PER_ELEMENT) and one chunk's remaining
+    fp32 buffers; compiled: the bf16 logits and one chunk's fp32 gradient (COMPILED_CHUNK_BYTES_PER_ELEMENT /
+    CHUNKED_LOSS_CHUNKS); none of it held through the layers' backward (CHUNKED_LOSS_HELD_BYTES). Legacy (transformers before v4.46): per
     LEGACY_LOGITS_BYTES_PER_ELEMENT and LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT.
     """
     tokens = micro_batch * seq_len
     logits = tokens * arch.vocab_size
     if chunked:
-        per_chunk = COMPILED_CHUNK_BYTES_PER_ELEMENT if compiled else LOGITS_BYTES_PER_ELEMENT
-        return (LOGITS_RETURNED_BYTES_PER_ELEMENT + per_chunk / CHUNKED_LOSS_CHUNKS) * logits, \
-            LOGITS_RETURNED_BYTES_PER_ELEMENT * logits
+        if compiled:
+            per_logit = LOGITS_RETURNED_BYTES_PER_ELEMENT + COMPILED_CHUNK_BYTES_PER_ELEMENT / CHUNKED_LOSS_CHUNKS
+        else:
+            kept = LOGITS_RETURNED_BYTES_PER_ELEMENT + CHUNKED_SAVED_BYTES_PER_ELEMENT
+            per_logit = kept + (LOGITS_BYTES_PER_ELEMENT - kept) / CHUNKED_LOSS_CHUNKS
+        return per_logit * logits, CHUNKED_LOSS_HELD_BYTES
     if legacy:
         return LEGACY_LOGITS_BYTES_PER_ELEMENT * logits, LEGACY_LOGITS_HELD_BYTES_PER_ELEMENT * logits
     if not fused:
@@ -232,13 +281,13 @@ FSDP_INFLIGHT_LAYERS = 2
 
 
 def fsdp_buffer_bytes(setup: TrainingSetup) -> float:
-    """Unsharded FSDP buffers on one GPU: FSDP_INFLIGHT_LAYERS decoder layers' weights (bf16, or NF4 for QLoRA), one
+    """Unsharded FSDP buffers on one GPU: FSDP_INFLIGHT_LAYERS decoder layers' weights (bf16, or NF4 codes for QLoRA), one
     layer's unsharded gradients (full fine-tuning, bf16), and the root unit's embeddings and head in the compute dtype."""
     arch, counts = setup.arch, param_counts(setup.arch)
     per_layer = counts.layers / arch.num_hidden_layers
     layer_linear = counts.linear_weights / arch.num_hidden_layers
-    if setup.method == "qlora":
-        layer = layer_linear * nf4_bytes_per_param(setup.double_quant) + 2.0 * (per_layer - layer_linear)
+    if setup.method == "qlora":  # the gathered parameter holds the 4-bit codes; the constants stay on the module
+        layer = layer_linear * NF4_DATA_BYTES + 2.0 * (per_layer - layer_linear)
     else:
         layer = 2.0 * per_layer
     grads = 2.0 * per_layer if setup.method == "full" else 0.0
@@ -294,7 +343,7 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     tokens = setup.micro_batch * setup.seq_len
     per_layer = activation_bytes_per_token_per_layer(
         arch, setup.method, setup.seq_len, setup.flash_attention, setup.lora_targets, setup.lora_rank,
-        setup.lora_dropout, setup.qlora_embeddings_dtype
+        setup.lora_dropout, setup.qlora_embeddings_dtype, setup.adapter_dtype
     ) * tokens
     fused = setup.loss == "fused" or (setup.loss == "auto" and fused_loss_applies(arch, setup.method, setup.lora_targets,
                                                                                     setup.fused_loss))
@@ -322,7 +371,7 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     peak = max(grads_at_loss + kept + logits + head_grad, backward)
     activations = peak - grads - logits   # what the activations add at the peak (negative: phases do not stack)
     buffers = fsdp_buffer_bytes(setup) / GIB if sharded else 0.0
-    parts = [weights / divisor / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
+    parts = [(weights / divisor + unsharded_quant_constant_bytes(setup, sharded)) / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
              activations / GIB, logits / GIB]
     # the allocator's reserve grows with the varied, interleaved tensors of the forward and backward (activations and
     # logits); weights and states stay, and gradients and FSDP buffers come back in the same sizes every step

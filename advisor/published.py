@@ -33,6 +33,7 @@ class PublishedRow(BaseModel):
     lora_rank: int | None = None
     lora_alpha: float | None = None
     lora_targets: list[str] | str | None = None
+    lora_dropout: float | None = None
     seq_len: int | None = None
     packed: bool | None = None
     mean_seq_len: int | None = None
@@ -181,7 +182,7 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     optimizer_text = (row.optimizer or "").lower()
     setup = TrainingSetup(
         arch=arch, method=row.method, lora_rank=row.lora_rank or 16,
-        lora_targets=targets or ("q_proj", "v_proj"), seq_len=row.seq_len, micro_batch=row.micro_batch, gpus=row.gpus,
+        lora_targets=targets or ("q_proj", "v_proj"), lora_dropout=row.lora_dropout or 0.0, seq_len=row.seq_len, micro_batch=row.micro_batch, gpus=row.gpus,
         sharding="auto" if row.gpus == 1 else sharding, gradient_checkpointing=bool(row.gradient_checkpointing),
         optimizer=row_optimizer(row.optimizer),
         precision=_precision(row, sharding),
@@ -265,16 +266,26 @@ def row_memory_gib(case: RowCase, overhead_fraction: float | None = None) -> flo
     if case.setup is None:
         return None
     base, varied = memory_parts(case)
-    if memory_stat(case.row) == "allocated":  # the allocator's cached blocks are not counted: no fragmentation share
+    stat = memory_stat(case.row)
+    if stat == "allocated":  # the allocator's cached blocks are not counted: no fragmentation share
         return base
-    return base + (DEFAULT_OVERHEAD_FRACTION if overhead_fraction is None else overhead_fraction) * varied
+    reserved = base + (DEFAULT_OVERHEAD_FRACTION if overhead_fraction is None else overhead_fraction) * varied
+    # nvidia-smi counts the process's whole device memory: the allocator's reserve and the CUDA context beside it
+    return reserved + (cuda_context_gib(case.gpu) if stat == "device" else 0.0)
+
+
+def cuda_context_gib(gpu: Gpu | None) -> float:
+    """The GPU's CUDA context (catalog.CUDA_CONTEXT_SOURCE), or the catalog's default where the GPU is unstated."""
+    return gpu.cuda_context_gib if gpu else Gpu.model_fields["cuda_context_gib"].default
 
 
 def memory_stat(row: PublishedRow) -> str:
-    """allocated (torch's allocated or active bytes) or reserved (reserved, nvidia-smi, or unstated). torchtune's
-    figures without a stat count as allocated: its recipes log peak active/allocated memory and its later tables label
-    the column "Peak Memory Active"."""
+    """allocated (torch's allocated or active bytes), device (nvidia-smi: reserved plus the CUDA context) or reserved
+    (reserved, or unstated). torchtune's figures without a stat count as allocated: its recipes log peak
+    active/allocated memory and its later tables label the column "Peak Memory Active"."""
     kind = (row.memory_kind or "").lower()
+    if "nvidia-smi" in kind:
+        return "device"
     if kind.startswith(("allocated", "active")) or (row.stack == "torchtune" and "unspecified" in kind):
         return "allocated"
     return "reserved"

@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass, replace
 
 from advisor.errors import AdvisorError
-from advisor.published import RowCase, memory_parts, memory_stat, row_memory_gib, row_tokens_per_second, row_work
+from advisor.published import RowCase, cuda_context_gib, memory_parts, memory_stat, row_memory_gib, row_tokens_per_second, row_work
 from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants
 
 # No GEMM library reaches the datasheet peak: large bf16 matmuls run at about 0.8 of it (the H200 this project's
@@ -76,11 +76,14 @@ def leave_one_out(rows, start: StepTimeConstants = DEFAULT_STEP_TIME) -> list[Le
 
 
 def overhead_rows(cases: list[RowCase]) -> list[tuple[RowCase, float, float]]:
-    """Expressible rows that report reserved memory, with (estimate without the reserve, activations and logits)."""
+    """Expressible rows that report reserved memory (nvidia-smi's figures less the CUDA context), with (estimate
+    without the reserve, activations and logits)."""
     out = []
     for c in cases:
-        if c.memory_reason is None and memory_stat(c.row) == "reserved":
+        stat = memory_stat(c.row)
+        if c.memory_reason is None and stat in ("reserved", "device"):
             base, varied = memory_parts(c)
+            base += cuda_context_gib(c.gpu) if stat == "device" else 0.0
             if varied > 0:
                 out.append((c, base, varied))
     return out

@@ -85,6 +85,28 @@ class Recipe(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _cpu_offload_needs_fsdp(self):
+        if self.launch.cpu_offload and self.launch.strategy != "fsdp":
+            raise ValueError("launch.cpu_offload keeps FSDP's parameter shards in CPU memory: set launch.strategy: fsdp "
+                             "(DDP and a single process keep the whole model on the GPU)")
+        return self
+
+    @model_validator(mode="after")
+    def _cpu_offload_not_with_quant(self):
+        if self.launch.cpu_offload and self.quant is not None:
+            raise ValueError("launch.cpu_offload with quant (QLoRA) is not offered: the runner has not been verified "
+                             "with bitsandbytes' 4-bit weights under FSDP2's CPU offload; estimate it with `advisor "
+                             "estimate --method qlora --cpu-offload`, or drop launch.cpu_offload")
+        return self
+
+    @model_validator(mode="after")
+    def _bf16_adapters_need_a_bf16_model(self):
+        if self.lora.dtype == "bfloat16" and self.model.dtype == "float16":
+            raise ValueError("lora.dtype bfloat16 with model.dtype float16: fp16 autocast would multiply bf16 adapters in "
+                             "fp16; use lora.dtype: float32, or model.dtype: bfloat16")
+        return self
+
+    @model_validator(mode="after")
     def _eight_bit_optimizer_not_with_fsdp(self):
         if self.train.optimizer != "adamw" and self.launch.strategy == "fsdp":
             raise ValueError(f"train.optimizer {self.train.optimizer} cannot shard its state under FSDP: use "

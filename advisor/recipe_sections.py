@@ -85,6 +85,10 @@ class LoraSection(BaseModel):
     modules_to_save: tuple[Literal["embed_tokens", "lm_head"], ...] = Field(
         (), description="Modules trained in full and saved beside the adapter (needed when tokens are added to the "
                         "vocabulary); each is vocab x hidden trainable parameters, counted by the estimate.")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Dtype of the adapters, their gradients and AdamW moments: float32 (peft's default on a "
+                               "16-bit base; 16 bytes per adapter parameter) or bfloat16 (as torchtune and fsdp_qlora "
+                               "train them: 8 bytes, and no fp32 copy of each adapted projection's input).")
 
     @field_validator("targets")
     @classmethod
@@ -108,6 +112,11 @@ class QuantSection(BaseModel):
     double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves ~0.37 bit/param).")
     compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
         "bfloat16", description="Dtype the dequantised weights are multiplied in.")
+    unquantized_dtype: Literal["compute", "float32"] = Field(
+        "compute", description="Dtype of the parameters 4-bit leaves unquantised (embeddings, norms, LM head): compute "
+                               "keeps the model's dtype (less memory for the same loss, bench/results/qlora_dtype_cpu.json); "
+                               "float32 upcasts them as peft's prepare_model_for_kbit_training does (~2 GiB more on an 8B "
+                               "with a 128k vocabulary).")
 
 
 class DataSource(BaseModel):
@@ -179,6 +188,11 @@ class TrainSection(BaseModel):
     fused_loss: bool = Field(
         True, description="Compute the LM head and cross-entropy chunk by chunk, never holding the whole micro-batch's "
                           "logits (same loss and gradients; Llama, Mistral, Qwen2/3, else the model's own loss).")
+    activation_offloading: bool = Field(
+        False, description="Keep the tensors saved for backward (with checkpointing: each layer's input) in pinned CPU "
+                           "memory and copy them back for backward, as torchtune's enable_activation_offloading does. "
+                           "CUDA only (on the CPU there is nothing to offload, and the run says so); costs host-link "
+                           "traffic each step.")
     compile: bool = Field(
         False, description="torch.compile each decoder layer (regional: compiled once, reused by every layer; the first "
                            "steps take longer; eval runs eagerly).")
@@ -216,6 +230,9 @@ class LaunchSection(BaseModel):
     nnodes: int = Field(1, gt=0, le=4096, description="Nodes taking part (torchrun --nnodes).")
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         "auto", description="ddp replicates the model (LoRA); fsdp shards it (models that do not fit one GPU); auto picks by the estimate.")
+    cpu_offload: bool = Field(False, description="With launch.strategy fsdp: keep the parameter shards, their gradients "
+                                                 "and the optimizer state in CPU memory (FSDP2's CPUOffloadPolicy); the "
+                                                 "optimizer step runs on the CPU. LoRA only.")
     gpu: str | None = Field(None, description="GPU type for estimates (catalog name); at run time the detected GPU is used.")
     backend: Literal["auto", "nccl", "gloo"] = Field(
         "auto", description="Process-group backend: auto = NCCL on CUDA GPUs; gloo runs every rank on the CPU (tests, "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from advisor.catalog import Gpu, ModelArch
 from advisor.flops import attended_keys
-from advisor.memory import ACT_FULL, nf4_bytes_per_param, trainable_tensor_numels
+from advisor.memory import ACT_FULL, NF4_DATA_BYTES, nf4_bytes_per_param, trainable_tensor_numels
 from advisor.params import layer_linear_shapes, param_counts
 from advisor.training import TrainingSetup
 
@@ -136,11 +136,12 @@ def optimizer_step_bytes(setup: TrainingSetup) -> float:
 
 
 def weights_gathered_bytes(setup: TrainingSetup) -> float:
-    """Bytes of the weights FSDP all-gathers per pass: the decoder's projections in their stored form (NF4 for QLoRA,
-    as fsdp_qlora's bf16 quant storage packs them) and everything else in bf16."""
+    """Bytes of the weights FSDP all-gathers per pass: the decoder's projections in their stored form (NF4 codes for
+    QLoRA, as fsdp_qlora's bf16 quant storage packs them; their constants stay on every GPU,
+    advisor.memory.unsharded_quant_constant_bytes) and everything else in bf16."""
     counts = param_counts(setup.arch)
     if setup.method == "qlora":
-        return counts.linear_weights * nf4_bytes_per_param(setup.double_quant) + 2.0 * (counts.total - counts.linear_weights)
+        return counts.linear_weights * NF4_DATA_BYTES + 2.0 * (counts.total - counts.linear_weights)
     return 2.0 * counts.total
 
 

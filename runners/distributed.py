@@ -66,20 +66,30 @@ def broadcast_object(ctx: DistContext, obj):
     return box[0]
 
 
-def wrap_model(model: torch.nn.Module, ctx: DistContext, strategy: str, compute_dtype: torch.dtype):
+def wrap_model(model: torch.nn.Module, ctx: DistContext, strategy: str, compute_dtype: torch.dtype,
+               cpu_offload: bool = False):
     """DDP replicates the model and averages adapter gradients; FSDP2 shards each decoder layer's parameters
-    (frozen base and adapters alike) and the root, gathering them layer by layer (torch fully_shard)."""
+    (frozen base and adapters alike) and the root, gathering them layer by layer (torch fully_shard); with
+    `cpu_offload` the shards, their gradients and the optimizer state live in CPU memory (`to_offload_policy`)."""
     if not ctx.distributed:
         return model
     if strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+        offload = to_offload_policy(cpu_offload, ctx.device)
         for layer in decoder_layers(model):
-            fully_shard(layer, mp_policy=policy)
-        fully_shard(model, mp_policy=policy)
+            fully_shard(layer, mp_policy=policy, offload_policy=offload)
+        fully_shard(model, mp_policy=policy, offload_policy=offload)
         return model
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+
+
+def to_offload_policy(cpu_offload: bool, device: torch.device):
+    """launch.cpu_offload -> FSDP2's offload policy: CPUOffloadPolicy (pinned host memory on CUDA, so the copies can
+    overlap compute; plain host memory on a CPU run, where it moves nothing) or none."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy
+    return CPUOffloadPolicy(pin_memory=device.type == "cuda") if cpu_offload else OffloadPolicy()
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

@@ -53,6 +53,19 @@ def to_peft_config(lora: LoraSection):
                       init_lora_weights=init, modules_to_save=list(lora.modules_to_save) or None)
 
 
+def adapter_dtype(lora: LoraSection) -> torch.dtype:
+    """lora.dtype -> the torch dtype of the trainable adapter tensors."""
+    return DTYPES[lora.dtype]
+
+
+def set_adapter_dtype(model, dtype: torch.dtype) -> None:
+    """Cast every trainable tensor (the adapters, DoRA's magnitudes, modules_to_save) to `dtype`: peft otherwise
+    upcasts adapters of a 16-bit base to fp32 and leaves those of a 4-bit base in the default dtype."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+
+
 def _hf_config(recipe: Recipe):
     from transformers import AutoConfig
     arch = recipe.model.resolve_arch()
@@ -112,14 +125,18 @@ def attach_adapters(model, recipe: Recipe, checkpointing: bool):
     peft's prepare_model_for_kbit_training would cast them to fp32, which costs memory for the same loss
     (bench/qlora_dtype.py, bench/results/qlora_dtype_cpu.json); with non-reentrant checkpointing it does nothing else
     the run needs (freezing is get_peft_model's, input gradients only matter to reentrant checkpointing)."""
-    from peft import get_peft_model
+    from peft import get_peft_model, prepare_model_for_kbit_training
     kwargs = {"use_reentrant": False}
     if recipe.quant is not None:
         for param in model.parameters():
             param.requires_grad_(False)
+        if recipe.quant.unquantized_dtype == "float32":  # peft's upcast of the unquantised parameters, on request
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model = get_peft_model(model, to_peft_config(recipe.lora))
+    model = get_peft_model(model, to_peft_config(recipe.lora), autocast_adapter_dtype=recipe.lora.dtype == "float32")
+    if recipe.lora.dtype != "float32":  # float32: peft's own choice, unchanged
+        set_adapter_dtype(model, adapter_dtype(recipe.lora))
     if recipe.train.fused_loss:
         from runners.loss import supports_fused_loss, use_fused_loss
         why_not = supports_fused_loss(model.get_base_model())

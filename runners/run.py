@@ -30,6 +30,7 @@ from runners.tokenizer import load_tokenizer
 from runners.checkpoint import CheckpointError, intact_checkpoint, load_checkpoint
 from runners.rundir import RunFolder, data_fingerprint, recipe_fingerprint
 from runners.tracking import Trackers, check_trackers_installed
+from runners.offload import offload_notices
 from runners.train import NonFiniteLoss, StopRequest, build_optimizer, seed_everything, train
 
 
@@ -200,8 +201,13 @@ def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu
     trainable, total = trainable_parameters(model), total_parameters(model)
     if recipe.train.compile and not compile_layers(model):  # before DDP/FSDP wrap the layers
         notice("train.compile: this model has no transformers decoder layers to compile; running eagerly")
-    model = wrap_model(model, ctx, strategy, dtype)
-    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], recipe.train, ctx.device)
+    offloaded = recipe.launch.cpu_offload and strategy == "fsdp"
+    model = wrap_model(model, ctx, strategy, dtype, cpu_offload=offloaded)
+    for line in offload_notices(recipe.train.activation_offloading, offloaded, ctx.device):
+        notice(line)
+    # with FSDP's CPU offload the shards the optimizer updates live in CPU memory
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], recipe.train,
+                                torch.device("cpu") if offloaded else ctx.device)
     state = None
     if checkpoint is not None:
         try:

@@ -14,6 +14,7 @@ from advisor.recipe import Recipe, TrainSection
 from runners.checkpoint import LoopState, save_checkpoint
 from runners.data import Batch, TokenizedData, epoch_order, get_batch, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce
+from runners.offload import offload_saved_tensors
 from runners.io import append_jsonl, atomic_write_text, read_jsonl
 from runners.progress import progress_bar, step_fields
 
@@ -167,7 +168,8 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     loss_sum = torch.zeros((), device=ctx.device)
     for k, batch in enumerate(batches):
         with _no_sync(model, last=is_last(k)):
-            with torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"):
+            with offload_saved_tensors(model, ctx.device, t.activation_offloading), \
+                    torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"):
                 out = model(**_on_device(batch, ctx), num_items_in_batch=n_loss_tokens, use_cache=False)
             # DDP and FSDP average gradients over ranks; scaling by the world size makes the result the
             # gradient of (sum of token losses over the global batch) / (its target tokens).

@@ -205,9 +205,9 @@ def test_auto_checkpointing_in_recipe_estimates_and_the_device_memory_wins(tmp_p
     from advisor.estimate import estimate_recipe
     from advisor.recipe import load_recipe
     from tests.helpers import RECIPES
-    # micro-batch 2 x 2048 tokens, gradient_checkpointing: auto (at the recipe's 4, the allocator's reserve fitted to
-    # published measurements puts the peak without checkpointing above 90% of an H200 too)
-    recipe = load_recipe(RECIPES / "llama3.1-8b-lora.yaml", ["train.micro_batch=2"])
+    # micro-batch 3 x 2048 tokens, gradient_checkpointing: auto (without checkpointing 79.9 GiB: above 90% of an H100,
+    # within an H200; at micro-batch 2, 58.8 GiB fits both)
+    recipe = load_recipe(RECIPES / "llama3.1-8b-lora.yaml", ["train.micro_batch=3"])
     assert recipe.train.gradient_checkpointing == "auto"
     h100 = estimate_recipe(recipe, "H100-SXM")
     h200 = estimate_recipe(recipe, "H200")
@@ -221,3 +221,41 @@ def test_auto_checkpointing_in_recipe_estimates_and_the_device_memory_wins(tmp_p
     assert not explicit.gradient_checkpointing and not explicit.fits
     assert explicit.gradient_checkpointing_reason == "set in the recipe"
     assert "train.micro_batch: 1" in " ".join(explicit.suggestions)
+
+
+def test_pretraining_is_costed_by_the_step_time_model_like_the_fine_tunes():
+    """advisor recommend's pretraining option: a Llama-shaped model of the compute-optimal size (7B: Llama-2-7B's
+    32 x 4096 shape), its GPU-hours the tokens over the step-time model's tokens/s for the setup it would launch,
+    not 6ND at a fixed 0.40 of peak."""
+    from advisor import catalog, scaling
+    from advisor.costing import cost_pretrain, plan_pretrain, pretraining_arch
+    from advisor.estimate import training_efficiency
+    from advisor.params import param_counts
+    from advisor.situation import Situation
+    arch = pretraining_arch(7e9)
+    assert (arch.num_hidden_layers, arch.hidden_size, arch.intermediate_size) == (32, 4096, 11008)
+    assert param_counts(arch).total == pytest.approx(7e9, rel=0.05)
+    s = Situation(tokens=1e11, gpu="H100-SXM")
+    option = cost_pretrain(s)
+    point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
+    gpu = catalog.get_gpu("H100-SXM")
+    plan = plan_pretrain(pretraining_arch(point.params, s.seq_len), point.tokens, gpu, s.seq_len, option.gpus)
+    step = training_efficiency(plan.setup, gpu)[2]
+    assert option.gpu_hours == pytest.approx(plan.gpu_hours)
+    assert option.gpu_hours == pytest.approx(point.tokens / step.tokens_per_second / 3600, rel=1e-6)
+
+
+def test_fsdp_keeps_bitsandbytes_constants_whole_on_every_gpu():
+    """QLoRA under FSDP: the 4-bit codes are sharded (and offloaded with cpu_offload), the quantisation constants are
+    not (bitsandbytes keeps them on the module), so each GPU holds all of them."""
+    from dataclasses import replace
+
+    from advisor.memory import GIB, NF4_DATA_BYTES, nf4_constant_bytes_per_param
+    arch = catalog.get_model("Llama-3.1-70B")
+    counts = param_counts(arch)
+    setup = TrainingSetup(arch=arch, method="qlora", gpus=2, sharding="fsdp")
+    constants = counts.linear_weights * nf4_constant_bytes_per_param(True)
+    rest = 2.0 * (counts.total - counts.linear_weights)
+    assert memory_per_gpu(setup).weights == pytest.approx(((counts.linear_weights * NF4_DATA_BYTES + rest) / 2 + constants) / GIB)
+    assert memory_per_gpu(replace(setup, cpu_offload=True)).weights == pytest.approx(constants / GIB)
+    assert memory_per_gpu(replace(setup, method="lora")).weights == pytest.approx(weight_bytes(arch, "lora") / 2 / GIB)

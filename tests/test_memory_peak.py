@@ -82,3 +82,25 @@ def test_fused_loss_costs_6_bytes_per_chunk_logit():
     """All 512 positions are one chunk, so the slope is the bytes per chunk logit."""
     from advisor.memory import FUSED_LOSS_BYTES_PER_ELEMENT
     assert bytes_per_vocab_entry((16384, 65536), fused=True) == pytest.approx(FUSED_LOSS_BYTES_PER_ELEMENT, rel=0.05)
+
+
+def test_eager_chunked_loss_keeps_every_chunks_log_softmax():
+    """torchtune's CEWithChunkedOutputLoss, eager: cross_entropy(chunk.float()) keeps each chunk's fp32 log-softmax
+    for backward, so the saved bytes per logit are CHUNKED_SAVED_BYTES_PER_ELEMENT, not one chunk's share."""
+    import torch.nn.functional as F
+
+    from advisor.memory import CHUNKED_SAVED_BYTES_PER_ELEMENT
+    tokens, vocab, hidden = 1024, 8192, 64
+    states = torch.randn(tokens, hidden, dtype=torch.bfloat16, requires_grad=True)
+    head = torch.randn(vocab, hidden, dtype=torch.bfloat16) * 0.02
+    labels = torch.randint(0, vocab, (tokens,))
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        chunks = [F.linear(c, head) for c in states.chunk(8)]
+        sum(F.cross_entropy(c.float(), y, reduction="sum") for c, y in zip(chunks, labels.chunk(8))).backward()
+    per_logit = (sum(saved.values()) - states.numel() * 2 - head.numel() * 2) / (tokens * vocab)
+    assert per_logit == pytest.approx(CHUNKED_SAVED_BYTES_PER_ELEMENT, rel=0.05)

@@ -105,7 +105,10 @@ def test_new_memory_terms():
     assert offloaded.activations < memory_per_gpu(replace(lora, gradient_checkpointing=False)).activations / 5
     sharded = TrainingSetup(arch=catalog.get_model("Llama-3.1-70B"), method="qlora", gpus=2, sharding="fsdp")
     on_gpu, on_cpu = memory_per_gpu(sharded), memory_per_gpu(replace(sharded, cpu_offload=True))
-    assert on_gpu.buffers > 0 and on_cpu.weights == 0 and on_cpu.buffers == on_gpu.buffers
+    # CPU offload moves the shards; bitsandbytes' quantisation constants stay (unsharded_quant_constant_bytes)
+    assert on_gpu.buffers > 0 and 0 < on_cpu.weights < on_gpu.weights / 10 and on_cpu.buffers == on_gpu.buffers
+    lora70 = memory_per_gpu(replace(sharded, method="lora", cpu_offload=True))
+    assert lora70.weights == 0
     padded = replace(lora, seq_len=2048, mean_seq_len=512)
     assert padded.tokens_per_micro_batch == 512 and memory_per_gpu(padded).total == memory_per_gpu(lora).total
 

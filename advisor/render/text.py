@@ -6,7 +6,6 @@ from pathlib import Path
 from advisor.constraints import ASSUMED_DEADLINE_DAYS, days_text
 from advisor.costing import DECODE_EFFICIENCY, PREFILL_EFFICIENCY, SERVING_KV_CACHE_SHARE, Option, gpu_price
 from advisor.findings import FULL_FINETUNE_MIN_TOKENS
-from advisor.flops import DEFAULT_EFFICIENCY
 from advisor.step_time import DEFAULT_STEP_TIME
 from advisor.numbers import human
 from advisor.situation import Situation
@@ -18,8 +17,9 @@ METHOD_LABELS = {"full": "full", "lora": "LoRA", "qlora": "QLoRA"}
 def efficiency_text(calibration_path: Path | str | None) -> str:
     if calibration_path:
         return f"from calibration {calibration_path}"
-    return (f"from the step-time model (advisor.step_time, {DEFAULT_STEP_TIME.source}) for fine-tunes, "
-            f"{DEFAULT_EFFICIENCY['full']:.2f} assumed for pretraining, until `advisor calibrate` fits it from your runs")
+    return (f"from the step-time model (advisor.step_time, {DEFAULT_STEP_TIME.source}) for fine-tunes and for "
+            "pretraining (a Llama-shaped model of the compute-optimal size, advisor.costing.pretraining_arch), until "
+            "`advisor calibrate` fits it from your runs")
 
 
 def assumption_lines(s: Situation, calibration_path: Path | str | None) -> list[str]:
