@@ -67,6 +67,11 @@ class Gpu(BaseModel):
     date: str
 
     @property
+    def price_dated(self) -> str:
+        """When the price was taken (price_date; the entry's date, that of its specifications, where none is given)."""
+        return self.price_date or self.date
+
+    @property
     def peak_flops(self) -> float:
         return self.peak_tflops_bf16 * 1e12
 
@@ -216,6 +221,11 @@ class ApiPrice(BaseModel):
     retired: bool = Field(False, description="Shut down, or deprecated with a shutdown date announced.")
     shutdown_date: str | None = None
     retired_source: str | None = None
+
+    @property
+    def price_dated(self) -> str:
+        """When the price was taken: the entry's date."""
+        return self.date
 
 
 # A catalog price older than this is flagged wherever it is used: cloud GPU and API list prices move within a year

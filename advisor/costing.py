@@ -201,7 +201,7 @@ def rule_usage_break_even(s: Situation) -> UsageBreakEven:
                  f"--output-share), {s.api} costs ${api_month:,.0f}/month and self-hosting {s.base_model} on "
                  f"{plan.gpus} x {s.gpu} ({plan.replicas} replica(s) at tensor-parallel {plan.degree}) costs "
                  f"${host_month:,.0f}/month: {cheaper} is cheaper. {where}"),
-        source=f"{api.source} ({api.date}); GPU price: {catalog.get_gpu(s.gpu).source}; serving FLOPs 2N per token "
+        source=f"{api.source} ({api.date}); GPU price: {catalog.get_gpu(s.gpu).price_source or catalog.get_gpu(s.gpu).source}; serving FLOPs 2N per token "
                "(Kaplan et al. 2020 §2.1); tensor-parallel degrees per Shoeybi et al. 2019",
         numbers={"api_usd_per_month": api_month, "self_host_usd_per_month": host_month, "serving_gpus": plan.gpus,
                  "tensor_parallel": plan.degree, "break_even_requests_per_day": break_even,

@@ -311,9 +311,12 @@ def test_stale_and_retired_prices_are_flagged():
     today = datetime.date(2026, 12, 1)
     assert price_is_stale("2024-10", today) and price_is_stale("2025-12-01", today) and price_is_stale("", today)
     assert not price_is_stale("2025-12-02", today) and not price_is_stale("2026-09-22", today)
-    old_gpu = catalog.get_gpu("A100-80GB").model_copy(update={"date": "2024-10"})
+    old_gpu = catalog.get_gpu("A100-80GB").model_copy(update={"price_date": "2024-10"})
     lines = price_notices([old_gpu, catalog.get_api("gpt-4o-mini"), catalog.get_api("gpt-6-luna")], today)
-    assert any("A100-80GB" in line and "gpus.yaml" in line for line in lines)
+    assert any("A100-80GB" in line and "gpus.yaml" in line and "2024-10" in line for line in lines)
+    # a GPU's `date` dates its specifications; a recent price_date is not stale however old the datasheet
+    fresh_price = catalog.get_gpu("A100-80GB").model_copy(update={"date": "2020-05", "price_date": "2026-07"})
+    assert not price_notices([fresh_price], today)
     assert any("gpt-4o-mini is retired" in line for line in lines)
     assert not any("gpt-6-luna" in line for line in lines)
 

@@ -13,7 +13,8 @@ def catalog_table(entries: list, columns: list[str], priced: bool = False) -> st
     for e in entries:
         row = [cell(_value(e, c)) for c in columns]
         if priced:
-            notes = ([f"stale (>= {STALE_PRICE_MONTHS} months)"] if price_is_stale(e.date) else [])
+            priced = getattr(e, "price_usd_per_hour", True) is not None  # a GPU without a price has none to date
+            notes = ([f"price stale (>= {STALE_PRICE_MONTHS} months)"] if priced and price_is_stale(e.price_dated) else [])
             notes += ["retired"] if getattr(e, "retired", False) else []
             row.append(", ".join(notes) or "-")
         rows.append(row)
