@@ -4,6 +4,7 @@ Conventions: bytes are bytes, `*_gib` are GiB (2^30). Which sharding and whether
 (advisor.sizing); this module only adds up what a given choice keeps in memory.
 """
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -318,6 +319,7 @@ class MemoryBreakdown:
         return asdict(self)
 
 
+@functools.lru_cache(maxsize=1024)  # pure, on frozen inputs: the decision asks for the same setup several times
 def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVERHEAD_FRACTION,
                    overhead_fixed_gib: float = DEFAULT_OVERHEAD_FIXED_GIB) -> MemoryBreakdown:
     """Peak memory of one GPU in GiB, by component.
