@@ -15,7 +15,9 @@ from runners.checkpoint import LoopState, save_checkpoint
 from runners.data import Batch, TokenizedData, epoch_order, get_batch, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce
 from runners.io import append_jsonl, atomic_write_text, read_jsonl
+from runners.hostmem import release_freed_host_memory
 from runners.progress import progress_bar, step_fields
+from runners.upcast import saved_as_source
 
 
 class NonFiniteLoss(RuntimeError):
@@ -167,7 +169,7 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     loss_sum = torch.zeros((), device=ctx.device)
     for k, batch in enumerate(batches):
         with _no_sync(model, last=is_last(k)):
-            with torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"):
+            with torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"), saved_as_source():
                 out = model(**_on_device(batch, ctx), num_items_in_batch=n_loss_tokens, use_cache=False)
             # DDP and FSDP average gradients over ranks; scaling by the world size makes the result the
             # gradient of (sum of token losses over the global batch) / (its target tokens).
@@ -186,6 +188,7 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     optimizer.zero_grad(set_to_none=True)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
+    release_freed_host_memory(ctx.device.type)  # the CPU step's freed heap back to the OS (runners.hostmem)
     return step_loss, grad_norm
 
 
