@@ -1,9 +1,9 @@
 """Our runner against the baselines users would otherwise run (HF Trainer + peft; TRL's SFTTrainer), LoRA and QLoRA,
 measured so a shared, noisy machine cannot fake a result.
 
-Usage (CPU, the committed result; TRL on the path if installed):
-  python bench/speed.py --model Qwen2.5-0.5B --layers 4 --seq-len 512 --steps 5 --warmup 2 --pairs 5 \
-      --out bench/results/speed_cpu_qwen05b_paired.json
+Usage (CPU, the committed result; TRL on the path: pip install --target DIR trl==1.16.0 --no-deps, PYTHONPATH=DIR):
+  python bench/speed.py --model Qwen2.5-0.5B --seq-len 512 --steps 4 --warmup 1 --pairs 5 --dtype bfloat16 \
+      --data instruction --out bench/results/speed_cpu_qwen05b_paired.json
 Usage (GPU): python bench/speed.py --seq-len 2048 --pairs 5 --out bench/results/speed_h200.json
 Usage (CPU smoke test, tiny model): python bench/speed.py --tiny --out /tmp/speed.json
 
@@ -16,10 +16,16 @@ How it measures:
   micro-batch x seq_len tokens per step for every pipeline;
 - memory as the peak of live tensor bytes during one training step (bench/measure.py LiveBytes: activations, logits,
   gradients, temporaries; the weights and optimizer state allocated before it are not counted), and as the process's
-  peak RSS from the start of training (Linux VmHWM, reset through /proc/self/clear_refs);
+  peak RSS over the training steps (Linux VmHWM, reset through /proc/self/clear_refs before the first step, read
+  at the last step's end), with the RSS when training starts and after every step;
 - every pipeline trains the same randomly initialised architecture (nothing is downloaded) on the same packed rows
   with the same position_ids (attention stays within each packed example in all of them: transformers builds the
-  block-causal mask from position_ids when there is no attention mask), LoRA r=16 on every projection.
+  block-causal mask from position_ids when there is no attention mask), the same dtype (--dtype: weights and QLoRA's
+  compute dtype), LoRA r=16 on every projection; with --data instruction (the default) the rows are Alpaca-style
+  synthetic examples whose prompts are masked (labels -100), as SFT data is, and the share of labelled tokens is
+  recorded (`labelled_token_share`); --data text labels every token. What each baseline does with the masked positions
+  is its own: transformers' loss computes the head for all of them, TRL's chunked head too on a device without Triton,
+  ours skips them.
 The better baseline is the faster (for tokens/s) or the leaner (for memory) one in each pair.
 """
 
@@ -41,7 +47,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from bench.common import sync, synthetic_corpus  # noqa: E402
+from bench.common import sync, synthetic_corpus, synthetic_instructions  # noqa: E402
 
 from advisor.catalog import ModelArch, get_model  # noqa: E402
 from advisor.flops import flops_per_token  # noqa: E402
@@ -66,17 +72,19 @@ def matmul_flops_per_second(device: torch.device, dtype: torch.dtype, n: int, it
 
 
 def recipe_text(arch: ModelArch, method: str, data: Path, seq_len: int, micro_batch: int, steps: int,
-                checkpointing: bool | str) -> str:
+                checkpointing: bool | str, data_format: str = "text", dtype: str = "auto") -> str:
+    """The one recipe every pipeline of a method trains from (the baselines read its rows, model, dtype and LoRA)."""
     import yaml
-    model = {"arch": arch.hf_config_dict() | {"max_position_embeddings": max(seq_len, 4096)}}
+    model = {"arch": arch.hf_config_dict() | {"max_position_embeddings": max(seq_len, 4096)}, "dtype": dtype}
     model["arch"].pop("head_dim", None)
     body = {"name": f"speed-{method}", "model": model, "lora": {"r": 16, "alpha": 32, "targets": "all-linear"},
-            "data": {"path": str(data), "format": "text", "seq_len": seq_len, "packing": True, "val_fraction": 0.0},
+            "data": {"path": str(data), "format": data_format, "seq_len": seq_len, "packing": True, "val_fraction": 0.0,
+                     "on_bad_rows": "skip"},  # the rare synthetic prompt longer than seq_len: out of every pipeline's rows
             "train": {"max_steps": steps, "micro_batch": micro_batch, "lr": 1e-4, "gradient_checkpointing": checkpointing,
                       "eval_every": 0, "log_every": 1, "checkpoint_every": 0}}
     if method == "qlora":
-        body["quant"] = {"quant_type": "nf4", "double_quant": True,
-                         "compute_dtype": "bfloat16" if torch.cuda.is_available() else "float32"}
+        compute = dtype if dtype != "auto" else "bfloat16" if torch.cuda.is_available() else "float32"
+        body["quant"] = {"quant_type": "nf4", "double_quant": True, "compute_dtype": compute}
     return yaml.safe_dump(body)
 
 
@@ -102,6 +110,7 @@ class StepProbe:
 
     def __init__(self, steps: int, device: torch.device):
         self.steps, self.device, self.ends, self.live = steps, device, [], None
+        self.rss_start, self.rss_ends, self.rss_peak = None, [], None
         self.mode = None
 
     @staticmethod
@@ -114,6 +123,7 @@ class StepProbe:
     def before_step(self) -> None:
         if not self.ends:
             self.reset_peak_rss()
+            self.rss_start = current_rss_gib()
             self.start = time.perf_counter()
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
@@ -128,6 +138,13 @@ class StepProbe:
             self.mode.__exit__(None, None, None)
             self.live, self.mode = self.mode.peak, None
         self.ends.append(time.perf_counter())
+        self.rss_ends.append(current_rss_gib())
+        if len(self.ends) == self.steps:  # the peak over the training steps, before the pipeline saves its outputs
+            self.rss_peak = peak_rss_gib()
+
+
+def current_rss_gib() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def peak_rss_gib() -> float:
@@ -248,7 +265,8 @@ def worker(pipeline: str, recipe_path: Path, overrides: list[str], warmup: int, 
     tokens = recipe.train.micro_batch * recipe.data.seq_len
     result = {"steps": len(probe.ends), "timed_steps": len(timed), "step_seconds": timed,
               "tokens_per_second": tokens * len(timed) / sum(timed), "live_peak_gib": probe.live / 2**30,
-              "rss_peak_gib": peak_rss_gib(), **info}
+              "rss_peak_gib": probe.rss_peak, "rss_start_gib": probe.rss_start, "rss_step_ends_gib": probe.rss_ends,
+              **info}
     if device.type == "cuda":
         result["cuda_peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     result_path.write_text(json.dumps(result))
@@ -282,7 +300,9 @@ def summarize(method: str, pairs: list[dict], baselines: list[str], model_flops:
             "gradient_checkpointing": runs[0]["gradient_checkpointing"], "steps": runs[0]["steps"],
             "timed_steps_per_repeat": runs[0]["timed_steps"],
             "mfu": model_flops * statistics.median(r["tokens_per_second"] for r in runs) / peak_rate,
-            "repeats": [{k: r[k] for k in ("tokens_per_second", "live_peak_gib", "rss_peak_gib")} for r in runs]}
+            "rss_start_gib": statistics.median(r["rss_start_gib"] for r in runs),
+            "repeats": [{k: r[k] for k in ("tokens_per_second", "step_seconds", "live_peak_gib", "rss_peak_gib",
+                                           "rss_start_gib", "rss_step_ends_gib")} for r in runs]}
     speed = [p["ours"]["tokens_per_second"] / max(p[b]["tokens_per_second"] for b in baselines) for p in pairs]
     live = [p["ours"]["live_peak_gib"] / min(p[b]["live_peak_gib"] for b in baselines) for p in pairs]
     rss = [p["ours"]["rss_peak_gib"] / min(p[b]["rss_peak_gib"] for b in baselines) for p in pairs]
@@ -321,6 +341,11 @@ def main() -> None:
                         help="gradient checkpointing in every run; auto: each run as needed to fit this device (ours decides "
                              "with its own estimate, the baselines by the estimate of their own peak)")
     parser.add_argument("--methods", default="lora,qlora")
+    parser.add_argument("--data", choices=["instruction", "text"], default="instruction",
+                        help="instruction: Alpaca-style rows, loss on the responses only (prompts masked, as SFT data is); "
+                             "text: plain documents, every token labelled")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="model.dtype (and QLoRA's compute dtype) of every pipeline; auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--baselines", default="trainer,trl", help="trainer (HF Trainer + peft), trl (SFTTrainer)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="also run ours with these recipe overrides (e.g. stock-loss:train.fused_loss=false); "
@@ -350,17 +375,21 @@ def main() -> None:
     arch = TINY if args.tiny else get_model(args.model)
     if args.layers:
         arch = arch.model_copy(update={"num_hidden_layers": args.layers, "name": f"{arch.name} ({args.layers} layers)"})
-    seq_len = 128 if args.tiny else args.seq_len
+    seq_len = (128 if args.data == "text" else 512) if args.tiny else args.seq_len  # an Alpaca prompt alone is ~200 bytes
     steps, warmup, n_pairs = (5, 2, 1) if args.tiny else (args.steps, args.warmup, args.pairs)
     if steps < warmup + 2 or warmup < 1:
         parser.error("--steps must leave at least one timed step after --warmup (>= 1) and the live-bytes step")
-    peak_rate = matmul_flops_per_second(device, torch.bfloat16 if device.type == "cuda" else torch.float32,
-                                        8192 if device.type == "cuda" else 512)
+    bf16 = device.type == "cuda" if args.dtype == "auto" else args.dtype == "bfloat16"  # the MFU denominator's dtype
+    peak_rate = matmul_flops_per_second(device, torch.bfloat16 if bf16 else torch.float32,
+                                        8192 if device.type == "cuda" else 1024)
     lora_params = lora_trainable_params(arch, 16, "all-linear")
     result = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
               "model": arch.name, "seq_len": seq_len, "micro_batch": args.micro_batch, "steps": steps, "warmup_steps": warmup,
               "pairs": n_pairs, "baselines": baselines, "baselines_skipped": skipped,
               "gradient_checkpointing": args.checkpointing, "measured_matmul_tflops": peak_rate / 1e12,
+              "matmul_dtype": "bfloat16" if bf16 else "float32",
+              "data": args.data, "dtype": args.dtype, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "load_average": {"start": list(os.getloadavg())},
               "command": "python bench/speed.py " + " ".join(sys.argv[1:]), "versions": _versions()}
     names = ["ours", *baselines] + [f"ours:{v}" for v in variants]
     with tempfile.TemporaryDirectory() as tmp:
@@ -368,11 +397,17 @@ def main() -> None:
         env = {**os.environ, "RIGHTSIZE_CACHE_DIR": os.environ.get("RIGHTSIZE_CACHE_DIR", str(tmp / "cache")),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         data = tmp / "corpus.jsonl"
-        synthetic_corpus(data, docs=400 if args.tiny else max(200, steps * args.micro_batch * seq_len // 2000 + 50))
+        docs = 400 if args.tiny else max(200, steps * args.micro_batch * seq_len // 2000 + 50)
+        if args.data == "instruction":
+            synthetic_instructions(data, docs=docs * 4)  # responses are shorter than documents
+        else:
+            synthetic_corpus(data, docs=docs)
         methods, pairs = args.methods.split(","), {}
         checkpointing = {"auto": "auto", "on": True, "off": False}[args.checkpointing]
         for method in methods:
-            (tmp / f"{method}.yaml").write_text(recipe_text(arch, method, data, seq_len, args.micro_batch, steps, checkpointing))
+            (tmp / f"{method}.yaml").write_text(recipe_text(arch, method, data, seq_len, args.micro_batch, steps,
+                                                            checkpointing, args.data, args.dtype))
+        result["labelled_token_share"] = labelled_share(tmp / f"{methods[0]}.yaml", steps * args.micro_batch, env)
         for pair in range(n_pairs):  # every method's pair n before any pair n+1: a run stopped early keeps both methods
             for method in methods:
                 path, runs = tmp / f"{method}.yaml", {}
@@ -384,6 +419,7 @@ def main() -> None:
                           f"live {runs[name]['live_peak_gib']:.3f} GiB, rss {runs[name]['rss_peak_gib']:.2f} GiB",
                           file=sys.stderr, flush=True)
                 pairs.setdefault(method, []).append({n: runs[n] for n in names})
+                result["load_average"].setdefault("pairs", []).append(list(os.getloadavg()))
                 summary = summarize(method, pairs[method], baselines, model_flops, peak_rate)
                 summary["variants"] = result.get("variants", {}) | summary.get("variants", {})
                 for variant, overrides in variants.items():
@@ -391,9 +427,41 @@ def main() -> None:
                 result |= summary
                 if args.out:  # after every pair: a long run that is stopped keeps what it measured
                     _write(args.out, result)
+    result["load_average"]["end"] = list(os.getloadavg())
+    result["targets"] = targets(result, methods)
     print(render(result))
     if args.out:
         _write(args.out, result)
+
+
+# The issue's targets against the better baseline (issue 15): live bytes <= 0.8x, peak RSS <= 0.9x, tokens/s >= 1.1x.
+TARGETS = {"memory_ratio": ("<=", 0.8), "rss_ratio": ("<=", 0.9), "speedup": (">=", 1.1)}
+
+
+def targets(result: dict, methods: list[str]) -> dict:
+    """Each target with the measured median and whether it is met (nothing rounded in its favour)."""
+    out = {}
+    for method in methods:
+        for key, (op, bound) in TARGETS.items():
+            measured = result[f"{method}_{key}"]
+            met = measured <= bound if op == "<=" else measured >= bound
+            out[f"{method}_{key}"] = {"target": f"{op} {bound}", "measured": measured, "met": met}
+    return out
+
+
+def labelled_share(recipe_path: Path, micro_batches: int, env: dict) -> float:
+    """Share of the first `micro_batches` training rows' tokens that carry a label (the rest are masked prompt),
+    the rows every pipeline trains on; computed in a child process with the workers' cache."""
+    code = ("import sys, json; from advisor.recipe import load_recipe; from runners.data import build_dataset; "
+            "from runners.run import cache_root; from runners.tokenizer import load_tokenizer; "
+            "r = load_recipe(sys.argv[1]); rows = build_dataset(r, load_tokenizer(r), cache_root()).train.rows(); "
+            "rows = [x for _, x in zip(range(int(sys.argv[2])), rows)]; "
+            "print(json.dumps(sum(int((x['labels'] != -100).sum()) for x in rows) / sum(x['labels'].numel() for x in rows)))")
+    proc = subprocess.run([sys.executable, "-c", code, str(recipe_path), str(micro_batches)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"reading the rows failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _write(path: Path, result: dict) -> None:
@@ -429,6 +497,10 @@ def render(result: dict) -> str:
                          f"{s['speedup']['max']:.2f}), live-bytes ratio {result[f'{method}_memory_ratio']:.2f}, "
                          f"RSS ratio {result[f'{method}_rss_ratio']:.2f} against the better of "
                          f"{', '.join(result['baselines'])}; our MFU {result[f'{method}_mfu']:.1%}")
+    if "labelled_token_share" in result:
+        lines.append(f"data: {result['data']} ({result['labelled_token_share']:.0%} of tokens labelled), dtype {result['dtype']}, "
+                     f"load average {result['load_average']['start'][0]:.1f} at start, "
+                     f"{result['load_average'].get('end', [float('nan')])[0]:.1f} at end")
     for name, why in result.get("baselines_skipped", {}).items():
         lines.append(f"baseline {name} skipped: {why}")
     return "\n".join(lines)

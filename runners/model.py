@@ -120,8 +120,8 @@ def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int
 
 
 def attach_adapters(model, recipe: Recipe, checkpointing: bool):
-    """Freeze the base, enable checkpointing (the recipe's choice, `auto` resolved by the estimate), add LoRA adapters,
-    fuse the loss. A 4-bit model keeps its unquantised parameters (embeddings, norms, LM head) in the compute dtype:
+    """Freeze the base, enable checkpointing (the recipe's choice, `auto` resolved by the estimate), add LoRA adapters
+    (whose fp32 input copies autograd saves as their 16-bit source, runners.upcast), fuse the loss. A 4-bit model keeps its unquantised parameters (embeddings, norms, LM head) in the compute dtype:
     peft's prepare_model_for_kbit_training would cast them to fp32, which costs memory for the same loss
     (bench/qlora_dtype.py, bench/results/qlora_dtype_cpu.json); with non-reentrant checkpointing it does nothing else
     the run needs (freezing is get_peft_model's, input gradients only matter to reentrant checkpointing)."""
@@ -137,6 +137,8 @@ def attach_adapters(model, recipe: Recipe, checkpointing: bool):
     model = get_peft_model(model, to_peft_config(recipe.lora), autocast_adapter_dtype=recipe.lora.dtype == "float32")
     if recipe.lora.dtype != "float32":  # float32: peft's own choice, unchanged
         set_adapter_dtype(model, adapter_dtype(recipe.lora))
+    from runners.upcast import keep_upcast_sources
+    keep_upcast_sources(model)  # fp32 adapters on a 16-bit base: save the 16-bit input (train_step's saved_as_source)
     if recipe.train.fused_loss:
         from runners.loss import supports_fused_loss, use_fused_loss
         why_not = supports_fused_loss(model.get_base_model())

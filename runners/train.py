@@ -16,7 +16,9 @@ from runners.data import Batch, TokenizedData, epoch_order, get_batch, micro_bat
 from runners.distributed import DistContext, all_reduce
 from runners.offload import offload_saved_tensors
 from runners.io import append_jsonl, atomic_write_text, read_jsonl
+from runners.hostmem import release_freed_host_memory
 from runners.progress import progress_bar, step_fields
+from runners.upcast import saved_as_source
 
 
 class NonFiniteLoss(RuntimeError):
@@ -160,6 +162,15 @@ def step_batches(data: TokenizedData, epochs: _Epochs, step: int, t: TrainSectio
     return batches
 
 
+def _saved_tensor_hooks(model, device: torch.device, activation_offloading: bool):
+    """The saved-tensor hooks of a forward. torch applies only the innermost pair of saved_tensors_hooks, so one is
+    chosen: activation offloading where it moves something (CUDA), else keeping fp32 adapter inputs as their 16-bit
+    sources (runners.upcast; it changes nothing under CUDA's autocast)."""
+    if activation_offloading and device.type == "cuda":
+        return offload_saved_tensors(model, device, True)
+    return saved_as_source()
+
+
 def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext, dtype: torch.dtype,
                t: TrainSection, step: int) -> tuple[float, float]:
     """Forward and backward over the step's micro-batches, then clip and apply; returns (loss, gradient norm)."""
@@ -168,7 +179,7 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     loss_sum = torch.zeros((), device=ctx.device)
     for k, batch in enumerate(batches):
         with _no_sync(model, last=is_last(k)):
-            with offload_saved_tensors(model, ctx.device, t.activation_offloading), \
+            with _saved_tensor_hooks(model, ctx.device, t.activation_offloading), \
                     torch.autocast(ctx.device.type, dtype=dtype, enabled=ctx.device.type == "cuda"):
                 out = model(**_on_device(batch, ctx), num_items_in_batch=n_loss_tokens, use_cache=False)
             # DDP and FSDP average gradients over ranks; scaling by the world size makes the result the
@@ -188,6 +199,7 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     optimizer.zero_grad(set_to_none=True)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
+    release_freed_host_memory(ctx.device.type)  # the CPU step's freed heap back to the OS (runners.hostmem)
     return step_loss, grad_norm
 
 

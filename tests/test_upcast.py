@@ -1,0 +1,64 @@
+"""fp32 adapters on a bf16 base (runners.upcast): autograd keeps the bf16 adapter inputs, not their fp32 copies, with
+bit-identical gradients; and the CPU step's freed heap goes back to the OS (runners.hostmem)."""
+
+from contextlib import nullcontext
+
+import torch
+
+from bench.measure import LiveBytes
+from runners.hostmem import release_freed_host_memory
+from runners.upcast import keep_upcast_sources, saved_as_source
+
+
+def _tiny_lora(dtype=torch.bfloat16):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(0)
+    config = Qwen2Config(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=97, attn_implementation="sdpa", use_cache=False)
+    model = Qwen2ForCausalLM(config).to(dtype)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    for name, param in model.named_parameters():  # non-zero B, so every adapter's A gets a gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    return model.train()
+
+
+def _step(model, ids, context):
+    mode = LiveBytes()
+    with mode:
+        with context():
+            out = model(input_ids=ids, labels=ids, use_cache=False)
+        out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return out.loss.detach(), grads, mode.peak
+
+
+def test_saved_as_source_keeps_bf16_inputs_with_identical_gradients():
+    model = _tiny_lora()
+    assert keep_upcast_sources(model) == 14  # 7 projections x 2 layers
+    ids = torch.randint(0, 97, (2, 48))
+    loss_stock, grads_stock, peak_stock = _step(model, ids, nullcontext)
+    loss_ours, grads_ours, peak_ours = _step(model, ids, saved_as_source)
+    assert torch.equal(loss_ours, loss_stock)
+    assert grads_ours.keys() == grads_stock.keys() and all(torch.equal(grads_ours[k], grads_stock[k]) for k in grads_ours)
+    assert all(g.dtype == torch.float32 and torch.count_nonzero(g) for g in grads_ours.values())
+    assert peak_ours < peak_stock  # 2 bytes per saved adapter input instead of 4, one copy where q/k/v share it
+
+
+def test_fp32_base_is_unchanged():
+    """No cast happens on an fp32 base, so nothing is marked and the step is the stock one."""
+    model = _tiny_lora(torch.float32)
+    keep_upcast_sources(model)
+    ids = torch.randint(0, 97, (1, 32))
+    _, grads_stock, peak_stock = _step(model, ids, nullcontext)
+    _, grads_ours, peak_ours = _step(model, ids, saved_as_source)
+    assert all(torch.equal(grads_ours[k], grads_stock[k]) for k in grads_ours) and peak_ours == peak_stock
+
+
+def test_release_freed_host_memory_only_on_the_cpu():
+    import platform
+    assert release_freed_host_memory("cuda") is False
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert release_freed_host_memory("cpu") is True
