@@ -4,7 +4,6 @@ Conventions: bytes are bytes, `*_gib` are GiB (2^30). Which sharding and whether
 (advisor.sizing); this module only adds up what a given choice keeps in memory.
 """
 
-import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -319,7 +318,6 @@ class MemoryBreakdown:
         return asdict(self)
 
 
-@functools.lru_cache(maxsize=1024)  # pure, on frozen inputs: the decision asks for the same setup several times
 def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVERHEAD_FRACTION,
                    overhead_fixed_gib: float = DEFAULT_OVERHEAD_FIXED_GIB) -> MemoryBreakdown:
     """Peak memory of one GPU in GiB, by component.
@@ -370,8 +368,9 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     grads_at_loss = grads if setup.grad_accum > 1 else 0.0
     head_grad = 2.0 * arch.vocab_size * arch.hidden_size / divisor if setup.method == "full" else 0.0
     backward = (grads + kept if setup.grad_accum > 1 else max(grads, kept)) + transient + held
-    peak = max(grads_at_loss + kept + logits + head_grad, backward)
-    activations = peak - grads - logits   # what the activations add at the peak (negative: phases do not stack)
+    at_loss = grads_at_loss + kept + logits + head_grad
+    peak = max(at_loss, backward)
+    activations, logits = split_above_gradients(peak - grads, logits if at_loss >= backward else held)
     buffers = fsdp_buffer_bytes(setup) / GIB if sharded else 0.0
     parts = [(weights / divisor + unsharded_quant_constant_bytes(setup, sharded)) / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
              activations / GIB, logits / GIB]
@@ -379,6 +378,15 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     # logits); weights and states stay, and gradients and FSDP buffers come back in the same sizes every step
     overhead = overhead_fraction * max(0.0, (peak - grads) / GIB) + overhead_fixed_gib
     return MemoryBreakdown(*parts, overhead, sum(parts) + buffers + overhead, shard, buffers)
+
+
+def split_above_gradients(above: float, loss_alive: float) -> tuple[float, float]:
+    """(activations, logits) of a breakdown whose gradients are shown whole: what the peak holds above the
+    gradients, with the loss's share the loss buffers alive in the peak's phase (all of them at the end of the
+    forward, what stays alive through the backward otherwise) and the rest activations. Neither is negative, and
+    they sum to `above`, whichever phase peaks (memory_per_gpu's two phases do not stack)."""
+    logits = min(loss_alive, max(0.0, above))
+    return max(0.0, above) - logits, logits
 
 
 def decided_sharding(setup: TrainingSetup) -> str:
