@@ -62,24 +62,3 @@ def test_release_freed_host_memory_only_on_the_cpu():
     assert release_freed_host_memory("cuda") is False
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert release_freed_host_memory("cpu") is True
-
-
-def test_large_host_tensors_get_their_own_mappings_on_cpu_only():
-    """runners.hostmem.map_large_host_tensors sets glibc's mmap threshold on the CPU, leaves CUDA and a user's own
-    MALLOC_MMAP_THRESHOLD_ alone (each case in a fresh process: the setting is process-wide)."""
-    import os
-    import subprocess
-    import sys
-
-    from runners.hostmem import _glibc
-    if _glibc() is None:
-        pytest.skip("not glibc")
-    code = "import sys; from runners.hostmem import map_large_host_tensors as m; print(m(sys.argv[1]))"
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
-
-    def ask(device, **extra):
-        return subprocess.run([sys.executable, "-c", code, device], capture_output=True, text=True, check=True,
-                              env={**env, **extra}).stdout.strip()
-    assert ask("cpu") == "True"
-    assert ask("cuda") == "False"
-    assert ask("cpu", MALLOC_MMAP_THRESHOLD_="1048576") == "False"
