@@ -254,6 +254,14 @@ def price_is_stale(date_text: str, today: datetime.date | None = None) -> bool:
     return months >= STALE_PRICE_MONTHS
 
 
+def entry_price_stale(entry, today: datetime.date | None = None) -> bool | None:
+    """Whether a GPU's or API model's price is stale (price_is_stale of its price_dated); None for a GPU listed
+    without a price, which has none to date."""
+    if getattr(entry, "price_usd_per_hour", 0.0) is None:
+        return None
+    return price_is_stale(entry.price_dated, today)
+
+
 Kind = Literal["gpus", "models", "apis"]
 _SCHEMAS = {"gpus": Gpu, "models": ModelArch, "apis": ApiPrice}
 

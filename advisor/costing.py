@@ -378,11 +378,11 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
     gpu = catalog.get_gpu(s.gpu)
     point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
     arch = pretraining_arch(point.params, s.seq_len)
-    hours_on = lambda n: plan_pretrain(arch, point.tokens, gpu, s.seq_len, n, calibration).gpu_hours  # noqa: E731
+    plan_on = lambda n: plan_pretrain(arch, point.tokens, gpu, s.seq_len, n, calibration)  # noqa: E731
     fits = lambda n: model_state_gib_per_gpu(point.params, n) <= gpu.memory_gib  # noqa: E731
-    plans = {n: hours_on(n) for n in valid_gpu_counts(s.gpus)}
-    chosen = choose_gpu_count([CountPlan(n, fits(n), h, h / (n * s.availability) / 24) for n, h in plans.items()],
-                              deadline_days(s)[0])
+    plans = {n: plan_on(n) for n in valid_gpu_counts(s.gpus)}
+    chosen = choose_gpu_count([CountPlan(n, fits(n), p.gpu_hours, p.gpu_hours / (n * s.availability) / 24)
+                               for n, p in plans.items()], deadline_days(s)[0])
     violations: list[Violation | None] = []
     if chosen is None:
         n = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS) if fits(n)), None)
@@ -390,12 +390,13 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
         n = n or MAX_SEARCH_GPUS
     else:
         n = chosen.gpus
-    hours = plans[n] if n in plans else hours_on(n)
+    plan = plans[n] if n in plans else plan_on(n)
+    hours = plan.gpu_hours
     wall = hours / (n * s.availability) / 24
     option = Option(tier="pretrain", method="pretrain", model=f"{human(point.params)}-param compute-optimal",
                     gpu=gpu.name, gpus=n, gpu_hours=hours, cost_usd=cost_usd(hours, gpu_price(s)),
                     memory_gib_per_gpu=model_state_gib_per_gpu(point.params, n), params=point.params,
-                    tokens=point.tokens, wall_days=wall, sharding="fsdp" if n > 1 else "none")
+                    tokens=point.tokens, wall_days=wall, sharding=choose_sharding(plan.setup).strategy)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations, "GiB/GPU: training states only (activations extra)")
 

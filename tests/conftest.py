@@ -50,3 +50,12 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def meta_causal_lm(arch):
+    """The transformers causal LM of a catalog architecture, built on the meta device (no memory, no download)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    config = transformers.AutoConfig.for_model(**arch.hf_config_dict())
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(config)

@@ -15,6 +15,7 @@ from advisor.errors import AdvisorError
 from advisor.memory import trainable_tensor_numels
 from advisor.params import lora_trainable_params, matmul_params, param_counts
 from advisor.training import TrainingSetup
+from tests.conftest import meta_causal_lm
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
 
@@ -50,14 +51,6 @@ def tiny(model_type: str) -> ModelArch:
     return ModelArch(model_type=model_type, **{**BASE, **TINY[model_type]})
 
 
-def _meta_model(arch: ModelArch):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    config = transformers.AutoConfig.for_model(**arch.hf_config_dict())
-    with torch.device("meta"):
-        return transformers.AutoModelForCausalLM.from_config(config)
-
-
 def test_every_supported_type_has_a_tiny_case():
     assert set(TINY) == set(SUPPORTED_MODEL_TYPES)
 
@@ -66,13 +59,13 @@ def test_every_supported_type_has_a_tiny_case():
 def test_total_matches_transformers_and_lora_matches_peft(model_type):
     peft = pytest.importorskip("peft")
     arch = tiny(model_type)
-    model = _meta_model(arch)
+    model = meta_causal_lm(arch)
     params = dict(model.named_parameters())
     counts = param_counts(arch)
     assert sum(p.numel() for p in params.values()) == counts.total
     assert counts.experts == sum(p.numel() for n, p in params.items() if ".experts." in n)
     for rank, targets in [(4, "all-linear"), *[(3, t) for t in TARGETS.get(model_type, ["q_proj,v_proj", "o_proj,down_proj"])]]:
-        model = _meta_model(arch)
+        model = meta_causal_lm(arch)
         modules = "all-linear" if targets == "all-linear" else targets.split(",")
         peft_model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=modules))
         trainable = [p.numel() for p in peft_model.parameters() if p.requires_grad]
@@ -85,7 +78,7 @@ def test_total_matches_transformers_and_lora_matches_peft(model_type):
 @pytest.mark.parametrize("model_type", SUPPORTED_MODEL_TYPES)
 def test_full_finetune_tensors_match_transformers(model_type):
     arch = tiny(model_type)
-    model = _meta_model(arch)
+    model = meta_causal_lm(arch)
     assert sorted(trainable_tensor_numels(TrainingSetup(arch=arch, method="full"))) == sorted(
         p.numel() for p in model.parameters())
 

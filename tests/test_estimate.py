@@ -10,6 +10,7 @@ from advisor.memory import memory_per_gpu, nf4_bytes_per_param, weight_bytes
 from advisor.params import LINEAR_MODULES, lora_trainable_params, param_counts, resolve_lora_targets
 from advisor.sizing import gpus_needed
 from advisor.training import TrainingSetup
+from tests.conftest import meta_causal_lm
 
 CATALOG_MODELS = [m.name for m in catalog.entries("models") if m.published_params]  # exact published counts
 
@@ -137,19 +138,12 @@ def test_unknown_names_suggest():
 
 # --- against the libraries themselves (meta device: no memory, no download) ---------------------------
 
-def _hf_model(arch: ModelArch):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    config = transformers.AutoConfig.for_model(**arch.hf_config_dict())
-    with torch.device("meta"):
-        return transformers.AutoModelForCausalLM.from_config(config)
-
 
 @pytest.mark.parametrize("name", ["Llama-2-7B", "Llama-3.1-8B", "Llama-3.2-1B", "Llama-3.2-3B", "Mistral-7B",
                                   "Qwen2.5-0.5B", "Qwen2.5-7B", "Llama-3.1-70B", "Llama-3.1-405B"])
 def test_param_count_matches_transformers(name):
     arch = catalog.get_model(name)
-    model = _hf_model(arch)
+    model = meta_causal_lm(arch)
     assert sum(p.numel() for p in model.parameters()) == param_counts(arch).total
 
 
@@ -170,7 +164,7 @@ TINY_VARIANTS = [
 def test_lora_count_matches_peft(fields, rank, targets):
     peft = pytest.importorskip("peft")
     arch = ModelArch(**fields)
-    model = _hf_model(arch)
+    model = meta_causal_lm(arch)
     assert sum(p.numel() for p in model.parameters()) == param_counts(arch).total
     target_modules = "all-linear" if targets == "all-linear" else targets.split(",")
     peft_model = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=target_modules))

@@ -8,17 +8,10 @@ from advisor.cli.options import JsonFlag, _emit_json
 from advisor.render.catalog import catalog_table
 
 
-def _price_stale(entry) -> bool | None:
-    """Whether the entry's price is STALE_PRICE_MONTHS old or more; None for a GPU listed without a price."""
-    if getattr(entry, "price_usd_per_hour", 0.0) is None:
-        return None
-    return catalog.price_is_stale(entry.price_dated)
-
-
 def _catalog(kind: str, columns: list[str], as_json: bool) -> None:
     entries = catalog.entries(kind)
     if as_json:
-        _emit_json([e.model_dump(mode="json") | ({"stale": _price_stale(e)} if kind != "models" else {}) for e in entries])
+        _emit_json([e.model_dump(mode="json") | ({"stale": catalog.entry_price_stale(e)} if kind != "models" else {}) for e in entries])
     else:
         typer.echo(catalog_table(entries, columns, priced=kind != "models"))
 

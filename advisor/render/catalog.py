@@ -1,6 +1,6 @@
 """`advisor catalog ...`: catalog entries as a table, with each entry's date and source; stale prices flagged."""
 
-from advisor.catalog import STALE_PRICE_MONTHS, price_is_stale
+from advisor.catalog import STALE_PRICE_MONTHS, entry_price_stale
 from advisor.numbers import human
 from advisor.render import table
 
@@ -13,8 +13,7 @@ def catalog_table(entries: list, columns: list[str], priced: bool = False) -> st
     for e in entries:
         row = [cell(_value(e, c)) for c in columns]
         if priced:
-            priced = getattr(e, "price_usd_per_hour", True) is not None  # a GPU without a price has none to date
-            notes = ([f"price stale (>= {STALE_PRICE_MONTHS} months)"] if priced and price_is_stale(e.price_dated) else [])
+            notes = [f"price stale (>= {STALE_PRICE_MONTHS} months)"] if entry_price_stale(e) else []
             notes += ["retired"] if getattr(e, "retired", False) else []
             row.append(", ".join(notes) or "-")
         rows.append(row)

@@ -2,7 +2,7 @@
 
 import datetime
 
-from advisor.catalog import STALE_PRICE_MONTHS, ApiPrice, Gpu, price_is_stale, user_config_dir
+from advisor.catalog import STALE_PRICE_MONTHS, ApiPrice, Gpu, entry_price_stale, user_config_dir
 
 
 def price_notices(entries: list, today: datetime.date | None = None) -> list[str]:
@@ -13,7 +13,7 @@ def price_notices(entries: list, today: datetime.date | None = None) -> list[str
         kind = "gpus" if isinstance(e, Gpu) else "apis"
         price = (f"${e.price_usd_per_hour:g}/GPU-hour" if isinstance(e, Gpu)
                  else f"${e.input_usd_per_mtok:g}/${e.output_usd_per_mtok:g} per 1M tokens")
-        if price_is_stale(e.price_dated, today):
+        if entry_price_stale(e, today):
             lines.append(f"note: the {e.name} price ({price}) is dated {e.price_dated or 'nowhere'}, {STALE_PRICE_MONTHS} months "
                          f"old or more; override it with an entry named {e.name} in {user_config_dir() / (kind + '.yaml')}")
         if isinstance(e, ApiPrice) and e.retired:
