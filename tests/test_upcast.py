@@ -62,3 +62,48 @@ def test_release_freed_host_memory_only_on_the_cpu():
     assert release_freed_host_memory("cuda") is False
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert release_freed_host_memory("cpu") is True
+
+
+def _mapped_ranges(path_part: str) -> list[tuple[int, int]]:
+    from pathlib import Path
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if path_part in line:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def test_quantized_cpu_model_lets_go_of_its_checkpoint_file(tmp_path):
+    """After a 4-bit load on the CPU the unquantised tensors are views of the memory-mapped checkpoint (keeping the
+    whole file's read pages resident); runners.hostmem.detach_from_checkpoint_file copies them out, values unchanged,
+    and the file is no longer mapped. A 16-bit model and CUDA are left alone."""
+    import gc
+    import platform
+    from pathlib import Path
+
+    import pytest
+
+    from advisor.recipe import load_recipe
+    from runners.hostmem import detach_from_checkpoint_file
+    from runners.model import load_model, random_checkpoint
+    if platform.system() != "Linux":
+        pytest.skip("reads /proc/self/maps")
+    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "tiny-cpu-qlora.yaml", [])
+    source = random_checkpoint(recipe, torch.float32, tmp_path, 0)
+    model = load_model(recipe, torch.device("cpu"), tmp_path, 0)
+    gc.collect()
+    file = str(source / "model.safetensors")
+    unquantised = [t for t in [*model.parameters(), *model.buffers()] if type(t).__name__ != "Params4bit"]
+
+    def in_file(t):
+        return any(a <= t.data_ptr() < b for a, b in _mapped_ranges(file))
+    assert any(in_file(t) for t in unquantised)  # what the loader leaves: views of the map
+    before = [t.detach().clone() for t in unquantised]
+    assert detach_from_checkpoint_file(model, "cuda", True) == 0
+    assert detach_from_checkpoint_file(model, "cpu", False) == 0
+    assert detach_from_checkpoint_file(model, "cpu", True) == len(unquantised)
+    gc.collect()
+    assert not any(in_file(t) for t in unquantised)
+    assert all(torch.equal(a, b) for a, b in zip(before, unquantised))
+    assert not _mapped_ranges(file)  # nothing else held the map: it is closed
