@@ -21,7 +21,7 @@ from advisor.recipe import Recipe, check_model_source, recipe_to_yaml
 from advisor.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
-from runners.hostmem import detach_from_checkpoint_file
+from runners.hostmem import detach_from_checkpoint_file, map_large_host_tensors
 from runners.io import atomic_write_json
 from runners.model import (
     attach_adapters, check_vocab, compile_layers, compute_dtype, load_model, notice, random_checkpoint, total_parameters,
@@ -196,6 +196,7 @@ def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu
     if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:
         random_checkpoint(recipe, dtype, cache_root(), recipe.train.seed)  # once, before the other ranks read it
     barrier(ctx)
+    map_large_host_tensors(ctx.device.type)  # before the weights and the steps allocate (runners.hostmem)
     model = load_model(recipe, ctx.device, cache_root(), recipe.train.seed, fsdp=strategy == "fsdp")
     detach_from_checkpoint_file(model, ctx.device.type, recipe.quant is not None)  # runners.hostmem
     check_vocab(model, tokenizer)

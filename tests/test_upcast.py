@@ -3,6 +3,7 @@ bit-identical gradients; and the CPU step's freed heap goes back to the OS (runn
 
 from contextlib import nullcontext
 
+import pytest
 import torch
 
 from bench.measure import LiveBytes
@@ -82,8 +83,6 @@ def test_quantized_cpu_model_lets_go_of_its_checkpoint_file(tmp_path):
     import platform
     from pathlib import Path
 
-    import pytest
-
     from advisor.recipe import load_recipe
     from runners.hostmem import detach_from_checkpoint_file
     from runners.model import load_model, random_checkpoint
@@ -107,3 +106,24 @@ def test_quantized_cpu_model_lets_go_of_its_checkpoint_file(tmp_path):
     assert not any(in_file(t) for t in unquantised)
     assert all(torch.equal(a, b) for a, b in zip(before, unquantised))
     assert not _mapped_ranges(file)  # nothing else held the map: it is closed
+
+
+def test_large_host_tensors_get_their_own_mappings_on_cpu_only():
+    """runners.hostmem.map_large_host_tensors sets glibc's mmap threshold on the CPU, leaves CUDA and a user's own
+    MALLOC_MMAP_THRESHOLD_ alone (each case in a fresh process: the setting is process-wide)."""
+    import os
+    import subprocess
+    import sys
+
+    from runners.hostmem import _glibc
+    if _glibc() is None:
+        pytest.skip("not glibc")
+    code = "import sys; from runners.hostmem import map_large_host_tensors as m; print(m(sys.argv[1]))"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+
+    def ask(device, **extra):
+        return subprocess.run([sys.executable, "-c", code, device], capture_output=True, text=True, check=True,
+                              env={**env, **extra}).stdout.strip()
+    assert ask("cpu") == "True"
+    assert ask("cuda") == "False"
+    assert ask("cpu", MALLOC_MMAP_THRESHOLD_="1048576") == "False"
