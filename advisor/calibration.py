@@ -15,7 +15,7 @@ CALIBRATION_FILE = "calibration.json"
 class CalibrationEntry(BaseModel):
     """One (GPU type, method) cell: medians over its runs, with their spread (min-max)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
     gpu: str
     method: str
     runs: int = Field(ge=1)
@@ -29,7 +29,8 @@ class CalibrationEntry(BaseModel):
 
 
 class Calibration(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # both schemas are built when a calibration file is read, not by every command that imports this module
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     entries: list[CalibrationEntry] = []
     leave_one_out: dict[str, float] = Field(default_factory=dict, description="Median |predicted/measured - 1| when each "
                                                                                "run is predicted from the others.")

@@ -246,16 +246,22 @@ class FinetunePlan:
     fits: bool
 
 
-# Memo of `_launch_plan` (a pure function of its inputs, keyed by their JSON): the alternatives search re-costs the
+# Memo of `_launch_plan` (a pure function of its inputs, keyed by their values): the alternatives search re-costs the
 # same setups on many GPU counts.
 _LAUNCH_CACHE: dict[tuple, tuple[TrainingSetup, float, float]] = {}
 _LAUNCH_CACHE_MAX = 20000
 
 
+def _value_key(entry) -> str:
+    """A frozen catalog entry's field values as a memo key: their repr, which (unlike model_dump_json) needs no
+    serializer, so a shipped entry's schema is never built just to look it up."""
+    return f"{type(entry).__qualname__}{entry.__dict__!r}"
+
+
 def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dict) -> tuple[TrainingSetup, float, float]:
     """The setup as the runner would launch it on `gpus` GPUs (sharding auto, FSDP where DDP does not fit; gradient
     checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
-    key = (arch.model_dump_json(), gpu.model_dump_json(), seq_len, method, gpus, tuple(sorted(overheads.items())))
+    key = (_value_key(arch), _value_key(gpu), seq_len, method, gpus, tuple(sorted(overheads.items())))
     if key in _LAUNCH_CACHE:
         return _LAUNCH_CACHE[key]
     setup = TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus)
@@ -344,7 +350,8 @@ def pretraining_arch(params: float, seq_len: int = 4096) -> ModelArch:
     def shaped(layers: int) -> ModelArch:
         d = PRETRAIN_HIDDEN_PER_LAYER * layers
         mlp = PRETRAIN_MLP_MULTIPLE * math.ceil(8 * d / 3 / PRETRAIN_MLP_MULTIPLE)
-        return ModelArch(name=f"{human(params)}-param Llama-shaped", hidden_size=d, intermediate_size=mlp,
+        # positive integers by construction: no validation (which would build ModelArch's schema on every recommend)
+        return ModelArch.model_construct(name=f"{human(params)}-param Llama-shaped", hidden_size=d, intermediate_size=mlp,
                          num_hidden_layers=layers, num_attention_heads=d // PRETRAIN_HEAD_DIM, vocab_size=PRETRAIN_VOCAB,
                          max_position_embeddings=max(4096, seq_len))
     low, high = 1, PRETRAIN_MAX_LAYERS  # the count grows with the layers: bisect for the first at or above params

@@ -31,7 +31,7 @@ CHARS_PER_TOKEN = 4.0
 class Estimate(BaseModel):
     """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built by `estimate`, not by `recommend`
     recipe: str | None = None
     method: str
     model: str

@@ -88,14 +88,15 @@ def optimizer_state_bytes(tensor_numels, optimizer: Optimizer, master_copy: bool
     model, 2 bytes each); 8-bit AdamW keeps them in 8 bits (2 bytes) plus block scales (Dettmers et al. 2022, 8-bit
     Optimizers via Block-wise Quantization), except for small tensors. Mixed-precision full training also keeps an
     fp32 master copy of the weights (4 bytes; Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020 §3.1: K = 12)."""
-    total = 0.0
-    for n in tensor_numels:
-        if optimizer == "adamw" or n < BNB_MIN_8BIT_SIZE:
-            total += 2.0 * moment_bytes * n
-        else:
-            total += 2.0 * n + 2 * 4.0 * math.ceil(n / BNB_OPTIM_BLOCK)
-        total += 4.0 * n if master_copy else 0.0
-    return total
+    numels = list(tensor_numels)
+    if optimizer == "adamw":
+        eight_bit = []
+    else:
+        eight_bit = [n for n in numels if n >= BNB_MIN_8BIT_SIZE]
+    # integer byte counts summed per kind (exact in floating point below 2**53 bytes, as the per-tensor sum was)
+    full_width = sum(numels) - sum(eight_bit)
+    total = 2.0 * moment_bytes * full_width + sum(2.0 * n + 2 * 4.0 * math.ceil(n / BNB_OPTIM_BLOCK) for n in eight_bit)
+    return total + (4.0 * sum(numels) if master_copy else 0.0)
 
 
 def trainable_state_bytes(setup: TrainingSetup) -> tuple[float, float, float]:
