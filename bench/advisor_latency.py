@@ -1,10 +1,12 @@
 """How long `advisor recommend` takes end to end, beside a bare Python start, measured in one run.
 
-Usage: python bench/advisor_latency.py [--runs 15] [--module] [--out bench/results/advisor_latency.json]
+Usage: python bench/advisor_latency.py [--runs 15] [--module] [--breakdown] [--out bench/results/advisor_latency.json]
 (--module runs `python -m advisor.cli` from the current directory instead of the installed `advisor` script, to time
 a checkout other than the installed one)
 Reports medians of wall-clock times of fresh processes (what a user waits for), and which heavy modules
-the command imported (must be none).
+the command imported (must be none). --breakdown also times fresh processes that stop at each stage of the
+command's start-up (STAGES: the interpreter, typer, pydantic up to its first model, our modules, the whole command),
+interleaved, so the differences of their medians say where the time goes.
 """
 
 import argparse
@@ -28,11 +30,43 @@ def median_seconds(cmd: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
+# Each stage does what the one before it did and more; after them comes the command itself. pydantic builds most of
+# its machinery lazily, at the first model class (schema generation, the plugin loader and with it
+# importlib.metadata), so its stage defines one. Each runs as the command does (advisor.cli.main): without the cyclic
+# collector, frozen before exit.
+STAGES = {
+    "python": "pass",
+    "typer": "import typer",
+    "pydantic_first_model": "import typer\nfrom pydantic import BaseModel\nclass M(BaseModel):\n    x: int = 0",
+    "our_modules": "import typer\nfrom pydantic import BaseModel\nimport advisor.cli.advise, advisor.decide, "
+                   "advisor.render.recommendation, advisor.render.notices, advisor.calibration",
+}
+
+
+def breakdown(runs: int, example: list[str]) -> dict:
+    """Median wall seconds of a fresh process per stage and of the command (interleaved: each round runs every one
+    once), and each one's increment over the one before."""
+    commands = {name: [sys.executable, "-c", f"import gc\ngc.disable()\n{code}\ngc.freeze()"]
+                for name, code in STAGES.items()} | {"command": example}
+    times = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    names = list(commands)
+    return {"median_seconds": {n: round(medians[n], 4) for n in names},
+            "increment_seconds": {n: round(medians[n] - (medians[names[i - 1]] if i else 0.0), 4)
+                                  for i, n in enumerate(names)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--module", action="store_true", help="time `python -m advisor.cli` from this directory")
+    parser.add_argument("--breakdown", action="store_true", help="also time each stage of the start-up (STAGES)")
     args = parser.parse_args()
     advisor = [sys.executable, "-m", "advisor.cli"] if args.module else [
         shutil.which("advisor") or str(Path(sys.executable).parent / "advisor")]
@@ -58,6 +92,8 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
     }
+    if args.breakdown:
+        result["breakdown"] = breakdown(args.runs, example)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

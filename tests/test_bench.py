@@ -74,7 +74,11 @@ def test_fused_loss_benchmark_smoke(tmp_path):
 
 def test_advisor_latency_benchmark_smoke(tmp_path):
     out = tmp_path / "latency.json"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "advisor_latency.py"), "--runs", "2", "--out", str(out)],
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "advisor_latency.py"), "--runs", "2", "--breakdown",
+                    "--out", str(out)], check=True, capture_output=True, timeout=120)
     result = json.loads(out.read_text())
     assert result["recommend_seconds"] > 0 and result["heavy_modules_imported"] == []
+    stages = result["breakdown"]["median_seconds"]  # every stage ran, the command last
+    assert list(stages) == ["python", "typer", "pydantic_first_model", "our_modules", "command"]
+    assert all(v > 0 for v in stages.values())
+    assert sum(result["breakdown"]["increment_seconds"].values()) == pytest.approx(stages["command"], abs=1e-3)
