@@ -68,9 +68,9 @@ def detach_from_checkpoint_file(model, device_type: str, quantized: bool) -> int
     view of that map. After a 4-bit load those few views keep the whole file mapped, and with it every page the
     quantiser read: resident memory for weights the model holds only in 4-bit. Measured at the Qwen2.5-0.5B shape
     (bf16 checkpoint, 0.99 GB): the process's file-backed resident memory was 780 MiB after loading and 97 MiB once
-    the 124 unquantised tensors were copied, for 260 MiB more anonymous memory (their copies). A 16-bit model is left alone: there the map holds the
-    weights themselves, once, and the kernel may drop its clean pages under pressure. On CUDA the tensors were copied
-    to the device already. Returns the number of tensors copied."""
+    the 124 unquantised tensors were copied, for 260 MiB more anonymous memory (their copies). A 16-bit model is left
+    alone: there the map holds the weights themselves, once, and the kernel may drop its clean pages under pressure.
+    On CUDA the tensors were copied to the device already. Returns the number of tensors copied."""
     if device_type != "cpu" or not quantized:
         return 0
     copied = 0
