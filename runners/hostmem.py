@@ -70,7 +70,10 @@ def detach_from_checkpoint_file(model, device_type: str, quantized: bool) -> int
     (bf16 checkpoint, 0.99 GB): the process's file-backed resident memory was 780 MiB after loading and 97 MiB once
     the 124 unquantised tensors were copied, for 260 MiB more anonymous memory (their copies). A 16-bit model is left
     alone: there the map holds the weights themselves, once, and the kernel may drop its clean pages under pressure.
-    On CUDA the tensors were copied to the device already. Returns the number of tensors copied."""
+    The trade: the copies are anonymous memory the kernel cannot drop, where the map's pages were reclaimable; they
+    are the embeddings and LM head every step reads, resident either way, while the quantiser's pages of the 16-bit
+    weights (most of the map) were read once and, mapped, count against the process and its cgroup. On CUDA the
+    tensors were copied to the device already. Returns the number of tensors copied."""
     if device_type != "cpu" or not quantized:
         return 0
     copied = 0
