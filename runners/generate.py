@@ -59,6 +59,7 @@ def load_run_model(run_dir: Path):
     """A finished run's base model with its adapter (PeftModel), its tokenizer and recipe, on the CPU or GPU 0."""
     from peft import PeftModel
 
+    from runners.hostmem import detach_from_checkpoint_file
     from runners.model import load_model
     from runners.run import cache_root
     from runners.tokenizer import load_tokenizer
@@ -70,6 +71,7 @@ def load_run_model(run_dir: Path):
     recipe = load_recipe(run_dir / "recipe.resolved.yaml")
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     base = load_model(recipe, device, cache_root(), recipe.train.seed)
+    detach_from_checkpoint_file(base, device.type, recipe.quant is not None)  # a chat session lives long: as run does
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
     return model, load_tokenizer(recipe), recipe
 
