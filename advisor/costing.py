@@ -351,9 +351,9 @@ def pretraining_arch(params: float, seq_len: int = 4096) -> ModelArch:
         d = PRETRAIN_HIDDEN_PER_LAYER * layers
         mlp = PRETRAIN_MLP_MULTIPLE * math.ceil(8 * d / 3 / PRETRAIN_MLP_MULTIPLE)
         # positive integers by construction: no validation (which would build ModelArch's schema on every recommend)
-        return ModelArch.model_construct(name=f"{human(params)}-param Llama-shaped", hidden_size=d, intermediate_size=mlp,
-                         num_hidden_layers=layers, num_attention_heads=d // PRETRAIN_HEAD_DIM, vocab_size=PRETRAIN_VOCAB,
-                         max_position_embeddings=max(4096, seq_len))
+        return ModelArch.model_construct(
+            name=f"{human(params)}-param Llama-shaped", hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers,
+            num_attention_heads=d // PRETRAIN_HEAD_DIM, vocab_size=PRETRAIN_VOCAB, max_position_embeddings=max(4096, seq_len))
     low, high = 1, PRETRAIN_MAX_LAYERS  # the count grows with the layers: bisect for the first at or above params
     while low < high:
         mid = (low + high) // 2

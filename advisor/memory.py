@@ -89,10 +89,7 @@ def optimizer_state_bytes(tensor_numels, optimizer: Optimizer, master_copy: bool
     Optimizers via Block-wise Quantization), except for small tensors. Mixed-precision full training also keeps an
     fp32 master copy of the weights (4 bytes; Micikevicius et al. 2018; ZeRO, Rajbhandari et al. 2020 §3.1: K = 12)."""
     numels = list(tensor_numels)
-    if optimizer == "adamw":
-        eight_bit = []
-    else:
-        eight_bit = [n for n in numels if n >= BNB_MIN_8BIT_SIZE]
+    eight_bit = [] if optimizer == "adamw" else [n for n in numels if n >= BNB_MIN_8BIT_SIZE]
     # integer byte counts summed per kind (exact in floating point below 2**53 bytes, as the per-tensor sum was)
     full_width = sum(numels) - sum(eight_bit)
     total = 2.0 * moment_bytes * full_width + sum(2.0 * n + 2 * 4.0 * math.ceil(n / BNB_OPTIM_BLOCK) for n in eight_bit)

@@ -71,7 +71,7 @@ def load_run_model(run_dir: Path):
     recipe = load_recipe(run_dir / "recipe.resolved.yaml")
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     base = load_model(recipe, device, cache_root(), recipe.train.seed)
-    detach_from_checkpoint_file(base, device.type, recipe.quant is not None)  # a chat session lives long: as run does
+    detach_from_checkpoint_file(base, device.type, recipe.quant is not None)  # as runners.run does: a chat session lives long
     model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
     return model, load_tokenizer(recipe), recipe
 
