@@ -8,14 +8,14 @@ and is kept only if it breaks no constraint of the situation it assumes.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
-
-from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog
 from advisor.constraints import RELAXABLE, days_text, deadline_days
 from advisor.costing import MAX_SEARCH_GPUS, Option, cost_option
 from advisor.numbers import human
+from advisor.records import bounded, record
 from advisor.situation import Situation
 from advisor.sizing import valid_gpu_counts
 
@@ -29,10 +29,10 @@ TOKENS_MARGIN = 0.98
 TRAINING_KEYS = ("lora", "qlora", "full")
 
 
-class Alternative(BaseModel):
+@record
+class Alternative:
     """A change to the situation and the option it makes viable."""
 
-    model_config = ConfigDict(frozen=True)
     change: str
     option: Option
 
@@ -45,25 +45,25 @@ def _changes(s: Situation, option: Option) -> list[tuple[str, Situation]]:
         share = min(limits) * TOKENS_MARGIN
         if s.epochs > 1 and s.epochs * share >= 1:
             out.append((f"train {s.epochs * share:.2g} epochs instead of {s.epochs:g}",
-                        s.model_copy(update={"epochs": s.epochs * share})))
+                        replace(s, epochs=s.epochs * share)))
         else:
             out.append((f"train on {human(s.tokens * share)} tokens instead of {human(s.tokens)} ({share * 100:.2g}%)",
-                        s.model_copy(update={"tokens": s.tokens * share})))
+                        replace(s, tokens=s.tokens * share)))
     for gpu in catalog.entries("gpus"):
         if gpu.name != s.gpu and gpu.price_usd_per_hour is not None:  # an unpriced card cannot be costed
             out.append((f"use {s.gpus} x {gpu.name} instead of {s.gpu} (catalog price)",
-                        s.model_copy(update={"gpu": gpu.name, "price_usd_per_gpu_hour": None})))
+                        replace(s, gpu=gpu.name, price_usd_per_gpu_hour=None)))
     for n in valid_gpu_counts(MAX_SEARCH_GPUS):
         if n > s.gpus:
-            out.append((f"use {n} x {s.gpu} (you have {s.gpus})", s.model_copy(update={"gpus": n})))
+            out.append((f"use {n} x {s.gpu} (you have {s.gpus})", replace(s, gpus=n)))
     if option.wall_days is not None and any(v.constraint == "deadline" for v in option.why_not):
         days = math.ceil(option.wall_days)
         out.append((f"allow {days_text(days)} (deadline {days_text(deadline_days(s)[0])})",
-                    s.model_copy(update={"deadline_days": float(days)})))
+                    replace(s, deadline_days=float(days))))
     if math.isfinite(option.cost_usd) and any(v.constraint == "budget" for v in option.why_not):
         budget = math.ceil(option.cost_usd)
         out.append((f"raise the budget to ${budget:,} (from ${s.budget_usd:,.0f})",
-                    s.model_copy(update={"budget_usd": float(budget)})))
+                    replace(s, budget_usd=float(budget))))
     return out
 
 

@@ -1,44 +1,45 @@
 """Calibration: efficiency and memory overhead fitted per GPU type and method from measured runs."""
 
 import json
-import statistics
 from pathlib import Path
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advisor.catalog import user_config_dir
 from advisor.errors import AdvisorError
+from advisor.records import RecordError, bounded, parse, record
 
 CALIBRATION_FILE = "calibration.json"
 
 
-class CalibrationEntry(BaseModel):
-    """One (GPU type, method) cell: medians over its runs, with their spread (min-max)."""
+@record
+class CalibrationEntry:
+    """One (GPU type, method) cell: medians over its runs, with their spread (min-max); every number finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
     gpu: str
     method: str
-    runs: int = Field(ge=1)
-    efficiency: float = Field(gt=0, le=1, description="Executed FLOPs / (wall x GPUs x peak): achieved fraction of peak.")
-    efficiency_min: float
-    efficiency_max: float
-    memory_overhead_fraction: float = Field(description="Measured peak / estimated peak without overhead, minus 1 "
-                                                        "(at least 0: the fit never predicts below the memory model).")
-    memory_overhead_min: float
-    memory_overhead_max: float
+    runs: int = bounded(ge=1)
+    efficiency: float = bounded(gt=0, le=1, finite=True, description="Executed FLOPs / (wall x GPUs x peak): achieved "
+                                                                      "fraction of peak.")
+    efficiency_min: float = bounded(finite=True)
+    efficiency_max: float = bounded(finite=True)
+    memory_overhead_fraction: float = bounded(finite=True, description="Measured peak / estimated peak without "
+                                              "overhead, minus 1 (at least 0: the fit never predicts below the memory "
+                                              "model).")
+    memory_overhead_min: float = bounded(finite=True)
+    memory_overhead_max: float = bounded(finite=True)
 
 
-class Calibration(BaseModel):
-    # both schemas are built when a calibration file is read, not by every command that imports this module
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-    entries: list[CalibrationEntry] = []
-    leave_one_out: dict[str, float] = Field(default_factory=dict, description="Median |predicted/measured - 1| when each "
+@record
+class Calibration:
+    """What `advisor calibrate` fitted (calibration.json), read back by every estimate."""
+
+    entries: list[CalibrationEntry] = bounded(default_factory=list)
+    leave_one_out: dict[str, float] = bounded(default_factory=dict, description="Median |predicted/measured - 1| when each "
                                                                                "run is predicted from the others.")
-    step_time: dict[str, float] | None = Field(None, description="advisor.step_time.StepTimeConstants fitted to "
+    step_time: dict[str, float] | None = bounded(None, description="advisor.step_time.StepTimeConstants fitted to "
                                                                  "published rows (used where no run cell applies).")
-    memory_overhead_fraction: float | None = Field(None, description="The allocator's reserve as a fraction of "
+    memory_overhead_fraction: float | None = bounded(None, description="The allocator's reserve as a fraction of "
                                                    "activations and logits, fitted to published reserved-memory rows.")
-    published: dict[str, float | str] = Field(default_factory=dict, description="The published rows fitted: file, "
+    published: dict[str, float | str] = bounded(default_factory=dict, description="The published rows fitted: file, "
                                               "counts, in-sample and leave-one-out median errors.")
     path: Path | None = None
 
@@ -81,10 +82,10 @@ def load_calibration(path: Path | str | None = None) -> Calibration | None:
         return None
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
-        calibration = Calibration.model_validate({**data, "path": path})
+        calibration = parse(Calibration, {**data, "path": path})
     except UnicodeDecodeError as exc:
         raise AdvisorError(f"{path}: not a calibration file (not UTF-8 at byte {exc.start})") from None
-    except (json.JSONDecodeError, ValidationError, TypeError, RecursionError) as exc:
+    except (json.JSONDecodeError, RecordError, TypeError, RecursionError) as exc:
         raise AdvisorError(f"{path}: not a calibration file ({_first_problem(exc)})") from None
     except OSError as exc:
         raise AdvisorError(f"{path}: cannot read the calibration file ({exc.strerror or exc})") from None
@@ -97,12 +98,6 @@ def load_calibration(path: Path | str | None = None) -> Calibration | None:
 
 
 def _first_problem(exc: Exception) -> str:
-    """The first line that says what is wrong (pydantic puts the field and its problem on lines 2 and 3)."""
-    if isinstance(exc, ValidationError) and exc.errors():
-        err = exc.errors()[0]
-        return f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+    """The first line that says what is wrong (a RecordError names the field and its problem)."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
-
-def median_spread(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)

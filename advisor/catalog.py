@@ -1,27 +1,24 @@
 """Catalogs of GPUs, model architectures and API prices: shipped YAML, overridable by a user file."""
 
+from __future__ import annotations
+
 import datetime
+import dataclasses
 import difflib
 import functools
-import hashlib
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from advisor.arch import HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, config_value, unsupported
 from advisor import hub
 from advisor.errors import AdvisorError
+from advisor.records import RecordError, bounded, parse, record, to_json
 
 DATA_DIR = Path(__file__).parent / "data"
-
-
-# Shipped entries are constructed from the prebuilt JSON without validation, so a catalog schema is built only when
-# something validates one (a user catalog, a config.json, a recipe's inline arch): defer_build keeps it off start-up.
-_CATALOG_CONFIG = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 def user_config_dir() -> Path:
@@ -32,36 +29,36 @@ def user_config_dir() -> Path:
     return Path(base) / "rightsize"
 
 
-class Gpu(BaseModel):
+@record
+class Gpu:
     """One GPU type: what the estimators need to turn FLOPs and bytes into hours, dollars and GPU counts."""
 
-    model_config = _CATALOG_CONFIG
     name: str
-    aliases: list[str] = []
-    memory_gib: float = Field(gt=0, description="Device memory in GiB (2^30 bytes) as the device reports it: "
+    aliases: list[str] = bounded(default_factory=list)
+    memory_gib: float = bounded(gt=0, description="Device memory in GiB (2^30 bytes) as the device reports it: "
                               "torch.cuda.get_device_properties().total_memory (cudaDeviceProp.totalGlobalMem), which "
                               "is a few hundred MiB below nvidia-smi's total.")
-    memory_reported: bool = Field(True, description="memory_gib is a published device-reported figure (memory_source "
+    memory_reported: bool = bounded(True, description="memory_gib is a published device-reported figure (memory_source "
                                                    "quotes it); false: a conversion of the marketing figure.")
-    memory_source: str = Field("", description="Where memory_gib comes from (deviceQuery, a torch OOM message, ...).")
-    memory_nvidia_smi_mib: float | None = Field(None, description="nvidia-smi's total, MiB (informational).")
-    cuda_context_gib: float = Field(0.5, ge=0, description="Device memory the CUDA context (driver, lazily loaded "
+    memory_source: str = bounded("", description="Where memory_gib comes from (deviceQuery, a torch OOM message, ...).")
+    memory_nvidia_smi_mib: float | None = bounded(None, description="nvidia-smi's total, MiB (informational).")
+    cuda_context_gib: float = bounded(0.5, ge=0, description="Device memory the CUDA context (driver, lazily loaded "
                                     "kernels) takes outside PyTorch's allocator; see CUDA_CONTEXT_SOURCE.")
-    peak_tflops_bf16: float = Field(gt=0, description="Dense bf16 (or fp16 where bf16 is absent) tensor-core peak, TFLOP/s.")
-    memory_bandwidth_gbs: float = Field(gt=0, description="Memory bandwidth, GB/s.")
-    interconnect: str = Field("", description="The GPU-to-GPU link inside a node.")
-    interconnect_gbs: float | None = Field(None, gt=0, description="GPU-to-GPU bandwidth per GPU per direction, GB/s "
+    peak_tflops_bf16: float = bounded(gt=0, description="Dense bf16 (or fp16 where bf16 is absent) tensor-core peak, TFLOP/s.")
+    memory_bandwidth_gbs: float = bounded(gt=0, description="Memory bandwidth, GB/s.")
+    interconnect: str = bounded("", description="The GPU-to-GPU link inside a node.")
+    interconnect_gbs: float | None = bounded(None, gt=0, description="GPU-to-GPU bandwidth per GPU per direction, GB/s "
                                            "(NVLink datasheet figures are bidirectional and are halved).")
     interconnect_source: str = ""
-    host_link_gbs: float | None = Field(None, gt=0, description="Host (CPU) link per GPU per direction, GB/s: what "
+    host_link_gbs: float | None = bounded(None, gt=0, description="Host (CPU) link per GPU per direction, GB/s: what "
                                         "CPU offload moves weights and states over. None: PCIe Gen4 x16.")
-    price_usd_per_hour: float | None = Field(None, ge=0, description="Reference on-demand price of one GPU, USD per "
+    price_usd_per_hour: float | None = bounded(None, ge=0, description="Reference on-demand price of one GPU, USD per "
                                              "hour; None where no dated, attributable price was found.")
     price_source: str = ""
     price_date: str = ""
-    price_alternatives: list[str] = []
-    bf16: bool = Field(True, description="Whether the GPU supports bf16; if not, training runs in fp16.")
-    uncertain: list[str] = Field([], description="Fields whose value is not confirmed by a primary source.")
+    price_alternatives: list[str] = bounded(default_factory=list)
+    bf16: bool = bounded(True, description="Whether the GPU supports bf16; if not, training runs in fp16.")
+    uncertain: list[str] = bounded(default_factory=list, description="Fields whose value is not confirmed by a primary source.")
     notes: str = ""
     source: str
     date: str
@@ -95,24 +92,24 @@ CUDA_CONTEXT_SOURCE = "ptrblck, pytorch/pytorch#107667 (2023-08): ~300 MB with l
 PCIE_GEN4_X16_GBS = 32.0
 
 
-class ModelArch(BaseModel):
+@record
+class ModelArch:
     """A decoder-only transformer, dense or mixture-of-experts, with the field names of a Hugging Face config.json.
 
     advisor.arch.describe turns it into modules and shapes by model_type; fields left out take the transformers config
     class's default for that model_type (advisor.arch.HF_CONFIG_DEFAULTS), as AutoConfig would.
     """
 
-    model_config = _CATALOG_CONFIG
     name: str = "custom"
     hub_id: str | None = None
     model_type: str = "llama"
-    hidden_size: int = Field(gt=0)
-    intermediate_size: int = Field(gt=0)
-    num_hidden_layers: int = Field(gt=0)
-    num_attention_heads: int = Field(gt=0)
-    num_key_value_heads: int | None = Field(None, gt=0)
-    head_dim: int | None = Field(None, gt=0)
-    vocab_size: int = Field(gt=0)
+    hidden_size: int = bounded(gt=0)
+    intermediate_size: int = bounded(gt=0)
+    num_hidden_layers: int = bounded(gt=0)
+    num_attention_heads: int = bounded(gt=0)
+    num_key_value_heads: int | None = bounded(None, gt=0)
+    head_dim: int | None = bounded(None, gt=0)
+    vocab_size: int = bounded(gt=0)
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
@@ -120,43 +117,40 @@ class ModelArch(BaseModel):
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     # mixture of experts (names as each family's config spells them)
-    num_local_experts: int | None = Field(None, ge=0, description="Routed experts per MoE layer (Mixtral, gpt-oss, Llama 4).")
-    num_experts: int | None = Field(None, ge=0, description="Routed experts per MoE layer (Qwen-MoE).")
-    num_experts_per_tok: int | None = Field(None, gt=0, description="Experts each token is routed to (top-k).")
-    moe_intermediate_size: int | None = Field(None, gt=0, description="One expert's MLP width (Qwen-MoE).")
-    decoder_sparse_step: int | None = Field(None, gt=0, description="Qwen-MoE: every n-th layer is MoE.")
-    mlp_only_layers: tuple[int, ...] | None = Field(None, description="Qwen-MoE: layers kept dense.")
-    intermediate_size_mlp: int | None = Field(None, gt=0, description="Llama 4: MLP width of its dense layers.")
-    interleave_moe_layer_step: int | None = Field(None, gt=0, description="Llama 4: every n-th layer is MoE.")
-    moe_layers: tuple[int, ...] | None = Field(None, description="Llama 4: the MoE layers, when listed.")
-    router_aux_loss_coef: float | None = Field(None, ge=0, description="Weight of the load-balancing loss.")
+    num_local_experts: int | None = bounded(None, ge=0, description="Routed experts per MoE layer (Mixtral, gpt-oss, Llama 4).")
+    num_experts: int | None = bounded(None, ge=0, description="Routed experts per MoE layer (Qwen-MoE).")
+    num_experts_per_tok: int | None = bounded(None, gt=0, description="Experts each token is routed to (top-k).")
+    moe_intermediate_size: int | None = bounded(None, gt=0, description="One expert's MLP width (Qwen-MoE).")
+    decoder_sparse_step: int | None = bounded(None, gt=0, description="Qwen-MoE: every n-th layer is MoE.")
+    mlp_only_layers: tuple[int, ...] | None = bounded(None, description="Qwen-MoE: layers kept dense.")
+    intermediate_size_mlp: int | None = bounded(None, gt=0, description="Llama 4: MLP width of its dense layers.")
+    interleave_moe_layer_step: int | None = bounded(None, gt=0, description="Llama 4: every n-th layer is MoE.")
+    moe_layers: tuple[int, ...] | None = bounded(None, description="Llama 4: the MoE layers, when listed.")
+    router_aux_loss_coef: float | None = bounded(None, ge=0, description="Weight of the load-balancing loss.")
     # attention variants
-    sliding_window: int | None = Field(None, gt=0, description="Window of sliding-window attention layers.")
-    layer_types: tuple[str, ...] | None = Field(None, description="Per layer: full_attention or sliding_attention.")
-    sliding_window_pattern: int | None = Field(None, gt=0, description="Gemma 3 (older configs): every n-th layer is full.")
-    attn_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2: attention logits soft-capped at this.")
-    final_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2/3: output logits soft-capped at this.")
-    query_pre_attn_scalar: int | None = Field(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
-    vision_encoder_params: int | None = Field(None, ge=0, description=(
+    sliding_window: int | None = bounded(None, gt=0, description="Window of sliding-window attention layers.")
+    layer_types: tuple[str, ...] | None = bounded(None, description="Per layer: full_attention or sliding_attention.")
+    sliding_window_pattern: int | None = bounded(None, gt=0, description="Gemma 3 (older configs): every n-th layer is full.")
+    attn_logit_softcapping: float | None = bounded(None, gt=0, description="Gemma 2: attention logits soft-capped at this.")
+    final_logit_softcapping: float | None = bounded(None, gt=0, description="Gemma 2/3: output logits soft-capped at this.")
+    query_pre_attn_scalar: int | None = bounded(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
+    vision_encoder_params: int | None = bounded(None, ge=0, description=(
         "A multimodal checkpoint's vision encoder and projector (advisor.params.vision_encoder_params): weights a "
         "text fine-tune through AutoModelForCausalLM does not load. None: the checkpoint has none, or see "
         "vision_model_type."))
-    vision_model_type: str | None = Field(None, description=(
+    vision_model_type: str | None = bounded(None, description=(
         "model_type of the checkpoint's vision encoder when it has one; set with vision_encoder_params None, it is "
         "one advisor does not count."))
     published_params: int | None = None
-    published_total: float | None = Field(None, gt=0, description="Total parameters as the source rounds them.")
-    published_active: float | None = Field(None, gt=0, description="Active parameters per token as the source gives them.")
-    pretraining_tokens: float | None = Field(None, description="Tokens the base model was pretrained on, where published.")
+    published_total: float | None = bounded(None, gt=0, description="Total parameters as the source rounds them.")
+    published_active: float | None = bounded(None, gt=0, description="Active parameters per token as the source gives them.")
+    pretraining_tokens: float | None = bounded(None, description="Tokens the base model was pretrained on, where published.")
     source: str = ""
     date: str = ""
 
-    @field_validator("model_type")
-    @classmethod
-    def _supported(cls, value: str) -> str:
-        if value not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(str(unsupported(value)))
-        return value
+    def __post_init__(self):
+        if self.model_type not in SUPPORTED_MODEL_TYPES:
+            raise RecordError(("model_type",), str(unsupported(self.model_type)))
 
     @property
     def kv_heads(self) -> int:
@@ -206,19 +200,19 @@ _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_int
                       "query_pre_attn_scalar").split()
 
 
-class ApiPrice(BaseModel):
+@record
+class ApiPrice:
     """A hosted model's list price per million tokens, dated; retired models are marked (never the default)."""
 
-    model_config = _CATALOG_CONFIG
     name: str
     vendor: str
-    input_usd_per_mtok: float = Field(ge=0)
-    output_usd_per_mtok: float = Field(ge=0)
+    input_usd_per_mtok: float = bounded(ge=0)
+    output_usd_per_mtok: float = bounded(ge=0)
     source: str
     date: str
     url: str | None = None
-    quote: str | None = Field(None, description="The price line as the source printed it.")
-    retired: bool = Field(False, description="Shut down, or deprecated with a shutdown date announced.")
+    quote: str | None = bounded(None, description="The price line as the source printed it.")
+    retired: bool = bounded(False, description="Shut down, or deprecated with a shutdown date announced.")
     shutdown_date: str | None = None
     retired_source: str | None = None
 
@@ -278,22 +272,23 @@ def _read_entries(path: Path, kind: Kind) -> list:
     if not isinstance(raw, list):
         raise AdvisorError(f"{path}: expected a YAML list of {kind} entries")
     try:
-        return [_SCHEMAS[kind].model_validate(entry) for entry in raw]
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise AdvisorError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        return [parse(_SCHEMAS[kind], entry) for entry in raw]
+    except RecordError as exc:
+        raise AdvisorError(f"{path}: {exc}") from None
 
 
 def yaml_digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    """A checksum of a shipped YAML, to tell whether its prebuilt JSON is current: CRC-32, which detects an edit as
+    surely as this needs (not a security check) without hashlib's OpenSSL import on every start."""
+    return f"{zlib.crc32(text.encode()):08x}"
 
 
 def prebuilt(kind: Kind) -> dict:
     """The prebuilt form of a shipped catalog (advisor/data/KIND.json, written by scripts/build_catalogs.py): the
     YAML's entries validated and dumped, with the digest of the YAML they came from."""
     yaml_text = (DATA_DIR / f"{kind}.yaml").read_text()
-    entries = [e.model_dump(mode="json") for e in _read_entries(DATA_DIR / f"{kind}.yaml", kind)]
-    return {"yaml_sha256": yaml_digest(yaml_text), "entries": entries}
+    entries = [to_json(e) for e in _read_entries(DATA_DIR / f"{kind}.yaml", kind)]
+    return {"yaml_crc32": yaml_digest(yaml_text), "entries": entries}
 
 
 def _shipped_entries(kind: Kind) -> list:
@@ -305,16 +300,16 @@ def _shipped_entries(kind: Kind) -> list:
         built = json.loads(json_path.read_text())
     except (OSError, ValueError):
         built = None
-    if not built or built.get("yaml_sha256") != yaml_digest(yaml_path.read_text()):
+    if not built or built.get("yaml_crc32") != yaml_digest(yaml_path.read_text()):
         return _read_entries(yaml_path, kind)
     schema = _SCHEMAS[kind]
-    tuples = [name for name, f in schema.model_fields.items() if "tuple" in str(f.annotation)]
+    tuples = [f.name for f in dataclasses.fields(schema) if "tuple" in str(f.type)]
     out = []
     for raw in built["entries"]:
         for name in tuples:
             if isinstance(raw.get(name), list):
                 raw[name] = tuple(raw[name])
-        out.append(schema.model_construct(**raw))
+        out.append(schema(**raw))
     return out
 
 
@@ -405,17 +400,17 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise AdvisorError(f"{path}: {unsupported(model_type)}")
     fields = {**HF_CONFIG_DEFAULTS[model_type], **{k: v for k, v in raw.items() if v is not None}}
-    known = {k: v for k, v in fields.items() if k in ModelArch.model_fields and k not in ("name", "source", "date")}
+    names = {f.name for f in dataclasses.fields(ModelArch)}
+    known = {k: v for k, v in fields.items() if k in names and k not in ("name", "source", "date")}
     if vision is not None:
         from advisor.params import vision_encoder_params
         known["vision_model_type"] = str(vision.get("model_type") or "unknown")
         known["vision_encoder_params"] = vision_encoder_params(vision, int(fields.get("hidden_size") or 0))
     try:
-        return ModelArch.model_validate({"name": name or str(path), **known, "source": str(path)})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(map(str, err["loc"]))
-        raise AdvisorError(f"{path}: field {field}: {err['msg']} (a decoder config needs hidden_size, "
+        return parse(ModelArch, {"name": name or str(path), **known, "source": str(path)})
+    except RecordError as exc:
+        field = ".".join(map(str, exc.loc))
+        raise AdvisorError(f"{path}: field {field}: {exc.msg} (a decoder config needs hidden_size, "
                            "intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)") from None
 
 

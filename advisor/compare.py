@@ -2,6 +2,7 @@
 
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from advisor.calibration import Calibration, CalibrationEntry
 from advisor.errors import AdvisorError
 from advisor.flops import flops_utilization, gpu_hours
+from advisor.records import to_json
 from advisor.runreport import RunReport, load_report
 
 
@@ -237,7 +239,7 @@ def save_calibration(cal: Calibration, path: Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cal.model_dump(mode="json", exclude={"path"}), indent=2) + "\n")
+        path.write_text(json.dumps({k: v for k, v in to_json(cal).items() if k != "path"}, indent=2) + "\n")
     except OSError as exc:
         raise AdvisorError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
@@ -276,7 +278,7 @@ def calibrate_sources(paths: list[Path]) -> Calibration:
                  "memory_median_abs_error": statistics.median(in_mem) if in_mem else float("nan"),
                  "memory_leave_one_out_median_abs_error":
                      statistics.median(abs_errors(fit.memory_loo.values())) if fit.memory_loo else float("nan")}
-    return runs.model_copy(update={
+    return replace(runs, **{
         "step_time": {"matmul_fraction_max": c.matmul_fraction_max, "matmul_half_tokens": c.matmul_half_tokens,
                       "step_fixed_s": c.step_fixed_s, "eager_traffic_factor": c.eager_traffic_factor},
         "memory_overhead_fraction": fit.overhead_fraction, "published": published})

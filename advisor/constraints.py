@@ -4,8 +4,8 @@ option breaks and by how much. An option with any violation is not viable.
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
 
+from advisor.records import record
 from advisor.situation import Situation
 
 # With no --deadline, a training plan must finish within a quarter (the horizon of a budget request): a plan that
@@ -20,10 +20,10 @@ Constraint = Literal["budget", "deadline", "gpus", "on_prem", "quality_bar", "be
 RELAXABLE = frozenset({"budget", "deadline", "gpus"})
 
 
-class Violation(BaseModel):
+@record
+class Violation:
     """One constraint an option breaks: which, what the option needs, the limit, and the text the user reads."""
 
-    model_config = ConfigDict(frozen=True)
     constraint: Constraint
     needed: float | None = None
     limit: float | None = None

@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog, scaling
 from advisor.catalog import ModelArch
@@ -20,6 +19,7 @@ from advisor.estimate import training_efficiency
 from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.params import param_counts
+from advisor.records import bounded, record
 from advisor.situation import Situation, Tier
 from advisor.sizing import (
     CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
@@ -47,8 +47,8 @@ MAX_SERVING_REPLICAS = 1000
 MODEL_STATE_BYTES_PER_PARAM = 16.0
 
 
-class Option(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@record
+class Option:
     tier: Tier
     method: str
     model: str
@@ -62,7 +62,7 @@ class Option(BaseModel):
     wall_days: float | None = None
     viable: bool = True
     note: str = ""  # what breaks (why_not's text), then the remark
-    why_not: list[Violation] = []
+    why_not: list[Violation] = bounded(default_factory=list)
     remark: str = ""
     sharding: str | None = None
     gradient_checkpointing: bool | None = None
@@ -73,7 +73,7 @@ def with_violations(option: Option, violations: list[Violation | None], remark: 
     why_not = option.why_not + [v for v in violations if v is not None]
     remark = remark or option.remark
     note = "; ".join([v.detail for v in why_not] + ([remark] if remark else []))
-    return option.model_copy(update={"why_not": why_not, "viable": not why_not, "remark": remark, "note": note})
+    return replace(option, why_not=why_not, viable=not why_not, remark=remark, note=note)
 
 
 def api_usd_per_request(s: Situation) -> float:
@@ -253,8 +253,7 @@ _LAUNCH_CACHE_MAX = 20000
 
 
 def _value_key(entry) -> str:
-    """A frozen catalog entry's field values as a memo key: their repr, which (unlike model_dump_json) needs no
-    serializer, so a shipped entry's schema is never built just to look it up."""
+    """A frozen catalog entry's field values as a memo key: their repr (an entry holds lists, so it is not hashable)."""
     return f"{type(entry).__qualname__}{entry.__dict__!r}"
 
 
@@ -325,7 +324,7 @@ def cost_finetune(s: Situation, method: str, calibration: Calibration | None = N
 
 
 def replace_gpus(s: Situation, gpus: int) -> Situation:
-    return s if gpus == s.gpus else s.model_copy(update={"gpus": gpus})
+    return s if gpus == s.gpus else replace(s, gpus=gpus)
 
 
 def model_state_gib_per_gpu(params: float, gpus: int) -> float:
@@ -350,8 +349,7 @@ def pretraining_arch(params: float, seq_len: int = 4096) -> ModelArch:
     def shaped(layers: int) -> ModelArch:
         d = PRETRAIN_HIDDEN_PER_LAYER * layers
         mlp = PRETRAIN_MLP_MULTIPLE * math.ceil(8 * d / 3 / PRETRAIN_MLP_MULTIPLE)
-        # positive integers by construction: no validation (which would build ModelArch's schema on every recommend)
-        return ModelArch.model_construct(
+        return ModelArch(
             name=f"{human(params)}-param Llama-shaped", hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers,
             num_attention_heads=d // PRETRAIN_HEAD_DIM, vocab_size=PRETRAIN_VOCAB, max_position_embeddings=max(4096, seq_len))
     low, high = 1, PRETRAIN_MAX_LAYERS  # the count grows with the layers: bisect for the first at or above params

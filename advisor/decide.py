@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
 
 from advisor.alternatives import TRAINING_KEYS, Alternative, nearest_viable
 from advisor.constraints import deadline_days, distance
@@ -21,16 +20,17 @@ from advisor.findings import (
     FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
     rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
 )
+from advisor.records import bounded, record
 from advisor.render.text import assumption_lines, decision_sentence, method_sentence, plan_text
-from advisor.review import Proposal, Review, review_proposal
 from advisor.situation import TIERS, Situation, Tier
 
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
     from advisor.calibration import Calibration
+    from advisor.review import Proposal, Review
 
 
-class Recommendation(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@record
+class Recommendation:
     tier: Tier
     method: str  # the chosen option's method (prompt+retrieval, self-host+retrieval, lora, qlora, full, pretrain)
     effective_tokens: float
@@ -44,11 +44,11 @@ class Recommendation(BaseModel):
     viable: bool = True  # false: no option meets every constraint; `nearest_viable` lists what would
     deadline_days: float | None = None
     deadline_assumed: bool = False
-    break_even_ranges: list[tuple[float, float | None]] = []
-    nearest_viable: list[Alternative] = []
+    break_even_ranges: list[tuple[float, float | None]] = bounded(default_factory=list)
+    nearest_viable: list[Alternative] = bounded(default_factory=list)
     review: Review | None = None
     compute_optimal_fit: str = "chinchilla-rule"
-    compute_optimal_alternatives: dict[str, float] = {}  # fit name -> parameters
+    compute_optimal_alternatives: dict[str, float] = bounded(default_factory=dict)  # fit name -> parameters
 
 
 # --- the choices -------------------------------------------------------------------------------------
@@ -141,7 +141,10 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
     if not chosen.viable or tier.tier != tier.preference[0]:
         keys = list(TRAINING_KEYS) + ["self_host"] if not chosen.viable else preferred_keys
         alternatives = nearest_viable(s, options, keys, calibration)
-    review = review_proposal(proposal, calibration) if proposal else None
+    review = None
+    if proposal is not None:  # only then: the review module stays off the plain `recommend` path
+        from advisor.review import review_proposal
+        review = review_proposal(proposal, calibration)
     decision = Finding(rule="decision", finding=decision_sentence(s, chosen, tier.reason, tier.preference[0], options,
                                                  len(alternatives)),
                        source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints are hard",

@@ -6,13 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
 
 from advisor.catalog import Gpu, get_gpu
 from advisor.arch import describe
 from advisor.errors import AdvisorError
 from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
+from advisor.records import record
 from advisor.step_time import DEFAULT_STEP_TIME, step_seconds, step_work
 from advisor.params import param_counts
 from advisor.sizing import bf16_conflict, choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits
@@ -28,10 +28,10 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
 CHARS_PER_TOKEN = 4.0
 
 
-class Estimate(BaseModel):
+@record
+class Estimate:
     """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)  # built by `estimate`, not by `recommend`
     recipe: str | None = None
     method: str
     model: str
@@ -189,7 +189,7 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
     if gpu is None and recipe.launch.gpu:
         gpu, gpu_source = get_gpu(recipe.launch.gpu), "the recipe's launch.gpu"
     if gpu is not None and device_memory_gib:  # at run time: the device's own memory, not the catalog's
-        gpu = gpu.model_copy(update={"memory_gib": device_memory_gib})
+        gpu = replace(gpu, memory_gib=device_memory_gib)
     count, source = (tokens, "given (--tokens)") if tokens is not None else recipe_tokens(recipe, dataset_tokens)
     setup = recipe_setup(recipe, gpus)
     if recipe.train.gradient_checkpointing == "auto":
@@ -200,7 +200,7 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
         reason = "set in the recipe"
     result = estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, reason)
     conflict = bf16_conflict(gpu, recipe.model.dtype, recipe.quant.compute_dtype if recipe.quant else None)
-    return result.model_copy(update={"gpu_source": gpu_source, "precision_conflict": conflict})
+    return replace(result, gpu_source=gpu_source, precision_conflict=conflict)
 
 
 def plan_refusal(e: Estimate) -> str | None:

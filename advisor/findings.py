@@ -7,11 +7,11 @@ that read these results' fields.
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
 
 from advisor import catalog, scaling
 from advisor.numbers import human
 from advisor.params import param_counts
+from advisor.records import bounded, record
 from advisor.situation import Situation
 
 # Domain adaptation and new languages need full fine-tuning once the data reaches about a billion tokens:
@@ -24,14 +24,14 @@ REPEAT_EPOCHS = 4
 SERVING_YEARS = 2  # lifetime over which inference volume is counted for the inference-aware optimum
 
 
-class Finding(BaseModel):
+@record
+class Finding:
     """One line of the reasoning, as the user reads it (and as --json gives it)."""
 
-    model_config = ConfigDict(frozen=True)
     rule: str
     finding: str
     source: str
-    numbers: dict[str, float | int | str | bool | None] = {}
+    numbers: dict[str, float | int | str | bool | None] = bounded(default_factory=dict)
 
 
 @dataclass(frozen=True)

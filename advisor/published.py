@@ -13,6 +13,7 @@ from advisor import catalog
 from advisor.catalog import Gpu, ModelArch
 from advisor.errors import AdvisorError
 from advisor.memory import DEFAULT_OVERHEAD_FIXED_GIB, DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
+from advisor.records import RecordError, default, parse
 from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
 from advisor.training import TrainingSetup
 
@@ -85,9 +86,9 @@ def _extra_archs(directory: Path) -> dict[str, ModelArch | str]:
     out: dict[str, ModelArch | str] = {}
     for entry in yaml.safe_load(path.read_text()) or []:
         try:
-            out[entry["name"].lower()] = ModelArch.model_validate(entry)
-        except ValueError as exc:
-            out[entry["name"].lower()] = str(exc).splitlines()[-2].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            out[entry["name"].lower()] = parse(ModelArch, entry)
+        except RecordError as exc:
+            out[entry["name"].lower()] = exc.msg
     return out
 
 
@@ -276,7 +277,7 @@ def row_memory_gib(case: RowCase, overhead_fraction: float | None = None) -> flo
 
 def cuda_context_gib(gpu: Gpu | None) -> float:
     """The GPU's CUDA context (catalog.CUDA_CONTEXT_SOURCE), or the catalog's default where the GPU is unstated."""
-    return gpu.cuda_context_gib if gpu else Gpu.model_fields["cuda_context_gib"].default
+    return gpu.cuda_context_gib if gpu else default(Gpu, "cuda_context_gib")
 
 
 def memory_stat(row: PublishedRow) -> str:

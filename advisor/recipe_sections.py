@@ -1,5 +1,6 @@
 """The recipe's sections (model, lora, quant, data, train, eval, launch): typed fields with their meaning and defaults."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -54,7 +55,7 @@ class ModelSection(BaseModel):
             if self.arch.name != "custom":
                 return self.arch
             a = self.arch
-            return a.model_copy(update={"name": f"inline {a.model_type} {a.num_hidden_layers}x{a.hidden_size}"})
+            return replace(a, name=f"inline {a.model_type} {a.num_hidden_layers}x{a.hidden_size}")
         path = Path(self.name).expanduser()
         if (path / "config.json").is_file():
             return get_model(str(path))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
 
 from advisor import catalog, scaling
 from advisor.catalog import ModelArch
@@ -20,6 +19,7 @@ from advisor.findings import Finding
 from advisor.flops import DEFAULT_EFFICIENCY
 from advisor.numbers import human, parse_quantity
 from advisor.params import param_counts
+from advisor.records import bounded, record
 from advisor.situation import Situation
 from advisor.training import Method
 
@@ -30,31 +30,31 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
 SIZE_MATCH_SHARE = 0.15
 
 
-class Proposal(BaseModel):
+@record
+class Proposal:
     """A plan someone proposed: model, method, GPUs and days and/or dollars, on a number of training tokens."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    model: str = Field(description="Catalog model name, config.json path, or a size such as 7B.")
-    method: Method = Field("full", description="lora | qlora | full.")
-    gpu: str = Field("A100-80GB", description="GPU type of the proposal.")
-    gpus: int = Field(8, ge=1, le=100000, description="GPUs the proposal uses.")
-    days: float | None = Field(None, gt=0, description="Wall-clock days the proposal budgets.")
-    cost_usd: float | None = Field(None, gt=0, description="Dollars the proposal budgets.")
-    tokens: float = Field(gt=0, description="Training tokens (per epoch).")
-    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the tokens.")
-    seq_len: int = Field(2048, gt=0, le=1_048_576, description="Training sequence length.")
-    price_usd_per_gpu_hour: float | None = Field(None, gt=0, description="Override the catalog's GPU price.")
+    model: str = bounded(description="Catalog model name, config.json path, or a size such as 7B.")
+    method: Method = bounded("full", description="lora | qlora | full.")
+    gpu: str = bounded("A100-80GB", description="GPU type of the proposal.")
+    gpus: int = bounded(8, ge=1, le=100000, description="GPUs the proposal uses.")
+    days: float | None = bounded(None, gt=0, description="Wall-clock days the proposal budgets.")
+    cost_usd: float | None = bounded(None, gt=0, description="Dollars the proposal budgets.")
+    tokens: float = bounded(gt=0, description="Training tokens (per epoch).")
+    epochs: float = bounded(1.0, gt=0, le=1000, description="Passes over the tokens.")
+    seq_len: int = bounded(2048, gt=0, le=1_048_576, description="Training sequence length.")
+    price_usd_per_gpu_hour: float | None = bounded(None, gt=0, description="Override the catalog's GPU price.")
 
 
-class CheaperPath(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@record
+class CheaperPath:
     option: Option
     saving_vs_proposal_usd: float | None
     saving_vs_computed_usd: float
 
 
-class Review(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@record
+class Review:
     proposal: Proposal
     model: str
     model_note: str

@@ -4,9 +4,10 @@ Usage: python bench/advisor_latency.py [--runs 15] [--module] [--breakdown] [--o
 (--module runs `python -m advisor.cli` from the current directory instead of the installed `advisor` script, to time
 a checkout other than the installed one)
 Reports medians of wall-clock times of fresh processes (what a user waits for), and which heavy modules
-the command imported (must be none). --breakdown also times fresh processes that stop at each stage of the
-command's start-up (STAGES: the interpreter, typer, pydantic up to its first model, our modules, the whole command),
-interleaved, so the differences of their medians say where the time goes.
+the command imported (must be none; pydantic counts, since advisor.records keeps it off this path). --breakdown also
+times fresh processes that stop at each stage of the command's start-up (STAGES: the interpreter, typer, our modules,
+the whole command), interleaved, so the differences of their medians say where the time goes, and beside them what
+importing pydantic would cost (PYDANTIC_ALONE).
 """
 
 import argparse
@@ -30,27 +31,29 @@ def median_seconds(cmd: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
-# Each stage does what the one before it did and more; after them comes the command itself. pydantic builds most of
-# its machinery lazily, at the first model class (schema generation, the plugin loader and with it
-# importlib.metadata), so its stage defines one. Each runs as the command does (advisor.cli.main): without the cyclic
-# collector, frozen before exit.
+# Each stage does what the one before it did and more; after them comes the command itself. Each runs as the command
+# does (advisor.cli.main): without the cyclic collector, frozen before exit. pydantic is no stage: `recommend` does not
+# import it (advisor.records); PYDANTIC_ALONE times what it would add, beside the stages.
 STAGES = {
     "python": "pass",
     "typer": "import typer",
-    "pydantic_first_model": "import typer\nfrom pydantic import BaseModel\nclass M(BaseModel):\n    x: int = 0",
-    "our_modules": "import typer\nfrom pydantic import BaseModel\nimport advisor.cli.advise, advisor.decide, "
-                   "advisor.render.recommendation, advisor.render.notices, advisor.calibration",
+    "our_modules": "import typer\nimport advisor.cli.advise, advisor.decide, advisor.render.recommendation, "
+                   "advisor.render.notices, advisor.calibration",
 }
+# Not a stage: typer and pydantic's import with one model defined, to show what keeping pydantic off the path saves.
+PYDANTIC_ALONE = "import typer\nfrom pydantic import BaseModel\nclass M(BaseModel):\n    x: int = 0"
 
 
 def breakdown(runs: int, example: list[str]) -> dict:
-    """Median wall seconds of a fresh process per stage and of the command (interleaved: each round runs every one
-    once), and each one's increment over the one before."""
-    commands = {name: [sys.executable, "-c", f"import gc\ngc.disable()\n{code}\ngc.freeze()"]
-                for name, code in STAGES.items()} | {"command": example}
-    times = {name: [] for name in commands}
+    """Median wall seconds of a fresh process per stage, of the command and of PYDANTIC_ALONE (interleaved: each round
+    runs every one once), and each stage's increment over the one before."""
+    def script(code: str) -> list[str]:
+        return [sys.executable, "-c", f"import gc\ngc.disable()\n{code}\ngc.freeze()"]
+    commands = {name: script(code) for name, code in STAGES.items()} | {"command": example}
+    aside = {"typer_and_pydantic": script(PYDANTIC_ALONE)}
+    times = {name: [] for name in commands | aside}
     for _ in range(runs):
-        for name, command in commands.items():
+        for name, command in (commands | aside).items():
             start = time.perf_counter()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - start)
@@ -58,7 +61,8 @@ def breakdown(runs: int, example: list[str]) -> dict:
     names = list(commands)
     return {"median_seconds": {n: round(medians[n], 4) for n in names},
             "increment_seconds": {n: round(medians[n] - (medians[names[i - 1]] if i else 0.0), 4)
-                                  for i, n in enumerate(names)}}
+                                  for i, n in enumerate(names)},
+            "aside_median_seconds": {n: round(medians[n], 4) for n in aside}}
 
 
 def main() -> None:
@@ -78,7 +82,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     probe = subprocess.run([sys.executable, "-c", "import sys; from advisor.cli import main\n"
                             "try: main(['recommend','--tokens','2e9'])\nexcept SystemExit: pass\n"
-                            "import json; print(json.dumps([m for m in ('torch','transformers','peft','numpy') if m in sys.modules]))"],
+                            "import json; print(json.dumps([m for m in ('torch','transformers','peft','numpy','pydantic') if m in sys.modules]))"],
                            capture_output=True, text=True, check=True)
     result = {
         "command": " ".join(["advisor"] + example[len(advisor):]) + (" (python -m advisor.cli)" if args.module else ""),

@@ -30,6 +30,7 @@ The better baseline is the faster (for tokens/s) or the leaner (for memory) one 
 """
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -374,7 +375,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = TINY if args.tiny else get_model(args.model)
     if args.layers:
-        arch = arch.model_copy(update={"num_hidden_layers": args.layers, "name": f"{arch.name} ({args.layers} layers)"})
+        arch = dataclasses.replace(arch, num_hidden_layers=args.layers, name=f"{arch.name} ({args.layers} layers)")
     seq_len = (128 if args.data == "text" else 512) if args.tiny else args.seq_len  # an Alpaca prompt alone is ~200 bytes
     steps, warmup, n_pairs = (5, 2, 1) if args.tiny else (args.steps, args.warmup, args.pairs)
     if steps < warmup + 2 or warmup < 1:

@@ -4,6 +4,7 @@ local Hugging Face cache."""
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
 from advisor.memory import trainable_tensor_numels
 from advisor.params import lora_trainable_params, matmul_params, param_counts
+from advisor.records import default
 from advisor.training import TrainingSetup
 from tests.conftest import meta_causal_lm
 
@@ -304,11 +306,11 @@ def test_stale_and_retired_prices_are_flagged():
     today = datetime.date(2026, 12, 1)
     assert price_is_stale("2024-10", today) and price_is_stale("2025-12-01", today) and price_is_stale("", today)
     assert not price_is_stale("2025-12-02", today) and not price_is_stale("2026-09-22", today)
-    old_gpu = catalog.get_gpu("A100-80GB").model_copy(update={"price_date": "2024-10"})
+    old_gpu = replace(catalog.get_gpu("A100-80GB"), price_date="2024-10")
     lines = price_notices([old_gpu, catalog.get_api("gpt-4o-mini"), catalog.get_api("gpt-6-luna")], today)
     assert any("A100-80GB" in line and "gpus.yaml" in line and "2024-10" in line for line in lines)
     # a GPU's `date` dates its specifications; a recent price_date is not stale however old the datasheet
-    fresh_price = catalog.get_gpu("A100-80GB").model_copy(update={"date": "2020-05", "price_date": "2026-07"})
+    fresh_price = replace(catalog.get_gpu("A100-80GB"), date="2020-05", price_date="2026-07")
     assert not price_notices([fresh_price], today)
     assert any("gpt-4o-mini is retired" in line for line in lines)
     assert not any("gpt-6-luna" in line for line in lines)
@@ -316,8 +318,8 @@ def test_stale_and_retired_prices_are_flagged():
 
 def test_default_api_is_current():
     from advisor.situation import Situation
-    default = catalog.get_api(Situation.model_fields["api"].default)
-    assert not default.retired
+    api = catalog.get_api(default(Situation, "api"))
+    assert not api.retired
 
 
 # --- attention over sliding windows ----------------------------------------------------------------------------
@@ -344,8 +346,8 @@ def test_sliding_window_layers_cut_attention_flops_only():
     every layer full, and the same matmul FLOPs."""
     from advisor.flops import flops_per_token
     arch = tiny("gemma3_text")
-    full = arch.model_copy(update={"layer_types": tuple("full_attention" for _ in range(arch.num_hidden_layers)),
-                                   "sliding_window_pattern": None})
+    full = replace(arch, layer_types=tuple("full_attention" for _ in range(arch.num_hidden_layers)),
+                   sliding_window_pattern=None)
     windowed, dense = flops_per_token(arch, 4096, "lora"), flops_per_token(full, 4096, "lora")
     assert windowed.total < dense.total
     assert flops_per_token(arch, 8, "lora").total == pytest.approx(flops_per_token(full, 8, "lora").total)
@@ -356,7 +358,7 @@ def test_sliding_layers_match_transformers_layer_types(model_type):
     """Which layers slide, and over what window, as transformers' config class lays them out for the same fields."""
     transformers = pytest.importorskip("transformers")
     from advisor.arch import describe
-    for arch in (tiny(model_type), tiny(model_type).model_copy(update={"num_hidden_layers": 13, "layer_types": None})):
+    for arch in (tiny(model_type), replace(tiny(model_type), num_hidden_layers=13, layer_types=None)):
         config = transformers.AutoConfig.for_model(**arch.hf_config_dict())
         types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers
         expected = [config.sliding_window if t == "sliding_attention" else None for t in types]

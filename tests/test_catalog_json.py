@@ -18,6 +18,6 @@ def test_prebuilt_json_matches_yaml(kind):
 def test_edited_yaml_is_read_instead_of_a_stale_json(tmp_path, monkeypatch):
     (tmp_path / "apis.yaml").write_text("- {name: x, vendor: v, input_usd_per_mtok: 1, output_usd_per_mtok: 2, "
                                         "source: s, date: '2026-11'}\n")
-    (tmp_path / "apis.json").write_text(json.dumps({"yaml_sha256": "old", "entries": []}))
+    (tmp_path / "apis.json").write_text(json.dumps({"yaml_crc32": "old", "entries": []}))
     monkeypatch.setattr(catalog, "DATA_DIR", tmp_path)
     assert [e.name for e in catalog._shipped_entries("apis")] == ["x"]

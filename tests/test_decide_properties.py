@@ -1,5 +1,7 @@
 """Properties of the decision over its inputs (hypothesis): constraints are hard, and loosening one never hurts."""
 
+from dataclasses import replace
+
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from advisor.constraints import deadline_days
@@ -59,9 +61,9 @@ def test_chosen_is_viable_when_any_is_and_viable_means_no_constraint_broken(s):
 @given(s=situations, factor=st.sampled_from([2.0, 10.0, 1000.0]))
 def test_more_budget_never_breaks_more(s, factor):
     if s.budget_usd is None:
-        s = s.model_copy(update={"budget_usd": 100.0})
+        s = replace(s, budget_usd=100.0)
     before = recommend(s)
-    after = recommend(s.model_copy(update={"budget_usd": s.budget_usd * factor}))
+    after = recommend(replace(s, budget_usd=s.budget_usd * factor))
     assert after.viable >= before.viable
     assert len(after.options[0].why_not) <= len(before.options[0].why_not)
 
@@ -71,7 +73,7 @@ def test_more_budget_never_breaks_more(s, factor):
 def test_a_longer_deadline_never_breaks_more(s, factor):
     days = deadline_days(s)[0]
     before = recommend(s)
-    after = recommend(s.model_copy(update={"deadline_days": days * factor}))
+    after = recommend(replace(s, deadline_days=days * factor))
     assert after.viable >= before.viable
     assert len(after.options[0].why_not) <= len(before.options[0].why_not)
     if before.viable and after.tier == before.tier and after.method == before.method:

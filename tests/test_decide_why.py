@@ -1,6 +1,7 @@
 """Issue 12's "Why", bullet by bullet: each situation reproduced, the corrected behaviour asserted."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -142,13 +143,13 @@ def test_break_even_reports_ranges_when_the_curve_crosses_more_than_once():
     usage = rule_usage_break_even(s)
     assert len(usage.ranges) > 1
     for lo, hi in usage.ranges:
-        inside = recommend(s.model_copy(update={"requests_per_day": lo * 1.01}))
+        inside = recommend(replace(s, requests_per_day=lo * 1.01))
         assert inside.method == "self-host+retrieval"
         if hi is not None:
-            past = recommend(s.model_copy(update={"requests_per_day": hi * 1.01}))
+            past = recommend(replace(s, requests_per_day=hi * 1.01))
             assert past.method == "prompt+retrieval"
     assert "tokens-per-request" in usage.finding.finding and "25% output" in usage.finding.finding
-    longer = rule_usage_break_even(s.model_copy(update={"tokens_per_request": 4000}))
+    longer = rule_usage_break_even(replace(s, tokens_per_request=4000))
     assert "4k requests" not in longer.finding.finding and "x 4k tokens" in longer.finding.finding
 
 

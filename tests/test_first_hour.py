@@ -3,6 +3,7 @@ bf16 on GPUs without it, compare's status and summary, inline models' random_ini
 
 import json
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -141,7 +142,7 @@ def _cpu_run(tmp_path, name):
     report = synthetic(tmp_path, name)
     cpu = report.model_copy(update={"gpus": 0, "gpu_name": None, "gpu_hours": 0.0, "mfu": None, "device": "cpu",
                                     "peak_memory_gib": PeakMemory(allocated=None, reserved=None, rss=0.5),
-                                    "estimate": report.estimate.model_copy(update={"gpu": None, "gpu_hours": None})})
+                                    "estimate": replace(report.estimate, gpu=None, gpu_hours=None)})
     (tmp_path / name / "report.json").write_text(json.dumps(cpu.model_dump(mode="json")))
 
 

@@ -85,7 +85,7 @@ def test_step_time_terms():
     assert fused.total_s < eager.total_s and fused.matmul_s == eager.matmul_s
     # FSDP over a slow link: the gathers outlast the compute and are exposed
     fsdp = replace(setup, gpus=2, sharding="fsdp", micro_batch=1, seq_len=256)
-    slow = catalog.get_gpu("RTX-4090").model_copy(update={"interconnect_gbs": 1.0})
+    slow = replace(catalog.get_gpu("RTX-4090"), interconnect_gbs=1.0)
     assert step_seconds(step_work(fsdp, "fsdp"), slow).communication_s > 0
     full = replace(setup, method="full")
     assert step_work(replace(full, precision="bf16-pure"), "none").step_bytes < step_work(full, "none").step_bytes

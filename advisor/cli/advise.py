@@ -13,6 +13,7 @@ from advisor.cli.options import (
 )
 from advisor.errors import AdvisorError
 from advisor.numbers import parse_quantity
+from advisor.records import to_json
 
 _DURATION_UNITS = {"": 1.0, "d": 1.0, "h": 1 / 24, "w": 7.0}
 
@@ -29,6 +30,9 @@ def _duration_days(text: str) -> float:
     if value > 36500:
         raise typer.BadParameter(f"{text!r} is more than 100 years")
     return value
+
+
+_duration_days.__name__ = "duration"  # the metavar --help shows
 
 
 def _gpu_spec(text: str, default_gpu: str | None = None) -> tuple[int, str]:
@@ -73,7 +77,6 @@ def recommend(
     """Which tier (API, PEFT, full fine-tune, pretrain) your data, usage and hardware call for, with costs."""
     from advisor.decide import Situation, recommend as decide
     from advisor.render.recommendation import render_recommendation, report_markdown
-    from advisor.review import Proposal
     from advisor.sizing import bf16_note
 
     if tokens is None and docs is None:
@@ -92,6 +95,7 @@ def recommend(
     if proposal_model is None and (proposal_gpus or proposal_days or proposal_cost):
         raise AdvisorError("--proposal-gpus, --proposal-days and --proposal-cost need --proposal-model (e.g. 7B)")
     if proposal_model is not None:
+        from advisor.review import Proposal
         count, kind = _gpu_spec(proposal_gpus, gpu) if proposal_gpus else (gpus, catalog.get_gpu(gpu).name)
         proposal = _validated(Proposal, model=proposal_model, method=proposal_method, gpu=kind, gpus=count,
                               days=proposal_days, cost_usd=proposal_cost, tokens=situation.tokens, epochs=epochs,
@@ -102,7 +106,7 @@ def recommend(
     if report:
         _write_text(report, report_markdown(rec))
     if as_json:
-        data = rec.model_dump(mode="json") | {"warnings": [precision] if precision else [], "notices": notices}
+        data = to_json(rec) | {"warnings": [precision] if precision else [], "notices": notices}
         _emit_json(_finite(data))
     else:
         typer.echo(render_recommendation(rec))
@@ -145,7 +149,7 @@ def review(
     if report:
         _write_text(report, "\n".join(["# Proposal review", ""] + review_markdown(result)))
     if as_json:
-        _emit_json(_finite(result.model_dump(mode="json")))
+        _emit_json(_finite(to_json(result)))
     else:
         typer.echo(render_review(result))
         if report:
@@ -239,7 +243,7 @@ def estimate(
     from advisor.render.notices import price_notices
     notices = price_notices([catalog.get_gpu(result.gpu)]) if (result.cost_usd and price is None and result.gpu) else []
     if as_json:
-        _emit_json(_finite(result.model_dump(mode="json") | {"notices": notices}))
+        _emit_json(_finite(to_json(result) | {"notices": notices}))
     else:
         typer.echo(render_estimate(result))
         for line in notices:

@@ -5,13 +5,14 @@ import typer
 from advisor import catalog
 from advisor.cli.app import catalog_app
 from advisor.cli.options import JsonFlag, _emit_json
+from advisor.records import to_json
 from advisor.render.catalog import catalog_table
 
 
 def _catalog(kind: str, columns: list[str], as_json: bool) -> None:
     entries = catalog.entries(kind)
     if as_json:
-        _emit_json([e.model_dump(mode="json") | ({"stale": catalog.entry_price_stale(e)} if kind != "models" else {}) for e in entries])
+        _emit_json([to_json(e) | ({"stale": catalog.entry_price_stale(e)} if kind != "models" else {}) for e in entries])
     else:
         typer.echo(catalog_table(entries, columns, priced=kind != "models"))
 

@@ -8,6 +8,7 @@ import typer
 
 from advisor.errors import AdvisorError
 from advisor.numbers import ACCEPTED_FORM, parse_quantity
+from advisor.records import RecordError
 
 
 def _number(allow_zero: bool = False, upper: float | None = None, integer: bool = False, inclusive_upper: bool = True):
@@ -23,7 +24,7 @@ def _number(allow_zero: bool = False, upper: float | None = None, integer: bool 
                 raise typer.BadParameter(f"{text!r} must be a whole number")
             return int(value)
         return value
-    parse.__name__ = "number"
+    parse.__name__ = "integer" if integer else "number"  # typer shows a parser's name as the option's metavar
     return parse
 
 
@@ -35,6 +36,9 @@ def _fraction(text: str) -> float:
     if value > 1:
         raise typer.BadParameter(f"{text!r} must be a fraction in (0, 1], e.g. 0.8")
     return value
+
+
+_fraction.__name__ = "fraction"  # the metavar --help shows
 
 
 Count = _number()
@@ -70,14 +74,14 @@ def _calibration(path: Optional[Path]):
 
 
 
-def _validated(model, /, **fields):
-    from pydantic import ValidationError
+def _validated(record, /, **fields):
+    """`record(**fields)` built from flags (advisor.records checks each field); a broken constraint is one line
+    naming the flag."""
     try:
-        return model(**fields)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        flag = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "input"
-        raise AdvisorError(f"{flag}: {err['msg']}") from None
+        return record(**fields)
+    except RecordError as exc:
+        flag = "--" + str(exc.loc[0]).replace("_", "-") if exc.loc else "input"
+        raise AdvisorError(f"{flag}: {exc.msg}") from None
 
 
 def _write_text(path: Path, text: str) -> None:

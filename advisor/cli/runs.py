@@ -10,6 +10,7 @@ from advisor import catalog
 from advisor.cli.app import app
 from advisor.cli.options import JsonFlag, _calibration, _emit_json, _finite, _number
 from advisor.errors import AdvisorError
+from advisor.records import to_json
 
 
 @app.command()
@@ -136,7 +137,7 @@ def compare(
     rows = compare_runs(run_dirs)
     written = plot_comparison(rows, plot) if plot else None
     if as_json:
-        _emit_json(_finite([r.model_dump(mode="json") for r in rows]))
+        _emit_json(_finite([to_json(r) for r in rows]))
     else:
         typer.echo(render_comparison(rows))
         if written:
@@ -158,7 +159,7 @@ def calibrate(
     cal = calibrate_sources(run_dirs)
     path = save_calibration(cal, out or default_calibration_path())
     if as_json:
-        _emit_json(_finite(cal.model_dump(mode="json") | {"path": str(path)}))
+        _emit_json(_finite(to_json(cal) | {"path": str(path)}))
     else:
         typer.echo(render_calibration(cal))
         typer.echo(f"Wrote {path}")

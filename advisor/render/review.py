@@ -1,8 +1,14 @@
 """`advisor review` (and the review section of `recommend --report`): a proposal against the formulas."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from advisor.numbers import human
 from advisor.render import hours, money, table
-from advisor.review import Review
+
+if TYPE_CHECKING:  # annotations only: `recommend` without a proposal does not load advisor.review
+    from advisor.review import Review
 
 
 def review_rows(r: Review) -> list[list[str]]:

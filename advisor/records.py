@@ -1,0 +1,257 @@
+"""Frozen dataclasses for the advisor's inputs and results, checked without pydantic, so `advisor recommend` starts fast.
+
+pydantic (with typer >= 0.29, which coerces every option through it) was most of `advisor recommend`'s start-up:
+importing it and building the schemas of the situation, catalog entries and results took longer than everything
+else the command does (bench/README.md, "advisor recommend start-up"). The recipe stays a pydantic schema; the
+catalogs, the situation, calibration and the results are frozen dataclasses whose constraints sit on their fields:
+
+    memory_gib: float = bounded(gt=0, description="Device memory in GiB ...")
+
+`@record` makes a class a frozen, keyword-only dataclass whose constraints `check` enforces on construction; `parse(Cls, mapping, where)` reads
+untrusted mappings (YAML catalogs, config.json, calibration files) strictly: unknown keys and missing fields are
+refused, values are checked against the field's annotation. `to_json` is the JSON form (pydantic's
+model_dump(mode="json") of the same fields). pydantic validates these dataclasses natively where a pydantic schema
+embeds one (a recipe's inline `arch`, a run report's `estimate`), calling the same checks through __post_init__.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import functools
+import math
+import sys
+import types
+import typing
+from pathlib import PurePath
+from typing import Any, Literal, get_args, get_origin
+
+
+class RecordError(ValueError):
+    """A value that breaks a field's annotation or constraint: `loc` names the field (a path into nested input)."""
+
+    def __init__(self, loc: tuple, msg: str):
+        super().__init__(f"{'.'.join(map(str, loc))}: {msg}" if loc else msg)
+        self.loc, self.msg = tuple(loc), msg
+
+
+def bounded(default: Any = dataclasses.MISSING, *, gt: float | None = None, ge: float | None = None,
+            le: float | None = None, choices: tuple | None = None, finite: bool = False, description: str = "",
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with its constraints (> gt, >= ge, <= le, one of `choices`, finite) and its description."""
+    meta = {k: v for k, v in {"gt": gt, "ge": ge, "le": le, "choices": choices, "finite": finite or None,
+                              "description": description or None}.items() if v is not None}
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=meta)
+
+
+def record(cls):
+    """A frozen, keyword-only dataclass whose fields' constraints (`bounded`) are checked on construction, before the
+    class's own __post_init__ rule if it has one."""
+    own = cls.__dict__.get("__post_init__")
+
+    def __post_init__(self):
+        check(self)
+        if own is not None:
+            own(self)
+
+    cls.__post_init__ = __post_init__
+    return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+
+def description(cls, name: str) -> str:
+    """A field's description, as `bounded` recorded it ("" where none was given)."""
+    return next((f.metadata.get("description", "") for f in dataclasses.fields(cls) if f.name == name), "")
+
+
+def default(cls, name: str) -> Any:
+    """A field's default value."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _check_value(name: str, value: Any, meta: typing.Mapping) -> None:
+    """One field's constraints (None passes: an optional field left unset)."""
+    if value is None or not meta:
+        return
+    if "choices" in meta and value not in meta["choices"]:
+        names = [repr(c) for c in meta["choices"]]
+        raise RecordError((name,), f"Input should be {', '.join(names[:-1])} or {names[-1]}" if len(names) > 1
+                          else f"Input should be {names[0]}")
+    bounds = [(op, meta[op]) for op in ("gt", "ge", "le") if op in meta]
+    if not bounds and "finite" not in meta:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RecordError((name,), "Input should be a valid number")
+    if "finite" in meta and not math.isfinite(value):
+        raise RecordError((name,), "Input should be a finite number")
+    for op, limit in bounds:
+        if op == "gt" and not value > limit:
+            raise RecordError((name,), f"Input should be greater than {_number_text(limit)}")
+        if op == "ge" and not value >= limit:
+            raise RecordError((name,), f"Input should be greater than or equal to {_number_text(limit)}")
+        if op == "le" and not value <= limit:
+            raise RecordError((name,), f"Input should be less than or equal to {_number_text(limit)}")
+
+
+@functools.cache
+def _plan(cls) -> tuple:
+    """Per field: its name, the number kind its annotation starts with ("int", "float" or None) and its constraints."""
+    plan = []
+    for field in dataclasses.fields(cls):
+        hint = field.type  # a string under `from __future__ import annotations`, else the type itself
+        text = hint if isinstance(hint, str) else hint.__name__ if isinstance(hint, type) else str(hint)
+        kind = text.removeprefix("typing.Optional[").split("|")[0].strip()
+        plan.append((field.name, kind if kind in ("int", "float") else None, field.metadata))
+    return tuple(plan)
+
+
+def check(record) -> None:
+    """Enforce the constraints `bounded` put on a record's fields (call from __post_init__), and store numbers as
+    their annotation says, as pydantic does: an int given for a float field becomes a float, an integral float
+    given for an int field an int."""
+    for name, kind, meta in _plan(type(record)):
+        value = getattr(record, name)
+        if kind and _is_number(value) and type(value) is not (int if kind == "int" else float):
+            if kind == "float":
+                object.__setattr__(record, name, float(value))
+            elif math.isfinite(value) and value.is_integer():
+                object.__setattr__(record, name, int(value))
+            else:
+                raise RecordError((name,), "Input should be a valid integer, got a number with a fractional part")
+            value = getattr(record, name)
+        if meta:
+            _check_value(name, value, meta)
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numeric_text(value, kind):
+    """A number written as text (YAML reads 15e12, without a decimal point, as a string), as `kind`; anything else
+    unchanged."""
+    if isinstance(value, str):
+        try:
+            return kind(value.strip().replace("_", ""))
+        except ValueError:
+            return value
+    return value
+
+
+def _convert(hint, value, loc: tuple):
+    """`value` as the annotation `hint` reads it, in pydantic's lax mode for numbers (an integral float is an int,
+    an int is a float) and strictly otherwise; RecordError naming `loc` when it is not one."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any or hint is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        arms = [a for a in args if a is not type(None)]
+        errors = []
+        for arm in arms:
+            try:
+                return _convert(arm, value, loc)
+            except RecordError as exc:
+                errors.append(exc)
+        raise errors[-1] if len(errors) == 1 else RecordError(loc, errors[0].msg)
+    if origin is Literal:
+        if value in args:
+            return value
+        names = [repr(a) for a in args]
+        raise RecordError(loc, f"Input should be {', '.join(names[:-1])} or {names[-1]}" if len(names) > 1
+                          else f"Input should be {names[0]}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise RecordError(loc, "Input should be None")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecordError(loc, "Input should be a valid boolean")
+    if hint is int:
+        value = _numeric_text(value, int)
+        if _is_number(value) and (isinstance(value, int) or (math.isfinite(value) and value.is_integer())):
+            return int(value)
+        raise RecordError(loc, "Input should be a valid integer")
+    if hint is float:
+        value = _numeric_text(value, float)
+        if _is_number(value):
+            return float(value)
+        raise RecordError(loc, "Input should be a valid number")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise RecordError(loc, "Input should be a valid string")
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise RecordError(loc, f"Input should be a valid {'tuple' if (origin or hint) is tuple else 'list'}")
+        item = args[0] if args else Any
+        out = [_convert(item, v, (*loc, i)) for i, v in enumerate(value)]
+        return tuple(out) if (origin or hint) is tuple else out
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise RecordError(loc, "Input should be a valid dictionary")
+        key_hint, value_hint = args if args else (Any, Any)
+        return {_convert(key_hint, k, (*loc, k)): _convert(value_hint, v, (*loc, k)) for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else parse(hint, value, loc=loc)
+    if isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        raise RecordError(loc, f"Input should be an instance of {hint.__name__}")
+    raise TypeError(f"records: no conversion for the annotation {hint!r}")  # a programming error, not an input one
+
+
+def parse(cls, data: Any, loc: tuple = (), extra: Literal["forbid", "ignore"] = "forbid"):
+    """A `cls` record from an untrusted mapping (a YAML or JSON object): unknown keys (with extra="forbid") and
+    missing required fields are refused, every value is checked against its annotation and constraints."""
+    if not isinstance(data, dict):
+        raise RecordError(loc, "Input should be a valid dictionary")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if extra == "forbid":
+        for key in data:
+            if key not in fields:
+                raise RecordError((*loc, key), "Extra inputs are not permitted")
+    hints, values = _hints(cls), {}
+    for name, field in fields.items():
+        if name in data:
+            values[name] = _convert(hints[name], data[name], (*loc, name))
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise RecordError((*loc, name), "Field required")
+    try:
+        return cls(**values)
+    except RecordError as exc:
+        raise RecordError((*loc, *exc.loc), exc.msg) from None
+    except ValueError as exc:  # a record's own rule (its __post_init__)
+        raise RecordError(loc, str(exc)) from None
+
+
+def to_json(value: Any) -> Any:
+    """The JSON form of a record, or of anything holding records: fields in declaration order, tuples as lists,
+    paths and dates as strings (what pydantic's model_dump(mode="json") gives for the same fields)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else str(to_json(k))): to_json(v) for k, v in value.items()}
+    if isinstance(value, enum.Enum):
+        return to_json(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if hasattr(value, "model_dump"):  # a pydantic model held by a record
+        return value.model_dump(mode="json")
+    return value
