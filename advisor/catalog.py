@@ -271,10 +271,14 @@ def _read_entries(path: Path, kind: Kind) -> list:
         return []
     if not isinstance(raw, list):
         raise AdvisorError(f"{path}: expected a YAML list of {kind} entries")
-    try:
-        return [parse(_SCHEMAS[kind], entry) for entry in raw]
-    except RecordError as exc:
-        raise AdvisorError(f"{path}: {exc}") from None
+    out = []
+    for number, entry in enumerate(raw, 1):
+        try:
+            out.append(parse(_SCHEMAS[kind], entry))
+        except RecordError as exc:
+            name = f" ({entry['name']})" if isinstance(entry, dict) and isinstance(entry.get("name"), str) else ""
+            raise AdvisorError(f"{path}: entry {number}{name}: {exc}") from None
+    return out
 
 
 def yaml_digest(text: str) -> str:
@@ -305,11 +309,14 @@ def _shipped_entries(kind: Kind) -> list:
     schema = _SCHEMAS[kind]
     tuples = [f.name for f in dataclasses.fields(schema) if "tuple" in str(f.type)]
     out = []
-    for raw in built["entries"]:
-        for name in tuples:
-            if isinstance(raw.get(name), list):
-                raw[name] = tuple(raw[name])
-        out.append(schema(**raw))
+    try:
+        for raw in built["entries"]:
+            for name in tuples:
+                if isinstance(raw.get(name), list):
+                    raw[name] = tuple(raw[name])
+            out.append(schema(**raw))
+    except (TypeError, RecordError):  # built by a version whose fields differ: the YAML itself is the truth
+        return _read_entries(yaml_path, kind)
     return out
 
 

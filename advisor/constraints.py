@@ -2,10 +2,10 @@
 option breaks and by how much. An option with any violation is not viable.
 """
 
-from typing import Literal
+from typing import Literal, get_args
 
 
-from advisor.records import record
+from advisor.records import bounded, record
 from advisor.situation import Situation
 
 # With no --deadline, a training plan must finish within a quarter (the horizon of a budget request): a plan that
@@ -24,7 +24,7 @@ RELAXABLE = frozenset({"budget", "deadline", "gpus"})
 class Violation:
     """One constraint an option breaks: which, what the option needs, the limit, and the text the user reads."""
 
-    constraint: Constraint
+    constraint: Constraint = bounded(choices=get_args(Constraint))
     needed: float | None = None
     limit: float | None = None
     detail: str

@@ -20,7 +20,7 @@ from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.params import param_counts
 from advisor.records import bounded, record
-from advisor.situation import Situation, Tier
+from advisor.situation import TIERS, Situation, Tier
 from advisor.sizing import (
     CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
 )
@@ -49,7 +49,7 @@ MODEL_STATE_BYTES_PER_PARAM = 16.0
 
 @record
 class Option:
-    tier: Tier
+    tier: Tier = bounded(choices=TIERS)
     method: str
     model: str
     gpu: str | None

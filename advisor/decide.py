@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
 
 @record
 class Recommendation:
-    tier: Tier
+    tier: Tier = bounded(choices=TIERS)
     method: str  # the chosen option's method (prompt+retrieval, self-host+retrieval, lora, qlora, full, pretrain)
     effective_tokens: float
     compute_optimal_params: float  # the headline: compute_optimal_fit; the other fits in compute_optimal_alternatives

@@ -32,6 +32,10 @@ CHARS_PER_TOKEN = 4.0
 class Estimate:
     """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
 
+    # read back inside RunReport (pydantic, extra="forbid"): keys another version wrote are ignored here, as they
+    # were when this was a pydantic model, so older and newer report.json files still load
+    __pydantic_config__ = {"extra": "ignore"}
+
     recipe: str | None = None
     method: str
     model: str

@@ -1,5 +1,6 @@
 """The recipe schema: one typed, validated description of a LoRA/QLoRA fine-tune (no torch needed to read it)."""
 
+import dataclasses
 import difflib
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
+from advisor.records import RecordError
 from advisor.recipe_sections import (
     _STRICT, DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, TrainSection,
 )
@@ -248,15 +250,26 @@ KEY_PATHS = {
 }
 
 
-def _section_model(loc: tuple) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at `loc`'s parent, to suggest the nearest valid key."""
-    model: type[BaseModel] = Recipe
+def _is_section(annotation) -> bool:
+    """A recipe section (a pydantic model) or a record inside one (a dataclass such as the inline ModelArch)."""
+    return isinstance(annotation, type) and (issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation))
+
+
+def _field_types(section) -> dict:
+    """A section's field names and their annotations (pydantic model or dataclass)."""
+    if issubclass(section, BaseModel):
+        return {name: field.annotation for name, field in section.model_fields.items()}
+    return {f.name: f.type for f in dataclasses.fields(section)}
+
+
+def _section_model(loc: tuple) -> type | None:
+    """The section (model or record) that owns the field at `loc`'s parent, to suggest the nearest valid key."""
+    model: type = Recipe
     for part in loc[:-1]:
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        if field is None:
+        annotation = _field_types(model).get(part) if isinstance(part, str) else None
+        if annotation is None:
             return model if isinstance(part, int) else None
-        annotation = field.annotation
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if _is_section(a)]
         if not candidates:
             return None
         model = candidates[0]
@@ -277,7 +290,7 @@ def _suggest_key(loc: tuple) -> str:
     """The `; did you mean ...?` hint for an unknown key: a synonym here, another tool's key mapped to ours, the same
     key in another section, or the nearest spelling."""
     owner = _section_model(loc)
-    valid = list(owner.model_fields) if owner else []
+    valid = list(_field_types(owner)) if owner else []
     key, prefix = str(loc[-1]), loc[:-1]
     synonym = KEY_SYNONYMS.get(key.lower())
     if prefix and synonym in valid:
@@ -293,10 +306,17 @@ def _suggest_key(loc: tuple) -> str:
     return f"; valid keys here: {', '.join(valid)}" if valid else ""
 
 
+# pydantic's error types for a key no field takes: in a model, and in a dataclass (a record such as model.arch)
+_UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
+
+
 def _describe_one(err: dict) -> str:
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+    record_error = (err.get("ctx") or {}).get("error")
+    if isinstance(record_error, RecordError):  # a record's own check (advisor.records): its field and message
+        loc, err = loc + record_error.loc, {**err, "msg": record_error.msg}
     where = ".".join(str(p) for p in loc) or "(recipe)"
-    if err["type"] == "extra_forbidden":
+    if err["type"] in _UNKNOWN_KEY:
         return f"unknown key {where}{_suggest_key(loc)}"
     if err["type"] == "missing":
         return f"missing required key {where}"
@@ -308,7 +328,7 @@ def _describe_one(err: dict) -> str:
 def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line naming every bad field, what is wrong and how to fix it (nearest key for misspellings, our key for
     another tool's). A misspelled key also makes its intended key "missing", so unknown keys are reported first."""
-    errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
+    errors = sorted(exc.errors(), key=lambda e: 0 if e["type"] in _UNKNOWN_KEY else 2 if e["type"] == "missing" else 1)
     problems = list(dict.fromkeys(_describe_one(e) for e in errors))
     if len(problems) == 1:
         return f"{source}: {problems[0]}"

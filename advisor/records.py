@@ -98,39 +98,66 @@ def _check_value(name: str, value: Any, meta: typing.Mapping) -> None:
             raise RecordError((name,), f"Input should be less than or equal to {_number_text(limit)}")
 
 
+# The simple annotations `check` enforces on construction (text as written under `from __future__ import annotations`)
+_SIMPLE_KINDS = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _simple_kind(hint) -> tuple[str | None, bool]:
+    """A field annotation read cheaply, without evaluating it: its one simple kind ("int", "float", "bool", "str",
+    else None: a container, a record, a Literal or a union of several kinds) and whether None is allowed."""
+    text = hint if isinstance(hint, str) else hint.__name__ if isinstance(hint, type) else str(hint)
+    if text.startswith("typing.Optional[") and text.endswith("]"):
+        text = text[len("typing.Optional["):-1] + " | None"
+    arms = [a.strip() for a in text.split("|")]
+    optional = "None" in arms
+    kinds = [a for a in arms if a != "None"]
+    return (kinds[0] if len(kinds) == 1 and kinds[0] in _SIMPLE_KINDS else None), optional
+
+
 @functools.cache
 def _plan(cls) -> tuple:
-    """Per field: its name, the number kind its annotation starts with ("int", "float" or None) and its constraints."""
-    plan = []
-    for field in dataclasses.fields(cls):
-        hint = field.type  # a string under `from __future__ import annotations`, else the type itself
-        text = hint if isinstance(hint, str) else hint.__name__ if isinstance(hint, type) else str(hint)
-        kind = text.removeprefix("typing.Optional[").split("|")[0].strip()
-        plan.append((field.name, kind if kind in ("int", "float") else None, field.metadata))
-    return tuple(plan)
+    """Per field: its name, simple kind (_simple_kind), whether it may be None, and its constraints."""
+    return tuple((f.name, *_simple_kind(f.type), f.metadata) for f in dataclasses.fields(cls))
+
+
+def _kind_error(kind: str) -> str:
+    return {"int": "Input should be a valid integer", "float": "Input should be a valid number",
+            "bool": "Input should be a valid boolean", "str": "Input should be a valid string"}[kind]
 
 
 def check(record) -> None:
-    """Enforce the constraints `bounded` put on a record's fields (call from __post_init__), and store numbers as
-    their annotation says, as pydantic does: an int given for a float field becomes a float, an integral float
-    given for an int field an int."""
-    for name, kind, meta in _plan(type(record)):
+    """Enforce a record's simple annotations and the constraints `bounded` put on its fields (on construction), and
+    store numbers as their annotation says, as pydantic does: an int given for a float field becomes a float, an
+    integral float given for an int field an int."""
+    for name, kind, optional, meta in _plan(type(record)):
         value = getattr(record, name)
-        if kind and _is_number(value) and type(value) is not (int if kind == "int" else float):
-            if kind == "float":
-                object.__setattr__(record, name, float(value))
-            elif math.isfinite(value) and value.is_integer():
-                object.__setattr__(record, name, int(value))
-            else:
-                raise RecordError((name,), "Input should be a valid integer, got a number with a fractional part")
-            value = getattr(record, name)
+        if kind is not None:
+            if value is None:
+                if not optional:
+                    raise RecordError((name,), _kind_error(kind))
+            elif kind in ("int", "float"):
+                if not _is_number(value):
+                    raise RecordError((name,), _kind_error(kind))
+                if type(value) is not _SIMPLE_KINDS[kind]:
+                    if kind == "float":
+                        value = float(value)
+                    elif math.isfinite(value) and value.is_integer():
+                        value = int(value)
+                    else:
+                        raise RecordError((name,), "Input should be a valid integer, got a number with a fractional part")
+                    object.__setattr__(record, name, value)
+            elif not isinstance(value, _SIMPLE_KINDS[kind]):
+                raise RecordError((name,), _kind_error(kind))
         if meta:
             _check_value(name, value, meta)
 
 
 @functools.cache
 def _hints(cls) -> dict:
-    return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    try:
+        return typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    except NameError as exc:  # an annotation imported for type checking only: a programming error, not an input one
+        raise TypeError(f"records.parse({cls.__name__}): its annotations do not resolve ({exc})") from None
 
 
 def _is_number(value) -> bool:
@@ -138,14 +165,42 @@ def _is_number(value) -> bool:
 
 
 def _numeric_text(value, kind):
-    """A number written as text (YAML reads 15e12, without a decimal point, as a string), as `kind`; anything else
-    unchanged."""
+    """A number written as text (YAML reads 15e12, without a decimal point, as a string), as `kind` (an int also
+    from an integral float's text, "64.0"); anything else unchanged."""
     if isinstance(value, str):
+        text = value.strip().replace("_", "")
         try:
-            return kind(value.strip().replace("_", ""))
+            return kind(text)
         except ValueError:
-            return value
+            pass
+        if kind is int:
+            try:
+                number = float(text)
+            except ValueError:
+                return value
+            return int(number) if math.isfinite(number) and number.is_integer() else number
     return value
+
+
+# Text and numbers pydantic's lax mode reads as booleans
+_TRUE, _FALSE = {"true", "yes", "on", "1", "y", "t"}, {"false", "no", "off", "0", "n", "f"}
+
+
+def _lax_bool(value):
+    """A boolean as pydantic reads one: a bool, 0 or 1, or true/false, yes/no, on/off as text; else unchanged."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    return value
+
+
+def _exact(hint, value) -> bool:
+    """Whether `value` is already exactly of the simple type `hint` (a union's arm tried first, as pydantic's smart
+    mode does, so a string stays a string in `float | str`)."""
+    return hint in (int, float, str, bool) and type(value) is hint
 
 
 def _convert(hint, value, loc: tuple):
@@ -158,6 +213,9 @@ def _convert(hint, value, loc: tuple):
         if value is None and type(None) in args:
             return None
         arms = [a for a in args if a is not type(None)]
+        exact = [a for a in arms if _exact(a, value)]
+        if exact:
+            return value
         errors = []
         for arm in arms:
             try:
@@ -176,6 +234,7 @@ def _convert(hint, value, loc: tuple):
             return None
         raise RecordError(loc, "Input should be None")
     if hint is bool:
+        value = _lax_bool(value)
         if isinstance(value, bool):
             return value
         raise RecordError(loc, "Input should be a valid boolean")
@@ -196,6 +255,10 @@ def _convert(hint, value, loc: tuple):
     if origin in (list, tuple) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise RecordError(loc, f"Input should be a valid {'tuple' if (origin or hint) is tuple else 'list'}")
+        if (origin or hint) is tuple and args and args[-1] is not Ellipsis:  # a fixed-length tuple: one type each
+            if len(value) != len(args):
+                raise RecordError(loc, f"Tuple should have {len(args)} items, not {len(value)}")
+            return tuple(_convert(a, v, (*loc, i)) for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
         out = [_convert(item, v, (*loc, i)) for i, v in enumerate(value)]
         return tuple(out) if (origin or hint) is tuple else out

@@ -8,7 +8,7 @@ per GPU-hour (cost / proposed GPU-hours).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 
 from advisor import catalog, scaling
@@ -35,7 +35,7 @@ class Proposal:
     """A plan someone proposed: model, method, GPUs and days and/or dollars, on a number of training tokens."""
 
     model: str = bounded(description="Catalog model name, config.json path, or a size such as 7B.")
-    method: Method = bounded("full", description="lora | qlora | full.")
+    method: Method = bounded("full", choices=get_args(Method), description="lora | qlora | full.")
     gpu: str = bounded("A100-80GB", description="GPU type of the proposal.")
     gpus: int = bounded(8, ge=1, le=100000, description="GPUs the proposal uses.")
     days: float | None = bounded(None, gt=0, description="Wall-clock days the proposal budgets.")

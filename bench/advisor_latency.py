@@ -1,8 +1,10 @@
 """How long `advisor recommend` takes end to end, beside a bare Python start, measured in one run.
 
-Usage: python bench/advisor_latency.py [--runs 15] [--module] [--breakdown] [--out bench/results/advisor_latency.json]
+Usage: python bench/advisor_latency.py [--runs 15] [--module] [--breakdown] [--against DIR [--against-path P]]
+                                      [--out bench/results/advisor_latency.json]
 (--module runs `python -m advisor.cli` from the current directory instead of the installed `advisor` script, to time
-a checkout other than the installed one)
+a checkout other than the installed one; --against DIR times another checkout's `python -m advisor.cli recommend`
+paired with this one's, interleaved, with P (e.g. the older typer it needs) ahead on its PYTHONPATH)
 Reports medians of wall-clock times of fresh processes (what a user waits for), and which heavy modules
 the command imported (must be none; pydantic counts, since advisor.records keeps it off this path). --breakdown also
 times fresh processes that stop at each stage of the command's start-up (STAGES: the interpreter, typer, our modules,
@@ -65,12 +67,33 @@ def breakdown(runs: int, example: list[str]) -> dict:
             "aside_median_seconds": {n: round(medians[n], 4) for n in aside}}
 
 
+def paired(runs: int, ours: list[str], theirs: list[str], theirs_dir: Path, theirs_path: str | None) -> dict:
+    """Ours against another checkout, interleaved (ours, theirs, ours, theirs ...): each side's median and the median
+    and range of the per-round ratios ours / theirs."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (theirs_path, str(theirs_dir)) if p))
+    times = {"ours": [], "theirs": []}
+    for _ in range(runs):
+        for side, command in (("ours", ours), ("theirs", theirs)):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
+                           **({"cwd": theirs_dir, "env": env} if side == "theirs" else {}))
+            times[side].append(time.perf_counter() - start)
+    ratios = sorted(a / b for a, b in zip(times["ours"], times["theirs"]))
+    return {"against": str(theirs_dir), "against_pythonpath": theirs_path,
+            "ours_median_seconds": round(statistics.median(times["ours"]), 4),
+            "theirs_median_seconds": round(statistics.median(times["theirs"]), 4),
+            "ratio_median": round(statistics.median(ratios), 3), "ratio_min": round(ratios[0], 3),
+            "ratio_max": round(ratios[-1], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--module", action="store_true", help="time `python -m advisor.cli` from this directory")
     parser.add_argument("--breakdown", action="store_true", help="also time each stage of the start-up (STAGES)")
+    parser.add_argument("--against", type=Path, default=None, help="another checkout to time paired with this one")
+    parser.add_argument("--against-path", default=None, help="PYTHONPATH entries ahead of --against's checkout")
     args = parser.parse_args()
     advisor = [sys.executable, "-m", "advisor.cli"] if args.module else [
         shutil.which("advisor") or str(Path(sys.executable).parent / "advisor")]
@@ -98,6 +121,9 @@ def main() -> None:
     }
     if args.breakdown:
         result["breakdown"] = breakdown(args.runs, example)
+    if args.against:
+        theirs = [sys.executable, "-m", "advisor.cli", *example[len(advisor):]]
+        result["paired"] = paired(args.runs, example, theirs, args.against.resolve(), args.against_path)
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

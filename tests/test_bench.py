@@ -75,10 +75,13 @@ def test_fused_loss_benchmark_smoke(tmp_path):
 def test_advisor_latency_benchmark_smoke(tmp_path):
     out = tmp_path / "latency.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "advisor_latency.py"), "--runs", "2", "--breakdown",
-                    "--out", str(out)], check=True, capture_output=True, timeout=120)
+                    "--against", str(ROOT), "--out", str(out)], check=True, capture_output=True, timeout=180)
     result = json.loads(out.read_text())
     assert result["recommend_seconds"] > 0 and result["heavy_modules_imported"] == []
     stages = result["breakdown"]["median_seconds"]  # every stage ran, the command last
     assert list(stages) == ["python", "typer", "our_modules", "command"]
     assert all(v > 0 for v in stages.values()) and result["breakdown"]["aside_median_seconds"]["typer_and_pydantic"] > 0
     assert sum(result["breakdown"]["increment_seconds"].values()) == pytest.approx(stages["command"], abs=1e-3)
+    paired = result["paired"]  # this checkout against itself: both sides ran, the ratios are of their times
+    assert paired["ours_median_seconds"] > 0 and paired["theirs_median_seconds"] > 0
+    assert 0 < paired["ratio_min"] <= paired["ratio_median"] <= paired["ratio_max"]

@@ -146,3 +146,21 @@ def test_every_bad_key_reported_at_once_with_other_tools_keys_mapped(tmp_path):
                    "unknown key train.bogus", "train.lr: Input should be less than 1", "missing required key model"):
         assert needle in message, needle
     assert message.index("unknown key") < message.index("missing required key")
+
+
+ARCH = "name: t\nmodel: {arch: {model_type: llama, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, " \
+       "num_attention_heads: 4, vocab_size: 256%s}}\ndata: {path: d.jsonl}\n"
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (", hiden_size: 8", "unknown key model.arch.hiden_size; did you mean model.arch.hidden_size?"),
+    (", model_type: bert", "model.arch.model_type: model_type 'bert' is not supported"),
+    (", num_key_value_heads: 0", "model.arch.num_key_value_heads: Input should be greater than 0"),
+])
+def test_inline_arch_errors_name_the_field(tmp_path, extra, needle):
+    """The inline architecture is a record (advisor.records) inside the pydantic recipe: its unknown keys get the
+    same hint and its checks name their field."""
+    text = ARCH % extra if "model_type" not in extra else (ARCH % "").replace("model_type: llama", extra[2:])
+    with pytest.raises(AdvisorError) as err:
+        load_recipe(_write(tmp_path, text))
+    assert needle in str(err.value) and "\n" not in str(err.value)

@@ -134,3 +134,95 @@ def test_a_recipe_inline_arch_is_checked_by_the_same_rules():
     for bad in (arch | {"hidden_size": 0}, arch | {"model_type": "bert"}, arch | {"colour": "red"}):
         with pytest.raises(ValidationError):
             ModelSection(arch=bad)
+
+
+def _records():
+    """Every record class of the advisor (advisor.records.record), from the modules that define them."""
+    import importlib
+    import pkgutil
+
+    import advisor
+    out = []
+    for info in pkgutil.walk_packages(advisor.__path__, "advisor."):
+        if info.name.startswith("advisor.cli"):
+            continue
+        module = importlib.import_module(info.name)
+        out += [c for c in vars(module).values() if isinstance(c, type) and c.__module__ == module.__name__
+                and dataclasses.is_dataclass(c) and "__post_init__" in vars(c)
+                and vars(c)["__post_init__"].__qualname__.startswith("record.")]
+    return out
+
+
+def test_every_literal_field_of_a_record_is_checked():
+    """A Literal annotation is only text to the cheap construction-time check: its field must list the same choices
+    (bounded(choices=...)), or a bad value would pass silently."""
+    import typing
+
+    import advisor.calibration
+    import advisor.review
+
+    records = _records()
+    assert {"Situation", "Gpu", "ModelArch", "Option", "Proposal", "Violation", "Estimate"} <= {c.__name__ for c in records}
+    type_checking_only = {**vars(advisor.review), **vars(advisor.calibration)}  # names behind TYPE_CHECKING
+    for cls in records:
+        hints = typing.get_type_hints(cls, type_checking_only | vars(__import__(cls.__module__, fromlist=["_"])))
+        for f in dataclasses.fields(cls):
+            literal = [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],))
+                       if typing.get_origin(a) is typing.Literal]
+            if literal:
+                assert set(f.metadata.get("choices", ())) == set(typing.get_args(literal[0])), (cls.__name__, f.name)
+
+
+def test_construction_checks_simple_types_and_parse_reads_lax_booleans():
+    with pytest.raises(RecordError, match="valid number"):
+        Situation(tokens=None)
+    with pytest.raises(RecordError, match="valid boolean"):
+        Situation(tokens=1, on_prem="no")
+    assert parse(Sample, {"name": "x", "count": "4.0"}).count == 4
+    gpu = {f.name: v for f, v in zip(dataclasses.fields(catalog.Gpu), [None] * 99)} | {
+        "name": "G", "memory_gib": 80, "peak_tflops_bf16": 300, "memory_bandwidth_gbs": 2000, "source": "s",
+        "date": "2026-11"}
+    gpu = {k: v for k, v in gpu.items() if v is not None}
+    for text, expected in (("yes", True), ("no", False), (0, False), (1, True), ("True", True)):
+        assert parse(catalog.Gpu, gpu | {"bf16": text}).bf16 is expected
+    with pytest.raises(RecordError):
+        parse(catalog.Gpu, gpu | {"bf16": 2})
+
+
+def test_a_union_keeps_an_exact_type_and_tuples_of_fixed_length():
+    @record
+    class Mixed:
+        value: float | str
+        pair: tuple[float, float | None] = (0.0, None)
+
+    assert parse(Mixed, {"value": "1e3"}).value == "1e3" and parse(Mixed, {"value": 2}).value == 2.0
+    assert parse(Mixed, {"value": 1, "pair": [1, None]}).pair == (1.0, None)
+    with pytest.raises(RecordError, match="2 items"):
+        parse(Mixed, {"value": 1, "pair": [1, 2, 3]})
+
+
+def test_old_and_newer_reports_keep_loading_their_estimate():
+    """A run report's estimate with a key this version does not know (a newer or older version's) still loads."""
+    from advisor.estimate import Estimate
+    from advisor.runreport import RunReport
+
+    estimate = {f.name: None for f in dataclasses.fields(Estimate)}
+    adapter = __import__("pydantic").TypeAdapter(RunReport.model_fields["estimate"].annotation)
+    loaded = adapter.validate_python(estimate | {"method": "lora", "model": "m", "gpu": None, "gpus": 1,
+                                                 "total_params": 1, "trainable_params": 1, "flops_per_token": 1.0,
+                                                 "flops_breakdown": {}, "memory_gib": {}, "peak_memory_gib": 1.0,
+                                                 "gpu_memory_gib": None, "fits": True, "gpus_needed": 1,
+                                                 "suggestions": [], "efficiency": 0.4, "efficiency_source": "s",
+                                                 "gradient_checkpointing": False, "sharding": "none",
+                                                 "a_key_from_another_version": 1})
+    assert loaded.method == "lora"
+
+
+def test_a_bad_choice_from_a_flag_is_one_line_naming_the_flag(capsys):
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(["recommend", "--tokens", "2e9", "--proposal-model", "7B", "--proposal-method", "LoRA"],
+                           capsys)
+    assert code == 2 and err.strip() == "advisor: error: --proposal-method: Input should be 'full', 'lora' or 'qlora'"
+    code, _, err = run_cli(["recommend", "--tokens", "2e9", "--task", "chat"], capsys)
+    assert code == 2 and err.strip().startswith("advisor: error: --task: Input should be 'knowledge'")

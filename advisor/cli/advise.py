@@ -34,6 +34,14 @@ def _duration_days(text: str) -> float:
 
 _duration_days.__name__ = "duration"  # the metavar --help shows
 
+# The flag that sets a Situation or Proposal field, where their names differ (errors name the flag)
+_SITUATION_FLAGS = {"output_fraction": "--output-share", "api_sufficient": "--api-insufficient",
+                    "budget_usd": "--budget", "deadline_days": "--deadline", "price_usd_per_gpu_hour": "--price"}
+_PROPOSAL_FLAGS = {"cost_usd": "--cost", "price_usd_per_gpu_hour": "--price", "gpu": "--gpus"}
+_RECOMMEND_PROPOSAL_FLAGS = {"model": "--proposal-model", "method": "--proposal-method", "gpu": "--proposal-gpus",
+                             "gpus": "--proposal-gpus", "days": "--proposal-days", "cost_usd": "--proposal-cost",
+                             "price_usd_per_gpu_hour": "--price"}
+
 
 def _gpu_spec(text: str, default_gpu: str | None = None) -> tuple[int, str]:
     """GPUs as people write them: 8xA100, 8 x H100, or a count (then of `default_gpu`)."""
@@ -81,7 +89,7 @@ def recommend(
 
     if tokens is None and docs is None:
         raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
-    situation = _validated(Situation, tokens=tokens if tokens is not None else docs * tokens_per_doc, docs=docs,
+    situation = _validated(Situation, _SITUATION_FLAGS, tokens=tokens if tokens is not None else docs * tokens_per_doc, docs=docs,
                            quality=quality, requests_per_day=requests_per_day, tokens_per_request=tokens_per_request,
                            output_fraction=output_share, task=task, on_prem=on_prem, api_sufficient=not api_insufficient,
                            api=api, base_model=base_model, gpu=gpu, gpus=gpus, availability=availability,
@@ -97,7 +105,7 @@ def recommend(
     if proposal_model is not None:
         from advisor.review import Proposal
         count, kind = _gpu_spec(proposal_gpus, gpu) if proposal_gpus else (gpus, catalog.get_gpu(gpu).name)
-        proposal = _validated(Proposal, model=proposal_model, method=proposal_method, gpu=kind, gpus=count,
+        proposal = _validated(Proposal, _RECOMMEND_PROPOSAL_FLAGS, model=proposal_model, method=proposal_method, gpu=kind, gpus=count,
                               days=proposal_days, cost_usd=proposal_cost, tokens=situation.tokens, epochs=epochs,
                               seq_len=seq_len, price_usd_per_gpu_hour=price)
     rec = decide(situation, _calibration(calibration), proposal)
@@ -143,7 +151,7 @@ def review(
     if method not in ("lora", "qlora", "full"):
         raise AdvisorError(f"--method {method!r}: expected lora, qlora or full")
     count, kind = _gpu_spec(gpus, gpu)
-    proposal = _validated(Proposal, model=model, method=method, gpu=kind, gpus=count, days=days, cost_usd=cost,
+    proposal = _validated(Proposal, _PROPOSAL_FLAGS, model=model, method=method, gpu=kind, gpus=count, days=days, cost_usd=cost,
                           tokens=tokens, epochs=epochs, seq_len=seq_len, price_usd_per_gpu_hour=price)
     result = review_proposal(proposal, _calibration(calibration))
     if report:

@@ -74,13 +74,14 @@ def _calibration(path: Optional[Path]):
 
 
 
-def _validated(record, /, **fields):
+def _validated(record, /, flags: dict[str, str] | None = None, **fields):
     """`record(**fields)` built from flags (advisor.records checks each field); a broken constraint is one line
-    naming the flag."""
+    naming the flag: `flags` maps a field to the flag that sets it where the names differ (else --field-name)."""
     try:
         return record(**fields)
     except RecordError as exc:
-        flag = "--" + str(exc.loc[0]).replace("_", "-") if exc.loc else "input"
+        field = str(exc.loc[0]) if exc.loc else ""
+        flag = (flags or {}).get(field) or ("--" + field.replace("_", "-") if field else "input")
         raise AdvisorError(f"{flag}: {exc.msg}") from None
 
 
