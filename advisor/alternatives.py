@@ -15,7 +15,7 @@ from advisor import catalog
 from advisor.constraints import RELAXABLE, days_text, deadline_days
 from advisor.costing import MAX_SEARCH_GPUS, Option, cost_option
 from advisor.numbers import human
-from advisor.records import bounded, record
+from advisor.records import record
 from advisor.situation import Situation
 from advisor.sizing import valid_gpu_counts
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
 MAX_ALTERNATIVES = 6
 # Fewer tokens: scale the data down to this share of what exactly meets the limits (rounding margin).
 TOKENS_MARGIN = 0.98
-TRAINING_KEYS = ("lora", "qlora", "full")
 
 
 @record

@@ -222,6 +222,19 @@ def _sliding_layers(arch) -> list[int | None]:
     return [None] * n
 
 
+def _moe_layer(arch, i: int) -> bool | None:
+    """Whether layer i is a mixture-of-experts layer where the model_type interleaves them (Qwen-MoE's
+    decoder_sparse_step and mlp_only_layers, Llama 4's interleave_moe_layer_step or moe_layers); None where every
+    layer is alike (dense, or MoE throughout)."""
+    if arch.model_type == "qwen3_moe":
+        e = _get(arch, "num_experts")
+        return i not in (_get(arch, "mlp_only_layers") or ()) and e > 0 and (i + 1) % _get(arch, "decoder_sparse_step") == 0
+    if arch.model_type == "llama4_text":
+        step = _get(arch, "interleave_moe_layer_step")
+        return i in (arch.moe_layers if arch.moe_layers is not None else range(step - 1, arch.num_hidden_layers, step))
+    return None
+
+
 def _build(arch) -> Architecture:
     mt, h, n = arch.model_type, arch.hidden_size, arch.num_hidden_layers
     hd = _get(arch, "head_dim") or h // arch.num_attention_heads
@@ -232,8 +245,14 @@ def _build(arch) -> Architecture:
     qk = (hd, hd)
     layers: list[Layer] = []
     converts, fused = False, False
+    built: dict[tuple, Layer] = {}  # layers alike (same window, same MoE-ness) are one frozen Layer, built once
     for i in range(n):
         w = windows[i] if i < len(windows) else None
+        moe = _moe_layer(arch, i)
+        kind = (w, moe)
+        if kind in built:
+            layers.append(built[kind])
+            continue
         if mt in ("llama", "mistral", "qwen2"):
             w = arch.sliding_window if mt == "mistral" else w
             attn = _attention(arch, qkv_bias=bias or mt == "qwen2", o_bias=bias and mt != "qwen2")
@@ -244,9 +263,8 @@ def _build(arch) -> Architecture:
         elif mt == "qwen3_moe":
             converts = True
             e = _get(arch, "num_experts")
-            sparse = i not in (_get(arch, "mlp_only_layers") or ()) and e > 0 and (i + 1) % _get(arch, "decoder_sparse_step") == 0
             attn = _attention(arch, bias, bias)
-            if sparse:
+            if moe:
                 experts = Experts(e, _get(arch, "num_experts_per_tok"), h, _get(arch, "moe_intermediate_size"),
                                   peft_names=(("gate_proj", "up_proj"), ("down_proj",)))
                 layer = Layer(attn, (), experts, Router("gate", e, h, peft="parameter"), norms2 + qk)
@@ -275,10 +293,8 @@ def _build(arch) -> Architecture:
                           small_tensors=norms2 + (arch.num_attention_heads,), sliding_window=w)  # + one sink per head
         elif mt == "llama4_text":
             e = _get(arch, "num_local_experts")
-            step = _get(arch, "interleave_moe_layer_step")
-            moe = arch.moe_layers if arch.moe_layers is not None else tuple(range(step - 1, n, step))
             attn = _attention(arch, bias, bias)  # its q/k norm is a weightless L2 norm
-            if i in moe:
+            if moe:
                 experts = Experts(e, _get(arch, "num_experts_per_tok"), h, arch.intermediate_size)
                 layer = Layer(attn, _gated_mlp(h, arch.intermediate_size), experts,
                               Router("router", e, h, peft="linear"), norms2)
@@ -286,6 +302,7 @@ def _build(arch) -> Architecture:
                 layer = Layer(attn, _gated_mlp(h, _get(arch, "intermediate_size_mlp")), small_tensors=norms2)
         else:
             raise unsupported(mt)
+        built[kind] = layer
         layers.append(layer)
     return Architecture(
         model_type=mt, hidden_size=h, vocab_size=arch.vocab_size, tied_embeddings=bool(_get(arch, "tie_word_embeddings")),

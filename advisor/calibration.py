@@ -3,11 +3,9 @@
 import json
 from pathlib import Path
 
-from advisor.catalog import user_config_dir
+from advisor.catalog import default_calibration_path
 from advisor.errors import AdvisorError
 from advisor.records import RecordError, bounded, parse, record
-
-CALIBRATION_FILE = "calibration.json"
 
 
 @record
@@ -66,10 +64,6 @@ class Calibration:
             return None
         from advisor.step_time import StepTimeConstants
         return StepTimeConstants(**self.step_time, source=f"calibration {self.path}")
-
-
-def default_calibration_path() -> Path:
-    return user_config_dir() / CALIBRATION_FILE
 
 
 def load_calibration(path: Path | str | None = None) -> Calibration | None:

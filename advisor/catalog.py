@@ -16,7 +16,7 @@ from typing import Literal
 from advisor.arch import HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, config_value, unsupported
 from advisor import hub
 from advisor.errors import AdvisorError
-from advisor.records import RecordError, bounded, parse, record, to_json
+from advisor.records import RecordError, bounded, construct, parse, record, to_json
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -27,6 +27,14 @@ def user_config_dir() -> Path:
         return Path(os.environ["RIGHTSIZE_CONFIG_DIR"])
     base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
     return Path(base) / "rightsize"
+
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def default_calibration_path() -> Path:
+    """The user's calibration (`advisor calibrate` writes it; every estimate reads it when it exists)."""
+    return user_config_dir() / CALIBRATION_FILE
 
 
 @record
@@ -314,8 +322,8 @@ def _shipped_entries(kind: Kind) -> list:
             for name in tuples:
                 if isinstance(raw.get(name), list):
                     raw[name] = tuple(raw[name])
-            out.append(schema(**raw))
-    except (TypeError, RecordError):  # built by a version whose fields differ: the YAML itself is the truth
+            out.append(construct(schema, raw))  # validated when the JSON was built (scripts/build_catalogs.py)
+    except TypeError:  # built by a version whose fields differ: the YAML itself is the truth
         return _read_entries(yaml_path, kind)
     return out
 

@@ -407,6 +407,7 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
 
 
 OPTION_KEYS = ("api", "self_host", "lora", "qlora", "full", "pretrain")
+TRAINING_KEYS = ("lora", "qlora", "full")  # the fine-tunes among them
 
 
 def beats_base_violation(s: Situation) -> Violation | None:

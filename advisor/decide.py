@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 
-from advisor.alternatives import TRAINING_KEYS, Alternative, nearest_viable
 from advisor.constraints import deadline_days, distance
-from advisor.costing import Option, UsageBreakEven, cost_options, rule_usage_break_even
+from advisor.costing import TRAINING_KEYS, Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.findings import (
     FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
     rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
@@ -25,6 +24,7 @@ from advisor.render.text import assumption_lines, decision_sentence, method_sent
 from advisor.situation import TIERS, Situation, Tier
 
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.alternatives import Alternative
     from advisor.calibration import Calibration
     from advisor.review import Proposal, Review
 
@@ -139,6 +139,7 @@ def recommend(s: Situation, calibration: Calibration | None = None, proposal: Pr
     alternatives: list[Alternative] = []
     preferred_keys = [k for k, o in options.items() if o.tier == tier.preference[0]]
     if not chosen.viable or tier.tier != tier.preference[0]:
+        from advisor.alternatives import nearest_viable  # only when a constraint is broken or the tier is not the first
         keys = list(TRAINING_KEYS) + ["self_host"] if not chosen.viable else preferred_keys
         alternatives = nearest_viable(s, options, keys, calibration)
     review = None

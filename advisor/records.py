@@ -7,7 +7,8 @@ catalogs, the situation, calibration and the results are frozen dataclasses whos
 
     memory_gib: float = bounded(gt=0, description="Device memory in GiB ...")
 
-`@record` makes a class a frozen, keyword-only dataclass whose constraints `check` enforces on construction; `parse(Cls, mapping, where)` reads
+`@record` makes a class a frozen, keyword-only dataclass whose constraints `check` enforces on construction
+(`construct` skips them for values checked before); `parse(Cls, mapping, where)` reads
 untrusted mappings (YAML catalogs, config.json, calibration files) strictly: unknown keys and missing fields are
 refused, values are checked against the field's annotation. `to_json` is the JSON form (pydantic's
 model_dump(mode="json") of the same fields). pydantic validates these dataclasses natively where a pydantic schema
@@ -57,6 +58,30 @@ def record(cls):
 
     cls.__post_init__ = __post_init__
     return dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+
+
+@functools.cache
+def _defaults(cls) -> tuple[frozenset, tuple]:
+    """A record's field names, and per field with a default its name, default and default factory."""
+    fields = dataclasses.fields(cls)
+    return frozenset(f.name for f in fields), tuple(
+        (f.name, f.default, None if f.default_factory is dataclasses.MISSING else f.default_factory)
+        for f in fields if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)
+
+
+def construct(cls, values: dict):
+    """A record from values checked before, without checking them again (pydantic's model_construct): the shipped
+    catalogs' prebuilt JSON, written from validated YAML and compared with it in tests/test_catalog_json.py.
+    Values that do not name the record's fields exactly (the JSON of another version) raise TypeError."""
+    names, defaults = _defaults(cls)
+    if not names.issuperset(values) or any(n not in values for n in names - {d[0] for d in defaults}):
+        raise TypeError(f"{cls.__name__}: the values do not match its fields")
+    record = object.__new__(cls)
+    state = record.__dict__
+    for name, value, factory in defaults:
+        state[name] = factory() if factory is not None else value
+    state.update(values)
+    return record
 
 
 def description(cls, name: str) -> str:

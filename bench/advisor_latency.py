@@ -40,7 +40,7 @@ STAGES = {
     "python": "pass",
     "typer": "import typer",
     "our_modules": "import typer\nimport advisor.cli.advise, advisor.decide, advisor.render.recommendation, "
-                   "advisor.render.notices, advisor.calibration",
+                   "advisor.render.notices, advisor.sizing",
 }
 # Not a stage: typer and pydantic's import with one model defined, to show what keeping pydantic off the path saves.
 PYDANTIC_ALONE = "import typer\nfrom pydantic import BaseModel\nclass M(BaseModel):\n    x: int = 0"

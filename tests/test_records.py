@@ -11,7 +11,7 @@ import pytest
 
 from advisor import catalog
 from advisor.calibration import Calibration, CalibrationEntry
-from advisor.records import RecordError, bounded, default, description, parse, record, to_json
+from advisor.records import RecordError, bounded, construct, default, description, parse, record, to_json
 from advisor.situation import Situation
 
 
@@ -158,12 +158,14 @@ def test_every_literal_field_of_a_record_is_checked():
     (bounded(choices=...)), or a bad value would pass silently."""
     import typing
 
+    import advisor.alternatives
     import advisor.calibration
     import advisor.review
 
     records = _records()
     assert {"Situation", "Gpu", "ModelArch", "Option", "Proposal", "Violation", "Estimate"} <= {c.__name__ for c in records}
-    type_checking_only = {**vars(advisor.review), **vars(advisor.calibration)}  # names behind TYPE_CHECKING
+    # names the modules import for type checking only
+    type_checking_only = {**vars(advisor.review), **vars(advisor.calibration), **vars(advisor.alternatives)}
     for cls in records:
         hints = typing.get_type_hints(cls, type_checking_only | vars(__import__(cls.__module__, fromlist=["_"])))
         for f in dataclasses.fields(cls):
@@ -226,3 +228,11 @@ def test_a_bad_choice_from_a_flag_is_one_line_naming_the_flag(capsys):
     assert code == 2 and err.strip() == "advisor: error: --proposal-method: Input should be 'full', 'lora' or 'qlora'"
     code, _, err = run_cli(["recommend", "--tokens", "2e9", "--task", "chat"], capsys)
     assert code == 2 and err.strip().startswith("advisor: error: --task: Input should be 'knowledge'")
+
+
+def test_construct_takes_checked_values_as_they_are():
+    s = construct(Sample, {"name": "x", "count": 3})
+    assert s == Sample(name="x", count=3) and s.tags == [] and s.tags is not Sample(name="y").tags
+    for bad in ({"count": 3}, {"name": "x", "colour": "red"}):
+        with pytest.raises(TypeError):
+            construct(Sample, bad)

@@ -69,6 +69,11 @@ def _finite(obj):
 
 
 def _calibration(path: Optional[Path]):
+    """The calibration `--calibration` names, else the user's if there is one (advisor.calibration is imported only
+    then: most users have none, and `recommend` starts without it)."""
+    from advisor.catalog import default_calibration_path
+    if path is None and not default_calibration_path().is_file():
+        return None
     from advisor.calibration import load_calibration
     return load_calibration(path)
 
