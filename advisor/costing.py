@@ -13,9 +13,9 @@ from advisor.catalog import ModelArch
 from advisor.constraints import (
     Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
 )
+from advisor.efficiency import training_efficiency
 from advisor.errors import AdvisorError
 from advisor.findings import Finding, rule_pretraining_viability
-from advisor.estimate import training_efficiency
 from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.params import param_counts
@@ -279,8 +279,8 @@ def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dic
 
 def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
     """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
-    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the efficiency advisor.estimate's
-    training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
+    gradient checkpointing auto (advisor.sizing), GPU-hours from its FLOPs at the efficiency
+    advisor.efficiency.training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
     arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
     overheads = calibration.overheads(gpu.name, method) if calibration else {}
     setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, overheads)
@@ -369,8 +369,8 @@ def plan_pretrain(arch: ModelArch, tokens: float, gpu, seq_len: int, gpus: int,
                   calibration: Calibration | None = None) -> PretrainPlan:
     """Pretraining `arch` on `tokens` on `gpus` GPUs, launched as a full fine-tune would be (`_launch_plan`: FSDP where
     DDP does not fit, checkpointing where memory needs it); GPU-hours from its executed FLOPs at the efficiency
-    advisor.estimate's training_efficiency gives it (the step-time model, communication included, unless calibrated),
-    as the fine-tune options are costed."""
+    advisor.efficiency.training_efficiency gives it (the step-time model, communication included, unless
+    calibrated), as the fine-tune options are costed."""
     overheads = calibration.overheads(gpu.name, "full") if calibration else {}
     setup, _, flops = _launch_plan(arch, gpu, seq_len, "full", gpus, overheads)
     efficiency = training_efficiency(setup, gpu, calibration)[0]

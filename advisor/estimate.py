@@ -6,14 +6,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from advisor.catalog import Gpu, get_gpu
 from advisor.arch import describe
+from advisor.efficiency import training_efficiency
 from advisor.errors import AdvisorError
 from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.records import record
-from advisor.step_time import DEFAULT_STEP_TIME, step_seconds, step_work
 from advisor.params import param_counts
 from advisor.sizing import bf16_conflict, choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits
 from advisor.training import TrainingSetup
@@ -119,27 +118,6 @@ def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[
     return per_epoch * t.epochs, (f"the data file {path.name}: ~{human(per_epoch)} tokens (file size / "
                                   f"{CHARS_PER_TOKEN:g} chars per token) x {t.epochs:g} epochs; "
                                   "--tokens costs a full-size dataset")
-
-
-def training_efficiency(setup: TrainingSetup, gpu: Gpu | None, calibration: Calibration | None = None,
-                        given: float | None = None):
-    """The achieved fraction of dense peak that GPU-hours divide executed FLOPs by, and where it comes from: given
-    (--efficiency), a calibration's fit for this GPU and method, or the step-time model's throughput for this setup
-    on this GPU (advisor.step_time, communication included) expressed as the executed-FLOPs fraction of peak it
-    implies. `advisor estimate`, `advisor recommend` and the runner's report all use this one function.
-    Returns (efficiency, source, the step-time model's StepTime or None)."""
-    if gpu is None:
-        return (given if given is not None else 1.0), ("given (--efficiency)" if given is not None else "no GPU"), None
-    constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
-    step = step_seconds(step_work(setup, choose_sharding(setup).strategy), gpu, setup.compile, constants)
-    if given is not None:
-        return given, "given (--efficiency)", step
-    calibrated = calibration.efficiency(gpu.name, setup.method) if calibration else None
-    if calibrated is not None:
-        return calibrated, f"calibration {calibration.path}", step
-    flops = flops_per_token(setup.arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
-    return min(1.0, flops.total * step.tokens_per_second / gpu.peak_flops), \
-        f"step-time model (advisor.step_time; {constants.source})", step
 
 
 def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,

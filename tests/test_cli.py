@@ -194,13 +194,14 @@ def test_command_modules_match_the_app():
 
 
 def test_recommend_imports_only_its_command_module():
-    """`advisor recommend` registers only advisor.cli.advise: the run, scaling and catalog commands' modules, the
-    recipe schema, pydantic (advisor.records; typer below 0.29), the review without a proposal and YAML are not
-    imported (start-up time, bench/advisor_latency.py)."""
+    """`advisor recommend` registers only advisor.cli.recommend: the other commands' modules, the recipe schema,
+    pydantic (advisor.records; typer below 0.29), the review without a proposal, calibration without a file and YAML
+    are not imported (start-up time, bench/advisor_latency.py)."""
     code = ("import sys; from advisor.cli import main\n"
             "try: main(['recommend','--tokens','2e9'])\nexcept SystemExit: pass\n"
-            "print('loaded:' + ','.join(m for m in ('advisor.cli.runs','advisor.cli.scaling','advisor.cli.catalogs',"
-            "'advisor.recipe','advisor.review','pydantic','statistics','hashlib','yaml') if m in sys.modules))")
+            "print('loaded:' + ','.join(m for m in ('advisor.cli.advise','advisor.cli.runs','advisor.cli.scaling',"
+            "'advisor.cli.catalogs','advisor.recipe','advisor.review','advisor.calibration','advisor.alternatives',"
+            "'advisor.estimate','pydantic','statistics','hashlib','yaml') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip().splitlines()[-1] == "loaded:"
 

@@ -112,7 +112,7 @@ def test_inference_aware_finding_shrinks_with_volume():
 
 def test_finetune_costs_assume_checkpointing_only_where_memory_needs_it():
     """recommend prices a fine-tune as the runner would run it (train.gradient_checkpointing: auto), at the efficiency
-    advisor estimate uses for the same setup (advisor.estimate.training_efficiency: one source of truth)."""
+    advisor estimate uses for the same setup (advisor.efficiency.training_efficiency: one source of truth)."""
     from advisor import catalog
     from advisor.costing import cost_finetune
     from advisor.estimate import training_efficiency

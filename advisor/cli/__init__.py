@@ -11,7 +11,7 @@ import sys
 # the command (first word after `advisor`) -> the module in advisor.cli that registers it on the app;
 # tests/test_cli.py checks this against the commands the full app registers, so it cannot drift
 COMMAND_MODULES = {
-    "recommend": "advise", "review": "advise", "estimate": "advise",
+    "recommend": "recommend", "review": "advise", "estimate": "advise",
     "validate": "runs", "run": "runs", "compare": "runs", "calibrate": "runs", "generate": "runs", "chat": "runs",
     "scaling": "scaling", "catalog": "catalogs",
 }
@@ -20,7 +20,7 @@ _ALL_MODULES = tuple(dict.fromkeys(COMMAND_MODULES.values()))
 # what it holds before exiting, so neither the imports nor interpreter shutdown walk every object (measured by
 # bench/advisor_latency.py: about 30 ms of `advisor recommend`'s 180 ms). `run`, `generate` and `chat` train or load
 # models for minutes and keep the collector.
-SHORT_LIVED_MODULES = frozenset({"advise", "scaling", "catalogs"})
+SHORT_LIVED_MODULES = frozenset({"recommend", "advise", "scaling", "catalogs"})
 
 
 def register(modules=_ALL_MODULES):

@@ -1,6 +1,7 @@
 """Option parsers and output helpers shared by the commands: numbers as people write them, one clear line when not."""
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -97,3 +98,31 @@ def _write_text(path: Path, text: str) -> None:
     except OSError as exc:
         raise AdvisorError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
+
+_DURATION_UNITS = {"": 1.0, "d": 1.0, "h": 1 / 24, "w": 7.0}
+
+
+def _duration_days(text: str) -> float:
+    """A wall-clock duration as people write it: 7d, 36h, 2w, or a number of days."""
+    match = re.fullmatch(r"\s*([0-9][0-9_.,e+-]*)\s*([dhw]?)\s*", text, re.IGNORECASE | re.ASCII)
+    try:
+        if not match:
+            raise AdvisorError(text)
+        value = parse_quantity(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    except AdvisorError:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 7d, 36h or 2w") from None
+    if value > 36500:
+        raise typer.BadParameter(f"{text!r} is more than 100 years")
+    return value
+
+
+_duration_days.__name__ = "duration"  # the metavar --help shows
+
+
+def _gpu_spec(text: str, default_gpu: str | None = None) -> tuple[int, str]:
+    """GPUs as people write them: 8xA100, 8 x H100, or a count (then of `default_gpu`)."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*(?:[x\u00d7*]\s*(.+?))?\s*", text, re.IGNORECASE)
+    if not match or int(match.group(1)) < 1 or (match.group(2) is None and default_gpu is None):
+        raise AdvisorError(f"--gpus {text!r}: expected a count and a GPU type, e.g. 8xA100")
+    from advisor.catalog import get_gpu
+    return int(match.group(1)), get_gpu(match.group(2) or default_gpu).name
