@@ -12,9 +12,9 @@ This module reads only fields of a ModelArch (advisor.catalog), which imports no
 """
 
 import functools
-from dataclasses import dataclass
 
 from advisor.errors import AdvisorError
+from advisor.records import frozen
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "gemma2", "gemma3_text", "phi3",
                          "gpt_oss", "llama4_text")
@@ -43,7 +43,7 @@ HF_CONFIG_DEFAULTS: dict[str, dict] = {
 NESTED_CONFIG_KEYS = ("text_config", "llm_config", "language_config")
 
 
-@dataclass(frozen=True)
+@frozen
 class Linear:
     """One nn.Linear of a decoder layer, named as transformers names the module (peft's target names)."""
     name: str
@@ -60,7 +60,7 @@ class Linear:
         return self.weights + (self.out_features if self.bias else 0)
 
 
-@dataclass(frozen=True)
+@frozen
 class Experts:
     """Routed experts of one MoE layer, stored fused as transformers 5.x does: gate_up_proj (E, h, 2I) and down_proj
     (E, I, h), with biases for gpt-oss. `peft_names` are the per-expert module names peft 0.21 maps onto these fused
@@ -86,7 +86,7 @@ class Experts:
         return self.count * self.params_per_expert
 
 
-@dataclass(frozen=True)
+@frozen
 class Router:
     """The linear gate that scores experts per token (E x h, a bias for gpt-oss). `peft` says how peft's LoRA reaches
     it: "parameter" (the router weight as a target parameter, name `gate`), "linear" (an nn.Linear subclass, name
@@ -102,7 +102,7 @@ class Router:
         return self.experts * self.hidden + (self.experts if self.bias else 0)
 
 
-@dataclass(frozen=True)
+@frozen
 class Layer:
     """One decoder layer: its linears (attention, then the dense MLP or the shared expert), routed experts and router
     if it is a MoE layer, the parameters of its norms and attention sinks, and its attention window (None: full)."""
@@ -127,7 +127,7 @@ class Layer:
                 + (self.router.params if self.router else 0) + self.small_params)
 
 
-@dataclass(frozen=True)
+@frozen
 class Architecture:
     """A decoder-only model as the estimators see it: embeddings, layers, final norm."""
     model_type: str

@@ -4,7 +4,7 @@ wall-clock days on the user's cluster, with the constraints each one breaks (adv
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 
@@ -19,7 +19,7 @@ from advisor.findings import Finding, rule_pretraining_viability
 from advisor.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.numbers import human
 from advisor.params import param_counts
-from advisor.records import bounded, record
+from advisor.records import bounded, frozen, record
 from advisor.situation import TIERS, Situation, Tier
 from advisor.sizing import (
     CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
@@ -98,7 +98,7 @@ def tensor_parallel_degrees(num_attention_heads: int) -> list[int]:
     return [d for d in (2**k for k in range(int(math.log2(num_attention_heads)) + 1)) if num_attention_heads % d == 0]
 
 
-@dataclass(frozen=True)
+@frozen
 class ServingPlan:
     degree: int            # tensor-parallel GPUs per replica
     replicas: int
@@ -157,7 +157,7 @@ def self_host_cheaper_ranges(usd_per_request: float, gpu_days_per_request: float
     return ranges
 
 
-@dataclass(frozen=True)
+@frozen
 class UsageBreakEven:
     api_usd_per_month: float
     self_host_usd_per_month: float
@@ -238,7 +238,7 @@ def cost_self_host(s: Situation) -> Option:
 
 # --- training --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@frozen
 class FinetunePlan:
     setup: TrainingSetup
     memory_gib: float
@@ -359,7 +359,7 @@ def pretraining_arch(params: float, seq_len: int = 4096) -> ModelArch:
     return min((shaped(n) for n in {max(1, low - 1), low}), key=lambda a: abs(math.log(param_counts(a).total / params)))
 
 
-@dataclass(frozen=True)
+@frozen
 class PretrainPlan:
     setup: TrainingSetup
     gpu_hours: float

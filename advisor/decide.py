@@ -9,7 +9,6 @@ Text for people is built in advisor.render.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 
@@ -19,7 +18,7 @@ from advisor.findings import (
     FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size,
     rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
 )
-from advisor.records import bounded, record
+from advisor.records import bounded, frozen, record
 from advisor.render.text import assumption_lines, decision_sentence, method_sentence, plan_text
 from advisor.situation import TIERS, Situation, Tier
 
@@ -53,7 +52,7 @@ class Recommendation:
 
 # --- the choices -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@frozen
 class TierChoice:
     tier: Tier
     finding: Finding
@@ -96,7 +95,7 @@ def choose_tier(s: Situation, usage: UsageBreakEven, pretrain: PretrainingViabil
     return TierChoice(tier, finding, order, reason)
 
 
-@dataclass(frozen=True)
+@frozen
 class MethodChoice:
     option: Option
     finding: Finding

@@ -5,13 +5,12 @@ that read these results' fields.
 """
 
 import math
-from dataclasses import dataclass
 
 
 from advisor import catalog, scaling
 from advisor.numbers import human
 from advisor.params import param_counts
-from advisor.records import bounded, record
+from advisor.records import bounded, frozen, record
 from advisor.situation import Situation
 
 # Domain adaptation and new languages need full fine-tuning once the data reaches about a billion tokens:
@@ -34,7 +33,7 @@ class Finding:
     numbers: dict[str, float | int | str | bool | None] = bounded(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@frozen
 class ComputeOptimalSize:
     effective_tokens: float
     compute_optimal_params: float
@@ -70,7 +69,7 @@ def rule_compute_optimal_size(s: Situation) -> ComputeOptimalSize:
     return ComputeOptimalSize(s.effective_tokens, point.params, epoch.params, point.flops, finding, hoffmann.params)
 
 
-@dataclass(frozen=True)
+@frozen
 class PretrainingViability:
     viable: bool           # the model the data trains is predicted to beat the base (the cluster checks come later)
     tokens_needed: float

@@ -4,12 +4,13 @@ Conventions: FLOPs count a multiply-add as 2; "model" FLOPs are what MFU counts 
 FLOPs add what the GPU also runs (recomputation).
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
 from advisor.arch import describe
 from advisor.params import layer_matmul_params, matmul_params
+from advisor.records import frozen
 from advisor.training import Method
 
 # Achieved fraction of dense bf16 peak (hardware FLOPs utilisation) assumed when no calibration is given.
@@ -24,7 +25,7 @@ from advisor.training import Method
 DEFAULT_EFFICIENCY: dict[str, float] = {"full": 0.40, "lora": 0.35, "qlora": 0.25}
 
 
-@dataclass(frozen=True)
+@frozen
 class FlopsPerToken:
     forward: float
     backward: float

@@ -5,13 +5,14 @@ Conventions: bytes are bytes, `*_gib` are GiB (2^30). Which sharding and whether
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
 from advisor.fused_loss import fused_loss_applies, loss_chunk_tokens
 from advisor.params import (active_intermediate_size, dora_magnitude_numels, full_tensor_numels, lora_input_features,
                             lora_tensor_shapes, param_counts, saved_module_params)
+from advisor.records import frozen
 from advisor.training import Method, Optimizer, TrainingSetup
 
 GIB = 2**30
@@ -299,7 +300,7 @@ def fsdp_buffer_bytes(setup: TrainingSetup) -> float:
 OFFLOAD_RESIDENT_LAYERS = 2
 
 
-@dataclass(frozen=True)
+@frozen
 class MemoryBreakdown:
     weights: float
     adapters: float

@@ -6,11 +6,11 @@ configs of every supported model_type (tests/test_arch.py, tests/test_estimate.p
 """
 
 import functools
-from dataclasses import dataclass
 
 from advisor.arch import Architecture, Layer, describe
 from advisor.catalog import ModelArch
 from advisor.errors import AdvisorError
+from advisor.records import frozen
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
@@ -21,7 +21,7 @@ OTHER_TARGETS = ("qkv_proj", "gate_up_proj", "w1", "w2", "w3", "gate", "router")
 KNOWN_TARGETS = LINEAR_MODULES + OTHER_TARGETS
 
 
-@dataclass(frozen=True)
+@frozen
 class LinearShape:
     in_features: int
     out_features: int
@@ -38,7 +38,7 @@ def layer_linear_shapes(arch: ModelArch) -> dict[str, LinearShape]:
     return {x.name: LinearShape(x.in_features, x.out_features, x.bias) for x in describe(arch).layers[0].linears}
 
 
-@dataclass(frozen=True)
+@frozen
 class ParamCounts:
     total: int
     embedding: int      # token embedding table

@@ -3,7 +3,7 @@ estimate beside its measurement. Which rows the estimator can express, and why n
 
 import functools
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -13,7 +13,7 @@ from advisor import catalog
 from advisor.catalog import Gpu, ModelArch
 from advisor.errors import AdvisorError
 from advisor.memory import DEFAULT_OVERHEAD_FIXED_GIB, DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
-from advisor.records import RecordError, default, parse
+from advisor.records import RecordError, default, frozen, parse
 from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
 from advisor.training import TrainingSetup
 
@@ -131,7 +131,7 @@ def row_optimizer(text: str | None) -> str:
     return "adamw"
 
 
-@dataclass(frozen=True)
+@frozen
 class RowCase:
     """A published row as a TrainingSetup, with what the estimator cannot express about it."""
     row: PublishedRow
@@ -243,7 +243,7 @@ def _grad_accum(row: PublishedRow) -> int:
     return 1
 
 
-@dataclass(frozen=True)
+@frozen
 class RowEstimate:
     case: RowCase
     memory_gib: float | None

@@ -3,10 +3,11 @@ leave-one-out error that shows whether the fit generalises: each row predicted b
 
 import math
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from advisor.errors import AdvisorError
 from advisor.published import RowCase, cuda_context_gib, memory_parts, memory_stat, row_memory_gib, row_tokens_per_second, row_work
+from advisor.records import frozen
 from advisor.step_time import DEFAULT_STEP_TIME, StepTimeConstants
 
 # No GEMM library reaches the datasheet peak: large bf16 matmuls run at about 0.8 of it (the H200 this project's
@@ -55,7 +56,7 @@ def fit_constants(rows, start: StepTimeConstants = DEFAULT_STEP_TIME) -> StepTim
     return replace(best, source=f"fitted to {len(rows)} published rows (mean |log error| {best_loss:.3f})")
 
 
-@dataclass(frozen=True)
+@frozen
 class LeaveOneOut:
     row_id: str
     estimate: float
@@ -104,7 +105,7 @@ def overhead_leave_one_out(rows) -> list[LeaveOneOut]:
     return out
 
 
-@dataclass(frozen=True)
+@frozen
 class PublishedFit:
     """The constants fitted to a set of published rows, each row's estimate with them, and leave-one-out."""
     constants: StepTimeConstants

@@ -5,10 +5,11 @@ D training tokens, C training FLOPs, losses in nats per token (the papers' Massi
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Literal
 
 from advisor.errors import AdvisorError
+from advisor.records import frozen
 
 FitName = Literal["chinchilla-rule", "hoffmann2022", "epoch2024"]
 
@@ -20,7 +21,7 @@ FLOPS_PER_PARAM_TOKEN_TRAIN = 6.0
 FLOPS_PER_PARAM_TOKEN_INFER = 2.0
 
 
-@dataclass(frozen=True)
+@frozen
 class LossFit:
     """L(N, D) = E + A / N^alpha + B / D^beta, with one paper's fitted constants."""
 
@@ -56,7 +57,7 @@ LOSS_FITS = {fit.name: fit for fit in (HOFFMANN2022, EPOCH2024)}
 FITS = ("chinchilla-rule", "hoffmann2022", "epoch2024")
 
 
-@dataclass(frozen=True)
+@frozen
 class ScalingPoint:
     """A model size and token count, the training FLOPs they cost and the loss a fit predicts for them."""
 
@@ -137,7 +138,7 @@ def loss_at(params: float, tokens: float, fit: str = "hoffmann2022") -> ScalingP
     return ScalingPoint(params, tokens, training_flops(params, tokens), parametric_loss(params, tokens, lf), fit, lf.name)
 
 
-@dataclass(frozen=True)
+@frozen
 class RepeatedData:
     """Muennighoff et al. 2023's accounting of D tokens drawn from U unique ones, for an N-parameter model."""
 
@@ -186,7 +187,7 @@ def repeated_data(params: float, tokens: float, unique_tokens: float) -> Repeate
     )
 
 
-@dataclass(frozen=True)
+@frozen
 class InferenceOptimum:
     """Sardana et al. 2024: the model that reaches a loss at the least training + lifetime inference FLOPs."""
 

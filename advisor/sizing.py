@@ -5,10 +5,11 @@ comes from advisor.memory, which never calls back here.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from advisor.catalog import Gpu
 from advisor.memory import MemoryBreakdown, memory_per_gpu
+from advisor.records import frozen
 from advisor.training import TrainingSetup
 
 # launch.strategy: auto replicates the model on every GPU (DDP, the least communication) while one replica's peak
@@ -17,7 +18,7 @@ from advisor.training import TrainingSetup
 DDP_MAX_REPLICA_GIB = 70.0
 
 
-@dataclass(frozen=True)
+@frozen
 class ShardingChoice:
     """How the model is spread over the GPUs: none (one GPU), ddp (a replica each) or fsdp (sharded)."""
     strategy: str
@@ -149,7 +150,7 @@ def valid_gpu_counts(available: int) -> list[int]:
 GPU_HOURS_TIE_SHARE = 0.01
 
 
-@dataclass(frozen=True)
+@frozen
 class CountPlan:
     """One candidate GPU count for a job: whether it fits memory, its GPU-hours and its wall-clock days."""
     gpus: int

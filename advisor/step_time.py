@@ -10,16 +10,16 @@ Conventions: FLOPs count a multiply-add as 2; "model" FLOPs (what MFU counts, ad
 "executed" FLOPs here (causal attention as the kernel runs it, recomputation, padding).
 """
 
-from dataclasses import dataclass
 
 from advisor.catalog import Gpu, ModelArch
 from advisor.flops import attended_keys
 from advisor.memory import ACT_FULL, NF4_DATA_BYTES, nf4_bytes_per_param, trainable_tensor_numels
 from advisor.params import layer_linear_shapes, param_counts
+from advisor.records import frozen
 from advisor.training import TrainingSetup
 
 
-@dataclass(frozen=True)
+@frozen
 class StepTimeConstants:
     """The fitted constants of the step-time model, each with a physical meaning (docs/estimation.md)."""
     matmul_fraction_max: float    # achieved fraction of dense peak for large matmuls
@@ -44,7 +44,7 @@ COMM_EFFICIENCY = 0.85
 ATTENTION_BACKWARD_FACTOR = 2.5
 
 
-@dataclass(frozen=True)
+@frozen
 class StepWork:
     """What one GPU does in one optimizer step, in FLOPs and bytes, before any rate is applied."""
     micro_batches: int
@@ -196,7 +196,7 @@ def matmul_fraction(tokens_per_micro_batch: float, c: StepTimeConstants) -> floa
     return c.matmul_fraction_max * n / (n + c.matmul_half_tokens)
 
 
-@dataclass(frozen=True)
+@frozen
 class StepTime:
     """Seconds of one optimizer step on one GPU, by term."""
     matmul_s: float

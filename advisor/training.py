@@ -1,12 +1,12 @@
 """A fine-tune as the estimators see it: the fields a recipe resolves to, and their types."""
 
-from dataclasses import dataclass
 from typing import Literal
 
 from advisor.catalog import ModelArch
 from advisor.params import (
     LINEAR_MODULES, dora_magnitude_params, lora_trainable_params, param_counts, saved_module_params,
 )
+from advisor.records import frozen
 
 Method = Literal["full", "lora", "qlora"]
 Optimizer = Literal["adamw", "adamw-8bit", "paged-adamw-8bit"]
@@ -17,7 +17,7 @@ LossKind = Literal["auto", "stock", "stock-legacy", "fused", "chunked"]
 METHODS = ("lora", "qlora", "full")
 
 
-@dataclass(frozen=True)
+@frozen
 class TrainingSetup:
     """What a fine-tune looks like to the estimators: the same fields a recipe resolves to."""
 
