@@ -2,8 +2,9 @@
 
 pydantic (with typer >= 0.29, which coerces every option through it) was most of `advisor recommend`'s start-up:
 importing it and building the schemas of the situation, catalog entries and results took longer than everything
-else the command does (bench/README.md, "advisor recommend start-up"). The recipe stays a pydantic schema; the
-catalogs, the situation, calibration and the results are frozen dataclasses whose constraints sit on their fields:
+else the command does (bench/README.md, "Measured so far", the advisor_latency reading). The recipe stays a
+pydantic schema; the catalogs, the situation, calibration and the results are frozen dataclasses whose constraints
+sit on their fields:
 
     memory_gib: float = bounded(gt=0, description="Device memory in GiB ...")
 
