@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from advisor.compare import compare_runs, fit_calibration, load_reports, median_abs_error, plot_comparison  # noqa: E402
+from advisor.measure.compare import compare_runs, fit_calibration, load_reports, median_abs_error, plot_comparison  # noqa: E402
 
 RUNS = ROOT / "bench" / "results" / "accuracy"
 DOC = ROOT / "docs" / "accuracy.md"

@@ -2,7 +2,7 @@
 
 Usage: python bench/activation_memory.py [--out bench/results/activation_fit_cpu.json]
 For each shape and LoRA target set, counts the bytes autograd saves per layer and token under bf16 autocast
-(bench.measure), fits the linear model advisor.memory uses, and prints the fit beside the shipped constants.
+(bench.measure), fits the linear model advisor.formulas.memory uses, and prints the fit beside the shipped constants.
 """
 
 import argparse
@@ -14,9 +14,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the project root, for `bench`
 
-from advisor.catalog import ModelArch  # noqa: E402
-from advisor.memory import activation_bytes_per_token_per_layer  # noqa: E402
-from advisor.params import LINEAR_MODULES  # noqa: E402
+from advisor.catalog.types import ModelArch  # noqa: E402
+from advisor.formulas.memory import activation_bytes_per_token_per_layer  # noqa: E402
+from advisor.formulas.params import LINEAR_MODULES  # noqa: E402
 from bench.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder  # noqa: E402
 
 SHAPES = [(128, 256, 4, 2), (256, 704, 8, 2), (192, 512, 6, 6), (320, 384, 10, 2), (256, 896, 8, 2), (384, 1024, 6, 2),

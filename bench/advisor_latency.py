@@ -6,7 +6,7 @@ Usage: python bench/advisor_latency.py [--runs 15] [--module] [--breakdown] [--a
 a checkout other than the installed one; --against DIR times another checkout's `python -m advisor.cli recommend`
 paired with this one's, interleaved, with P (e.g. the older typer it needs) ahead on its PYTHONPATH)
 Reports medians of wall-clock times of fresh processes (what a user waits for), and which heavy modules
-the command imported (must be none; pydantic counts, since advisor.records keeps it off this path). --breakdown also
+the command imported (must be none; pydantic counts, since advisor.core.records keeps it off this path). --breakdown also
 times fresh processes that stop at each stage of the command's start-up (STAGES: the interpreter, typer, our modules,
 the whole command), interleaved, so the differences of their medians say where the time goes, and beside them what
 importing pydantic would cost (PYDANTIC_ALONE).
@@ -35,12 +35,12 @@ def median_seconds(cmd: list[str], runs: int) -> float:
 
 # Each stage does what the one before it did and more; after them comes the command itself. Each runs as the command
 # does (advisor.cli.main): without the cyclic collector, frozen before exit. pydantic is no stage: `recommend` does not
-# import it (advisor.records); PYDANTIC_ALONE times what it would add, beside the stages.
+# import it (advisor.core.records); PYDANTIC_ALONE times what it would add, beside the stages.
 STAGES = {
     "python": "pass",
     "typer": "import typer",
-    "our_modules": "import typer\nimport advisor.cli.recommend, advisor.decide, advisor.render.recommendation, "
-                   "advisor.render.notices, advisor.sizing",
+    "our_modules": "import typer\nimport advisor.cli.recommend, advisor.decide.choose, advisor.render.recommendation, "
+                   "advisor.render.notices, advisor.plan.sizing",
 }
 # Not a stage: typer and pydantic's import with one model defined, to show what keeping pydantic off the path saves.
 PYDANTIC_ALONE = "import typer\nfrom pydantic import BaseModel\nclass M(BaseModel):\n    x: int = 0"

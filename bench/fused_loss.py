@@ -8,7 +8,7 @@ Usage (GPU, Llama-3.1-8B's head, one layer): python bench/fused_loss.py --hidden
 The model has Llama-3's 128,256-token vocabulary and few, narrow layers, so the loss is a large part of the step, as
 it is for an 8B model with gradient checkpointing. Peak memory: on CUDA the allocator's peak above the memory in use
 before the step; on the CPU the live-bytes tracker (bench.measure.step_peak_bytes), which counts the same
-allocations. Each is printed beside the advisor's prediction of the loss's own peak (advisor.memory.logits_bytes).
+allocations. Each is printed beside the advisor's prediction of the loss's own peak (advisor.formulas.memory.logits_bytes).
 Times are medians over --repeats steps after one warm-up; CPU times say nothing about GPU speed.
 """
 
@@ -27,12 +27,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from advisor.catalog import ModelArch  # noqa: E402
+from advisor.catalog.types import ModelArch  # noqa: E402
 from bench.common import sync  # noqa: E402
 
-from advisor.fused_loss import loss_chunk_tokens  # noqa: E402
-from advisor.memory import logits_bytes  # noqa: E402
-from advisor.params import LINEAR_MODULES  # noqa: E402
+from advisor.formulas.fused_loss import loss_chunk_tokens  # noqa: E402
+from advisor.formulas.memory import logits_bytes  # noqa: E402
+from advisor.formulas.params import LINEAR_MODULES  # noqa: E402
 from runners.loss import use_fused_loss  # noqa: E402
 from bench.measure import lora_builder, step_peak_bytes  # noqa: E402
 

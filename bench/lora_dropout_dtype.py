@@ -3,7 +3,7 @@
 Usage: python bench/lora_dropout_dtype.py [--out bench/results/lora_dropout_dtype_cpu.json]
 Per shape and target set: saved bytes with fp32 adapters (peft's default on a 16-bit base) and bf16 adapters
 (autocast_adapter_dtype=False), each without and with dropout 0.1, per input element of the adapted projections.
-advisor.memory's ACT_BF16_ADAPTER_SAVING is the bf16 saving; ACT_LORA_DROPOUT is the CPU increment less the noise
+advisor.formulas.memory's ACT_BF16_ADAPTER_SAVING is the bf16 saving; ACT_LORA_DROPOUT is the CPU increment less the noise
 tensor CPU dropout keeps (a CUDA kernel keeps a 1-byte mask instead; see the constant's comment).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the project root, for `bench`
 
-from advisor.params import LINEAR_MODULES  # noqa: E402
+from advisor.formulas.params import LINEAR_MODULES  # noqa: E402
 from bench.measure import activation_bytes_per_layer_token  # noqa: E402
 
 CASES = [((256, 704, 8, 2), LINEAR_MODULES), ((384, 1024, 6, 2), LINEAR_MODULES), ((256, 704, 8, 2), ("q_proj", "v_proj"))]

@@ -12,10 +12,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from advisor.memory import DEFAULT_OVERHEAD_FRACTION  # noqa: E402
-from advisor.published import ROWS_FILE, abs_errors, error_summary, estimate_rows, load_rows, row_case  # noqa: E402
-from advisor.published_fit import fit_published  # noqa: E402
-from advisor.step_time import DEFAULT_STEP_TIME  # noqa: E402
+from advisor.formulas.memory import DEFAULT_OVERHEAD_FRACTION  # noqa: E402
+from advisor.measure.published import ROWS_FILE, abs_errors, error_summary, estimate_rows, load_rows, row_case  # noqa: E402
+from advisor.measure.published_fit import fit_published  # noqa: E402
+from advisor.formulas.step_time import DEFAULT_STEP_TIME  # noqa: E402
 
 BEFORE = ROOT / "bench" / "results" / "published_before.json"
 
@@ -48,7 +48,7 @@ def section() -> list[str]:
            "out on purpose: they are the held-out check. Rows flagged implausible (their notes say why: figures above "
            "the GPU's dense peak, or settings that contradict the sibling rows) are shown but kept out of every "
            "statistic, as are figures whose configuration the estimator cannot express (the reason is given).", "",
-           "Shipped constants (`advisor/step_time.py` `DEFAULT_STEP_TIME`, `advisor/memory.py`), fitted to these rows "
+           "Shipped constants (`advisor/formulas/step_time.py` `DEFAULT_STEP_TIME`, `advisor/formulas/memory.py`), fitted to these rows "
            "by `advisor calibrate bench/published/rows.yaml`:", "",
            f"- matmuls at {c.matmul_fraction_max:.2f} x n / (n + {c.matmul_half_tokens:.0f}) of the dense peak, n the "
            f"tokens per micro-batch (refit: {fit.constants.matmul_fraction_max:.2f}, "

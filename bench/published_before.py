@@ -24,11 +24,11 @@ GPU_NAMES = {"a100 (80gb implied)": "A100-80GB", "a100 (memory size unstated)": 
 
 
 def main() -> None:
-    from advisor import catalog
-    from advisor.flops import DEFAULT_EFFICIENCY, flops_per_token
-    from advisor.memory import memory_per_gpu
-    from advisor.records import parse
-    from advisor.training import TrainingSetup
+    from advisor.catalog import load as catalog
+    from advisor.formulas.flops import DEFAULT_EFFICIENCY, flops_per_token
+    from advisor.formulas.memory import memory_per_gpu
+    from advisor.core.records import parse
+    from advisor.formulas.setup import TrainingSetup
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=Path, default=HERE / "published" / "rows.yaml")

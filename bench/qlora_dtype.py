@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from advisor.recipe import load_recipe  # noqa: E402
+from advisor.plan.recipe import load_recipe  # noqa: E402
 from bench.measure import saved_activation_bytes, step_peak_bytes  # noqa: E402
 
 # The tiny QLoRA recipe at a shape where the unquantised parameters and the MLP path are visible (bf16, as on a GPU).

@@ -50,9 +50,10 @@ import torch  # noqa: E402
 
 from bench.common import sync, synthetic_corpus, synthetic_instructions  # noqa: E402
 
-from advisor.catalog import ModelArch, get_model  # noqa: E402
-from advisor.flops import flops_per_token  # noqa: E402
-from advisor.params import lora_trainable_params  # noqa: E402
+from advisor.catalog.types import ModelArch
+from advisor.catalog.load import get_model  # noqa: E402
+from advisor.formulas.flops import flops_per_token  # noqa: E402
+from advisor.formulas.params import lora_trainable_params  # noqa: E402
 
 TINY = ModelArch(name="tiny", hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=259, max_position_embeddings=4096)
@@ -96,7 +97,7 @@ def device_memory_gib(device: torch.device) -> float | None:
 def baseline_checkpointing(recipe, memory: float | None) -> bool:
     """The baseline's checkpointing "as needed to fit": the recipe's choice, or for `auto` the advisor's estimate of
     the baseline's own peak (transformers' loss, which holds the whole micro-batch's logits) against `memory` GiB."""
-    from advisor.estimate import estimate_recipe
+    from advisor.plan.estimate import estimate_recipe
     if recipe.train.gradient_checkpointing != "auto":
         return recipe.train.gradient_checkpointing
     stock = recipe.model_copy(update={"train": recipe.train.model_copy(update={"fused_loss": False})})
@@ -253,7 +254,7 @@ PIPELINES = {"ours": run_ours, "trainer": run_trainer, "trl": run_trl}
 
 def worker(pipeline: str, recipe_path: Path, overrides: list[str], warmup: int, result_path: Path) -> None:
     """One pipeline in this process: train, then write its step times, live bytes and peak RSS."""
-    from advisor.recipe import load_recipe
+    from advisor.plan.recipe import load_recipe
     from runners.run import quiet_libraries
     quiet_libraries()
     recipe = load_recipe(recipe_path, overrides)
@@ -453,7 +454,7 @@ def targets(result: dict, methods: list[str]) -> dict:
 def labelled_share(recipe_path: Path, micro_batches: int, env: dict) -> float:
     """Share of the first `micro_batches` training rows' tokens that carry a label (the rest are masked prompt),
     the rows every pipeline trains on; computed in a child process with the workers' cache."""
-    code = ("import sys, json; from advisor.recipe import load_recipe; from runners.data import build_dataset; "
+    code = ("import sys, json; from advisor.plan.recipe import load_recipe; from runners.data import build_dataset; "
             "from runners.run import cache_root; from runners.tokenizer import load_tokenizer; "
             "r = load_recipe(sys.argv[1]); rows = build_dataset(r, load_tokenizer(r), cache_root()).train.rows(); "
             "rows = [x for _, x in zip(range(int(sys.argv[2])), rows)]; "

@@ -8,7 +8,7 @@ from runners.data import PackedRows, get_batch
 from runners.distributed import DistContext
 from transformers import LlamaConfig, LlamaForCausalLM
 from peft import LoraConfig, get_peft_model
-from advisor.recipe import load_recipe
+from advisor.plan.recipe import load_recipe
 torch.manual_seed(0)
 cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=32000, attn_implementation="sdpa")
 model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=8, target_modules="all-linear"))

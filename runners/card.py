@@ -4,8 +4,8 @@ adapter config's target_modules as the short projection names peft matches."""
 import json
 from pathlib import Path
 
-from advisor.recipe import Recipe
-from advisor.runreport import RunReport
+from advisor.plan.recipe import Recipe
+from advisor.measure.runreport import RunReport
 from runners.io import atomic_write_json, atomic_write_text
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from advisor.errors import AdvisorError
-from advisor.recipe import DataSection, Recipe
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import DataSection, Recipe
 from runners.datasources import load_raw, load_training_examples
 from runners.examples import IGNORE_INDEX, RENDER_BATCH, render_batch
 from runners.rows import BadRows, iter_rows, row_problem

@@ -4,8 +4,8 @@ mixed with weights, and the columns each format reads."""
 import math
 from pathlib import Path
 
-from advisor.errors import AdvisorError
-from advisor.recipe import DataSection
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import DataSection
 
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
 

@@ -1,7 +1,7 @@
 """Examples to token ids and labels: each data format rendered with its loss mask (prompt tokens get IGNORE_INDEX)."""
 
-from advisor.errors import AdvisorError
-from advisor.recipe import DataSection
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import DataSection
 
 IGNORE_INDEX = -100  # labels torch's cross_entropy skips
 # The Alpaca prompt (Taori et al. 2023, stanford_alpaca), with and without an input field.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from advisor.errors import AdvisorError
-from advisor.recipe import Recipe, load_recipe
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import Recipe, load_recipe
 
 
 def format_prompt(recipe: Recipe, tokenizer, prompt: str, history: list[dict] | None = None) -> str:

@@ -5,17 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from advisor.calibration import Calibration
-from advisor.errors import AdvisorError
-from advisor.recipe import Recipe
-from advisor.runreport import RunReport, load_report
+from advisor.plan.calibration import Calibration
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import Recipe
+from advisor.measure.runreport import RunReport, load_report
 
 
 RUNS_ROOT = Path("runs")
 
 
 def default_out_dir(recipe: Recipe) -> Path:
-    """runs/<recipe name>; the name is validated as a name (advisor.recipe), and the path must stay under runs/."""
+    """runs/<recipe name>; the name is validated as a name (advisor.plan.recipe), and the path must stay under runs/."""
     out = RUNS_ROOT / recipe.name
     if out.resolve().parent != RUNS_ROOT.resolve():
         raise AdvisorError(f"name {recipe.name!r}: the run folder {out} would not be inside {RUNS_ROOT}/; "
@@ -68,7 +68,7 @@ def check_process_count(recipe: Recipe, gpus: int) -> None:
 
 def _check_fit_before_launch(recipe: Recipe, gpu: str | None, calibration: Calibration | None, force: bool) -> None:
     """The fit verdict before torchrun starts any rank (each rank checks again, against its own device)."""
-    from advisor.catalog import get_gpu, match_gpu
+    from advisor.catalog.load import get_gpu, match_gpu
     from runners.run import check_fit
     memory = None
     if gpu:

@@ -5,12 +5,12 @@ Transformers' causal LMs compute `lm_head(hidden)` for every position, then `cro
 32 layers keep with gradient checkpointing. Here the head's matmul, the log-sum-exp and the gradient with respect to
 the hidden states are computed chunk by chunk in the forward pass: the approach of Liger Kernel's fused linear
 cross-entropy (Hsu et al. 2024, arXiv:2410.10989), in plain PyTorch so it runs on any device, with the chunk size
-of advisor.fused_loss.loss_chunk_tokens. Backward only rescales the stored gradient. Positions whose label is ignored
+of advisor.formulas.fused_loss.loss_chunk_tokens. Backward only rescales the stored gradient. Positions whose label is ignored
 (prompt tokens, padding) skip the head entirely. The arithmetic is the stock path's: logits in the compute dtype,
 upcast to fp32 for the softmax, the gradient cast back to the compute dtype before its matmul.
 
 Only a frozen, bias-free head on a model whose forward is the plain `lm_head(model(...).last_hidden_state)` is
-fused (advisor.fused_loss.FUSED_LOSS_MODEL_TYPES, each checked against the stock loss and gradients in
+fused (advisor.formulas.fused_loss.FUSED_LOSS_MODEL_TYPES, each checked against the stock loss and gradients in
 tests/test_fused_loss.py); anything else keeps transformers' own forward.
 """
 
@@ -18,7 +18,7 @@ import types
 
 import torch
 
-from advisor.fused_loss import FUSED_LOSS_MODEL_TYPES, loss_chunk_tokens
+from advisor.formulas.fused_loss import FUSED_LOSS_MODEL_TYPES, loss_chunk_tokens
 from runners.examples import IGNORE_INDEX
 
 

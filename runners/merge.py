@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from advisor.recipe import Recipe
+from advisor.plan.recipe import Recipe
 
 
 def merge_adapter(recipe: Recipe, adapter_dir: Path, out_dir: Path, cache_root: Path) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from advisor.errors import AdvisorError
-from advisor.params import is_all_linear
-from advisor.recipe import LoraSection, QuantSection, Recipe
+from advisor.core.errors import AdvisorError
+from advisor.formulas.params import is_all_linear
+from advisor.plan.recipe import LoraSection, QuantSection, Recipe
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -45,7 +45,7 @@ def to_peft_config(lora: LoraSection):
     """LoraSection -> peft's LoraConfig for a causal LM."""
     from peft import LoraConfig
     # all-linear, or all seven Llama projection names (which it resolves to): peft's own all-linear, which on MoE and
-    # Phi-3 models reaches their fused projections, experts and routers (advisor.params.lora_tensor_shapes)
+    # Phi-3 models reaches their fused projections, experts and routers (advisor.formulas.params.lora_tensor_shapes)
     targets = "all-linear" if is_all_linear(lora.target_modules) else list(lora.target_modules)
     init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}[lora.init]
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,

@@ -9,8 +9,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from advisor.errors import AdvisorError
-from advisor.recipe import DataSection
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import DataSection
 
 CHAT_ROLES = ("system", "user", "assistant", "tool")  # the roles chat templates render
 READ_BATCH = 1000  # Parquet and save_to_disk rows decoded per batch

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from advisor.calibration import Calibration
-from advisor.catalog import get_gpu, match_gpu
-from advisor.errors import AdvisorError
-from advisor.flops import flops_per_token, flops_utilization
-from advisor.estimate import Estimate, estimate_recipe, plan_refusal
-from advisor.recipe import Recipe, check_model_source, recipe_to_yaml
-from advisor.runreport import LossSummary, PeakMemory, RunReport
+from advisor.plan.calibration import Calibration
+from advisor.catalog.load import get_gpu, match_gpu
+from advisor.core.errors import AdvisorError
+from advisor.formulas.flops import flops_per_token, flops_utilization
+from advisor.plan.estimate import Estimate, estimate_recipe, plan_refusal
+from advisor.plan.recipe import Recipe, check_model_source, recipe_to_yaml
+from advisor.measure.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
 from runners.hostmem import detach_from_checkpoint_file, map_large_host_tensors
@@ -191,7 +191,7 @@ def _run(recipe, out_dir, ctx, folder: RunFolder | None, force, calibration, gpu
     if recipe.train.gradient_checkpointing == "auto":
         notice(f"gradient checkpointing {'on' if estimate.gradient_checkpointing else 'off'} "
                f"({estimate.gradient_checkpointing_reason})")
-    strategy = estimate.sharding  # none, ddp or fsdp: decided by advisor.sizing.choose_sharding
+    strategy = estimate.sharding  # none, ddp or fsdp: decided by advisor.plan.sizing.choose_sharding
     dtype = compute_dtype(recipe, ctx.device)
     if recipe.quant is not None and (recipe.model.arch is not None or recipe.model.random_init) and ctx.is_main:
         random_checkpoint(recipe, dtype, cache_root(), recipe.train.seed)  # once, before the other ranks read it

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from advisor.recipe import Recipe
+from advisor.plan.recipe import Recipe
 
 BYTE_SPECIALS = ("<|pad|>", "<|bos|>", "<|eos|>")
 # A plain chat template (role header, content, end-of-turn) so chat-format data works with the byte tokenizer.

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from advisor.errors import AdvisorError
-from advisor.recipe import Recipe, recipe_to_yaml
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import Recipe, recipe_to_yaml
 
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 # metrics.jsonl keys and the tag each tracker shows them under

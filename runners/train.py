@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from advisor.recipe import Recipe, TrainSection
+from advisor.plan.recipe import Recipe, TrainSection
 from runners.checkpoint import LoopState, save_checkpoint
 from runners.data import Batch, TokenizedData, epoch_order, get_batch, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce

@@ -4,9 +4,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from advisor.calibration import load_calibration
-from advisor.errors import AdvisorError
-from advisor.recipe import load_recipe
+from advisor.plan.calibration import load_calibration
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import load_recipe
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
-"""Write advisor/data/{gpus,models,apis}.json from the YAML catalogs: validated entries and the YAML's digest, so the
+"""Write advisor/catalog/data/{gpus,models,apis}.json from the YAML catalogs: validated entries and the YAML's digest, so the
 advisor loads its catalogs without parsing YAML (tests/test_catalog_json.py checks they match).
 
-Usage: python scripts/build_catalogs.py   (after editing any advisor/data/*.yaml)
+Usage: python scripts/build_catalogs.py   (after editing any advisor/catalog/data/*.yaml)
 """
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from advisor.catalog import DATA_DIR, prebuilt  # noqa: E402
+from advisor.catalog.load import DATA_DIR, prebuilt  # noqa: E402
 
 
 def main() -> None:

@@ -14,8 +14,10 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from advisor.recipe import DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection  # noqa: E402
-from advisor.recipe_sections import DataSource  # noqa: E402
+from advisor.plan.recipe import (
+    DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection,
+)  # noqa: E402
+from advisor.plan.recipe_sections import DataSource  # noqa: E402
 
 
 def type_name(annotation) -> str:
@@ -43,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "recipe.md")
     args = parser.parse_args()
-    lines = ["# Recipe reference", "", "Generated from `advisor/recipe.py` by `python scripts/recipe_reference.py`; the field "
+    lines = ["# Recipe reference", "", "Generated from `advisor/plan/recipe.py` by `python scripts/recipe_reference.py`; the field "
              "descriptions there are the only copy. Unknown keys are rejected (with the nearest valid key suggested); "
              "`advisor validate RECIPE` checks a recipe without running it.", ""]
     for title, model in [("recipe", Recipe), ("model", ModelSection), ("lora", LoraSection), ("quant", QuantSection),

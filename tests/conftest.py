@@ -25,7 +25,7 @@ def _isolated_cache(tmp_path_factory):
 def _isolated_config(tmp_path_factory, monkeypatch):
     """Each test sees an empty user config directory, so a developer's calibration never leaks in."""
     monkeypatch.setenv("RIGHTSIZE_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
-    from advisor import catalog
+    from advisor.catalog import load as catalog
     catalog.load.cache_clear()
     yield
     catalog.load.cache_clear()

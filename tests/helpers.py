@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from advisor.recipe import load_recipe
+from advisor.plan.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

@@ -4,9 +4,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from advisor.catalog import ModelArch  # noqa: E402
-from advisor.memory import activation_bytes_per_token_per_layer
-from advisor.params import LINEAR_MODULES
+from advisor.catalog.types import ModelArch  # noqa: E402
+from advisor.formulas.memory import activation_bytes_per_token_per_layer
+from advisor.formulas.params import LINEAR_MODULES
 from bench.measure import activation_bytes_per_layer_token, lora_builder, qlora_builder  # noqa: E402
 
 

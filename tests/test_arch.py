@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from advisor import catalog, hub
-from advisor.arch import HF_CONFIG_DEFAULTS, SUPPORTED_MODEL_TYPES, describe
-from advisor.catalog import ModelArch
-from advisor.errors import AdvisorError
-from advisor.memory import trainable_tensor_numels
-from advisor.params import lora_trainable_params, matmul_params, param_counts
-from advisor.records import default
-from advisor.training import TrainingSetup
+from advisor.catalog import load as catalog
+from advisor.catalog import hub
+from advisor.catalog.arch import HF_CONFIG_DEFAULTS, SUPPORTED_MODEL_TYPES, describe
+from advisor.catalog.types import ModelArch
+from advisor.core.errors import AdvisorError
+from advisor.formulas.memory import trainable_tensor_numels
+from advisor.formulas.params import lora_trainable_params, matmul_params, param_counts
+from advisor.core.records import default
+from advisor.formulas.setup import TrainingSetup
 from tests.conftest import meta_causal_lm
 
 CONFIGS = Path(__file__).parent / "data" / "configs"
@@ -125,7 +126,7 @@ def test_fused_targets_refuse_half_of_a_fused_pair():
 
 # --- full-size configs (tests/data/configs, copied from the hub repositories' config.json) -----------------
 
-# Published totals and active parameters with their sources (advisor/data/models.yaml repeats them).
+# Published totals and active parameters with their sources (advisor/catalog/data/models.yaml repeats them).
 PUBLISHED = {
     # Mistral AI's announcement: 46.7B total, 12.9B per token (Jiang et al. 2024, "Mixtral of Experts": 47B / 13B).
     "Mixtral-8x7B-v0.1": (46.7e9, 12.9e9),
@@ -301,7 +302,7 @@ def test_catalog_commands_show_source_and_date(kind, column, capsys):
 def test_stale_and_retired_prices_are_flagged():
     import datetime
 
-    from advisor.catalog import price_is_stale
+    from advisor.catalog.load import price_is_stale
     from advisor.render.notices import price_notices
     today = datetime.date(2026, 12, 1)
     assert price_is_stale("2024-10", today) and price_is_stale("2025-12-01", today) and price_is_stale("", today)
@@ -317,7 +318,7 @@ def test_stale_and_retired_prices_are_flagged():
 
 
 def test_default_api_is_current():
-    from advisor.situation import Situation
+    from advisor.decide.situation import Situation
     api = catalog.get_api(default(Situation, "api"))
     assert not api.retired
 
@@ -326,10 +327,10 @@ def test_default_api_is_current():
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text", "gpt_oss", "llama"])
 def test_attended_keys_equal_a_counted_mask(model_type):
-    """advisor.flops.attended_keys against the keys a boolean causal (windowed) mask admits, layer by layer, as
+    """advisor.formulas.flops.attended_keys against the keys a boolean causal (windowed) mask admits, layer by layer, as
     transformers' sliding layers mask them (key j visible to query i when i - w < j <= i)."""
-    from advisor.arch import describe
-    from advisor.flops import attended_keys
+    from advisor.catalog.arch import describe
+    from advisor.formulas.flops import attended_keys
     arch = tiny(model_type)
     seq = 96
     windows = [layer.sliding_window for layer in describe(arch).layers]
@@ -344,7 +345,7 @@ def test_attended_keys_equal_a_counted_mask(model_type):
 def test_sliding_window_layers_cut_attention_flops_only():
     """A Gemma-3 estimate at a context beyond its window counts fewer attention FLOPs than the same shape with
     every layer full, and the same matmul FLOPs."""
-    from advisor.flops import flops_per_token
+    from advisor.formulas.flops import flops_per_token
     arch = tiny("gemma3_text")
     full = replace(arch, layer_types=tuple("full_attention" for _ in range(arch.num_hidden_layers)),
                    sliding_window_pattern=None)
@@ -357,7 +358,7 @@ def test_sliding_window_layers_cut_attention_flops_only():
 def test_sliding_layers_match_transformers_layer_types(model_type):
     """Which layers slide, and over what window, as transformers' config class lays them out for the same fields."""
     transformers = pytest.importorskip("transformers")
-    from advisor.arch import describe
+    from advisor.catalog.arch import describe
     for arch in (tiny(model_type), replace(tiny(model_type), num_hidden_layers=13, layer_types=None)):
         config = transformers.AutoConfig.for_model(**arch.hf_config_dict())
         types = getattr(config, "layer_types", None) or ["full_attention"] * config.num_hidden_layers

@@ -46,8 +46,8 @@ def test_speed_benchmark_gives_each_run_checkpointing_as_needed_to_fit():
     baseline 118.1) neither does."""
     from bench.speed import baseline_checkpointing
 
-    from advisor.estimate import estimate_recipe
-    from advisor.recipe import load_recipe
+    from advisor.plan.estimate import estimate_recipe
+    from advisor.plan.recipe import load_recipe
     recipe = load_recipe(ROOT / "recipes" / "llama3.1-8b-lora.yaml")
     assert recipe.train.gradient_checkpointing == "auto" and recipe.train.fused_loss
     five = load_recipe(ROOT / "recipes" / "llama3.1-8b-lora.yaml", ["train.micro_batch=5"])

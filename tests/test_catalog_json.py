@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from advisor import catalog
+from advisor.catalog import load as catalog
 
 
 @pytest.mark.parametrize("kind", ["gpus", "models", "apis"])

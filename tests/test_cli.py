@@ -152,7 +152,7 @@ def test_property_any_arguments_never_traceback(capsys, args):
 def test_advisor_import_is_light():
     """Importing the CLI and answering `recommend` must not pull in the ML stack."""
     code = ("import sys; from advisor.cli import main; main(['recommend','--tokens','2e9','--json']) if False else None;"
-            "import advisor.decide, advisor.estimate, advisor.recipe, advisor.compare, advisor.render;"
+            "import advisor.decide.choose, advisor.plan.estimate, advisor.plan.recipe, advisor.measure.compare, advisor.render;"
             "heavy=[m for m in ('torch','transformers','peft','bitsandbytes','datasets','numpy') if m in sys.modules];"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
@@ -195,13 +195,13 @@ def test_command_modules_match_the_app():
 
 def test_recommend_imports_only_its_command_module():
     """`advisor recommend` registers only advisor.cli.recommend: the other commands' modules, the recipe schema,
-    pydantic (advisor.records; typer below 0.29), the review without a proposal, calibration without a file and YAML
+    pydantic (advisor.core.records; typer below 0.29), the review without a proposal, calibration without a file and YAML
     are not imported (start-up time, bench/advisor_latency.py)."""
     code = ("import sys; from advisor.cli import main\n"
             "try: main(['recommend','--tokens','2e9'])\nexcept SystemExit: pass\n"
             "print('loaded:' + ','.join(m for m in ('advisor.cli.advise','advisor.cli.runs','advisor.cli.scaling',"
-            "'advisor.cli.catalogs','advisor.recipe','advisor.review','advisor.calibration','advisor.alternatives',"
-            "'advisor.estimate','pydantic','statistics','hashlib','yaml') if m in sys.modules))")
+            "'advisor.cli.catalogs','advisor.plan.recipe','advisor.decide.review','advisor.plan.calibration','advisor.decide.alternatives',"
+            "'advisor.plan.estimate','pydantic','statistics','hashlib','yaml') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip().splitlines()[-1] == "loaded:"
 

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from advisor.catalog import get_gpu, get_model
-from advisor.compare import compare_report, fit_calibration, leave_one_out
-from advisor.training import TrainingSetup
-from advisor.estimate import estimate_training
-from advisor.runreport import LossSummary, PeakMemory, RunReport
+from advisor.catalog.load import get_gpu, get_model
+from advisor.measure.compare import compare_report, fit_calibration, leave_one_out
+from advisor.formulas.setup import TrainingSetup
+from advisor.plan.estimate import estimate_training
+from advisor.measure.runreport import LossSummary, PeakMemory, RunReport
 from tests.conftest import run_cli
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from advisor.recipe import load_recipe
+from advisor.plan.recipe import load_recipe
 from runners.data import build_dataset, collate, pack
 from runners.examples import IGNORE_INDEX, render_example
 from runners.tokenizer import byte_tokenizer
@@ -49,7 +49,7 @@ def test_text_and_field_mapping(tmp_path, tok):
     recipe = _data(tmp_path, "text", [{"body": "hello"}], text_field="body")
     ids, labels = render_example({"body": "hello"}, recipe.data, tok)
     assert ids == labels and tok.decode(ids[1:-1]) == "hello"
-    from advisor.errors import AdvisorError
+    from advisor.core.errors import AdvisorError
     with pytest.raises(AdvisorError, match="no field 'body'"):
         render_example({"text": "x"}, recipe.data, tok)
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from advisor.errors import AdvisorError
-from advisor.recipe import load_recipe
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import load_recipe
 from runners.data import build_dataset
 from runners.datasources import load_training_examples
 from runners.examples import IGNORE_INDEX, render_example

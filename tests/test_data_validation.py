@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from advisor.errors import AdvisorError
-from advisor.recipe import load_recipe
+from advisor.core.errors import AdvisorError
+from advisor.plan.recipe import load_recipe
 from runners.data import build_dataset
 from runners.tokenizer import byte_tokenizer
 from tests.conftest import run_cli

@@ -2,9 +2,9 @@
 
 import pytest
 
-from advisor.costing import rule_usage_break_even
-from advisor.decide import recommend
-from advisor.situation import Situation
+from advisor.decide.costing import rule_usage_break_even
+from advisor.decide.choose import recommend
+from advisor.decide.situation import Situation
 
 
 def tier(**kw) -> str:
@@ -112,14 +112,14 @@ def test_inference_aware_finding_shrinks_with_volume():
 
 def test_finetune_costs_assume_checkpointing_only_where_memory_needs_it():
     """recommend prices a fine-tune as the runner would run it (train.gradient_checkpointing: auto), at the efficiency
-    advisor estimate uses for the same setup (advisor.efficiency.training_efficiency: one source of truth)."""
-    from advisor import catalog
-    from advisor.costing import cost_finetune
-    from advisor.estimate import training_efficiency
-    from advisor.flops import flops_per_token, gpu_hours
-    from advisor.memory import memory_per_gpu
-    from advisor.params import lora_trainable_params
-    from advisor.training import TrainingSetup
+    advisor estimate uses for the same setup (advisor.plan.efficiency.training_efficiency: one source of truth)."""
+    from advisor.catalog import load as catalog
+    from advisor.decide.costing import cost_finetune
+    from advisor.plan.estimate import training_efficiency
+    from advisor.formulas.flops import flops_per_token, gpu_hours
+    from advisor.formulas.memory import memory_per_gpu
+    from advisor.formulas.params import lora_trainable_params
+    from advisor.formulas.setup import TrainingSetup
     arch = catalog.get_model("Llama-3.1-8B")
     lora = lora_trainable_params(arch, 16, TrainingSetup(arch=arch).lora_targets)
 

@@ -4,9 +4,9 @@ from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from advisor.constraints import deadline_days
-from advisor.decide import recommend
-from advisor.situation import Situation
+from advisor.decide.constraints import deadline_days
+from advisor.decide.choose import recommend
+from advisor.decide.situation import Situation
 
 situations = st.builds(
     Situation,

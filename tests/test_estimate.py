@@ -2,14 +2,14 @@
 
 import pytest
 
-from advisor import catalog
-from advisor.catalog import ModelArch
-from advisor.errors import AdvisorError
-from advisor.flops import flops_per_token, gpu_hours
-from advisor.memory import memory_per_gpu, nf4_bytes_per_param, weight_bytes
-from advisor.params import LINEAR_MODULES, lora_trainable_params, param_counts, resolve_lora_targets
-from advisor.sizing import gpus_needed
-from advisor.training import TrainingSetup
+from advisor.catalog import load as catalog
+from advisor.catalog.types import ModelArch
+from advisor.core.errors import AdvisorError
+from advisor.formulas.flops import flops_per_token, gpu_hours
+from advisor.formulas.memory import memory_per_gpu, nf4_bytes_per_param, weight_bytes
+from advisor.formulas.params import LINEAR_MODULES, lora_trainable_params, param_counts, resolve_lora_targets
+from advisor.plan.sizing import gpus_needed
+from advisor.formulas.setup import TrainingSetup
 from tests.conftest import meta_causal_lm
 
 CATALOG_MODELS = [m.name for m in catalog.entries("models") if m.published_params]  # exact published counts
@@ -173,7 +173,7 @@ def test_lora_count_matches_peft(fields, rank, targets):
 
 
 def test_trainable_tensors_add_up():
-    from advisor.memory import trainable_tensor_numels
+    from advisor.formulas.memory import trainable_tensor_numels
     arch = catalog.get_model("Llama-3.2-1B")
     assert sum(trainable_tensor_numels(TrainingSetup(arch=arch, method="full"))) == param_counts(arch).total
     lora = TrainingSetup(arch=arch, method="lora", lora_rank=8, lora_targets=("q_proj", "v_proj"))
@@ -183,7 +183,7 @@ def test_trainable_tensors_add_up():
 # --- gradient_checkpointing: auto ---------------------------------------------------------------------------
 
 def test_auto_checkpointing_pays_recompute_only_when_memory_needs_it():
-    from advisor.sizing import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing
+    from advisor.plan.sizing import AUTO_CHECKPOINTING_MAX_SHARE, choose_checkpointing
     setup = TrainingSetup(arch=catalog.get_model("Llama-3.1-8B"), micro_batch=2)
     without = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=False)).total
     with_it = memory_per_gpu(TrainingSetup(arch=setup.arch, micro_batch=2, gradient_checkpointing=True)).total
@@ -196,8 +196,8 @@ def test_auto_checkpointing_pays_recompute_only_when_memory_needs_it():
 
 
 def test_auto_checkpointing_in_recipe_estimates_and_the_device_memory_wins(tmp_path):
-    from advisor.estimate import estimate_recipe
-    from advisor.recipe import load_recipe
+    from advisor.plan.estimate import estimate_recipe
+    from advisor.plan.recipe import load_recipe
     from tests.helpers import RECIPES
     # micro-batch 3 x 2048 tokens, gradient_checkpointing: auto (without checkpointing 79.9 GiB: above 90% of an H100,
     # within an H200; at micro-batch 2, 58.8 GiB fits both)
@@ -221,11 +221,12 @@ def test_pretraining_is_costed_by_the_step_time_model_like_the_fine_tunes():
     """advisor recommend's pretraining option: a Llama-shaped model of the compute-optimal size (7B: Llama-2-7B's
     32 x 4096 shape), its GPU-hours the tokens over the step-time model's tokens/s for the setup it would launch,
     not 6ND at a fixed 0.40 of peak."""
-    from advisor import catalog, scaling
-    from advisor.costing import cost_pretrain, plan_pretrain, pretraining_arch
-    from advisor.estimate import training_efficiency
-    from advisor.params import param_counts
-    from advisor.situation import Situation
+    from advisor.catalog import load as catalog
+    from advisor.formulas import scaling
+    from advisor.decide.costing import cost_pretrain, plan_pretrain, pretraining_arch
+    from advisor.plan.estimate import training_efficiency
+    from advisor.formulas.params import param_counts
+    from advisor.decide.situation import Situation
     arch = pretraining_arch(7e9)
     assert (arch.num_hidden_layers, arch.hidden_size, arch.intermediate_size) == (32, 4096, 11008)
     assert param_counts(arch).total == pytest.approx(7e9, rel=0.05)
@@ -244,7 +245,7 @@ def test_fsdp_keeps_bitsandbytes_constants_whole_on_every_gpu():
     not (bitsandbytes keeps them on the module), so each GPU holds all of them."""
     from dataclasses import replace
 
-    from advisor.memory import GIB, NF4_DATA_BYTES, nf4_constant_bytes_per_param
+    from advisor.formulas.memory import GIB, NF4_DATA_BYTES, nf4_constant_bytes_per_param
     arch = catalog.get_model("Llama-3.1-70B")
     counts = param_counts(arch)
     setup = TrainingSetup(arch=arch, method="qlora", gpus=2, sharding="fsdp")

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from advisor.catalog import get_gpu
-from advisor.recipe import load_recipe, recipe_to_yaml
-from advisor.runreport import PeakMemory
+from advisor.catalog.load import get_gpu
+from advisor.plan.recipe import load_recipe, recipe_to_yaml
+from advisor.measure.runreport import PeakMemory
 from advisor.render.estimate import gpu_time
-from advisor.sizing import bf16_conflict, bf16_note
+from advisor.plan.sizing import bf16_conflict, bf16_note
 from tests.conftest import ROOT, run_cli
 from tests.helpers import RECIPES
 from tests.test_compare import synthetic

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from advisor.fused_loss import FUSED_LOSS_MODEL_TYPES, fused_loss_applies, loss_chunk_tokens
+from advisor.formulas.fused_loss import FUSED_LOSS_MODEL_TYPES, fused_loss_applies, loss_chunk_tokens
 from runners.loss import linear_cross_entropy, supports_fused_loss, use_fused_loss
 
 
@@ -125,7 +125,8 @@ def test_unsupported_models_say_why_and_the_estimate_agrees():
     full = AutoModelForCausalLM.from_config(tiny_config("llama"))
     assert "trained" in supports_fused_loss(full)
 
-    from advisor.catalog import ModelArch, get_model
+    from advisor.catalog.types import ModelArch
+    from advisor.catalog.load import get_model
     llama = get_model("Llama-3.1-8B")
     assert fused_loss_applies(llama, "lora", ("q_proj",))
     assert not fused_loss_applies(llama, "lora", ("q_proj",), requested=False)
@@ -136,7 +137,7 @@ def test_unsupported_models_say_why_and_the_estimate_agrees():
 
 
 def test_the_runner_fuses_by_default_and_can_be_told_not_to(tmp_path):
-    from advisor.recipe import load_recipe
+    from advisor.plan.recipe import load_recipe
     from runners.model import attach_adapters, load_model
     recipe = load_recipe("recipes/tiny-cpu-lora.yaml")
     for flag in (True, False):

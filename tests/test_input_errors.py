@@ -28,7 +28,7 @@ def test_yaml_merge_keys_are_accepted(tmp_path, capsys):
         "lora:\n  <<: {r: 8, alpha: 16}\n  alpha: 32\n")
     code, out, err = run_cli(["validate", recipe], capsys)
     assert code == 0 and "ok: merged" in out, err
-    from advisor.recipe import load_recipe, read_yaml_mapping
+    from advisor.plan.recipe import load_recipe, read_yaml_mapping
     lora = load_recipe(recipe).lora
     assert (lora.r, lora.alpha) == (8, 32)  # merged keys, overridden by the mapping's own: YAML's merge semantics
     (tmp_path / "m2.yaml").write_text("common: &c {micro_batch: 2, lr: 1.0e-3}\nrecipe:\n  train:\n    <<: *c\n    lr: 5.0e-4\n")

@@ -3,7 +3,7 @@ recipe asks for CPU ranks; progress a person can read."""
 
 import pytest
 
-from advisor.recipe import load_recipe
+from advisor.plan.recipe import load_recipe
 from runners.launch import check_process_count
 from runners.progress import LogProgress, human_duration, step_fields
 from tests.conftest import run_cli

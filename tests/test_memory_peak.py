@@ -4,9 +4,9 @@ real training steps on the CPU, bf16 autocast, for LoRA, QLoRA and full fine-tun
 import pytest
 import torch
 
-from advisor.catalog import ModelArch
-from advisor.memory import memory_per_gpu
-from advisor.training import TrainingSetup
+from advisor.catalog.types import ModelArch
+from advisor.formulas.memory import memory_per_gpu
+from advisor.formulas.setup import TrainingSetup
 from bench.measure import lora_builder, qlora_builder, step_peak_bytes
 
 CASES = [  # hidden, MLP, layers, heads, kv heads, vocab, tokens, batch, method, checkpointing
@@ -74,13 +74,13 @@ def bytes_per_vocab_entry(vocabs: tuple[int, int], fused: bool) -> float:
 
 
 def test_logits_cost_14_bytes_each():
-    from advisor.memory import LOGITS_BYTES_PER_ELEMENT
+    from advisor.formulas.memory import LOGITS_BYTES_PER_ELEMENT
     assert bytes_per_vocab_entry((4096, 16384), fused=False) == pytest.approx(LOGITS_BYTES_PER_ELEMENT, rel=0.01)
 
 
 def test_fused_loss_costs_6_bytes_per_chunk_logit():
     """All 512 positions are one chunk, so the slope is the bytes per chunk logit."""
-    from advisor.memory import FUSED_LOSS_BYTES_PER_ELEMENT
+    from advisor.formulas.memory import FUSED_LOSS_BYTES_PER_ELEMENT
     assert bytes_per_vocab_entry((16384, 65536), fused=True) == pytest.approx(FUSED_LOSS_BYTES_PER_ELEMENT, rel=0.05)
 
 
@@ -89,7 +89,7 @@ def test_eager_chunked_loss_keeps_every_chunks_log_softmax():
     for backward, so the saved bytes per logit are CHUNKED_SAVED_BYTES_PER_ELEMENT, not one chunk's share."""
     import torch.nn.functional as F
 
-    from advisor.memory import CHUNKED_SAVED_BYTES_PER_ELEMENT
+    from advisor.formulas.memory import CHUNKED_SAVED_BYTES_PER_ELEMENT
     tokens, vocab, hidden = 1024, 8192, 64
     states = torch.randn(tokens, hidden, dtype=torch.bfloat16, requires_grad=True)
     head = torch.randn(vocab, hidden, dtype=torch.bfloat16) * 0.02

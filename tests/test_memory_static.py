@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from advisor.memory import GIB, memory_per_gpu
-from advisor.estimate import recipe_setup
-from advisor.recipe import load_recipe
+from advisor.formulas.memory import GIB, memory_per_gpu
+from advisor.plan.estimate import recipe_setup
+from advisor.plan.recipe import load_recipe
 from tests.helpers import RECIPES
 
 SHAPE = ["model.dtype=bfloat16", "model.arch.hidden_size=256", "model.arch.intermediate_size=768",

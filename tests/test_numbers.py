@@ -3,8 +3,8 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from advisor.errors import AdvisorError
-from advisor.numbers import human, parse_count, parse_quantity
+from advisor.core.errors import AdvisorError
+from advisor.core.numbers import human, parse_count, parse_quantity
 
 
 @pytest.mark.parametrize("text, value", [

@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from advisor.errors import AdvisorError
-from advisor.estimate import estimate_recipe, recipe_setup
-from advisor.recipe import load_recipe
+from advisor.core.errors import AdvisorError
+from advisor.plan.estimate import estimate_recipe, recipe_setup
+from advisor.plan.recipe import load_recipe
 from tests.conftest import run_cli
 from tests.helpers import RECIPES, train_losses
 

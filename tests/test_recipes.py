@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from advisor.errors import AdvisorError
-from advisor.estimate import estimate_recipe
-from advisor.recipe import Recipe, load_recipe, recipe_to_yaml
+from advisor.core.errors import AdvisorError
+from advisor.plan.estimate import estimate_recipe
+from advisor.plan.recipe import Recipe, load_recipe, recipe_to_yaml
 from tests.conftest import run_cli
 from tests.helpers import RECIPES
 
@@ -158,7 +158,7 @@ ARCH = "name: t\nmodel: {arch: {model_type: llama, hidden_size: 64, intermediate
     (", num_key_value_heads: 0", "model.arch.num_key_value_heads: Input should be greater than 0"),
 ])
 def test_inline_arch_errors_name_the_field(tmp_path, extra, needle):
-    """The inline architecture is a record (advisor.records) inside the pydantic recipe: its unknown keys get the
+    """The inline architecture is a record (advisor.core.records) inside the pydantic recipe: its unknown keys get the
     same hint and its checks name their field."""
     text = ARCH % extra if "model_type" not in extra else (ARCH % "").replace("model_type: llama", extra[2:])
     with pytest.raises(AdvisorError) as err:

@@ -1,4 +1,4 @@
-"""advisor.records: the frozen dataclasses behind the situation, the catalogs, calibration and the results: each
+"""advisor.core.records: the frozen dataclasses behind the situation, the catalogs, calibration and the results: each
 constraint has a case that raises and one that passes, untrusted mappings are read strictly, and the JSON form is
 pydantic's for the same fields."""
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from advisor import catalog
-from advisor.calibration import Calibration, CalibrationEntry
-from advisor.records import RecordError, bounded, construct, default, description, parse, record, to_json
-from advisor.situation import Situation
+from advisor.catalog import load as catalog
+from advisor.plan.calibration import Calibration, CalibrationEntry
+from advisor.core.records import RecordError, bounded, construct, default, description, parse, record, to_json
+from advisor.decide.situation import Situation
 
 
 @record
@@ -123,10 +123,10 @@ def test_calibration_numbers_must_be_finite():
 
 
 def test_a_recipe_inline_arch_is_checked_by_the_same_rules():
-    """pydantic validates the dataclass inside the recipe schema and runs its checks (advisor.records.record)."""
+    """pydantic validates the dataclass inside the recipe schema and runs its checks (advisor.core.records.record)."""
     from pydantic import ValidationError
 
-    from advisor.recipe_sections import ModelSection
+    from advisor.plan.recipe_sections import ModelSection
 
     arch = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
             "num_attention_heads": 4, "vocab_size": 256}
@@ -137,7 +137,7 @@ def test_a_recipe_inline_arch_is_checked_by_the_same_rules():
 
 
 def _records():
-    """Every record class of the advisor (advisor.records.record), from the modules that define them."""
+    """Every record class of the advisor (advisor.core.records.record), from the modules that define them."""
     import importlib
     import pkgutil
 
@@ -158,14 +158,14 @@ def test_every_literal_field_of_a_record_is_checked():
     (bounded(choices=...)), or a bad value would pass silently."""
     import typing
 
-    import advisor.alternatives
-    import advisor.calibration
-    import advisor.review
+    import advisor.decide.alternatives
+    import advisor.plan.calibration
+    import advisor.decide.review
 
     records = _records()
     assert {"Situation", "Gpu", "ModelArch", "Option", "Proposal", "Violation", "Estimate"} <= {c.__name__ for c in records}
     # names the modules import for type checking only
-    type_checking_only = {**vars(advisor.review), **vars(advisor.calibration), **vars(advisor.alternatives)}
+    type_checking_only = {**vars(advisor.decide.review), **vars(advisor.plan.calibration), **vars(advisor.decide.alternatives)}
     for cls in records:
         hints = typing.get_type_hints(cls, type_checking_only | vars(__import__(cls.__module__, fromlist=["_"])))
         for f in dataclasses.fields(cls):
@@ -205,8 +205,8 @@ def test_a_union_keeps_an_exact_type_and_tuples_of_fixed_length():
 
 def test_old_and_newer_reports_keep_loading_their_estimate():
     """A run report's estimate with a key this version does not know (a newer or older version's) still loads."""
-    from advisor.estimate import Estimate
-    from advisor.runreport import RunReport
+    from advisor.plan.estimate import Estimate
+    from advisor.measure.runreport import RunReport
 
     estimate = {f.name: None for f in dataclasses.fields(Estimate)}
     adapter = __import__("pydantic").TypeAdapter(RunReport.model_fields["estimate"].annotation)

@@ -246,7 +246,7 @@ def test_safety_campaign_subset(tmp_path):
 # --- untrusted files -------------------------------------------------------------------------------------
 
 def test_trust_remote_code_is_off_unless_set_and_announced(tmp_path, capsys):
-    from advisor.recipe import load_recipe
+    from advisor.plan.recipe import load_recipe
     assert load_recipe(TINY).model.trust_remote_code is False
     code, out, err = run_cli(["run", TINY, "--out", tmp_path / "r", "--set", "train.max_steps=2",
                               "--set", "model.trust_remote_code=true"], capsys)

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from advisor.costing import cost_finetune
-from advisor.errors import AdvisorError
-from advisor.review import Proposal, resolve_model, review_proposal
-from advisor.situation import Situation
+from advisor.decide.costing import cost_finetune
+from advisor.core.errors import AdvisorError
+from advisor.decide.review import Proposal, resolve_model, review_proposal
+from advisor.decide.situation import Situation
 from tests.conftest import run_cli
 
 SEED = ["review", "--model", "7B", "--method", "full", "--gpus", "8xA100", "--days", "14", "--cost", "150k", "--tokens", "2e9"]

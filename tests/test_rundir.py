@@ -239,7 +239,7 @@ def test_allow_changes_resumes_and_records_them(interrupted, capsys):
 
 def test_resume_hint_reproduces_the_command(tmp_path, finished, monkeypatch, capsys):
     import runners.launch
-    from advisor.runreport import load_report
+    from advisor.measure.runreport import load_report
     interrupted = load_report(finished).model_copy(update={"status": "interrupted", "interrupted_by": "SIGINT", "steps": 4})
     monkeypatch.setattr(runners.launch, "launch", lambda *a, **k: interrupted)
     out = tmp_path / "my run"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from advisor.estimate import estimate_recipe
-from advisor.recipe import load_recipe
+from advisor.plan.estimate import estimate_recipe
+from advisor.plan.recipe import load_recipe
 from tests.conftest import run_cli
 from tests.helpers import RECIPES, ROOT, reload_eval_loss, train_losses
 

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from advisor.estimate import estimate_recipe
-from advisor.memory import GIB
-from advisor.recipe import load_recipe
+from advisor.plan.estimate import estimate_recipe
+from advisor.formulas.memory import GIB
+from advisor.plan.recipe import load_recipe
 from tests.conftest import run_cli
 from tests.helpers import RECIPES
 from tests.test_runner import _check_run

@@ -45,7 +45,7 @@ def test_gradient_checkpointing_changes_memory_not_math(tmp_path, capsys):
 def test_compiled_layers_give_the_eager_losses(tmp_path, capsys):
     """train.compile: every decoder layer torch.compiled (inductor's CPU code here), with checkpointing on too, the
     riskier combination; the loss curve and the adapter match the eager run's."""
-    from advisor.recipe import load_recipe
+    from advisor.plan.recipe import load_recipe
     from runners.model import attach_adapters, compile_layers, load_model
     recipe = load_recipe(TINY)
     model = attach_adapters(load_model(recipe, torch.device("cpu"), tmp_path / "cache", 0), recipe, False)
@@ -69,7 +69,7 @@ def test_merged_model_matches_base_plus_adapter(tmp_path, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from advisor.recipe import load_recipe
+    from advisor.plan.recipe import load_recipe
     from runners.model import load_model
     from runners.run import cache_root
     out = _run(tmp_path, capsys, "merge", "--set", "train.merge=true")

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from advisor import scaling
-from advisor.errors import AdvisorError
+from advisor.formulas import scaling
+from advisor.core.errors import AdvisorError
 
 # Hoffmann et al. 2022, Table 3: parameters, FLOPs and tokens of compute-optimal models.
 CHINCHILLA_TABLE_3 = [(400e6, 1.92e19, 8.0e9), (1e9, 1.21e20, 20.2e9), (10e9, 1.23e22, 205.1e9),

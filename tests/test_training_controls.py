@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from advisor.errors import AdvisorError
-from advisor.estimate import estimate_recipe, recipe_setup
-from advisor.memory import trainable_tensor_numels
-from advisor.recipe import load_recipe
+from advisor.core.errors import AdvisorError
+from advisor.plan.estimate import estimate_recipe, recipe_setup
+from advisor.formulas.memory import trainable_tensor_numels
+from advisor.plan.recipe import load_recipe
 from runners.model import to_peft_config
 from runners.train import lr_factor, should_stop_early
 from tests.conftest import run_cli

@@ -83,7 +83,7 @@ def test_quantized_cpu_model_lets_go_of_its_checkpoint_file(tmp_path):
     import platform
     from pathlib import Path
 
-    from advisor.recipe import load_recipe
+    from advisor.plan.recipe import load_recipe
     from runners.hostmem import detach_from_checkpoint_file
     from runners.model import load_model, random_checkpoint
     if platform.system() != "Linux":

@@ -5,14 +5,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from advisor import catalog
+from advisor.catalog import load as catalog
 from advisor.cli.app import app
 from advisor.cli.options import (
     Count, JsonFlag, _calibration, _duration_days, _emit_json, _finite, _fraction, _gpu_spec, _number, _validated,
     _write_text,
 )
-from advisor.errors import AdvisorError
-from advisor.records import to_json
+from advisor.core.errors import AdvisorError
+from advisor.core.records import to_json
 
 # The flag that sets a Proposal field, where their names differ (errors name the flag)
 _PROPOSAL_FLAGS = {"cost_usd": "--cost", "price_usd_per_gpu_hour": "--price", "gpu": "--gpus"}
@@ -36,7 +36,7 @@ def review(
 ):
     """Check a proposed plan (model, method, GPUs, days, dollars) against the formulas, and the cheaper path."""
     from advisor.render.review import render_review, review_markdown
-    from advisor.review import Proposal, review_proposal
+    from advisor.decide.review import Proposal, review_proposal
 
     if method not in ("lora", "qlora", "full"):
         raise AdvisorError(f"--method {method!r}: expected lora, qlora or full")
@@ -89,10 +89,10 @@ def estimate(
     as_json: JsonFlag = False,
 ):
     """Memory per GPU, FLOPs, GPU count, GPU-hours and dollars of a fine-tune (flags or a recipe)."""
-    from advisor.params import resolve_lora_targets
-    from advisor.training import TrainingSetup
-    from advisor.estimate import estimate_recipe, estimate_training
-    from advisor.recipe import check_inputs, load_recipe
+    from advisor.formulas.params import resolve_lora_targets
+    from advisor.formulas.setup import TrainingSetup
+    from advisor.plan.estimate import estimate_recipe, estimate_training
+    from advisor.plan.recipe import check_inputs, load_recipe
     from advisor.render.estimate import render_estimate
 
     cal = _calibration(calibration)
@@ -132,7 +132,7 @@ def estimate(
         reason = "set (--gradient-checkpointing)" if gradient_checkpointing is not None else None
         if gradient_checkpointing is None:  # auto: the rule recommend and the runner use
             from dataclasses import replace
-            from advisor.sizing import choose_checkpointing
+            from advisor.plan.sizing import choose_checkpointing
             overheads = cal.overheads(gpu_type.name, method) if (cal and gpu_type) else {}
             checkpointing, reason = choose_checkpointing(setup, gpu_type.usable_memory_gib, overheads)
             setup = replace(setup, gradient_checkpointing=checkpointing)

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from advisor.errors import AdvisorError
+from advisor.core.errors import AdvisorError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Rightsize: decide how to adapt a language model, with numbers, then run it.")

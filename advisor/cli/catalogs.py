@@ -2,10 +2,10 @@
 
 import typer
 
-from advisor import catalog
+from advisor.catalog import load as catalog
 from advisor.cli.app import catalog_app
 from advisor.cli.options import JsonFlag, _emit_json
-from advisor.records import to_json
+from advisor.core.records import to_json
 from advisor.render.catalog import catalog_table
 
 

@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from advisor.errors import AdvisorError
-from advisor.numbers import ACCEPTED_FORM, parse_quantity
-from advisor.records import RecordError
+from advisor.core.errors import AdvisorError
+from advisor.core.numbers import ACCEPTED_FORM, parse_quantity
+from advisor.core.records import RecordError
 
 
 def _number(allow_zero: bool = False, upper: float | None = None, integer: bool = False, inclusive_upper: bool = True):
@@ -70,18 +70,18 @@ def _finite(obj):
 
 
 def _calibration(path: Optional[Path]):
-    """The calibration `--calibration` names, else the user's if there is one (advisor.calibration is imported only
+    """The calibration `--calibration` names, else the user's if there is one (advisor.plan.calibration is imported only
     then: most users have none, and `recommend` starts without it)."""
-    from advisor.catalog import default_calibration_path
+    from advisor.catalog.load import default_calibration_path
     if path is None and not default_calibration_path().is_file():
         return None
-    from advisor.calibration import load_calibration
+    from advisor.plan.calibration import load_calibration
     return load_calibration(path)
 
 
 
 def _validated(record, /, flags: dict[str, str] | None = None, **fields):
-    """`record(**fields)` built from flags (advisor.records checks each field); a broken constraint is one line
+    """`record(**fields)` built from flags (advisor.core.records checks each field); a broken constraint is one line
     naming the flag: `flags` maps a field to the flag that sets it where the names differ (else --field-name)."""
     try:
         return record(**fields)
@@ -124,5 +124,5 @@ def _gpu_spec(text: str, default_gpu: str | None = None) -> tuple[int, str]:
     match = re.fullmatch(r"\s*([0-9]+)\s*(?:[x\u00d7*]\s*(.+?))?\s*", text, re.IGNORECASE)
     if not match or int(match.group(1)) < 1 or (match.group(2) is None and default_gpu is None):
         raise AdvisorError(f"--gpus {text!r}: expected a count and a GPU type, e.g. 8xA100")
-    from advisor.catalog import get_gpu
+    from advisor.catalog.load import get_gpu
     return int(match.group(1)), get_gpu(match.group(2) or default_gpu).name

@@ -6,14 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from advisor import catalog
+from advisor.catalog import load as catalog
 from advisor.cli.app import app
 from advisor.cli.options import (
     Count, CountOrZero, Int, JsonFlag, _calibration, _duration_days, _emit_json, _finite, _fraction, _gpu_spec, _number,
     _validated, _write_text,
 )
-from advisor.errors import AdvisorError
-from advisor.records import to_json
+from advisor.core.errors import AdvisorError
+from advisor.core.records import to_json
 
 # The flag that sets a Situation or a proposal field, where their names differ (errors name the flag)
 _SITUATION_FLAGS = {"output_fraction": "--output-share", "api_sufficient": "--api-insufficient",
@@ -55,9 +55,9 @@ def recommend(
     report: Annotated[Optional[Path], typer.Option(help="Also write a Markdown scaling justification to this file.")] = None,
 ):
     """Which tier (API, PEFT, full fine-tune, pretrain) your data, usage and hardware call for, with costs."""
-    from advisor.decide import Situation, recommend as decide
+    from advisor.decide.choose import Situation, recommend as decide
     from advisor.render.recommendation import render_recommendation, report_markdown
-    from advisor.sizing import bf16_note
+    from advisor.plan.sizing import bf16_note
 
     if tokens is None and docs is None:
         raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
@@ -75,7 +75,7 @@ def recommend(
     if proposal_model is None and (proposal_gpus or proposal_days or proposal_cost):
         raise AdvisorError("--proposal-gpus, --proposal-days and --proposal-cost need --proposal-model (e.g. 7B)")
     if proposal_model is not None:
-        from advisor.review import Proposal
+        from advisor.decide.review import Proposal
         count, kind = _gpu_spec(proposal_gpus, gpu) if proposal_gpus else (gpus, catalog.get_gpu(gpu).name)
         proposal = _validated(Proposal, _RECOMMEND_PROPOSAL_FLAGS, model=proposal_model, method=proposal_method, gpu=kind, gpus=count,
                               days=proposal_days, cost_usd=proposal_cost, tokens=situation.tokens, epochs=epochs,

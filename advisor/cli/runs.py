@@ -6,11 +6,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from advisor import catalog
+from advisor.catalog import load as catalog
 from advisor.cli.app import app
 from advisor.cli.options import JsonFlag, _calibration, _emit_json, _finite, _number
-from advisor.errors import AdvisorError
-from advisor.records import to_json
+from advisor.core.errors import AdvisorError
+from advisor.core.records import to_json
 
 
 @app.command()
@@ -19,7 +19,7 @@ def validate(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override key.path=value.")] = None,
 ):
     """Check a recipe without running it: schema, cross-field rules, the model's architecture and data path."""
-    from advisor.recipe import check_inputs, check_model_source, load_recipe
+    from advisor.plan.recipe import check_inputs, check_model_source, load_recipe
     loaded = load_recipe(recipe, set_ or [])
     check_inputs(loaded, recipe)
     arch = loaded.model.resolve_arch() if (loaded.model.arch or loaded.model.random_init) else _arch_or_none(loaded)
@@ -56,7 +56,7 @@ def run(
                                                             "nothing, needs no GPU (the GPU: --gpu or launch.gpu).")] = False,
 ):
     """Fine-tune from a recipe, measuring every step; writes report.json, metrics.jsonl and the adapter."""
-    from advisor.recipe import check_inputs, load_recipe
+    from advisor.plan.recipe import check_inputs, load_recipe
     if allow_changes and not resume:
         raise AdvisorError("--allow-changes applies to --resume only")
     overrides = list(set_ or [])
@@ -92,7 +92,7 @@ def run(
 
 def _plan_only(loaded, recipe: Path, gpu: str | None, cal, force: bool) -> None:
     """`run --dry-run`: the estimate the run would start from and whether it would start (exit 2 if it would stop)."""
-    from advisor.estimate import estimate_recipe, plan_refusal
+    from advisor.plan.estimate import estimate_recipe, plan_refusal
     from advisor.render.estimate import render_estimate
     estimate = estimate_recipe(loaded, gpu, calibration=cal)
     typer.echo(render_estimate(estimate))
@@ -132,7 +132,7 @@ def compare(
     as_json: JsonFlag = False,
 ):
     """Estimated against measured: GPU-hours, peak memory, tokens/s and MFU, with ratios."""
-    from advisor.compare import compare_runs, plot_comparison
+    from advisor.measure.compare import compare_runs, plot_comparison
     from advisor.render.compare import render_comparison
     rows = compare_runs(run_dirs)
     written = plot_comparison(rows, plot) if plot else None
@@ -153,8 +153,8 @@ def calibrate(
 ):
     """Fit efficiency and memory overhead per GPU type and method from measured runs, and the step-time constants and
     allocator reserve from published rows; report leave-one-out error."""
-    from advisor.calibration import default_calibration_path
-    from advisor.compare import calibrate_sources, save_calibration
+    from advisor.plan.calibration import default_calibration_path
+    from advisor.measure.compare import calibrate_sources, save_calibration
     from advisor.render.compare import render_calibration
     cal = calibrate_sources(run_dirs)
     path = save_calibration(cal, out or default_calibration_path())

@@ -4,10 +4,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from advisor import scaling
+from advisor.formulas import scaling
 from advisor.cli.app import scaling_app
 from advisor.cli.options import Count, CountOrZero, JsonFlag, _emit_json, _finite
-from advisor.errors import AdvisorError
+from advisor.core.errors import AdvisorError
 from advisor.render import scaling as render
 
 FitOption = Annotated[str, typer.Option(help="chinchilla-rule | hoffmann2022 | epoch2024")]

@@ -1,7 +1,7 @@
 """`advisor catalog ...`: catalog entries as a table, with each entry's date and source; stale prices flagged."""
 
-from advisor.catalog import STALE_PRICE_MONTHS, entry_price_stale
-from advisor.numbers import human
+from advisor.catalog.load import STALE_PRICE_MONTHS, entry_price_stale
+from advisor.core.numbers import human
 from advisor.render import table
 
 SOURCE_WIDTH = 60  # the table shows the start of each source; --json has it whole
@@ -23,8 +23,8 @@ def catalog_table(entries: list, columns: list[str], priced: bool = False) -> st
 def _value(entry, column: str):
     """A column of an entry: a field, or for models the counts (total, active, experts per layer / per token)."""
     if column in ("total", "active", "experts"):
-        from advisor.arch import describe
-        from advisor.params import param_counts
+        from advisor.catalog.arch import describe
+        from advisor.formulas.params import param_counts
         counts = param_counts(entry)
         if column == "experts":
             a = describe(entry)

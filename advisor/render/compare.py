@@ -3,8 +3,8 @@
 import math
 from pathlib import Path
 
-from advisor.calibration import Calibration
-from advisor.compare import Comparison, median_abs_error
+from advisor.plan.calibration import Calibration
+from advisor.measure.compare import Comparison, median_abs_error
 from advisor.render import table
 
 

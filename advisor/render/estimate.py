@@ -1,7 +1,7 @@
 """`advisor estimate`: memory per GPU by component, the fit verdict, FLOPs, GPU-hours and dollars."""
 
-from advisor.estimate import Estimate
-from advisor.numbers import human
+from advisor.plan.estimate import Estimate
+from advisor.core.numbers import human
 from advisor.render import gib, hours, money, table
 
 
@@ -31,7 +31,7 @@ def render_estimate(e: Estimate) -> str:
         out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
     if e.method == "qlora" and e.active_params and e.active_params != e.total_params:
         out.append("  note: MoE experts are fused 3-D parameters that bitsandbytes does not quantise; they count at fp32 "
-                   "after prepare_model_for_kbit_training (advisor.memory.weight_bytes)")
+                   "after prepare_model_for_kbit_training (advisor.formulas.memory.weight_bytes)")
     for s in e.suggestions:
         out.append(f"  would fit: {s}")
     if e.precision_conflict:

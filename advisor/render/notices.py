@@ -1,8 +1,9 @@
-"""One-line notices under any output that used a catalog price: stale (advisor.catalog.price_is_stale) or retired."""
+"""One-line notices under any output that used a catalog price: stale (advisor.catalog.load.price_is_stale) or retired."""
 
 import datetime
 
-from advisor.catalog import STALE_PRICE_MONTHS, ApiPrice, Gpu, entry_price_stale, user_config_dir
+from advisor.catalog.load import STALE_PRICE_MONTHS, entry_price_stale, user_config_dir
+from advisor.catalog.types import ApiPrice, Gpu
 
 
 def price_notices(entries: list, today: datetime.date | None = None) -> list[str]:

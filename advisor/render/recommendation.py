@@ -1,9 +1,9 @@
 """`advisor recommend`: the decision, its options and reasoning, and the Markdown scaling justification."""
 
-from advisor.constraints import days_text
-from advisor.costing import ranges_text
-from advisor.decide import Recommendation
-from advisor.numbers import human
+from advisor.decide.constraints import days_text
+from advisor.decide.costing import ranges_text
+from advisor.decide.choose import Recommendation
+from advisor.core.numbers import human
 from advisor.render import gib, hours, money, table
 from advisor.render.review import render_review, review_markdown
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from advisor.numbers import human
+from advisor.core.numbers import human
 from advisor.render import hours, money, table
 
-if TYPE_CHECKING:  # annotations only: `recommend` without a proposal does not load advisor.review
-    from advisor.review import Review
+if TYPE_CHECKING:  # annotations only: `recommend` without a proposal does not load advisor.decide.review
+    from advisor.decide.review import Review
 
 
 def review_rows(r: Review) -> list[list[str]]:

@@ -1,6 +1,6 @@
 """`advisor scaling ...`: the scaling laws' answers as text."""
 
-from advisor.numbers import human
+from advisor.core.numbers import human
 
 
 def optimal_text(point) -> str:

@@ -3,13 +3,13 @@ own constants."""
 
 from pathlib import Path
 
-from advisor.constraints import ASSUMED_DEADLINE_DAYS, days_text
-from advisor.costing import DECODE_EFFICIENCY, PREFILL_EFFICIENCY, SERVING_KV_CACHE_SHARE, Option, gpu_price
-from advisor.findings import FULL_FINETUNE_MIN_TOKENS
-from advisor.step_time import DEFAULT_STEP_TIME
-from advisor.numbers import human
-from advisor.situation import Situation
-from advisor.sizing import AUTO_CHECKPOINTING_MAX_SHARE
+from advisor.decide.constraints import ASSUMED_DEADLINE_DAYS, days_text
+from advisor.decide.costing import DECODE_EFFICIENCY, PREFILL_EFFICIENCY, SERVING_KV_CACHE_SHARE, Option, gpu_price
+from advisor.decide.findings import FULL_FINETUNE_MIN_TOKENS
+from advisor.formulas.step_time import DEFAULT_STEP_TIME
+from advisor.core.numbers import human
+from advisor.decide.situation import Situation
+from advisor.plan.sizing import AUTO_CHECKPOINTING_MAX_SHARE
 
 METHOD_LABELS = {"full": "full", "lora": "LoRA", "qlora": "QLoRA"}
 
@@ -17,8 +17,8 @@ METHOD_LABELS = {"full": "full", "lora": "LoRA", "qlora": "QLoRA"}
 def efficiency_text(calibration_path: Path | str | None) -> str:
     if calibration_path:
         return f"from calibration {calibration_path}"
-    return (f"from the step-time model (advisor.step_time, {DEFAULT_STEP_TIME.source}) for fine-tunes and for "
-            "pretraining (a Llama-shaped model of the compute-optimal size, advisor.costing.pretraining_arch), until "
+    return (f"from the step-time model (advisor.formulas.step_time, {DEFAULT_STEP_TIME.source}) for fine-tunes and for "
+            "pretraining (a Llama-shaped model of the compute-optimal size, advisor.decide.costing.pretraining_arch), until "
             "`advisor calibrate` fits it from your runs")
 
 

@@ -1,0 +1,62 @@
+"""Parse quantities as people write them: 500k, 2e9, 1.5M, 2B, 70e9, 1_000, 3T."""
+
+import math
+import re
+
+from advisor.core.errors import AdvisorError
+
+# Decimal suffixes, as used for token and parameter counts ("7B model", "2T tokens").
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+# ASCII digits only: Python's float() also reads other scripts' digits ("１２" is 12), which nobody means on a command line.
+_PATTERN = re.compile(r"^\s*([+-]?(?:[0-9][0-9_,]*\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE | re.ASCII)
+ACCEPTED_FORM = "a number such as 500k, 2e9, 1.5M, 2B or 70e9"
+
+
+def parse_quantity(text: str, *, positive: bool = True, allow_zero: bool = False) -> float:
+    """Parse `text` into a finite float; suffixes k/M/B(G)/T are powers of 1000.
+
+    Raises AdvisorError (one line: what was wrong, and the accepted form) for anything else:
+    empty strings, NaN, infinities, overflow, negatives (when `positive`) and zero (unless `allow_zero`).
+    """
+    if not isinstance(text, str):
+        text = str(text)
+    match = _PATTERN.match(text)
+    if not match:
+        raise AdvisorError(f"{text!r} is not {ACCEPTED_FORM}")
+    mantissa, suffix = match.groups()
+    try:
+        value = float(mantissa.replace("_", "").replace(",", "")) * _SUFFIXES[suffix.lower()]
+    except (ValueError, OverflowError):
+        raise AdvisorError(f"{text!r} is not {ACCEPTED_FORM}") from None
+    if not math.isfinite(value):
+        raise AdvisorError(f"{text!r} is too large; expected {ACCEPTED_FORM}")
+    if value == 0 and any(c in "123456789" for c in mantissa.split("e")[0].split("E")[0]):
+        raise AdvisorError(f"{text!r} is too small to represent; expected {ACCEPTED_FORM}")
+    if positive and (value < 0 or (value == 0 and not allow_zero)):
+        bound = "zero or more" if allow_zero else "greater than zero"
+        raise AdvisorError(f"{text!r} must be {bound}; expected {ACCEPTED_FORM}")
+    return value
+
+
+def parse_count(text: str, *, allow_zero: bool = False) -> int:
+    """Parse a whole count (tokens, documents, parameters); fractions like 1.5M are fine if they land on an integer."""
+    value = parse_quantity(text, allow_zero=allow_zero)
+    if value > 1e30:
+        raise AdvisorError(f"{text!r} is too large; expected {ACCEPTED_FORM}")
+    return int(round(value))
+
+
+def human(value: float, digits: int = 3) -> str:
+    """Format a count the way people say it: 8.03B, 100M, 2.5k."""
+    if value is None:
+        return "-"
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    units = (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3))
+    for i, (suffix, scale) in enumerate(units):
+        if value >= scale:
+            text = f"{value / scale:.{digits}g}"
+            if float(text) >= 1000 and i > 0:  # 999.9M rounds to 1e+03M: say 1B
+                suffix, text = units[i - 1][0], f"{value / units[i - 1][1]:.{digits}g}"
+            return f"{sign}{text}{suffix}"
+    return f"{sign}{value:.{digits}g}"

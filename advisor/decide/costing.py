@@ -1,0 +1,440 @@
+"""What each option costs: the API bill, self-hosting, fine-tuning and pretraining, in GPUs, GPU-hours, dollars and
+wall-clock days on the user's cluster, with the constraints each one breaks (advisor.decide.constraints)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+
+from advisor.catalog import load as catalog
+from advisor.formulas import scaling
+from advisor.catalog.types import ModelArch
+from advisor.decide.constraints import (
+    Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
+)
+from advisor.plan.efficiency import training_efficiency
+from advisor.core.errors import AdvisorError
+from advisor.decide.findings import Finding, rule_pretraining_viability
+from advisor.formulas.flops import cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.core.numbers import human
+from advisor.formulas.params import param_counts
+from advisor.core.records import bounded, frozen, record
+from advisor.decide.situation import TIERS, Situation, Tier
+from advisor.plan.sizing import (
+    CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
+)
+from advisor.formulas.setup import TrainingSetup
+
+if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.plan.calibration import Calibration
+
+# Serving efficiency: fraction of dense peak an inference server sustains on 2N FLOPs per token. Prompt
+# tokens (prefill) run as large matmuls, like a training forward pass; generated tokens (decode) are
+# memory-bound, and continuous batching (Kwon et al. 2023, vLLM) lifts decode to the order of 10% of peak.
+# Both are assumptions, stated in every recommendation.
+PREFILL_EFFICIENCY = 0.40
+DECODE_EFFICIENCY = 0.10
+DAYS_PER_MONTH = 30.4
+# A served replica holds bf16 weights plus this share again for the KV cache and activations (an assumption, stated).
+SERVING_KV_CACHE_SHARE = 0.20
+# Largest cluster the "how many GPUs would it need" search looks at.
+MAX_SEARCH_GPUS = 4096
+# Replica counts the break-even search walks before it stops listing ranges.
+MAX_SERVING_REPLICAS = 1000
+# Mixed-precision Adam keeps 2 (bf16 weights) + 2 (gradients) + 12 (fp32 master, momentum, variance) bytes per
+# parameter (Rajbhandari et al. 2020, ZeRO §3.1, K = 12), divided over the GPUs by ZeRO-3 / FSDP (§5).
+MODEL_STATE_BYTES_PER_PARAM = 16.0
+
+
+@record
+class Option:
+    tier: Tier = bounded(choices=TIERS)
+    method: str
+    model: str
+    gpu: str | None
+    gpus: int
+    gpu_hours: float
+    cost_usd: float
+    memory_gib_per_gpu: float | None
+    params: float
+    tokens: float
+    wall_days: float | None = None
+    viable: bool = True
+    note: str = ""  # what breaks (why_not's text), then the remark
+    why_not: list[Violation] = bounded(default_factory=list)
+    remark: str = ""
+    sharding: str | None = None
+    gradient_checkpointing: bool | None = None
+
+
+def with_violations(option: Option, violations: list[Violation | None], remark: str = "") -> Option:
+    """The option with these violations added: not viable if any; its note the violations' text, then the remark."""
+    why_not = option.why_not + [v for v in violations if v is not None]
+    remark = remark or option.remark
+    note = "; ".join([v.detail for v in why_not] + ([remark] if remark else []))
+    return replace(option, why_not=why_not, viable=not why_not, remark=remark, note=note)
+
+
+def api_usd_per_request(s: Situation) -> float:
+    """A request's API bill: prompt tokens at the input price, output tokens at the output price, per 1M tokens."""
+    api = catalog.get_api(s.api)
+    return s.tokens_per_request * ((1 - s.output_fraction) * api.input_usd_per_mtok
+                                   + s.output_fraction * api.output_usd_per_mtok) / 1e6
+
+
+def gpu_price(s: Situation) -> float:
+    price = s.price_usd_per_gpu_hour or catalog.get_gpu(s.gpu).price_usd_per_hour
+    if price is None:
+        raise AdvisorError(f"the GPU catalog has no dated price for {s.gpu}: give --price (USD per GPU-hour)")
+    return price
+
+
+# --- serving ---------------------------------------------------------------------------------------
+
+def tensor_parallel_degrees(num_attention_heads: int) -> list[int]:
+    """Valid tensor-parallel degrees for serving: powers of 2 that divide the attention heads (Megatron-LM splits
+    attention by heads, Shoeybi et al. 2019 §3; vLLM requires the head count divisible by the degree)."""
+    return [d for d in (2**k for k in range(int(math.log2(num_attention_heads)) + 1)) if num_attention_heads % d == 0]
+
+
+@frozen
+class ServingPlan:
+    degree: int            # tensor-parallel GPUs per replica
+    replicas: int
+    fits: bool             # one replica's weights + KV cache fit in `degree` GPUs
+    gpu_days_per_request: float
+
+    @property
+    def gpus(self) -> int:
+        return self.degree * self.replicas
+
+
+def serving_plan(s: Situation) -> ServingPlan:
+    """GPUs to self-host the base model for this volume: the smallest valid tensor-parallel degree whose memory holds
+    bf16 weights (+SERVING_KV_CACHE_SHARE), then whole replicas of it for the FLOPs: 2N per token (Kaplan et al. 2020
+    §2.1), prompt tokens at PREFILL_EFFICIENCY and output tokens at DECODE_EFFICIENCY of peak."""
+    gpu = catalog.get_gpu(s.gpu)
+    arch = catalog.get_model(s.base_model)
+    params = param_counts(arch).total
+    replica_gib = 2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE)
+    degrees = tensor_parallel_degrees(arch.num_attention_heads)
+    degree = next((d for d in degrees if replica_gib <= d * gpu.usable_memory_gib), degrees[-1])
+    seconds_per_request = scaling.FLOPS_PER_PARAM_TOKEN_INFER * params * s.tokens_per_request / gpu.peak_flops * (
+        (1 - s.output_fraction) / PREFILL_EFFICIENCY + s.output_fraction / DECODE_EFFICIENCY)
+    gpu_days_per_request = seconds_per_request / 86400
+    replicas = max(1, math.ceil(s.requests_per_day * gpu_days_per_request / degree))
+    return ServingPlan(degree, replicas, replica_gib <= degree * gpu.usable_memory_gib, gpu_days_per_request)
+
+
+def serving_gpus(s: Situation) -> tuple[int, float]:
+    """GPUs to self-host the base model for this volume (serving_plan) and GPU-days per request."""
+    plan = serving_plan(s)
+    return plan.gpus, plan.gpu_days_per_request
+
+
+def self_host_cheaper_ranges(usd_per_request: float, gpu_days_per_request: float, degree: int,
+                             usd_per_gpu_day: float) -> list[tuple[float, float | None]]:
+    """Requests/day where self-hosting costs less than the API. With r replicas of `degree` GPUs serving volumes in
+    ((r-1) degree / g, r degree / g], self-hosting costs r degree c a day and the API a V: cheaper from
+    V = r degree c / a to the step's end. Cheaper throughout a step once (r-1)/g >= r c / a, and then for every
+    larger r: the last range is open (None). Empty if a request costs the API no more than it costs a GPU (a <= g c)."""
+    a, g, c = usd_per_request, gpu_days_per_request, usd_per_gpu_day
+    if a <= g * c:
+        return []
+    if g == 0:
+        return [(degree * c / a, None)]
+    ranges: list[tuple[float, float | None]] = []
+    for r in range(1, MAX_SERVING_REPLICAS + 1):
+        step_lo, step_hi = (r - 1) * degree / g, r * degree / g
+        lo = max(step_lo, r * degree * c / a)
+        open_ended = lo == step_lo and r > 1
+        if ranges and ranges[-1][1] is not None and lo <= ranges[-1][1]:
+            lo = ranges.pop()[0]
+        ranges.append((lo, None if open_ended else step_hi))
+        if open_ended:
+            break
+    return ranges
+
+
+@frozen
+class UsageBreakEven:
+    api_usd_per_month: float
+    self_host_usd_per_month: float
+    serving_gpus: int
+    break_even_requests_per_day: float | None
+    finding: Finding
+    ranges: tuple[tuple[float, float | None], ...] = ()
+    tensor_parallel: int = 1
+
+    @property
+    def self_host_cheaper(self) -> bool:
+        return self.self_host_usd_per_month < self.api_usd_per_month
+
+
+def ranges_text(ranges) -> str:
+    return ", ".join(f"{human(lo)}-{human(hi)}" if hi is not None else f"above {human(lo)}" for lo, hi in ranges)
+
+
+def rule_usage_break_even(s: Situation) -> UsageBreakEven:
+    """Compare a month of API bills with a month of self-hosting; find the volumes where self-hosting is cheaper."""
+    api = catalog.get_api(s.api)
+    price = gpu_price(s)
+    per_request = api_usd_per_request(s)
+    plan = serving_plan(s)
+    api_month = per_request * s.requests_per_day * DAYS_PER_MONTH
+    host_month = plan.gpus * price * 24 * DAYS_PER_MONTH
+    ranges = self_host_cheaper_ranges(per_request, plan.gpu_days_per_request, plan.degree, price * 24)
+    break_even = ranges[0][0] if ranges else None
+    cheaper = "self-hosting" if host_month < api_month else "the API"
+    if not ranges:
+        where = "At these prices self-hosting is never cheaper."
+    elif len(ranges) == 1 and ranges[0][1] is None:
+        where = f"Self-hosting is cheaper above about {human(break_even)} requests/day."
+    else:
+        where = (f"Self-hosting is cheaper at {ranges_text(ranges[:6])}{' ...' if len(ranges) > 6 else ''} "
+                 "requests/day: capacity comes in whole replicas, so the API wins again just past each step.")
+    finding = Finding(
+        rule="usage_break_even",
+        finding=(f"At {human(s.requests_per_day)} requests/day x {human(s.tokens_per_request)} tokens "
+                 f"({1 - s.output_fraction:.0%} prompt, {s.output_fraction:.0%} output; --tokens-per-request, "
+                 f"--output-share), {s.api} costs ${api_month:,.0f}/month and self-hosting {s.base_model} on "
+                 f"{plan.gpus} x {s.gpu} ({plan.replicas} replica(s) at tensor-parallel {plan.degree}) costs "
+                 f"${host_month:,.0f}/month: {cheaper} is cheaper. {where}"),
+        source=f"{api.source} ({api.date}); GPU price: {catalog.get_gpu(s.gpu).price_source or catalog.get_gpu(s.gpu).source}; serving FLOPs 2N per token "
+               "(Kaplan et al. 2020 §2.1); tensor-parallel degrees per Shoeybi et al. 2019",
+        numbers={"api_usd_per_month": api_month, "self_host_usd_per_month": host_month, "serving_gpus": plan.gpus,
+                 "tensor_parallel": plan.degree, "break_even_requests_per_day": break_even,
+                 "tokens_per_request": s.tokens_per_request, "output_fraction": s.output_fraction},
+    )
+    return UsageBreakEven(api_month, host_month, plan.gpus, break_even, finding, tuple(ranges), plan.degree)
+
+
+# --- off-the-shelf -------------------------------------------------------------------------------------
+
+def cost_api(s: Situation) -> Option:
+    """The hosted API with prompting and retrieval: a month of requests, no training."""
+    api = catalog.get_api(s.api)
+    option = Option(tier="api", method="prompt+retrieval", model=api.name, gpu=None, gpus=0, gpu_hours=0.0,
+                    cost_usd=api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None,
+                    params=0, tokens=0)
+    return with_violations(option, [check_on_prem(s), check_quality_bar(s)], "cost is per month of usage, no training")
+
+
+def cost_self_host(s: Situation) -> Option:
+    """The open-weight base model served on your GPUs with retrieval, no training: a month of serving."""
+    plan = serving_plan(s)
+    arch = catalog.get_model(s.base_model)
+    params = param_counts(arch).total
+    option = Option(tier="api", method="self-host+retrieval", model=arch.name, gpu=s.gpu, gpus=plan.gpus,
+                    gpu_hours=0.0, cost_usd=plan.gpus * gpu_price(s) * 24 * DAYS_PER_MONTH,
+                    memory_gib_per_gpu=2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE) / plan.degree,
+                    params=params, tokens=0)
+    fits = None if not plan.fits else plan.gpus
+    return with_violations(option, [check_quality_bar(s), check_gpus(fits, s.gpu, s, f"to serve {human(s.requests_per_day)} "
+                                                                                      "requests/day")],
+                           f"cost is per month of serving ({plan.replicas} x tensor-parallel {plan.degree}), no training")
+
+
+# --- training --------------------------------------------------------------------------------------
+
+@frozen
+class FinetunePlan:
+    setup: TrainingSetup
+    memory_gib: float
+    gpu_hours: float
+    fits: bool
+
+
+# Memo of `_launch_plan` (a pure function of its inputs, keyed by their values): the alternatives search re-costs the
+# same setups on many GPU counts.
+_LAUNCH_CACHE: dict[tuple, tuple[TrainingSetup, float, float]] = {}
+_LAUNCH_CACHE_MAX = 20000
+
+
+def _value_key(entry) -> str:
+    """A frozen catalog entry's field values as a memo key: their repr (an entry holds lists, so it is not hashable)."""
+    return f"{type(entry).__qualname__}{entry.__dict__!r}"
+
+
+def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dict) -> tuple[TrainingSetup, float, float]:
+    """The setup as the runner would launch it on `gpus` GPUs (sharding auto, FSDP where DDP does not fit; gradient
+    checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
+    key = (_value_key(arch), _value_key(gpu), seq_len, method, gpus, tuple(sorted(overheads.items())))
+    if key in _LAUNCH_CACHE:
+        return _LAUNCH_CACHE[key]
+    setup = TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus)
+    for sharding in ("auto", "fsdp") if gpus > 1 else ("auto",):
+        candidate = replace(setup, sharding=sharding)
+        candidate = replace(candidate, gradient_checkpointing=choose_checkpointing(candidate, gpu.usable_memory_gib, overheads)[0])
+        memory = planned_memory(candidate, **overheads).total
+        if memory <= gpu.usable_memory_gib:
+            break
+    flops = flops_per_token(arch, candidate.seq_len, method, candidate.trainable_params, candidate.gradient_checkpointing)
+    if len(_LAUNCH_CACHE) > _LAUNCH_CACHE_MAX:
+        _LAUNCH_CACHE.clear()
+    _LAUNCH_CACHE[key] = (candidate, memory, flops.total)
+    return _LAUNCH_CACHE[key]
+
+
+def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
+    """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
+    gradient checkpointing auto (advisor.plan.sizing), GPU-hours from its FLOPs at the efficiency
+    advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
+    arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
+    overheads = calibration.overheads(gpu.name, method) if calibration else {}
+    setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, overheads)
+    efficiency = training_efficiency(setup, gpu, calibration)[0]  # the same rule as advisor estimate
+    hours = gpu_hours(training_flops(flops, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
+    return FinetunePlan(setup, memory, hours, memory <= gpu.usable_memory_gib)
+
+
+def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None,
+                  counts: list[int] | None = None) -> Option:
+    """GPU count, GPU-hours, dollars, memory and wall days of fine-tuning the base model on the effective tokens:
+    on the user's cluster, the count `choose_gpu_count` picks (or one of `counts`, e.g. a proposal's own)."""
+    gpu = catalog.get_gpu(s.gpu)
+    plans = {n: plan_finetune(s, method, n, calibration) for n in counts or valid_gpu_counts(s.gpus)}
+    chosen = choose_gpu_count([CountPlan(n, p.fits, p.gpu_hours, p.gpu_hours / (n * s.availability) / 24)
+                               for n, p in plans.items()], deadline_days(s)[0])
+    violations: list[Violation | None] = []
+    if chosen is None:  # nothing fits on the cluster: cost it on the fewest GPUs that would hold it
+        needed = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS) if n > max(plans)
+                       and plan_finetune(s, method, n, calibration).fits), None)
+        violations.append(check_gpus(needed, gpu.name, replace_gpus(s, max(plans))))
+        n = needed
+    else:
+        n = chosen.gpus
+    tier: Tier = "full" if method == "full" else "peft"
+    arch = catalog.get_model(s.base_model)
+    tokens = s.effective_tokens * s.epochs
+    if n is None:
+        option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=0, gpu_hours=math.inf,
+                        cost_usd=math.inf, memory_gib_per_gpu=None, params=param_counts(arch).total, tokens=tokens)
+        return with_violations(option, violations)
+    plan = plans.get(n) or plan_finetune(s, method, n, calibration)
+    wall = plan.gpu_hours / (n * s.availability) / 24
+    option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
+                    cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
+                    params=param_counts(arch).total, tokens=tokens, wall_days=wall,
+                    sharding=choose_sharding(plan.setup).strategy,
+                    gradient_checkpointing=plan.setup.gradient_checkpointing)
+    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
+    return with_violations(option, violations)
+
+
+def replace_gpus(s: Situation, gpus: int) -> Situation:
+    return s if gpus == s.gpus else replace(s, gpus=gpus)
+
+
+def model_state_gib_per_gpu(params: float, gpus: int) -> float:
+    """Training states of a model trained from scratch, fully sharded: MODEL_STATE_BYTES_PER_PARAM x N / GPUs, in GiB
+    (ZeRO-3; activations come on top, so this is a lower bound on the peak)."""
+    return MODEL_STATE_BYTES_PER_PARAM * params / gpus / 2**30
+
+
+# A scaling law gives the compute-optimal model a parameter count, not a shape; the step-time model needs one. Llama's
+# dense shapes: d_model = 128 x layers (Llama-2 7B 4096 / 32, 13B 5120 / 40; Touvron et al. 2023, Llama 2, Table 1 and
+# the released configs), heads of 128, a SwiGLU MLP of 8/3 d rounded up to a multiple of 256 (Touvron et al. 2023,
+# LLaMA, §2.2 and Meta's reference model.py `multiple_of=256`), a 32,000-token vocabulary, untied.
+PRETRAIN_HIDDEN_PER_LAYER = 128
+PRETRAIN_HEAD_DIM = 128
+PRETRAIN_MLP_MULTIPLE = 256
+PRETRAIN_VOCAB = 32000
+PRETRAIN_MAX_LAYERS = 256
+
+
+def pretraining_arch(params: float, seq_len: int = 4096) -> ModelArch:
+    """The Llama-shaped dense model (constants above) whose parameter count is nearest `params`."""
+    def shaped(layers: int) -> ModelArch:
+        d = PRETRAIN_HIDDEN_PER_LAYER * layers
+        mlp = PRETRAIN_MLP_MULTIPLE * math.ceil(8 * d / 3 / PRETRAIN_MLP_MULTIPLE)
+        return ModelArch(
+            name=f"{human(params)}-param Llama-shaped", hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers,
+            num_attention_heads=d // PRETRAIN_HEAD_DIM, vocab_size=PRETRAIN_VOCAB, max_position_embeddings=max(4096, seq_len))
+    low, high = 1, PRETRAIN_MAX_LAYERS  # the count grows with the layers: bisect for the first at or above params
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if param_counts(shaped(mid)).total < params else (low, mid)
+    return min((shaped(n) for n in {max(1, low - 1), low}), key=lambda a: abs(math.log(param_counts(a).total / params)))
+
+
+@frozen
+class PretrainPlan:
+    setup: TrainingSetup
+    gpu_hours: float
+
+
+def plan_pretrain(arch: ModelArch, tokens: float, gpu, seq_len: int, gpus: int,
+                  calibration: Calibration | None = None) -> PretrainPlan:
+    """Pretraining `arch` on `tokens` on `gpus` GPUs, launched as a full fine-tune would be (`_launch_plan`: FSDP where
+    DDP does not fit, checkpointing where memory needs it); GPU-hours from its executed FLOPs at the efficiency
+    advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless
+    calibrated), as the fine-tune options are costed."""
+    overheads = calibration.overheads(gpu.name, "full") if calibration else {}
+    setup, _, flops = _launch_plan(arch, gpu, seq_len, "full", gpus, overheads)
+    efficiency = training_efficiency(setup, gpu, calibration)[0]
+    return PretrainPlan(setup, gpu_hours(training_flops(flops, tokens), gpu.peak_flops, efficiency))
+
+
+def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Option:
+    """Pretraining the compute-optimal model for the effective tokens, Llama-shaped (`pretraining_arch`) and costed
+    by `plan_pretrain`, on the GPU count `choose_gpu_count` picks among those whose model states fit."""
+    gpu = catalog.get_gpu(s.gpu)
+    point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
+    arch = pretraining_arch(point.params, s.seq_len)
+    plan_on = lambda n: plan_pretrain(arch, point.tokens, gpu, s.seq_len, n, calibration)  # noqa: E731
+    fits = lambda n: model_state_gib_per_gpu(point.params, n) <= gpu.memory_gib  # noqa: E731
+    plans = {n: plan_on(n) for n in valid_gpu_counts(s.gpus)}
+    chosen = choose_gpu_count([CountPlan(n, fits(n), p.gpu_hours, p.gpu_hours / (n * s.availability) / 24)
+                               for n, p in plans.items()], deadline_days(s)[0])
+    violations: list[Violation | None] = []
+    if chosen is None:
+        n = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS) if fits(n)), None)
+        violations.append(check_gpus(n, gpu.name, s, "to hold the model's training states"))
+        n = n or MAX_SEARCH_GPUS
+    else:
+        n = chosen.gpus
+    plan = plans[n] if n in plans else plan_on(n)
+    hours = plan.gpu_hours
+    wall = hours / (n * s.availability) / 24
+    option = Option(tier="pretrain", method="pretrain", model=f"{human(point.params)}-param compute-optimal",
+                    gpu=gpu.name, gpus=n, gpu_hours=hours, cost_usd=cost_usd(hours, gpu_price(s)),
+                    memory_gib_per_gpu=model_state_gib_per_gpu(point.params, n), params=point.params,
+                    tokens=point.tokens, wall_days=wall, sharding=choose_sharding(plan.setup).strategy)
+    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
+    return with_violations(option, violations, "GiB/GPU: training states only (activations extra)")
+
+
+OPTION_KEYS = ("api", "self_host", "lora", "qlora", "full", "pretrain")
+TRAINING_KEYS = ("lora", "qlora", "full")  # the fine-tunes among them
+
+
+def beats_base_violation(s: Situation) -> Violation | None:
+    """Pretraining from scratch breaks the `beats_base` bar when the model it trains is predicted to lose to the base."""
+    result = rule_pretraining_viability(s)
+    if result.viable:
+        return None
+    if result.base_model_loss is None:
+        return Violation(constraint="beats_base", needed=result.tokens_needed, limit=s.effective_tokens,
+                         detail=f"beats_base: a model the size of {s.base_model} needs ~{human(result.tokens_needed)} "
+                                f"tokens, you have {human(s.effective_tokens)}")
+    return Violation(constraint="beats_base", needed=result.own_model_loss, limit=result.base_model_loss,
+                     detail=f"beats_base: predicted loss {result.own_model_loss:.3f} vs {s.base_model}'s "
+                            f"{result.base_model_loss:.3f} (same fit); continue pretraining or fine-tune the base instead")
+
+
+def cost_option(s: Situation, key: str, calibration: Calibration | None = None) -> Option:
+    """One option of the hierarchy, costed on the user's cluster with the constraints it breaks."""
+    if key == "api":
+        return cost_api(s)
+    if key == "self_host":
+        return cost_self_host(s)
+    if key == "pretrain":
+        return with_violations(cost_pretrain(s, calibration), [beats_base_violation(s)])
+    return cost_finetune(s, key, calibration)
+
+
+def cost_options(s: Situation, calibration: Calibration | None = None) -> dict[str, Option]:
+    return {key: cost_option(s, key, calibration) for key in OPTION_KEYS}

@@ -1,0 +1,235 @@
+"""How long one optimizer step takes on one GPU: matmuls at an achieved fraction of dense peak, memory-bound work at the
+memory bandwidth, data-parallel / FSDP communication over the interconnect, and a fixed cost per step.
+
+Each term is one pure function with its source. The work (FLOPs and bytes) of a setup does not depend on the fitted
+constants (`StepWork`); the constants (`StepTimeConstants`) turn it into seconds on a GPU (`step_seconds`), so a fit
+(advisor.measure.published_fit) re-evaluates only the arithmetic. The shipped constants `DEFAULT_STEP_TIME` are fitted to the
+published measurements in bench/published/rows.yaml (docs/accuracy.md shows the fit, in-sample and leave-one-out).
+
+Conventions: FLOPs count a multiply-add as 2; "model" FLOPs (what MFU counts, advisor.formulas.flops) are kept apart from the
+"executed" FLOPs here (causal attention as the kernel runs it, recomputation, padding).
+"""
+
+
+from advisor.catalog.types import Gpu, ModelArch
+from advisor.formulas.flops import attended_keys
+from advisor.formulas.memory import ACT_FULL, NF4_DATA_BYTES, nf4_bytes_per_param, trainable_tensor_numels
+from advisor.formulas.params import layer_linear_shapes, param_counts
+from advisor.core.records import frozen
+from advisor.formulas.setup import TrainingSetup
+
+
+@frozen
+class StepTimeConstants:
+    """The fitted constants of the step-time model, each with a physical meaning (docs/estimation.md)."""
+    matmul_fraction_max: float    # achieved fraction of dense peak for large matmuls
+    matmul_half_tokens: float     # tokens per micro-batch at which matmuls reach half of matmul_fraction_max
+    step_fixed_s: float           # seconds per optimizer step that no FLOP or byte explains (launches, Python, sync)
+    eager_traffic_factor: float   # eager kernels' elementwise bytes over the fused minimum (torch.compile reaches 1)
+    source: str = ""
+
+
+# Fitted by `advisor calibrate bench/published/rows.yaml` (advisor.measure.published_fit.fit_constants) on the plausible,
+# expressible throughput rows; refitting reproduces them (tests/test_published.py).
+DEFAULT_STEP_TIME = StepTimeConstants(
+    matmul_fraction_max=0.90, matmul_half_tokens=1895.0, step_fixed_s=0.0, eager_traffic_factor=1.90,
+    source="fitted to bench/published/rows.yaml (docs/accuracy.md)",
+)
+
+# Achieved NCCL bus bandwidth over the theoretical link rate: 783 of 900 GB/s on H100 NVLink (NVIDIA/nccl#1264);
+# PCIe reaches about 80% of its theoretical rate (the same figure as the catalog's notes). One figure for both.
+COMM_EFFICIENCY = 0.85
+# FlashAttention-2's backward runs five T x T matmuls per head against the forward's two (it recomputes Q K^T and the
+# softmax instead of storing them): 2.5x the forward's FLOPs (Dao 2023, FlashAttention-2 §3.1, Algorithm 2).
+ATTENTION_BACKWARD_FACTOR = 2.5
+
+
+@frozen
+class StepWork:
+    """What one GPU does in one optimizer step, in FLOPs and bytes, before any rate is applied."""
+    micro_batches: int
+    tokens_per_micro_batch: float
+    matmul_flops: float       # per micro-batch: projections and LM head, forward + backward + recompute
+    attention_flops: float    # per micro-batch: causal attention as executed
+    elementwise_bytes: float  # per micro-batch: norms, activations, RoPE, residuals, softmax-free elementwise work
+    fixed_bytes: float        # per micro-batch: NF4 dequantisation and LoRA's small memory-bound matmuls
+    comm_bytes: float         # per micro-batch: FSDP all-gathers and reduce-scatters
+    host_bytes: float         # per micro-batch: CPU offload's host <-> GPU copies
+    step_bytes: float         # per step: optimizer update, clipping, zeroing
+    step_comm_bytes: float    # per step: DDP's gradient all-reduce
+
+
+def dense_matmul_flops_per_token(arch: ModelArch, method: str, lora_params: int, checkpointing: bool) -> float:
+    """Executed FLOPs per token of the projections and the LM head (2 per weight per token forward; Kaplan et al.
+    2020 §2.1). Backward: full fine-tuning 4 per weight (activation and weight gradients); a frozen base 2 (activation
+    gradients only), adapters 6 per adapter weight in all. Checkpointing re-runs the decoder layers' forward (Chen
+    et al. 2016)."""
+    counts = param_counts(arch)
+    n_mm = counts.linear_weights + arch.vocab_size * arch.hidden_size
+    forward = 2.0 * n_mm
+    backward = 4.0 * n_mm if method == "full" else 2.0 * n_mm
+    adapters = 6.0 * lora_params if method != "full" else 0.0
+    recompute = 2.0 * counts.linear_weights + 2.0 * lora_params * (method != "full") if checkpointing else 0.0
+    return forward + backward + adapters + recompute
+
+
+def causal_attention_flops_per_token(arch: ModelArch, seq_len: float, checkpointing: bool, flash: bool = True) -> float:
+    """Executed attention FLOPs per token: Q K^T and A V are 4 T d_attn per token per layer over a full context (PaLM,
+    Chowdhery et al. 2022 Appendix B); a causal kernel skips the masked half (2 T d_attn). Backward per
+    ATTENTION_BACKWARD_FACTOR; checkpointing adds one more forward. Without a fused kernel the full T x T is computed.
+    Sliding-window layers: a fused kernel computes only the window's blocks (FlashAttention-2's window_size), so their
+    keys per query are advisor.formulas.flops.attended_keys'; without one the masked T x T is computed in full."""
+    d_attn = arch.num_attention_heads * arch.head_dim_resolved
+    forward = 4.0 * attended_keys(arch, seq_len, causal=flash, windowed=flash) * d_attn
+    return forward * (1.0 + ATTENTION_BACKWARD_FACTOR + (1.0 if checkpointing else 0.0))
+
+
+def elementwise_bytes_per_token(arch: ModelArch, checkpointing: bool) -> float:
+    """The least bytes the memory-bound kernels of the decoder layers move per token, as fused kernels (torch.compile)
+    move them: every tensor a layer keeps for backward (ACT_FULL, measured: 20h + 8I + 4kv bytes) is written once and
+    read once in the forward, and backward moves about twice the forward's bytes (a gradient written and read per
+    activation, the activation read again); checkpointing adds one more forward. A roofline reading of the norms,
+    SwiGLU, RoPE and residual adds (Williams et al. 2009). Eager PyTorch runs each of them as several kernels, each
+    reading and writing the whole tensor (RMSNorm alone: upcast, square, mean, scale, downcast, weight):
+    StepTimeConstants.eager_traffic_factor times these bytes."""
+    h, inter = arch.hidden_size, arch.intermediate_size
+    kv = arch.kv_heads * arch.head_dim_resolved
+    per_layer = ACT_FULL["h"] * h + ACT_FULL["I"] * inter + ACT_FULL["kv"] * kv
+    passes = 2.0 * (1.0 + 2.0 + (1.0 if checkpointing else 0.0))
+    return per_layer * arch.num_hidden_layers * passes
+
+
+def lora_traffic_bytes_per_token(arch: ModelArch, targets: tuple[str, ...], checkpointing: bool) -> float:
+    """LoRA's adapters are memory-bound (rank r << h): per adapted projection the forward reads the input (2 in bytes)
+    and writes and re-reads the output to add it to the base's (3 x 2 out); backward moves twice that. Eager peft."""
+    shapes = layer_linear_shapes(arch)
+    # nn.Linear targets of the layers (a MoE's fused experts are adapted as 3-D parameters: their traffic is not counted)
+    per_layer = sum(2.0 * shapes[t].in_features + 6.0 * shapes[t].out_features for t in targets if t in shapes)
+    return per_layer * arch.num_hidden_layers * (1.0 + 2.0 + (1.0 if checkpointing else 0.0))
+
+
+def dequant_bytes_per_pass(arch: ModelArch, double_quant: bool) -> float:
+    """NF4 dequantisation before each matmul: read the 4-bit weights and constants, write the bf16 weight, which the
+    matmul then reads (bitsandbytes dequantize_4bit; Dettmers et al. 2023 §3): (nf4 + 2 + 2) bytes per weight."""
+    return param_counts(arch).linear_weights * (nf4_bytes_per_param(double_quant) + 4.0)
+
+
+def optimizer_step_bytes(setup: TrainingSetup) -> float:
+    """Bytes one optimizer step moves per unsharded replica: AdamW reads the gradient and reads and writes the weight
+    and both moments (fused/foreach AdamW is memory-bound: Kingma & Ba 2015 update, one pass); mixed precision also
+    reads and writes the fp32 master and writes the bf16 copy; clipping reads the gradients once more for their norm
+    and scales them (read + write), and zeroing writes them."""
+    numels = trainable_tensor_numels(setup)
+    n = float(sum(numels))
+    if setup.method == "full":
+        weight, grad = 2.0, 2.0
+        master = 0.0 if setup.precision == "bf16-pure" else 4.0
+        moment = 2.0 if setup.precision == "bf16-pure" else 4.0
+    else:
+        weight = grad = moment = 4.0 if setup.adapter_dtype == "fp32" else 2.0
+        master = 0.0
+    if setup.optimizer != "adamw":
+        moment = 1.0
+    update = n * (2 * weight + grad + 2 * 2 * moment + 2 * master)
+    clip_zero = n * grad * 4
+    return update + clip_zero
+
+
+def weights_gathered_bytes(setup: TrainingSetup) -> float:
+    """Bytes of the weights FSDP all-gathers per pass: the decoder's projections in their stored form (NF4 codes for
+    QLoRA, as fsdp_qlora's bf16 quant storage packs them; their constants stay on every GPU,
+    advisor.formulas.memory.unsharded_quant_constant_bytes) and everything else in bf16."""
+    counts = param_counts(setup.arch)
+    if setup.method == "qlora":
+        return counts.linear_weights * NF4_DATA_BYTES + 2.0 * (counts.total - counts.linear_weights)
+    return 2.0 * counts.total
+
+
+def communication_bytes(setup: TrainingSetup, sharding: str) -> tuple[float, float, float]:
+    """(per micro-batch over the interconnect, per micro-batch over the host link, per step over the interconnect).
+
+    FSDP (ZeRO-3) all-gathers the weights for the forward and again for the backward and reduce-scatters the
+    gradients, each moving (n-1)/n of the full tensor per GPU (ring algorithms; Rajbhandari et al. 2020 §7, 3x the
+    data-parallel volume counting the forward gather). With CPU offload the shards also cross the host link (weights
+    in for both passes, gradients out). DDP all-reduces the gradients once per step (no_sync during accumulation):
+    2 (n-1)/n of their bytes (Patarasuk & Yuan 2009)."""
+    n = setup.gpus
+    if n == 1 or sharding == "none":
+        return 0.0, 0.0, 0.0
+    ring = (n - 1) / n
+    grads = 2.0 * setup.trainable_params if setup.method == "full" or setup.adapter_dtype == "bf16" \
+        else 4.0 * setup.trainable_params
+    if sharding == "fsdp":
+        weights = weights_gathered_bytes(setup)
+        per_mb = (2.0 * weights + grads) * ring
+        host = (2.0 * weights + grads) / n if setup.cpu_offload else 0.0
+        return per_mb, host, 0.0
+    return 0.0, 0.0, 2.0 * grads * ring
+
+
+def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
+    """The FLOPs and bytes of one optimizer step on one GPU (`sharding` as decided: none, ddp or fsdp)."""
+    arch = setup.arch
+    length = setup.mean_seq_len or setup.seq_len
+    tokens = setup.tokens_per_micro_batch
+    ckpt = setup.gradient_checkpointing
+    lora = setup.trainable_params if setup.method != "full" else 0
+    fixed = lora_traffic_bytes_per_token(arch, setup.lora_targets, ckpt) * tokens if setup.method != "full" else 0.0
+    if setup.method == "qlora":
+        fixed += dequant_bytes_per_pass(arch, setup.double_quant) * (3.0 + ckpt)  # forward, backward (2 matmuls), recompute
+    comm, host, step_comm = communication_bytes(setup, sharding)
+    opt = optimizer_step_bytes(setup) / (setup.gpus if sharding == "fsdp" else 1)
+    return StepWork(
+        micro_batches=setup.grad_accum, tokens_per_micro_batch=tokens,
+        matmul_flops=dense_matmul_flops_per_token(arch, setup.method, lora, ckpt) * tokens,
+        attention_flops=causal_attention_flops_per_token(arch, length, ckpt, setup.flash_attention) * tokens,
+        elementwise_bytes=elementwise_bytes_per_token(arch, ckpt) * tokens, fixed_bytes=fixed,
+        comm_bytes=comm, host_bytes=host, step_bytes=0.0 if setup.cpu_offload else opt, step_comm_bytes=step_comm,
+    )
+
+
+def matmul_fraction(tokens_per_micro_batch: float, c: StepTimeConstants) -> float:
+    """Achieved fraction of dense peak for the step's matmuls: f_max n / (n + n_half) over the n tokens of a
+    micro-batch (the M dimension of every projection). Small M leaves tiles and SMs idle and the weights' reads
+    unamortised (a roofline: arithmetic intensity grows with M; Williams et al. 2009)."""
+    n = tokens_per_micro_batch
+    return c.matmul_fraction_max * n / (n + c.matmul_half_tokens)
+
+
+@frozen
+class StepTime:
+    """Seconds of one optimizer step on one GPU, by term."""
+    matmul_s: float
+    attention_s: float
+    memory_bound_s: float
+    communication_s: float  # exposed beyond the compute it overlaps with
+    optimizer_s: float
+    fixed_s: float
+    total_s: float
+    tokens: float           # tokens one GPU processes in the step (padding included)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.total_s
+
+
+def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConstants = DEFAULT_STEP_TIME) -> StepTime:
+    """One step's seconds: per micro-batch, matmuls and attention at `matmul_fraction` of the dense peak plus the
+    memory-bound bytes at the memory bandwidth; FSDP's gathers overlap with it (prefetch), so the micro-batch takes the
+    longer of compute and communication (Zhao et al. 2023 §3.3); then the optimizer step's bytes at the memory
+    bandwidth, DDP's all-reduce and the fixed cost. `fused`: elementwise kernels fused (torch.compile, Liger)."""
+    frac = matmul_fraction(work.tokens_per_micro_batch, c)
+    matmul = work.matmul_flops / (gpu.peak_flops * frac)
+    attention = work.attention_flops / (gpu.peak_flops * frac)
+    bandwidth = gpu.memory_bandwidth_gbs * 1e9
+    traffic = work.elementwise_bytes * (1.0 if fused else c.eager_traffic_factor) + work.fixed_bytes
+    memory_bound = traffic / bandwidth
+    link = (gpu.interconnect_gbs or gpu.host_bandwidth / 1e9) * 1e9 * COMM_EFFICIENCY
+    comm = work.comm_bytes / link + work.host_bytes / (gpu.host_bandwidth * COMM_EFFICIENCY)
+    compute = matmul + attention + memory_bound
+    exposed = max(0.0, comm - compute)
+    optimizer = work.step_bytes / bandwidth + work.step_comm_bytes / link
+    mb = work.micro_batches
+    total = mb * (compute + exposed) + optimizer + c.step_fixed_s
+    return StepTime(mb * matmul, mb * attention, mb * memory_bound, mb * exposed, optimizer, c.step_fixed_s, total,
+                    mb * work.tokens_per_micro_batch)

@@ -1,0 +1,1 @@
+"""Measurement beside the decision: run reports, estimated against measured, published GPU rows and their fit."""

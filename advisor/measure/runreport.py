@@ -1,0 +1,91 @@
+"""The schema of a run's report.json: measured compute beside the advisor's estimate (read without torch)."""
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from advisor.core.errors import AdvisorError
+from advisor.core.numbers import human
+from advisor.plan.estimate import Estimate
+
+
+class LossSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    first: float | None = Field(description="Training loss of the first optimizer step.")
+    last: float | None = Field(description="Training loss of the last optimizer step.")
+    eval: float | None = Field(description="Mean loss on the validation split at the end (None without one).")
+
+
+class PeakMemory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    allocated: float | None = Field(description="Peak torch-allocated GiB on one GPU (max over GPUs).")
+    reserved: float | None = Field(description="Peak GiB the caching allocator reserved on one GPU (max over GPUs).")
+    rss: float | None = Field(None, description="Peak resident memory of one process, GiB (CPU runs).")
+
+
+class RunReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    recipe: str
+    method: str
+    model: str
+    status: str = Field(description="completed, interrupted (checkpoint saved) or failed")
+    steps: int
+    trainable_params: int
+    total_params: int
+    tokens: int = Field(description="Non-padding tokens trained on, all ranks.")
+    processed_tokens: int = Field(description="Tokens the GPUs computed, padding included (what compute is spent on).")
+    wall_seconds: float = Field(description="Wall time of the training steps (eval and checkpoint saves excluded).")
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    gpus: int = Field(description="GPUs used (0 on CPU).")
+    gpu_hours: float = Field(description="wall_seconds x gpus / 3600.")
+    tokens_per_second: float
+    model_flops: float = Field(description="advisor.formulas.flops.flops_per_token(...).model x tokens.")
+    executed_flops: float = Field(description="flops_per_token(...).total x processed_tokens: model FLOPs, recompute and padding.")
+    mfu: float | None = Field(description="model_flops / (wall x gpus x the GPU's dense bf16 peak); None on CPU.")
+    peak_flops_per_gpu: float | None
+    peak_memory_gib: PeakMemory
+    loss: LossSummary
+    device: str
+    gpu_name: str | None = Field(description="Catalog name of the GPU the run used, if recognised.")
+    world_size: int
+    versions: dict[str, str | None]
+    estimate: Estimate
+    resumed_from_step: int | None = None
+    seed: int
+    interrupted_by: str | None = Field(None, description="SIGINT or SIGTERM when the run stopped early at a checkpoint.")
+    adapter_checksums: list[str] = Field(default_factory=list, description="Hash of each rank's adapter weights "
+                                         "(DDP replicas must be equal; FSDP ranks hold different shards).")
+    resume_changes: list[str] = Field(default_factory=list, description="Recipe or data changes a resume accepted with "
+                                      "--allow-changes, each with the step it applied from (empty: one unchanged run).")
+
+    def summary(self) -> str:
+        mfu = f"{self.mfu:.1%}" if self.mfu is not None else "n/a (CPU)"
+        mem = self.peak_memory_gib
+        memory = (f"{mem.allocated:.2f} GiB allocated / {mem.reserved:.2f} GiB reserved per GPU" if mem.allocated is not None
+                  else f"{mem.rss:.2f} GiB resident" if mem.rss is not None else "n/a")
+        ev = f", eval {self.loss.eval:.4f}" if self.loss.eval is not None else ""
+        return "\n".join([
+            f"{self.status}: {self.recipe} ({self.method}, {self.model}) on {self.world_size} x {self.device}",
+            f"  trainable params {self.trainable_params:,} of {human(self.total_params)} (estimate {self.estimate.trainable_params:,})",
+            f"  {self.steps} steps, {human(self.tokens)} tokens in {self.wall_seconds:.1f} s: {self.tokens_per_second:,.0f} tokens/s, "
+            f"MFU {mfu}, " + (f"{self.gpu_hours:.4f} GPU-hours" if self.gpus else "no GPU-hours (CPU)"),
+            f"  loss {self.loss.first:.4f} -> {self.loss.last:.4f}{ev}",
+            f"  peak memory: {memory} (estimated {self.estimate.peak_memory_gib:.2f} GiB)",
+        ] + ([f"  estimate calibrated with {self.estimate.calibration}"] if self.estimate.calibration else []))
+
+
+def load_report(run_dir: Path) -> RunReport:
+    path = Path(run_dir) / "report.json" if Path(run_dir).is_dir() else Path(run_dir)
+    try:
+        return RunReport.model_validate(json.loads(path.read_bytes().decode("utf-8")))
+    except FileNotFoundError:
+        raise AdvisorError(f"{run_dir}: no report.json (is it a run directory of `advisor run`?)") from None
+    except UnicodeDecodeError as exc:
+        raise AdvisorError(f"{path}: not a valid run report (not UTF-8 at byte {exc.start})") from None
+    except RecursionError:
+        raise AdvisorError(f"{path}: not a valid run report (nested too deeply)") from None
+    except (json.JSONDecodeError, ValidationError, OSError) as exc:
+        raise AdvisorError(f"{path}: not a valid run report ({str(exc).splitlines()[0]})") from None

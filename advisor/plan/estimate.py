@@ -1,0 +1,199 @@
+"""The Estimate of a training setup or a recipe before it runs: memory per GPU, FLOPs, tokens, GPU-hours, dollars, and what would fit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from advisor.catalog.types import Gpu
+from advisor.catalog.load import get_gpu
+from advisor.catalog.arch import describe
+from advisor.plan.efficiency import training_efficiency
+from advisor.core.errors import AdvisorError
+from advisor.formulas.flops import cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.core.numbers import human
+from advisor.core.records import record
+from advisor.formulas.params import param_counts
+from advisor.plan.sizing import (
+    bf16_conflict, choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits,
+)
+from advisor.formulas.setup import TrainingSetup
+
+if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
+    from advisor.plan.calibration import Calibration
+    from advisor.plan.recipe import Recipe
+
+# Without tokenizing, a file's characters / 4 approximates its tokens for English text with a BPE
+# vocabulary (OpenAI's tokenizer guide: "one token ~= 4 characters of English"). The runner replaces this
+# with the exact count before it launches.
+CHARS_PER_TOKEN = 4.0
+
+
+@record
+class Estimate:
+    """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
+
+    # read back inside RunReport (pydantic, extra="forbid"): keys another version wrote are ignored here, as they
+    # were when this was a pydantic model, so older and newer report.json files still load
+    __pydantic_config__ = {"extra": "ignore"}
+
+    recipe: str | None = None
+    method: str
+    model: str
+    gpu: str | None
+    gpu_source: str | None = None
+    gpus: int
+    total_params: int
+    active_params: int | None = None  # per token: a MoE's top-k experts only (equal to total_params when dense)
+    # the whole checkpoint: total_params plus a multimodal wrapper's vision encoder, which the text fine-tune does
+    # not load (equal to total_params for a text model; None when the vision encoder is not counted)
+    checkpoint_params: int | None = None
+    vision_model_type: str | None = None
+    architecture: str | None = None   # advisor.catalog.arch's one-line description
+    trainable_params: int
+    flops_per_token: float
+    flops_breakdown: dict
+    memory_gib: dict
+    peak_memory_gib: float
+    gpu_memory_gib: float | None
+    gradient_checkpointing: bool = False
+    gradient_checkpointing_reason: str | None = None
+    sharding: str = "none"
+    sharding_reason: str | None = None
+    fits: bool
+    gpus_needed: int | None
+    suggestions: list[str]
+    tokens: float | None = None
+    tokens_source: str | None = None
+    model_flops: float | None = None
+    total_flops: float | None = None
+    efficiency: float
+    efficiency_source: str
+    tokens_per_second_per_gpu: float | None = None
+    step_seconds: dict | None = None
+    gpu_hours: float | None = None
+    cost_usd: float | None = None
+    calibration: str | None = None
+    precision_conflict: str | None = None
+
+
+def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
+    """The estimators' view of a recipe (gradient_checkpointing: auto reads as off; `choose_checkpointing` decides)."""
+    return TrainingSetup(
+        arch=recipe.model.resolve_arch(), method=recipe.method, lora_rank=recipe.lora.r,
+        lora_targets=recipe.lora.target_modules, lora_dropout=recipe.lora.dropout, seq_len=recipe.data.seq_len,
+        micro_batch=recipe.train.micro_batch, gpus=gpus or recipe.world_size, sharding=recipe.launch.strategy,
+        gradient_checkpointing=recipe.train.gradient_checkpointing is True, fused_loss=recipe.train.fused_loss,
+        flash_attention=recipe.model.attn_implementation != "eager",
+        optimizer=recipe.train.optimizer, double_quant=recipe.quant.double_quant if recipe.quant else True,
+        dora=recipe.lora.use_dora, modules_to_save=recipe.lora.modules_to_save,
+        adapter_dtype=ADAPTER_DTYPES[recipe.lora.dtype], activation_offloading=recipe.train.activation_offloading,
+        qlora_embeddings_dtype="fp32" if recipe.quant and recipe.quant.unquantized_dtype == "float32" else "bf16",
+        cpu_offload=recipe.launch.cpu_offload,
+    )
+
+
+# The recipe's adapter dtypes in the estimators' names.
+ADAPTER_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[float, str]:
+    """Tokens the recipe trains on, and where the figure comes from: max_steps, the tokenized dataset (at run time),
+    or the data file's size. A data path that does not exist is an error (cost a dataset you do not have with
+    `--tokens`), never zero tokens."""
+    t = recipe.train
+    if t.max_steps:
+        per_step = t.micro_batch * t.grad_accum * recipe.world_size * recipe.data.seq_len
+        return float(t.max_steps * per_step), (f"train.max_steps {t.max_steps} x {per_step:,} tokens per step "
+                                               "(global batch x seq_len, packed)")
+    if dataset_tokens is not None:
+        return dataset_tokens * t.epochs, f"tokenized dataset x {t.epochs:g} epochs"
+    path = Path(recipe.data.path)
+    if path.is_dir():
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    elif path.is_file():
+        size = path.stat().st_size
+    else:
+        raise AdvisorError(f"data.path {path} does not exist: point it at your data, or give --tokens to cost a dataset "
+                           "you do not have yet")
+    per_epoch = size / CHARS_PER_TOKEN * (1 - recipe.data.val_fraction)
+    return per_epoch * t.epochs, (f"the data file {path.name}: ~{human(per_epoch)} tokens (file size / "
+                                  f"{CHARS_PER_TOKEN:g} chars per token) x {t.epochs:g} epochs; "
+                                  "--tokens costs a full-size dataset")
+
+
+def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,
+                      efficiency: float | None = None, price: float | None = None,
+                      calibration: Calibration | None = None, recipe_name: str | None = None,
+                      checkpointing_reason: str | None = None) -> Estimate:
+    """Apply every estimator to one setup on one GPU type (None: a CPU run, which costs no GPU-hours)."""
+    arch = setup.arch
+    overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
+    sharding = choose_sharding(setup)
+    memory = planned_memory(setup, **overheads)
+    flops = flops_per_token(arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
+    efficiency, source, step = training_efficiency(setup, gpu, calibration, efficiency)
+    hours = cost = None
+    if tokens is not None:
+        hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency) if gpu else 0.0
+        unit_price = price if price is not None else (gpu.price_usd_per_hour if gpu else 0.0)
+        cost = cost_usd(hours, unit_price) if unit_price is not None else None
+    fits = gpu is None or memory.total <= gpu.usable_memory_gib
+    return Estimate(
+        recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
+        total_params=param_counts(arch).total, active_params=param_counts(arch).active,
+        checkpoint_params=param_counts(arch).checkpoint_total, vision_model_type=arch.vision_model_type,
+        architecture=describe(arch).summary(), trainable_params=setup.trainable_params,
+        flops_per_token=flops.total, flops_breakdown=flops.as_dict(), memory_gib=memory.as_dict(),
+        peak_memory_gib=memory.total, gpu_memory_gib=gpu.memory_gib if gpu else None,
+        gradient_checkpointing=setup.gradient_checkpointing, gradient_checkpointing_reason=checkpointing_reason,
+        sharding=sharding.strategy, sharding_reason=sharding.reason, fits=fits,
+        gpus_needed=gpus_needed(setup, gpu, **overheads) if gpu else None,
+        suggestions=[] if fits else suggest_fits(setup, gpu, overheads),
+        tokens=tokens, tokens_source=tokens_source,
+        model_flops=flops.model * tokens if tokens is not None else None,
+        total_flops=flops.total * tokens if tokens is not None else None,
+        efficiency=efficiency, efficiency_source=source, gpu_hours=hours, cost_usd=cost,
+        tokens_per_second_per_gpu=gpu.peak_flops * efficiency / flops.total if gpu else None,
+        step_seconds=step.__dict__ | {"tokens_per_second": step.tokens_per_second} if step else None,
+        calibration=str(calibration.path) if calibration else None,
+    )
+
+
+def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens: float | None = None,
+                    calibration: Calibration | None = None, gpus: int | None = None, tokens: float | None = None,
+                    efficiency: float | None = None, price: float | None = None,
+                    device_memory_gib: float | None = None) -> Estimate:
+    """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated; `tokens`,
+    `efficiency` and `price` override what the recipe, calibration and catalog would give. At run time
+    `device_memory_gib` (the device's own total) replaces the catalog's memory for the fit and for `auto` checkpointing."""
+    gpu_source = "given" if gpu is not None else None
+    if isinstance(gpu, str):
+        gpu = get_gpu(gpu)
+    if gpu is None and recipe.launch.gpu:
+        gpu, gpu_source = get_gpu(recipe.launch.gpu), "the recipe's launch.gpu"
+    if gpu is not None and device_memory_gib:  # at run time: the device's own memory, not the catalog's
+        gpu = replace(gpu, memory_gib=device_memory_gib)
+    count, source = (tokens, "given (--tokens)") if tokens is not None else recipe_tokens(recipe, dataset_tokens)
+    setup = recipe_setup(recipe, gpus)
+    if recipe.train.gradient_checkpointing == "auto":
+        overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
+        checkpointing, reason = choose_checkpointing(setup, gpu.usable_memory_gib if gpu else None, overheads)
+        setup = replace(setup, gradient_checkpointing=checkpointing)
+    else:
+        reason = "set in the recipe"
+    result = estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, reason)
+    conflict = bf16_conflict(gpu, recipe.model.dtype, recipe.quant.compute_dtype if recipe.quant else None)
+    return replace(result, gpu_source=gpu_source, precision_conflict=conflict)
+
+
+def plan_refusal(e: Estimate) -> str | None:
+    """Why a run with this estimate stops before loading anything (`--force` runs it anyway), or None: the predicted
+    peak exceeds the GPU's memory, or the recipe asks for bf16 on a GPU without it (advisor.plan.sizing.bf16_conflict)."""
+    if not e.fits:
+        return (f"predicted peak {e.peak_memory_gib:.1f} GiB per GPU exceeds the {e.gpu}'s {e.gpu_memory_gib:.1f} GiB; "
+                "would fit: " + "; ".join(e.suggestions) + " (or --force)")
+    if e.precision_conflict:
+        return f"{e.precision_conflict} (or --force)"
+    return None
