@@ -39,7 +39,7 @@ def median_seconds(cmd: list[str], runs: int) -> float:
 STAGES = {
     "python": "pass",
     "typer": "import typer",
-    "our_modules": "import typer\nimport advisor.cli.recommend, advisor.decide.choose, advisor.render.recommendation, "
+    "our_modules": "import typer\nimport advisor.cli.recommend, advisor.render.decision_text, advisor.render.recommendation, "
                    "advisor.render.notices, advisor.plan.sizing",
 }
 # Not a stage: typer and pydantic's import with one model defined, to show what keeping pydantic off the path saves.

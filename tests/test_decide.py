@@ -3,7 +3,7 @@
 import pytest
 
 from advisor.decide.costing import rule_usage_break_even
-from advisor.decide.choose import recommend
+from advisor.render.decision_text import recommend
 from advisor.decide.situation import Situation
 
 

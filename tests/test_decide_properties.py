@@ -5,7 +5,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from advisor.decide.constraints import deadline_days
-from advisor.decide.choose import recommend
+from advisor.render.decision_text import recommend
 from advisor.decide.situation import Situation
 
 situations = st.builds(

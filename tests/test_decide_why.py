@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from advisor.decide.costing import cost_finetune, rule_usage_break_even, serving_plan, tensor_parallel_degrees
-from advisor.decide.choose import recommend
+from advisor.render.decision_text import recommend
 from advisor.decide.situation import Situation
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
 from tests.conftest import run_cli

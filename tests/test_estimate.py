@@ -70,7 +70,7 @@ def test_qlora_weights_keep_embeddings_and_head_unquantised():
     rest = counts.total - counts.linear_weights
     # the runner keeps them in bf16; peft's prepare_model_for_kbit_training would upcast them to fp32
     assert weight_bytes(arch, "qlora") == pytest.approx(counts.linear_weights * nf4_bytes_per_param(True) + 2 * rest)
-    assert weight_bytes(arch, "qlora", embeddings_dtype="fp32") == pytest.approx(
+    assert weight_bytes(arch, "qlora", embeddings_dtype="float32") == pytest.approx(
         counts.linear_weights * nf4_bytes_per_param(True) + 4 * rest)
     assert weight_bytes(arch, "lora") == 2 * counts.total
 

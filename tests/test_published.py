@@ -98,10 +98,10 @@ def test_new_memory_terms():
     assert memory_per_gpu(replace(full, precision="bf16-pure")).optimizer == pytest.approx(
         memory_per_gpu(full).optimizer / 3, rel=0.01)  # bf16 moments (4 B) against master + fp32 moments (12 B)
     lora = TrainingSetup(arch=arch, method="lora")
-    assert memory_per_gpu(replace(lora, adapter_dtype="bf16")).adapters == pytest.approx(
+    assert memory_per_gpu(replace(lora, adapter_dtype="bfloat16")).adapters == pytest.approx(
         memory_per_gpu(lora).adapters / 2)
     qlora = TrainingSetup(arch=arch, method="qlora", gradient_checkpointing=False)
-    assert memory_per_gpu(replace(qlora, qlora_embeddings_dtype="fp32")).total > memory_per_gpu(qlora).total
+    assert memory_per_gpu(replace(qlora, qlora_embeddings_dtype="float32")).total > memory_per_gpu(qlora).total
     offloaded = memory_per_gpu(replace(lora, gradient_checkpointing=False, activation_offloading=True))
     assert offloaded.activations < memory_per_gpu(replace(lora, gradient_checkpointing=False)).activations / 5
     sharded = TrainingSetup(arch=catalog.get_model("Llama-3.1-70B"), method="qlora", gpus=2, sharding="fsdp")

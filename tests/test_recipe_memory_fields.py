@@ -53,7 +53,7 @@ def test_estimate_follows_the_fields(tmp_path):
     plain = _load(tmp_path, train % "")
     setup = recipe_setup(plain)
     assert (setup.adapter_dtype, setup.activation_offloading, setup.cpu_offload, setup.qlora_embeddings_dtype) == \
-        ("fp32", False, False, "bf16")
+        ("float32", False, False, "bfloat16")
     base = estimate_recipe(plain, "A100-80GB")
     bf16 = estimate_recipe(_load(tmp_path, "lora: {dtype: bfloat16}\n" + train % ""), "A100-80GB")
     assert bf16.memory_gib["optimizer"] == pytest.approx(base.memory_gib["optimizer"] / 2)
@@ -63,7 +63,7 @@ def test_estimate_follows_the_fields(tmp_path):
     assert off.peak_memory_gib < base.peak_memory_gib
     q32, q16 = (estimate_recipe(_load(tmp_path, f"quant: {{unquantized_dtype: {d}}}\n"), "A100-80GB")
                 for d in ("float32", "compute"))
-    assert recipe_setup(_load(tmp_path, "quant: {unquantized_dtype: float32}\n")).qlora_embeddings_dtype == "fp32"
+    assert recipe_setup(_load(tmp_path, "quant: {unquantized_dtype: float32}\n")).qlora_embeddings_dtype == "float32"
     assert q32.memory_gib["weights"] > q16.memory_gib["weights"]
     fsdp = "launch: {strategy: fsdp, nproc_per_node: 2%s}\n"
     sharded = estimate_recipe(_load(tmp_path, fsdp % ""), "A100-80GB")

@@ -55,7 +55,8 @@ def recommend(
     report: Annotated[Optional[Path], typer.Option(help="Also write a Markdown scaling justification to this file.")] = None,
 ):
     """Which tier (API, PEFT, full fine-tune, pretrain) your data, usage and hardware call for, with costs."""
-    from advisor.decide.choose import Situation, recommend as decide
+    from advisor.decide.situation import Situation
+    from advisor.render.decision_text import recommend as decide
     from advisor.render.recommendation import render_recommendation, report_markdown
     from advisor.plan.sizing import bf16_note
 

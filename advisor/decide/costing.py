@@ -22,10 +22,10 @@ from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
 from advisor.core.records import bounded, frozen, record
 from advisor.decide.situation import TIERS, Situation, Tier
-from advisor.plan.sizing import (
-    CountPlan, choose_checkpointing, choose_gpu_count, choose_sharding, planned_memory, valid_gpu_counts,
-)
-from advisor.formulas.setup import TrainingSetup
+from advisor.formulas.memory import decided_sharding
+from advisor.plan.launch_plan import memory_overheads, plan_launch
+from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
+from advisor.formulas.setup import METHODS, TrainingSetup
 
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
     from advisor.plan.calibration import Calibration
@@ -258,23 +258,20 @@ def _value_key(entry) -> str:
     return f"{type(entry).__qualname__}{entry.__dict__!r}"
 
 
-def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: dict) -> tuple[TrainingSetup, float, float]:
-    """The setup as the runner would launch it on `gpus` GPUs (sharding auto, FSDP where DDP does not fit; gradient
-    checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
+def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int,
+                 calibration: Calibration | None) -> tuple[TrainingSetup, float, float]:
+    """The setup as the runner would launch it on `gpus` GPUs (advisor.plan.launch_plan.plan_launch: sharding and
+    gradient checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
+    overheads = memory_overheads(gpu, method, calibration)
     key = (_value_key(arch), _value_key(gpu), seq_len, method, gpus, tuple(sorted(overheads.items())))
     if key in _LAUNCH_CACHE:
         return _LAUNCH_CACHE[key]
-    setup = TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus)
-    for sharding in ("auto", "fsdp") if gpus > 1 else ("auto",):
-        candidate = replace(setup, sharding=sharding)
-        candidate = replace(candidate, gradient_checkpointing=choose_checkpointing(candidate, gpu.usable_memory_gib, overheads)[0])
-        memory = planned_memory(candidate, **overheads).total
-        if memory <= gpu.usable_memory_gib:
-            break
-    flops = flops_per_token(arch, candidate.seq_len, method, candidate.trainable_params, candidate.gradient_checkpointing)
+    plan = plan_launch(TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus), gpu, calibration)
+    setup = plan.setup
+    flops = flops_per_token(arch, setup.seq_len, method, setup.trainable_params, setup.gradient_checkpointing)
     if len(_LAUNCH_CACHE) > _LAUNCH_CACHE_MAX:
         _LAUNCH_CACHE.clear()
-    _LAUNCH_CACHE[key] = (candidate, memory, flops.total)
+    _LAUNCH_CACHE[key] = (setup, plan.memory.total, flops.total)
     return _LAUNCH_CACHE[key]
 
 
@@ -283,8 +280,7 @@ def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration
     gradient checkpointing auto (advisor.plan.sizing), GPU-hours from its FLOPs at the efficiency
     advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
     arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
-    overheads = calibration.overheads(gpu.name, method) if calibration else {}
-    setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, overheads)
+    setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, calibration)
     efficiency = training_efficiency(setup, gpu, calibration)[0]  # the same rule as advisor estimate
     hours = gpu_hours(training_flops(flops, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
     return FinetunePlan(setup, memory, hours, memory <= gpu.usable_memory_gib)
@@ -318,7 +314,7 @@ def cost_finetune(s: Situation, method: str, calibration: Calibration | None = N
     option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
                     cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
                     params=param_counts(arch).total, tokens=tokens, wall_days=wall,
-                    sharding=choose_sharding(plan.setup).strategy,
+                    sharding=decided_sharding(plan.setup),
                     gradient_checkpointing=plan.setup.gradient_checkpointing)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations)
@@ -372,8 +368,7 @@ def plan_pretrain(arch: ModelArch, tokens: float, gpu, seq_len: int, gpus: int,
     DDP does not fit, checkpointing where memory needs it); GPU-hours from its executed FLOPs at the efficiency
     advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless
     calibrated), as the fine-tune options are costed."""
-    overheads = calibration.overheads(gpu.name, "full") if calibration else {}
-    setup, _, flops = _launch_plan(arch, gpu, seq_len, "full", gpus, overheads)
+    setup, _, flops = _launch_plan(arch, gpu, seq_len, "full", gpus, calibration)
     efficiency = training_efficiency(setup, gpu, calibration)[0]
     return PretrainPlan(setup, gpu_hours(training_flops(flops, tokens), gpu.peak_flops, efficiency))
 
@@ -402,13 +397,13 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
     option = Option(tier="pretrain", method="pretrain", model=f"{human(point.params)}-param compute-optimal",
                     gpu=gpu.name, gpus=n, gpu_hours=hours, cost_usd=cost_usd(hours, gpu_price(s)),
                     memory_gib_per_gpu=model_state_gib_per_gpu(point.params, n), params=point.params,
-                    tokens=point.tokens, wall_days=wall, sharding=choose_sharding(plan.setup).strategy)
+                    tokens=point.tokens, wall_days=wall, sharding=decided_sharding(plan.setup))
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations, "GiB/GPU: training states only (activations extra)")
 
 
 OPTION_KEYS = ("api", "self_host", "lora", "qlora", "full", "pretrain")
-TRAINING_KEYS = ("lora", "qlora", "full")  # the fine-tunes among them
+TRAINING_KEYS = METHODS  # the fine-tunes among them
 
 
 def beats_base_violation(s: Situation) -> Violation | None:

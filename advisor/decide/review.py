@@ -20,6 +20,7 @@ from advisor.decide.findings import Finding
 from advisor.formulas.flops import DEFAULT_EFFICIENCY
 from advisor.core.numbers import human, parse_quantity
 from advisor.formulas.params import param_counts
+from advisor.formulas.setup import METHODS
 from advisor.core.records import bounded, record
 from advisor.decide.situation import Situation
 from advisor.formulas.setup import Method
@@ -109,7 +110,7 @@ def review_proposal(p: Proposal, calibration: Calibration | None = None) -> Revi
     usd_per_hour = p.cost_usd / proposed_hours if p.cost_usd and p.days else None
     optimal = scaling.compute_optimal_for_tokens(p.tokens, "chinchilla-rule").params
     cheaper = []
-    for method in ("lora", "qlora", "full"):
+    for method in METHODS:
         if method == p.method:
             continue
         o = cost_finetune(s, method, calibration, counts=[p.gpus])

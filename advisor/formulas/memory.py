@@ -57,7 +57,7 @@ def unsharded_quant_constant_bytes(setup: TrainingSetup, sharded: bool) -> float
     return constants * (1.0 if setup.cpu_offload else 1.0 - 1.0 / setup.gpus)
 
 
-def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, embeddings_dtype: str = "bf16") -> float:
+def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, embeddings_dtype: str = "bfloat16") -> float:
     """Bytes of the model's own weights on one unsharded replica.
 
     full / lora: every parameter in bf16 (2 bytes). qlora: the decoder's nn.Linear projections in NF4; embeddings,
@@ -75,7 +75,7 @@ def weight_bytes(arch: ModelArch, method: Method, double_quant: bool = True, emb
     return counts.linear_weights * nf4_bytes_per_param(double_quant) + DTYPE_BYTES[embeddings_dtype] * rest
 
 
-DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0}
+DTYPE_BYTES = {"float32": 4.0, "bfloat16": 2.0}
 
 
 # bitsandbytes' 8-bit optimizers keep 32-bit state for tensors under 4096 elements (Optimizer8bit's
@@ -158,14 +158,14 @@ ACT_BF16_ADAPTER_SAVING = 1.0
 # input * noise). On CUDA `at::dropout` takes the fused `native_dropout`, whose backward keeps a bool mask instead
 # (1 byte; derivatives.yaml native_dropout -> native_dropout_backward(grad, result1, scale)): the CPU figure less the
 # noise (4 or 2 bytes) plus the mask. fp32: the dropped copy replaces peft's cast copy; bf16: the dropped copy is new.
-ACT_LORA_DROPOUT = {"fp32": 1.0, "bf16": 2.0}
+ACT_LORA_DROPOUT = {"float32": 1.0, "bfloat16": 2.0}
 ACT_EAGER_PER_HEAD_TOKEN = 6.0  # fp32 softmax output + its bf16 copy, per head per context token (measured slope)
 
 
 def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_len: int, flash_attention: bool = True,
                                          lora_targets: tuple[str, ...] = (), lora_rank: int = 0,
-                                         lora_dropout: float = 0.0, qlora_embeddings_dtype: str = "bf16",
-                                         adapter_dtype: str = "fp32") -> float:
+                                         lora_dropout: float = 0.0, qlora_embeddings_dtype: str = "bfloat16",
+                                         adapter_dtype: str = "float32") -> float:
     """Bytes autograd keeps per token for one decoder layer (see the ACT_* constants for where they come from).
 
     Adapters in bf16 keep ACT_BF16_ADAPTER_SAVING bytes less per adapted input element; dropout adds
@@ -185,10 +185,10 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
         total += ACT_LORA_TARGET["gate_up"] * h * bool(targets & {"gate_proj", "up_proj"})
         total += ACT_LORA_TARGET["down"] * inter * ("down_proj" in targets)
         total += ACT_LORA_TARGET["rank"] * lora_rank * len(targets)
-        if method == "qlora" and qlora_embeddings_dtype == "fp32":
+        if method == "qlora" and qlora_embeddings_dtype == "float32":
             total += ACT_QLORA_EXTRA_I * inter
         inputs = lora_input_features(arch, tuple(targets)) if targets else 0
-        total -= ACT_BF16_ADAPTER_SAVING * inputs * (adapter_dtype == "bf16")
+        total -= ACT_BF16_ADAPTER_SAVING * inputs * (adapter_dtype == "bfloat16")
         if lora_dropout > 0:
             total += ACT_LORA_DROPOUT[adapter_dtype] * inputs
     if not flash_attention:
@@ -347,7 +347,7 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     ) * tokens
     fused = setup.loss == "fused" or (setup.loss == "auto" and fused_loss_applies(arch, setup.method, setup.lora_targets,
                                                                                     setup.fused_loss))
-    head_cast = setup.method == "qlora" and setup.qlora_embeddings_dtype == "fp32"
+    head_cast = setup.method == "qlora" and setup.qlora_embeddings_dtype == "float32"
     logits, held = logits_bytes(arch, setup.seq_len, setup.micro_batch, fused, head_cast, setup.loss == "chunked",
                                 setup.compile, setup.loss == "stock-legacy")
     layers_kept = min(arch.num_hidden_layers, OFFLOAD_RESIDENT_LAYERS) if setup.activation_offloading \

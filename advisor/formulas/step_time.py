@@ -126,7 +126,7 @@ def optimizer_step_bytes(setup: TrainingSetup) -> float:
         master = 0.0 if setup.precision == "bf16-pure" else 4.0
         moment = 2.0 if setup.precision == "bf16-pure" else 4.0
     else:
-        weight = grad = moment = 4.0 if setup.adapter_dtype == "fp32" else 2.0
+        weight = grad = moment = 4.0 if setup.adapter_dtype == "float32" else 2.0
         master = 0.0
     if setup.optimizer != "adamw":
         moment = 1.0
@@ -157,7 +157,7 @@ def communication_bytes(setup: TrainingSetup, sharding: str) -> tuple[float, flo
     if n == 1 or sharding == "none":
         return 0.0, 0.0, 0.0
     ring = (n - 1) / n
-    grads = 2.0 * setup.trainable_params if setup.method == "full" or setup.adapter_dtype == "bf16" \
+    grads = 2.0 * setup.trainable_params if setup.method == "full" or setup.adapter_dtype == "bfloat16" \
         else 4.0 * setup.trainable_params
     if sharding == "fsdp":
         weights = weights_gathered_bytes(setup)

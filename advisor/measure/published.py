@@ -15,7 +15,7 @@ from advisor.core.errors import AdvisorError
 from advisor.formulas.memory import DEFAULT_OVERHEAD_FIXED_GIB, DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
 from advisor.core.records import RecordError, default, frozen, parse
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
-from advisor.formulas.setup import TrainingSetup
+from advisor.formulas.setup import TrainingSetup, canonical_dtype
 
 ROWS_FILE = Path(__file__).resolve().parents[1] / "bench" / "published" / "rows.yaml"
 
@@ -187,8 +187,8 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
         sharding="auto" if row.gpus == 1 else sharding, gradient_checkpointing=bool(row.gradient_checkpointing),
         optimizer=row_optimizer(row.optimizer),
         precision=_precision(row, sharding),
-        adapter_dtype="bf16" if row.adapter_dtype == "bf16" else "fp32",
-        qlora_embeddings_dtype="fp32" if row.stack == "hf-peft" and row.precision != "bf16-pure" else "bf16",
+        adapter_dtype="bfloat16" if canonical_dtype(row.adapter_dtype or "") == "bfloat16" else "float32",
+        qlora_embeddings_dtype="float32" if row.stack == "hf-peft" and row.precision != "bf16-pure" else "bfloat16",
         activation_offloading=bool(row.activation_offloading), cpu_offload="cpu-offload" in parallel,
         optimizer_in_backward="optimizer_in_bwd=true" in optimizer_text.replace(" ", ""),
         loss=_loss_kind(row), mean_seq_len=row.mean_seq_len, grad_accum=_grad_accum(row), compile=bool(row.compile),

@@ -13,11 +13,11 @@ from advisor.plan.efficiency import training_efficiency
 from advisor.core.errors import AdvisorError
 from advisor.formulas.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.core.numbers import human
-from advisor.core.records import record
+from advisor.core.records import bounded, record
 from advisor.formulas.params import param_counts
-from advisor.plan.sizing import (
-    bf16_conflict, choose_checkpointing, choose_sharding, gpus_needed, planned_memory, suggest_fits,
-)
+from advisor.plan.launch_plan import gpus_needed, plan_launch, suggest_fits
+from advisor.plan.recipe_setup import not_modelled, recipe_setup
+from advisor.plan.sizing import bf16_conflict
 from advisor.formulas.setup import TrainingSetup
 
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
@@ -76,26 +76,8 @@ class Estimate:
     cost_usd: float | None = None
     calibration: str | None = None
     precision_conflict: str | None = None
-
-
-def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
-    """The estimators' view of a recipe (gradient_checkpointing: auto reads as off; `choose_checkpointing` decides)."""
-    return TrainingSetup(
-        arch=recipe.model.resolve_arch(), method=recipe.method, lora_rank=recipe.lora.r,
-        lora_targets=recipe.lora.target_modules, lora_dropout=recipe.lora.dropout, seq_len=recipe.data.seq_len,
-        micro_batch=recipe.train.micro_batch, gpus=gpus or recipe.world_size, sharding=recipe.launch.strategy,
-        gradient_checkpointing=recipe.train.gradient_checkpointing is True, fused_loss=recipe.train.fused_loss,
-        flash_attention=recipe.model.attn_implementation != "eager",
-        optimizer=recipe.train.optimizer, double_quant=recipe.quant.double_quant if recipe.quant else True,
-        dora=recipe.lora.use_dora, modules_to_save=recipe.lora.modules_to_save,
-        adapter_dtype=ADAPTER_DTYPES[recipe.lora.dtype], activation_offloading=recipe.train.activation_offloading,
-        qlora_embeddings_dtype="fp32" if recipe.quant and recipe.quant.unquantized_dtype == "float32" else "bf16",
-        cpu_offload=recipe.launch.cpu_offload,
-    )
-
-
-# The recipe's adapter dtypes in the estimators' names.
-ADAPTER_DTYPES = {"float32": "fp32", "bfloat16": "bf16"}
+    not_modelled: list[str] = bounded(default_factory=list)  # settings whose cost the estimate leaves out
+    overrides: list[str] = bounded(default_factory=list)  # flags that replaced the recipe's values, as said
 
 
 def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[float, str]:
@@ -109,29 +91,37 @@ def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[
                                                "(global batch x seq_len, packed)")
     if dataset_tokens is not None:
         return dataset_tokens * t.epochs, f"tokenized dataset x {t.epochs:g} epochs"
-    path = Path(recipe.data.path)
-    if path.is_dir():
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    elif path.is_file():
-        size = path.stat().st_size
-    else:
-        raise AdvisorError(f"data.path {path} does not exist: point it at your data, or give --tokens to cost a dataset "
-                           "you do not have yet")
-    per_epoch = size / CHARS_PER_TOKEN * (1 - recipe.data.val_fraction)
-    return per_epoch * t.epochs, (f"the data file {path.name}: ~{human(per_epoch)} tokens (file size / "
+    sources = [(recipe.data.path, recipe.data.hub, recipe.data.weight)] + [(s.path, s.hub, s.weight)
+                                                                            for s in recipe.data.mix]
+    per_epoch = sum(_file_bytes(path, hub) * weight for path, hub, weight in sources) / CHARS_PER_TOKEN \
+        * (1 - recipe.data.val_fraction)
+    names = " + ".join(Path(path).name + (f" x {weight:g}" if weight != 1 else "") for path, _, weight in sources)
+    return per_epoch * t.epochs, (f"the data file {names}: ~{human(per_epoch)} tokens (file size / "
                                   f"{CHARS_PER_TOKEN:g} chars per token) x {t.epochs:g} epochs; "
                                   "--tokens costs a full-size dataset")
+
+
+def _file_bytes(path_text: str, hub: bool) -> int:
+    """Bytes of a data file or save_to_disk folder; a hub dataset or a missing path is an error naming the fix."""
+    path = Path(path_text)
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    if path.is_file():
+        return path.stat().st_size
+    if hub:
+        raise AdvisorError(f"data.path {path_text} is a hub dataset: give --tokens to cost it")
+    raise AdvisorError(f"data.path {path} does not exist: point it at your data, or give --tokens to cost a dataset "
+                       "you do not have yet")
 
 
 def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | None = None, tokens_source: str | None = None,
                       efficiency: float | None = None, price: float | None = None,
                       calibration: Calibration | None = None, recipe_name: str | None = None,
-                      checkpointing_reason: str | None = None) -> Estimate:
-    """Apply every estimator to one setup on one GPU type (None: a CPU run, which costs no GPU-hours)."""
-    arch = setup.arch
-    overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
-    sharding = choose_sharding(setup)
-    memory = planned_memory(setup, **overheads)
+                      checkpointing: bool | None = None, checkpointing_reason: str = "set in the recipe") -> Estimate:
+    """Apply every estimator to one setup on one GPU type (None: a CPU run, which costs no GPU-hours), launched as
+    `plan_launch` decides (checkpointing None: auto)."""
+    plan = plan_launch(setup, gpu, calibration, checkpointing, checkpointing_reason)
+    setup, memory, arch = plan.setup, plan.memory, setup.arch
     flops = flops_per_token(arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
     efficiency, source, step = training_efficiency(setup, gpu, calibration, efficiency)
     hours = cost = None
@@ -139,18 +129,18 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency) if gpu else 0.0
         unit_price = price if price is not None else (gpu.price_usd_per_hour if gpu else 0.0)
         cost = cost_usd(hours, unit_price) if unit_price is not None else None
-    fits = gpu is None or memory.total <= gpu.usable_memory_gib
+    counts = param_counts(arch)
     return Estimate(
         recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
-        total_params=param_counts(arch).total, active_params=param_counts(arch).active,
-        checkpoint_params=param_counts(arch).checkpoint_total, vision_model_type=arch.vision_model_type,
+        total_params=counts.total, active_params=counts.active,
+        checkpoint_params=counts.checkpoint_total, vision_model_type=arch.vision_model_type,
         architecture=describe(arch).summary(), trainable_params=setup.trainable_params,
         flops_per_token=flops.total, flops_breakdown=flops.as_dict(), memory_gib=memory.as_dict(),
         peak_memory_gib=memory.total, gpu_memory_gib=gpu.memory_gib if gpu else None,
-        gradient_checkpointing=setup.gradient_checkpointing, gradient_checkpointing_reason=checkpointing_reason,
-        sharding=sharding.strategy, sharding_reason=sharding.reason, fits=fits,
-        gpus_needed=gpus_needed(setup, gpu, **overheads) if gpu else None,
-        suggestions=[] if fits else suggest_fits(setup, gpu, overheads),
+        gradient_checkpointing=setup.gradient_checkpointing, gradient_checkpointing_reason=plan.checkpointing_reason,
+        sharding=plan.sharding.strategy, sharding_reason=plan.sharding.reason, fits=plan.fits,
+        gpus_needed=gpus_needed(plan.requested, gpu, calibration, setup.gradient_checkpointing) if gpu else None,
+        suggestions=[] if plan.fits else suggest_fits(plan, calibration),
         tokens=tokens, tokens_source=tokens_source,
         model_flops=flops.model * tokens if tokens is not None else None,
         total_flops=flops.total * tokens if tokens is not None else None,
@@ -164,9 +154,10 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
 def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens: float | None = None,
                     calibration: Calibration | None = None, gpus: int | None = None, tokens: float | None = None,
                     efficiency: float | None = None, price: float | None = None,
-                    device_memory_gib: float | None = None) -> Estimate:
+                    device_memory_gib: float | None = None, overrides: dict | None = None) -> Estimate:
     """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated; `tokens`,
-    `efficiency` and `price` override what the recipe, calibration and catalog would give. At run time
+    `efficiency` and `price` override what the recipe, calibration and catalog would give, and `overrides` (setup
+    field -> value, gradient_checkpointing among them) the recipe's setup. At run time
     `device_memory_gib` (the device's own total) replaces the catalog's memory for the fit and for `auto` checkpointing."""
     gpu_source = "given" if gpu is not None else None
     if isinstance(gpu, str):
@@ -176,14 +167,12 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
     if gpu is not None and device_memory_gib:  # at run time: the device's own memory, not the catalog's
         gpu = replace(gpu, memory_gib=device_memory_gib)
     count, source = (tokens, "given (--tokens)") if tokens is not None else recipe_tokens(recipe, dataset_tokens)
-    setup = recipe_setup(recipe, gpus)
-    if recipe.train.gradient_checkpointing == "auto":
-        overheads = calibration.overheads(gpu.name, setup.method) if (calibration and gpu) else {}
-        checkpointing, reason = choose_checkpointing(setup, gpu.usable_memory_gib if gpu else None, overheads)
-        setup = replace(setup, gradient_checkpointing=checkpointing)
-    else:
-        reason = "set in the recipe"
-    result = estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, reason)
+    overrides = dict(overrides or {})
+    checkpointing = recipe.train.gradient_checkpointing
+    checkpointing = overrides.pop("gradient_checkpointing", None if checkpointing == "auto" else checkpointing)
+    setup = replace(recipe_setup(recipe, gpus), **overrides)
+    result = estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, checkpointing)
+    result = replace(result, not_modelled=not_modelled(recipe))
     conflict = bf16_conflict(gpu, recipe.model.dtype, recipe.quant.compute_dtype if recipe.quant else None)
     return replace(result, gpu_source=gpu_source, precision_conflict=conflict)
 

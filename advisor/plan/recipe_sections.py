@@ -10,6 +10,7 @@ from advisor.catalog.types import ModelArch
 from advisor.catalog.load import get_model, load
 from advisor.core.errors import AdvisorError
 from advisor.formulas.params import KNOWN_TARGETS, resolve_lora_targets
+from advisor.formulas.setup import Dtype, Optimizer, SavedModule, Sharding
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,10 +85,10 @@ class LoraSection(BaseModel):
     init: Literal["default", "gaussian", "pissa", "olora"] = Field(
         "default", description="Adapter initialisation: default (A random, B zero), gaussian, pissa (principal singular "
                                "vectors of W; changes the base weights, so not with quant), olora (QR of W; likewise).")
-    modules_to_save: tuple[Literal["embed_tokens", "lm_head"], ...] = Field(
+    modules_to_save: tuple[SavedModule, ...] = Field(
         (), description="Modules trained in full and saved beside the adapter (needed when tokens are added to the "
                         "vocabulary); each is vocab x hidden trainable parameters, counted by the estimate.")
-    dtype: Literal["float32", "bfloat16"] = Field(
+    dtype: Dtype = Field(
         "float32", description="Dtype of the adapters, their gradients and AdamW moments: float32 (peft's default on a "
                                "16-bit base; 16 bytes per adapter parameter) or bfloat16 (as torchtune and fsdp_qlora "
                                "train them: 8 bytes, and no fp32 copy of each adapted projection's input).")
@@ -198,7 +199,7 @@ class TrainSection(BaseModel):
     compile: bool = Field(
         False, description="torch.compile each decoder layer (regional: compiled once, reused by every layer; the first "
                            "steps take longer; eval runs eagerly).")
-    optimizer: Literal["adamw", "adamw-8bit", "paged-adamw-8bit"] = Field(
+    optimizer: Optimizer = Field(
         "adamw", description="adamw (torch, fused on CUDA) or bitsandbytes' 8-bit AdamW (paged: spills to CPU under pressure).")
     seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch on every rank.")
     checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end).")
@@ -230,7 +231,7 @@ class LaunchSection(BaseModel):
     model_config = _STRICT
     nproc_per_node: int = Field(1, gt=0, le=64, description="Processes (GPUs) per node; above 1 the run is launched with torchrun.")
     nnodes: int = Field(1, gt=0, le=4096, description="Nodes taking part (torchrun --nnodes).")
-    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+    strategy: Sharding = Field(
         "auto", description="ddp replicates the model (LoRA); fsdp shards it (models that do not fit one GPU); auto picks by the estimate.")
     cpu_offload: bool = Field(False, description="With launch.strategy fsdp: keep the parameter shards, their gradients "
                                                  "and the optimizer state in CPU memory (FSDP2's CPUOffloadPolicy); the "

@@ -8,14 +8,22 @@ import math
 from dataclasses import replace
 
 from advisor.catalog.types import Gpu
-from advisor.formulas.memory import MemoryBreakdown, memory_per_gpu
+from advisor.core.errors import AdvisorError
+from advisor.formulas.memory import memory_per_gpu
+from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, step_seconds, step_work
 from advisor.core.records import frozen
 from advisor.formulas.setup import TrainingSetup
 
-# launch.strategy: auto replicates the model on every GPU (DDP, the least communication) while one replica's peak
-# stays under this many GiB: it then fits an 80 GB card (H100/A100-80GB) with room for the estimate's error and the
-# allocator; larger replicas are sharded (FSDP, ZeRO-3: Rajbhandari et al. 2020 §5).
-DDP_MAX_REPLICA_GIB = 70.0
+# launch.strategy: auto shards (FSDP, ZeRO-3: Rajbhandari et al. 2020 §5) when one replica's peak exceeds this share
+# of the card's usable memory, the margin AUTO_CHECKPOINTING_MAX_SHARE leaves for the estimate's error and the
+# allocator. Where a replica fits, DDP and FSDP are both possible and the step-time model picks the faster: DDP
+# all-reduces gradients once, FSDP gathers weights twice and reduce-scatters gradients but steps 1/N of the optimizer
+# state (full fine-tunes at small batches often run faster sharded).
+DDP_MAX_REPLICA_SHARE = 0.90
+# A replica that fits is sharded only when the step-time model has FSDP at least this much faster: below it the two
+# are within the model's own error on published rows (docs/accuracy.md), and DDP is the simpler run (no resharding,
+# every rank holds the whole model it saves).
+FSDP_MIN_SPEEDUP = 1.10
 
 
 @frozen
@@ -25,37 +33,43 @@ class ShardingChoice:
     reason: str
 
 
-def choose_sharding(setup: TrainingSetup) -> ShardingChoice:
-    """launch.strategy: auto. DDP when a full replica's estimated peak is at most DDP_MAX_REPLICA_GIB, FSDP beyond;
-    an explicit ddp or fsdp is kept, and one GPU needs none."""
+def choose_sharding(setup: TrainingSetup, gpu: Gpu | None, overheads: dict, checkpointing: bool | None = None,
+                    constants: StepTimeConstants = DEFAULT_STEP_TIME) -> ShardingChoice:
+    """launch.strategy: auto. FSDP when a full replica's estimated peak (checkpointing as `auto` would set it, or as
+    given) exceeds DDP_MAX_REPLICA_SHARE of the card's usable memory; where it fits, DDP unless the step-time model has
+    FSDP at least FSDP_MIN_SPEEDUP faster; with no GPU to size against (a CPU run), DDP. An explicit ddp or fsdp is kept; CPU
+    offload needs FSDP (chosen under auto, refused with ddp or one GPU); one GPU needs none."""
+    if setup.cpu_offload and (setup.gpus == 1 or setup.sharding == "ddp"):
+        where = "one GPU" if setup.gpus == 1 else "launch.strategy ddp, which keeps a full replica on each GPU"
+        raise AdvisorError(f"CPU offload moves FSDP's parameter shards to CPU memory and needs FSDP over 2 or more "
+                           f"GPUs; with {where} it would move nothing: use 2 or more GPUs with FSDP, or drop it")
     if setup.gpus == 1:
         return ShardingChoice("none", "one GPU")
     if setup.sharding != "auto":
         return ShardingChoice(setup.sharding, "set in the recipe")
-    replica = memory_per_gpu(replace(setup, gpus=1)).total
-    if replica <= DDP_MAX_REPLICA_GIB:
-        return ShardingChoice("ddp", f"auto; a replica's peak, {replica:.1f} GiB, is within {DDP_MAX_REPLICA_GIB:.0f} GiB")
-    return ShardingChoice("fsdp", f"auto; a replica's peak, {replica:.1f} GiB, exceeds {DDP_MAX_REPLICA_GIB:.0f} GiB")
+    if setup.cpu_offload:
+        return ShardingChoice("fsdp", "auto; CPU offload keeps FSDP's shards in CPU memory")
+    if gpu is None:
+        return ShardingChoice("ddp", "auto; no GPU memory to size against (a replica per process)")
+    usable = gpu.usable_memory_gib
 
+    def decided(strategy: str) -> TrainingSetup:
+        candidate = replace(setup, sharding=strategy)
+        on = checkpointing if checkpointing is not None else choose_checkpointing(candidate, usable, overheads)[0]
+        return replace(candidate, gradient_checkpointing=on)
 
-def with_sharding(setup: TrainingSetup) -> TrainingSetup:
-    """The setup with its sharding decided (choose_sharding), ready for advisor.formulas.memory."""
-    strategy = choose_sharding(setup).strategy
-    return setup if strategy == "none" else replace(setup, sharding=strategy)
-
-
-def planned_memory(setup: TrainingSetup, **overheads) -> MemoryBreakdown:
-    """Peak memory per GPU once the sharding is decided."""
-    return memory_per_gpu(with_sharding(setup), **overheads)
-
-
-def gpus_needed(setup: TrainingSetup, gpu: Gpu, max_gpus: int = 4096, **overheads) -> int | None:
-    """Fewest GPUs of this type whose per-GPU memory fits (FSDP beyond one GPU), or None if none up to max_gpus."""
-    for gpus in [1] + [2**k for k in range(1, int(math.log2(max_gpus)) + 1)]:
-        candidate = replace(setup, gpus=gpus, sharding="fsdp" if gpus > 1 else "auto")
-        if memory_per_gpu(candidate, **overheads).total <= gpu.usable_memory_gib:
-            return gpus
-    return None
+    ddp = decided("ddp")
+    peak, limit = memory_per_gpu(ddp, **overheads).total, DDP_MAX_REPLICA_SHARE * usable
+    share = f"{DDP_MAX_REPLICA_SHARE:.0%} of {usable:.1f} GiB usable"
+    if peak > limit:
+        return ShardingChoice("fsdp", f"auto; a replica's peak, {peak:.1f} GiB, exceeds {limit:.1f} GiB ({share})")
+    speed = {s: step_seconds(step_work(c, s), gpu, c.compile, constants).tokens_per_second
+             for s, c in (("ddp", ddp), ("fsdp", decided("fsdp")))}
+    faster = "fsdp" if speed["fsdp"] >= FSDP_MIN_SPEEDUP * speed["ddp"] else "ddp"
+    rule = "FSDP is" if faster == "fsdp" else f"FSDP is not {FSDP_MIN_SPEEDUP - 1:.0%}"
+    return ShardingChoice(faster, f"auto; a replica's peak, {peak:.1f} GiB, is within {limit:.1f} GiB ({share}), and "
+                          f"{rule} faster ({speed['ddp']:,.0f} tokens/s per GPU with DDP, {speed['fsdp']:,.0f} with "
+                          "FSDP; step-time model)")
 
 
 # train.gradient_checkpointing: auto leaves recomputation off only when the estimated peak without it stays under
@@ -66,48 +80,19 @@ AUTO_CHECKPOINTING_MAX_SHARE = 0.90
 
 
 def choose_checkpointing(setup: TrainingSetup, memory_gib: float | None, overheads: dict | None = None) -> tuple[bool, str]:
-    """train.gradient_checkpointing: auto. Off when the estimated peak without it is at most
-    AUTO_CHECKPOINTING_MAX_SHARE of `memory_gib` (the GPU's), on otherwise; off with no GPU to size against (a CPU
-    run). Recomputation costs one more forward of the decoder layers (`flops_per_token`), so it is paid only when
-    memory needs it. Returns the choice and a one-line reason for the estimate and the run report."""
+    """train.gradient_checkpointing: auto, for a setup whose sharding is decided. Off when the estimated peak without
+    it is at most AUTO_CHECKPOINTING_MAX_SHARE of `memory_gib` (the GPU's usable memory), on otherwise; off with no
+    GPU to size against (a CPU run). Recomputation costs one more forward of the decoder layers (`flops_per_token`),
+    so it is paid only when memory needs it. Returns the choice and a one-line reason for the estimate and the run
+    report."""
     if memory_gib is None:
         return False, "auto; no GPU memory to size against"
-    without = planned_memory(replace(setup, gradient_checkpointing=False), **(overheads or {})).total
+    without = memory_per_gpu(replace(setup, gradient_checkpointing=False), **(overheads or {})).total
     budget = AUTO_CHECKPOINTING_MAX_SHARE * memory_gib
     share = f"{AUTO_CHECKPOINTING_MAX_SHARE:.0%} of {memory_gib:.1f} GiB"
     if without <= budget:
         return False, f"auto; the peak without it, {without:.1f} GiB, is within {budget:.1f} GiB ({share})"
     return True, f"auto; the peak without it, {without:.1f} GiB, exceeds {budget:.1f} GiB ({share})"
-
-
-def suggest_fits(setup: TrainingSetup, gpu: Gpu, overheads: dict) -> list[str]:
-    """Changes that bring the per-GPU peak under the GPU's memory, each with its estimated peak: single changes
-    first, then the cheapest combination of them, then more GPUs with FSDP."""
-    changes = []
-    if setup.method == "lora":
-        changes.append(("use QLoRA (add a `quant:` section)", {"method": "qlora"}))
-    if setup.micro_batch > 1:
-        changes.append(("set train.micro_batch: 1 (raise train.grad_accum to keep the batch)", {"micro_batch": 1}))
-    if not setup.gradient_checkpointing:
-        changes.append(("set train.gradient_checkpointing: true", {"gradient_checkpointing": True}))
-    out = []
-    for text, change in changes:
-        peak = planned_memory(replace(setup, **change), **overheads).total
-        if peak <= gpu.usable_memory_gib:
-            out.append(f"{text}: {peak:.1f} GiB")
-    if not out and len(changes) > 1:
-        combined: dict = {}
-        for i, (_, change) in enumerate(changes):
-            combined.update(change)
-            peak = planned_memory(replace(setup, **combined), **overheads).total
-            if i and peak <= gpu.usable_memory_gib:
-                out.append(" and ".join(text for text, _ in changes[: i + 1]) + f": {peak:.1f} GiB")
-                break
-    needed = gpus_needed(setup, gpu, **overheads)
-    if needed and needed > setup.gpus:
-        peak = memory_per_gpu(replace(setup, gpus=needed, sharding="fsdp"), **overheads).total
-        out.append(f"use {needed} GPUs with FSDP (--nproc-per-node {needed}, launch.strategy: fsdp): {peak:.1f} GiB each")
-    return out or [f"no change tried fits {gpu.name}; combine QLoRA, checkpointing, a smaller batch and more GPUs"]
 
 
 # Precision: bf16 needs an Ampere-or-newer GPU (the catalog's `Gpu.bf16`; NVIDIA's V100 and T4 datasheets list FP16

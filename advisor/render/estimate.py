@@ -11,6 +11,7 @@ def render_estimate(e: Estimate) -> str:
         if e.gpu else "CPU"
     out = [
         f"Estimate: {e.method} of {e.model} on {where}" + (f" (recipe {e.recipe})" if e.recipe else ""),
+        *(f"  override: {line}" for line in e.overrides),
         f"  parameters: {human(e.total_params)} total"
         + (f", {human(e.active_params)} active per token" if e.active_params and e.active_params != e.total_params else "")
         + f", {e.trainable_params:,} trainable",
@@ -36,6 +37,7 @@ def render_estimate(e: Estimate) -> str:
         out.append(f"  would fit: {s}")
     if e.precision_conflict:
         out.append(f"  warning: {e.precision_conflict}")
+    out += [f"  not modelled: {line}" for line in e.not_modelled]
     if e.tokens is not None:
         out += ["", f"Tokens: {human(e.tokens)} ({e.tokens_source or 'given'})",
                 f"  FLOPs: {e.total_flops:.3g} executed, {e.model_flops:.3g} model"]

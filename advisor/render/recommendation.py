@@ -2,7 +2,7 @@
 
 from advisor.decide.constraints import days_text
 from advisor.decide.costing import ranges_text
-from advisor.decide.choose import Recommendation
+from advisor.render.decision_text import Recommendation
 from advisor.core.numbers import human
 from advisor.render import gib, hours, money, table
 from advisor.render.review import render_review, review_markdown
