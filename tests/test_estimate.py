@@ -8,7 +8,7 @@ from advisor.core.errors import AdvisorError
 from advisor.formulas.flops import flops_per_token, gpu_hours
 from advisor.formulas.memory import memory_per_gpu, nf4_bytes_per_param, weight_bytes
 from advisor.formulas.params import LINEAR_MODULES, lora_trainable_params, param_counts, resolve_lora_targets
-from advisor.plan.sizing import gpus_needed
+from advisor.plan.launch_plan import gpus_needed
 from advisor.formulas.setup import TrainingSetup
 from tests.conftest import meta_causal_lm
 

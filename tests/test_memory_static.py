@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from advisor.formulas.memory import GIB, memory_per_gpu
-from advisor.plan.estimate import recipe_setup
+from advisor.plan.recipe_setup import recipe_setup
 from advisor.plan.recipe import load_recipe
 from tests.helpers import RECIPES
 

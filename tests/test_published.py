@@ -11,7 +11,7 @@ from advisor.catalog import load as catalog
 from advisor.formulas.memory import DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
 from advisor.measure.published import ROWS_FILE, abs_errors, estimate_rows, load_rows, row_case
 from advisor.measure.published_fit import fit_constants, fit_overhead_fraction, fit_published, fit_rows, overhead_rows
-from advisor.plan.sizing import gpus_needed
+from advisor.plan.launch_plan import gpus_needed
 from advisor.formulas.step_time import (
     DEFAULT_STEP_TIME, causal_attention_flops_per_token, matmul_fraction, step_seconds, step_work,
 )

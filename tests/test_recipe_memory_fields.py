@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 from advisor.core.errors import AdvisorError
-from advisor.plan.estimate import estimate_recipe, recipe_setup
+from advisor.plan.estimate import estimate_recipe
+from advisor.plan.recipe_setup import recipe_setup
 from advisor.plan.recipe import load_recipe
 from tests.conftest import run_cli
 from tests.helpers import RECIPES, train_losses

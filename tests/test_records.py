@@ -216,6 +216,7 @@ def test_old_and_newer_reports_keep_loading_their_estimate():
                                                  "gpu_memory_gib": None, "fits": True, "gpus_needed": 1,
                                                  "suggestions": [], "efficiency": 0.4, "efficiency_source": "s",
                                                  "gradient_checkpointing": False, "sharding": "none",
+                                                 "not_modelled": [], "overrides": [],
                                                  "a_key_from_another_version": 1})
     assert loaded.method == "lora"
 
@@ -225,7 +226,7 @@ def test_a_bad_choice_from_a_flag_is_one_line_naming_the_flag(capsys):
 
     code, _, err = run_cli(["recommend", "--tokens", "2e9", "--proposal-model", "7B", "--proposal-method", "LoRA"],
                            capsys)
-    assert code == 2 and err.strip() == "advisor: error: --proposal-method: Input should be 'full', 'lora' or 'qlora'"
+    assert code == 2 and err.strip() == "advisor: error: --proposal-method: Input should be 'lora', 'qlora' or 'full'"
     code, _, err = run_cli(["recommend", "--tokens", "2e9", "--task", "chat"], capsys)
     assert code == 2 and err.strip().startswith("advisor: error: --task: Input should be 'knowledge'")
 

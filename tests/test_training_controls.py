@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from advisor.core.errors import AdvisorError
-from advisor.plan.estimate import estimate_recipe, recipe_setup
+from advisor.plan.estimate import estimate_recipe
+from advisor.plan.recipe_setup import recipe_setup
 from advisor.formulas.memory import trainable_tensor_numels
 from advisor.plan.recipe import load_recipe
 from runners.model import to_peft_config
