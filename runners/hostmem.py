@@ -13,9 +13,8 @@ from the heap, and that threshold grows with each large block freed (up to 32 Mi
 step's activations and gradients, a few MiB each, end up in heap space that fragments and stays resident while the
 step runs. A fixed threshold of CPU_MMAP_THRESHOLD_BYTES gives every tensor at least that large its own mapping,
 returned to the OS when the tensor is freed (mallopt(3): "M_MMAP_THRESHOLD ... disables dynamic adjustment").
-Measured at the Qwen2.5-0.5B shape, seq 512, bf16, LoRA (bench/speed.py, one run each, 2026-12-02): peak RSS
-3.63 GiB by default, 2.95 / 2.96 / 2.98 / 3.60 GiB at thresholds of 2 / 4 / 8 / 16 MiB, with 226 / 263 / 313 / 328
-tokens/s against 284 (each further mapping costs page faults on first touch; 1 MiB made steps 45% slower).
+Each further mapping costs page faults on first touch: a lower threshold trades speed for resident memory
+(bench/README.md gives the peak RSS and tokens/s measured at each threshold).
 """
 
 import ctypes
@@ -66,10 +65,9 @@ def detach_from_checkpoint_file(model, device_type: str, quantized: bool) -> int
 
     transformers loads safetensors through a memory map and, on the CPU, keeps every tensor it does not convert as a
     view of that map. After a 4-bit load those few views keep the whole file mapped, and with it every page the
-    quantiser read: resident memory for weights the model holds only in 4-bit. Measured at the Qwen2.5-0.5B shape
-    (bf16 checkpoint, 0.99 GB; RssFile and RssAnon of /proc/self/status around this call, one run, 2026-12-02): the
-    process's file-backed resident memory was 780 MiB after loading and 97 MiB once
-    the 124 unquantised tensors were copied, for 260 MiB more anonymous memory (their copies). A 16-bit model is left
+    quantiser read: resident memory for weights the model holds only in 4-bit. Copying the unquantised tensors
+    turns most of that file-backed memory into a smaller anonymous one (bench/README.md has the figures at the
+    Qwen2.5-0.5B shape). A 16-bit model is left
     alone: there the map holds the weights themselves, once, and the kernel may drop its clean pages under pressure.
     The trade: the copies are anonymous memory the kernel cannot drop, where the map's pages were reclaimable; they
     are the embeddings and LM head every step reads, resident either way, while the quantiser's pages of the 16-bit

@@ -32,6 +32,14 @@ class SetupFlag:
         """The flag as people type it (a boolean's positive form)."""
         return self.decls.split("/")[0]
 
+    def spelled(self, value: Any, bare: bool = False) -> str:
+        """The flag as it would be typed for `value` (a boolean's on or off form); `bare`: the value alone, except
+        for booleans."""
+        if isinstance(value, bool) and self.hint is bool:
+            on, _, off = self.decls.partition("/")
+            return on if value else off
+        return _shown(value) if bare else f"{self.flag} {_shown(value)}"
+
     @property
     def choices(self) -> tuple | None:
         return typing.get_args(self.hint) if typing.get_origin(self.hint) is Literal else None
@@ -124,7 +132,8 @@ def recipe_values(recipe) -> dict:
 
 
 def override_lines(given: dict, recipe: dict) -> list[str]:
-    """One line per given flag: the value it sets and the recipe's value it replaces."""
+    """One line per given flag: the flag as given and the recipe's value it replaces."""
     by_field = {f.field: f for f in setup_flags()}
-    return [f"{by_field[name].flag} {_shown(value)} replaces the recipe's {_shown(recipe[name])}"
+    return [f"{by_field[name].spelled(value)} " + ("(the recipe's value too)" if value == recipe[name] else
+                                                  f"replaces the recipe's {by_field[name].spelled(recipe[name], bare=True)}")
             for name, value in given.items()]

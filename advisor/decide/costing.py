@@ -96,7 +96,7 @@ def gpu_price(s: Situation) -> float:
 def tensor_parallel_degrees(num_attention_heads: int) -> list[int]:
     """Valid tensor-parallel degrees for serving: powers of 2 that divide the attention heads (Megatron-LM splits
     attention by heads, Shoeybi et al. 2019 §3; vLLM requires the head count divisible by the degree)."""
-    return [d for d in (2**k for k in range(int(math.log2(num_attention_heads)) + 1)) if num_attention_heads % d == 0]
+    return [d for d in valid_gpu_counts(num_attention_heads) if num_attention_heads % d == 0]
 
 
 @frozen
