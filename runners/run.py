@@ -1,6 +1,5 @@
 """One run: setup -> estimate -> load_model -> attach_adapters -> train -> save_outputs -> report."""
 
-import logging
 import os
 import resource
 import shutil
@@ -20,6 +19,7 @@ from advisor.plan.estimate import Estimate, estimate_recipe, plan_refusal
 from advisor.plan.recipe import Recipe, check_model_source, recipe_to_yaml
 from advisor.measure.runreport import LossSummary, PeakMemory, RunReport
 from runners.data import build_dataset
+from runners.environment import cache_root, quiet_libraries
 from runners.distributed import DistContext, all_reduce, barrier, broadcast_object, init_distributed, shutdown, unwrap, wrap_model
 from runners.hostmem import detach_from_checkpoint_file, map_large_host_tensors
 from runners.io import atomic_write_json
@@ -34,11 +34,6 @@ from runners.tracking import Trackers, check_trackers_installed
 from runners.offload import offload_notices
 from runners.train import NonFiniteLoss, StopRequest, build_optimizer, seed_everything, train
 
-
-
-def cache_root() -> Path:
-    """Tokenized data and random-init checkpoints: $RIGHTSIZE_CACHE_DIR or ~/.cache/rightsize."""
-    return Path(os.environ.get("RIGHTSIZE_CACHE_DIR") or Path.home() / ".cache" / "rightsize")
 
 
 def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, protect: dict[str, Path] | None = None) -> RunFolder:
@@ -75,23 +70,6 @@ def stop_on_signals(stop: StopRequest):
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def quiet_libraries() -> None:
-    """Keep the run's output to what the user needs: no dataset progress bars or optional-kernel chatter."""
-    import warnings
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    try:
-        import datasets
-        datasets.disable_progress_bars()
-        datasets.logging.set_verbosity_error()
-    except ImportError:
-        pass
-    import transformers
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False, force: bool = False,
