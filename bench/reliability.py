@@ -181,14 +181,14 @@ def disk_full_on_call(fn, call: int):
 
 def fault_campaign(tmp: Path) -> dict:
     """Faults injected inside the process: a NaN loss and a full disk while checkpointing and while writing."""
-    import runners.run as run_module
+    import runners.session as session_module
     import runners.checkpoint as checkpoint_module
     from runners import io as rio
     results = {}
-    original = run_module.attach_adapters
-    run_module.attach_adapters = nan_loss_from(original, 13)
+    original = session_module.attach_adapters
+    session_module.attach_adapters = nan_loss_from(original, 13)
     code, _, err = cli(["run", TINY, "--out", tmp / "nan", *RUN_ARGS])
-    run_module.attach_adapters = original
+    session_module.attach_adapters = original
     ckpts = sorted(p.name for p in (tmp / "nan" / "checkpoints").glob("step-*"))
     results["nan_loss"] = {"exit_code": code, "message": error_line(err), "last_checkpoint": ckpts[-1] if ckpts else None}
 

@@ -158,17 +158,17 @@ def peak_rss_gib() -> float:
 
 
 def run_ours(recipe, out_dir: Path, probe: StepProbe, device) -> dict:
-    """The real runner, end to end (runners.run.run); the probe wraps its train_step."""
-    import runners.train
+    """The real runner, end to end (runners.run.run); the probe wraps the train_step its session calls."""
+    import runners.session
     from runners.run import run
-    inner = runners.train.train_step
+    inner = runners.session.train_step
 
     def probed(*args, **kwargs):
         probe.before_step()
         result = inner(*args, **kwargs)
         probe.after_step()
         return result
-    runners.train.train_step = probed
+    runners.session.train_step = probed
     report = run(recipe, out_dir, overwrite=True)
     return {"gradient_checkpointing": report.estimate.gradient_checkpointing}
 

@@ -55,20 +55,6 @@ def all_reduce(ctx: DistContext, value: float, op: str = "sum") -> float:
     return float(tensor.item())
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()
-
-
-def broadcast_object(ctx: DistContext, obj):
-    """Rank 0's Python object on every rank (used to share one decision, such as an error)."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 T = TypeVar("T")
 
 
