@@ -1,9 +1,14 @@
-"""What the benchmark scripts share: synthetic text, whose throughput once packed is that of any text, and a device
-sync for timing."""
+"""What the benchmark scripts share: synthetic text, whose throughput once packed is that of any text, a device
+sync for timing, and the advisor's command line run in this process (the reliability campaigns)."""
 
+import contextlib
+import io
 import json
 import random
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "recipes" / "tiny-cpu-lora.yaml"  # the CPU recipe the reliability campaigns train
 
 
 def synthetic_corpus(path: Path, docs: int, words_per_doc: tuple[int, int] = (100, 600), seed: int = 0) -> None:
@@ -37,3 +42,17 @@ def synthetic_instructions(path: Path, docs: int, instruction_words: tuple[int, 
             row = {"instruction": words(instruction_words),
                    "input": words(input_words) if rng.random() < input_share else "", "output": words(output_words)}
             f.write(json.dumps(row) + "\n")
+
+
+def cli(args: list) -> tuple[int, str, str]:
+    """`advisor ARGS` in this process: (exit code, stdout, stderr)."""
+    from advisor.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def error_line(err: str) -> str:
+    """The `advisor: error: ...` line of a command's stderr (all of it when there is none)."""
+    return next((line for line in err.splitlines() if line.startswith("advisor: error: ")), err.strip())

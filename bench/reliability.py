@@ -7,9 +7,7 @@ recipes) are in bench/reliability_safety.py.
 """
 
 import argparse
-import contextlib
 import errno
-import io
 import json
 import os
 import random
@@ -23,7 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-TINY = ROOT / "recipes" / "tiny-cpu-lora.yaml"
+
+from bench.common import TINY, cli, error_line  # noqa: E402
+from bench.reliability_safety import safety_campaign  # noqa: E402
+
 RUN_ARGS = ["--set", "train.max_steps=120", "--set", "train.checkpoint_every=5", "--set", "train.eval_every=0"]
 
 NUMERIC = {("estimate", "--model", "Llama-3.1-8B"): ["--rank", "--seq-len", "--micro-batch", "--gpus", "--tokens", "--efficiency", "--price"],
@@ -56,18 +57,6 @@ def bad_number(rng: random.Random) -> str:
 def bad_name(rng: random.Random) -> str:
     return rng.choice(["", " ", "../../etc/passwd", "\t", "lora;rm -rf /", "q_proj,,"]) if rng.random() < 0.3 else \
         "".join(rng.choice("QWXZqwxz_-./0123456789") for _ in range(rng.randint(1, 10)))
-
-
-def error_line(err: str) -> str:
-    return next((line for line in err.splitlines() if line.startswith("advisor: error: ")), err.strip())
-
-
-def cli(args: list[str]) -> tuple[int, str, str]:
-    from advisor.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
 
 
 def bad_files(tmp: Path) -> list[list[str]]:
@@ -192,14 +181,14 @@ def disk_full_on_call(fn, call: int):
 
 def fault_campaign(tmp: Path) -> dict:
     """Faults injected inside the process: a NaN loss and a full disk while checkpointing and while writing."""
-    import runners.run as run_module
+    import runners.session as session_module
     import runners.checkpoint as checkpoint_module
     from runners import io as rio
     results = {}
-    original = run_module.attach_adapters
-    run_module.attach_adapters = nan_loss_from(original, 13)
+    original = session_module.attach_adapters
+    session_module.attach_adapters = nan_loss_from(original, 13)
     code, _, err = cli(["run", TINY, "--out", tmp / "nan", *RUN_ARGS])
-    run_module.attach_adapters = original
+    session_module.attach_adapters = original
     ckpts = sorted(p.name for p in (tmp / "nan" / "checkpoints").glob("step-*"))
     results["nan_loss"] = {"exit_code": code, "message": error_line(err), "last_checkpoint": ckpts[-1] if ckpts else None}
 
@@ -304,7 +293,6 @@ def main() -> None:
         result = {"command": f"python bench/reliability.py --inputs {args.inputs} --kills {args.kills} --seed {args.seed}",
                   "inputs": input_campaign(args.inputs, rng), "kills": kill_campaign(args.kills, rng, Path(tmp)),
                   "faults": fault_campaign(Path(tmp))}
-        from bench.reliability_safety import safety_campaign
         result["safety"] = safety_campaign(Path(tmp) / "safety")
     out = ROOT / "bench" / "results" / "reliability_cpu.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

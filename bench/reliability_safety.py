@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.reliability import ROOT, TINY, cli, error_line
+from bench.common import ROOT, TINY, cli, error_line
 
 DATA = ROOT / "recipes" / "data" / "tiny-instructions.jsonl"
 SHORT = ["--set", "train.max_steps=6", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=0"]

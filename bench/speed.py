@@ -158,17 +158,17 @@ def peak_rss_gib() -> float:
 
 
 def run_ours(recipe, out_dir: Path, probe: StepProbe, device) -> dict:
-    """The real runner, end to end (runners.run.run); the probe wraps its train_step."""
-    import runners.train
+    """The real runner, end to end (runners.run.run); the probe wraps the train_step its session calls."""
+    import runners.session
     from runners.run import run
-    inner = runners.train.train_step
+    inner = runners.session.train_step
 
     def probed(*args, **kwargs):
         probe.before_step()
         result = inner(*args, **kwargs)
         probe.after_step()
         return result
-    runners.train.train_step = probed
+    runners.session.train_step = probed
     report = run(recipe, out_dir, overwrite=True)
     return {"gradient_checkpointing": report.estimate.gradient_checkpointing}
 
@@ -178,7 +178,7 @@ def _rows_dataset(recipe, tokenizer):
     import datasets
 
     from runners.data import build_dataset, collate
-    from runners.run import cache_root
+    from runners.environment import cache_root
     rows = build_dataset(recipe, tokenizer, cache_root()).train
     train = datasets.Dataset.from_list([{k: v.tolist() for k, v in r.items()} for r in rows.rows()])
     pad = tokenizer.pad_token_id
@@ -218,7 +218,7 @@ def run_trainer(recipe, out_dir: Path, probe: StepProbe, device) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from runners.model import load_model, to_peft_config
-    from runners.run import cache_root
+    from runners.environment import cache_root
     from runners.tokenizer import load_tokenizer
     checkpointing = baseline_checkpointing(recipe, device_memory_gib(device))
     train, collator = _rows_dataset(recipe, load_tokenizer(recipe))
@@ -236,7 +236,7 @@ def run_trl(recipe, out_dir: Path, probe: StepProbe, device) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from runners.model import load_model, to_peft_config
-    from runners.run import cache_root
+    from runners.environment import cache_root
     from runners.tokenizer import load_tokenizer
     checkpointing = baseline_checkpointing(recipe, device_memory_gib(device))
     tokenizer = load_tokenizer(recipe)
@@ -255,7 +255,7 @@ PIPELINES = {"ours": run_ours, "trainer": run_trainer, "trl": run_trl}
 def worker(pipeline: str, recipe_path: Path, overrides: list[str], warmup: int, result_path: Path) -> None:
     """One pipeline in this process: train, then write its step times, live bytes and peak RSS."""
     from advisor.plan.recipe import load_recipe
-    from runners.run import quiet_libraries
+    from runners.environment import quiet_libraries
     quiet_libraries()
     recipe = load_recipe(recipe_path, overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -455,7 +455,7 @@ def labelled_share(recipe_path: Path, micro_batches: int, env: dict) -> float:
     """Share of the first `micro_batches` training rows' tokens that carry a label (the rest are masked prompt),
     the rows every pipeline trains on; computed in a child process with the workers' cache."""
     code = ("import sys, json; from advisor.plan.recipe import load_recipe; from runners.data import build_dataset; "
-            "from runners.run import cache_root; from runners.tokenizer import load_tokenizer; "
+            "from runners.environment import cache_root; from runners.tokenizer import load_tokenizer; "
             "r = load_recipe(sys.argv[1]); rows = build_dataset(r, load_tokenizer(r), cache_root()).train.rows(); "
             "rows = [x for _, x in zip(range(int(sys.argv[2])), rows)]; "
             "print(json.dumps(sum(int((x['labels'] != -100).sum()) for x in rows) / sum(x['labels'].numel() for x in rows)))")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from runners.distributed import DistContext, broadcast_object
+from runners.distributed import DistContext, on_rank_zero
 from runners.io import atomic_replace_dir
 
 CHECKPOINTS = "checkpoints"
@@ -119,36 +119,40 @@ def intact_checkpoint(out_dir: Path) -> tuple[Path | None, list[str]]:
 
 
 def save_checkpoint(model, optimizer, state: LoopState, ctx: DistContext, out_dir: Path) -> Path:
-    """Adapters, optimizer, RNG and loop state, written to a temporary directory and renamed into place."""
+    """Adapters, optimizer, RNG and loop state, gathered on every rank and written by rank 0 to a temporary directory
+    renamed into place; a failed write stops every rank with the same CheckpointError."""
     from torch.distributed.checkpoint.state_dict import get_state_dict
     model_sd, optim_sd = get_state_dict(model, optimizer, options=_state_dict_options(cpu_offload=ctx.distributed))
     final = Path(out_dir) / CHECKPOINTS / f"step-{state.step:08d}"
-    error = None
-    if ctx.is_main:
-        tmp = final.with_name(f".{final.name}.tmp")
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            buffer = io.BytesIO()
-            torch.save({"model": model_sd, "optimizer": optim_sd, "rng": _rng_state()}, buffer)
-            blob = buffer.getvalue()
-            (tmp / "trainer.pt").write_bytes(blob)
-            integrity = {"trainer_bytes": len(blob), "trainer_sha256": hashlib.sha256(blob).hexdigest()}
-            # written last: marks the directory complete, and lets a resume tell a damaged trainer.pt from an intact one
-            (tmp / "state.json").write_text(json.dumps(asdict(state) | integrity, indent=2))
-            atomic_replace_dir(tmp, final)
-        except OSError as exc:  # a full disk, say: the previous checkpoint is untouched, so stop here with it intact
-            shutil.rmtree(tmp, ignore_errors=True)
-            previous = latest_checkpoint(out_dir)
-            error = (f"could not save the checkpoint of step {state.step} ({exc.strerror or exc}); "
-                     + (f"{previous.name} is intact: free space, then --resume" if previous else "no earlier checkpoint"))
-        else:
-            for old in sorted((Path(out_dir) / CHECKPOINTS).glob("step-*"))[:-KEEP_CHECKPOINTS]:
-                shutil.rmtree(old, ignore_errors=True)
-    error = broadcast_object(ctx, error)
-    if error:
-        raise CheckpointError(error)
+    on_rank_zero(ctx, lambda: _write_checkpoint({"model": model_sd, "optimizer": optim_sd, "rng": _rng_state()}, state,
+                                                final))
     return final
+
+
+def _write_checkpoint(blob: dict, state: LoopState, final: Path) -> None:
+    """Rank 0: trainer.pt, then state.json (which marks the directory complete), renamed to `final`; only the newest
+    KEEP_CHECKPOINTS stay. On a full disk, say, the previous checkpoint is untouched and named in the error."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    out_dir = final.parent.parent
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        buffer = io.BytesIO()
+        torch.save(blob, buffer)
+        data = buffer.getvalue()
+        (tmp / "trainer.pt").write_bytes(data)
+        integrity = {"trainer_bytes": len(data), "trainer_sha256": hashlib.sha256(data).hexdigest()}
+        # written last: marks the directory complete, and lets a resume tell a damaged trainer.pt from an intact one
+        (tmp / "state.json").write_text(json.dumps(asdict(state) | integrity, indent=2))
+        atomic_replace_dir(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(out_dir)
+        raise CheckpointError(f"could not save the checkpoint of step {state.step} ({exc.strerror or exc}); "
+                              + (f"{previous.name} is intact: free space, then --resume" if previous else
+                                 "no earlier checkpoint")) from None
+    for old in sorted((out_dir / CHECKPOINTS).glob("step-*"))[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(model, optimizer, ctx: DistContext, path: Path) -> LoopState:

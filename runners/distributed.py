@@ -1,7 +1,10 @@
 """Process groups and model wrapping: one process, DDP, or FSDP2 (fully_shard), launched by torchrun."""
 
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -43,11 +46,6 @@ def shutdown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def barrier(ctx: DistContext) -> None:
-    if ctx.distributed:
-        dist.barrier()
-
-
 def all_reduce(ctx: DistContext, value: float, op: str = "sum") -> float:
     """Sum or max of a Python number across ranks."""
     if not ctx.distributed:
@@ -57,13 +55,44 @@ def all_reduce(ctx: DistContext, value: float, op: str = "sum") -> float:
     return float(tensor.item())
 
 
-def broadcast_object(ctx: DistContext, obj):
-    """Rank 0's Python object on every rank (used to share one decision, such as an error)."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+T = TypeVar("T")
+
+
+def on_rank_zero(ctx: DistContext, work: Callable[[], T]) -> T:
+    """Rank 0 does `work`; every rank returns its result, or raises its error, so no rank waits on a failed one.
+
+    - the result (None where there is nothing to share) or the error's class and message go out from rank 0 with
+      `broadcast_object_list` (gloo and NCCL alike; a single process sends nothing)
+    - the other ranks raise an error of the same class with the same message (AdvisorError, CheckpointError), or a
+      RuntimeError naming it where the class is not one they can build from a message; rank 0 raises its own
+    - the other ranks go on only once rank 0 has finished: a file it writes is there for them to read
+    """
+    result, error = None, None
+    if ctx.is_main:
+        try:
+            result = work()
+        except Exception as exc:  # noqa: BLE001 - every error, or the other ranks would wait for rank 0 forever
+            error = exc
+    if ctx.distributed:
+        box = [(result, None) if error is None else (None, (type(error).__module__, type(error).__name__, str(error)))]
+        dist.broadcast_object_list(box, src=0)
+        result, shared = box[0]
+        if shared is not None and not ctx.is_main:
+            raise _error_from(*shared)
+    if error is not None:
+        raise error
+    return result
+
+
+def _error_from(module: str, name: str, message: str) -> Exception:
+    """Rank 0's error rebuilt on another rank: its class from a module this process has imported, else a RuntimeError."""
+    cls = getattr(sys.modules.get(module), name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:  # noqa: BLE001 - a class that takes more than a message
+            pass
+    return RuntimeError(f"rank 0 failed: {name}: {message}")
 
 
 def wrap_model(model: torch.nn.Module, ctx: DistContext, strategy: str, compute_dtype: torch.dtype,

@@ -61,7 +61,7 @@ def load_run_model(run_dir: Path):
 
     from runners.hostmem import detach_from_checkpoint_file
     from runners.model import load_model
-    from runners.run import cache_root
+    from runners.environment import cache_root
     from runners.tokenizer import load_tokenizer
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.resolved.yaml").is_file():
@@ -78,7 +78,7 @@ def load_run_model(run_dir: Path):
 
 def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int | None = None) -> list[dict]:
     """`advisor generate`: each prompt, formatted as the run's data, and the adapter's greedy completion."""
-    from runners.run import quiet_libraries
+    from runners.environment import quiet_libraries
     quiet_libraries()
     model, tokenizer, recipe = load_run_model(run_dir)
     tokens = max_new_tokens or recipe.eval.max_new_tokens
@@ -89,7 +89,7 @@ def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int | No
 def chat_loop(run_dir: Path, read, write, max_new_tokens: int | None = None) -> None:
     """`advisor chat`: read a line, answer it; chat-format runs keep the conversation, others answer each line alone.
     An empty line or end of input stops."""
-    from runners.run import quiet_libraries
+    from runners.environment import quiet_libraries
     quiet_libraries()
     model, tokenizer, recipe = load_run_model(run_dir)
     tokens = max_new_tokens or recipe.eval.max_new_tokens

@@ -1,23 +1,25 @@
-"""The training loop: measured steps, gradient accumulation, clipping, schedules, eval, resumable checkpoints."""
+"""The training loop's parts (the loop itself is runners.session's FineTuneSession.train): one step with gradient
+accumulation and clipping, schedules, eval, early stopping, the stop request, step accounting and metrics."""
 
 import json
 import math
+import os
 import random
-import time
-from contextlib import nullcontext
+import signal
+import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from advisor.plan.recipe import Recipe, TrainSection
-from runners.checkpoint import LoopState, save_checkpoint
+from runners.checkpoint import LoopState
 from runners.data import Batch, TokenizedData, epoch_order, get_batch, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce
 from runners.offload import offload_saved_tensors
 from runners.io import append_jsonl, atomic_write_text, read_jsonl
 from runners.hostmem import release_freed_host_memory
-from runners.progress import progress_bar, step_fields
 from runners.upcast import saved_as_source
 
 
@@ -30,6 +32,28 @@ class StopRequest:
     """Set by SIGINT/SIGTERM handlers; the loop saves a checkpoint at the next step boundary and exits."""
     requested: bool = False
     signal_name: str = ""
+
+
+@contextmanager
+def stop_on_signals(stop: StopRequest):
+    """SIGINT and SIGTERM ask the loop to checkpoint and exit at the next step boundary (a second one kills)."""
+    previous = {}
+
+    def handler(signum, frame):
+        if stop.requested:
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+            os.kill(os.getpid(), signum)
+            return
+        stop.requested, stop.signal_name = True, signal.Signals(signum).name
+        print(f"\n{stop.signal_name}: saving a checkpoint at the end of this step (send again to kill)", file=sys.stderr)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @dataclass
@@ -139,7 +163,7 @@ def _on_device(batch: Batch, ctx: DistContext) -> dict[str, torch.Tensor]:
 
 
 @dataclass
-class _Epochs:
+class Epochs:
     """Each epoch's shuffled row order, drawn once when the loop reaches it (resumable: it depends on seed and epoch)."""
     n_rows: int
     seed: int
@@ -152,7 +176,7 @@ class _Epochs:
         return self.order
 
 
-def step_batches(data: TokenizedData, epochs: _Epochs, step: int, t: TrainSection, ctx: DistContext, pad_id: int,
+def step_batches(data: TokenizedData, epochs: Epochs, step: int, t: TrainSection, ctx: DistContext, pad_id: int,
                  per_epoch: int) -> list[Batch]:
     """The grad_accum micro-batches of one optimizer step, from the epoch each falls in."""
     batches = []
@@ -203,33 +227,21 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     return step_loss, grad_norm
 
 
-def _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state: LoopState, metrics_path: Path,
-                    tracker=None, on_eval=None) -> float | None:
-    start = time.perf_counter()
-    eval_loss = evaluate(model, data, recipe, ctx, pad_id, dtype)
-    if on_eval is not None:  # e.g. generate the recipe's eval samples (runners.generate)
-        on_eval(model, state.step)
-    state.eval_seconds += time.perf_counter() - start
-    if ctx.is_main and eval_loss is not None:
-        _record(metrics_path, tracker, {"step": state.step, "eval_loss": eval_loss})
-    return eval_loss
-
-
-def _record(metrics_path: Path, tracker, record: dict) -> None:
+def record_metrics(metrics_path: Path, tracker, record: dict) -> None:
     """One metrics.jsonl line, sent to the experiment trackers too (runners.tracking), at the same step."""
     append_jsonl(metrics_path, record)
     if tracker is not None:
         tracker.log(record)
 
 
-def _keep_metrics_until(metrics_path: Path, step: int, ctx: DistContext) -> None:
+def keep_metrics_until(metrics_path: Path, step: int, ctx: DistContext) -> None:
     """On resume, metrics.jsonl keeps only the lines of the steps the checkpoint holds."""
     if ctx.is_main:
         kept = [m for m in read_jsonl(metrics_path) if m.get("step", 0) <= step]
         atomic_write_text(metrics_path, "".join(json.dumps(m) + "\n" for m in kept))
 
 
-def _account(state: LoopState, batches: list[Batch], step_loss: float, elapsed: float) -> int:
+def account_step(state: LoopState, batches: list[Batch], step_loss: float, elapsed: float) -> int:
     """Add one finished optimizer step to the loop's counters; returns its input tokens."""
     step_tokens = sum(b.tokens for b in batches)
     state.wall_seconds += elapsed
@@ -240,67 +252,7 @@ def _account(state: LoopState, batches: list[Batch], step_loss: float, elapsed: 
     return step_tokens
 
 
-def train(model, optimizer, recipe: Recipe, data: TokenizedData, ctx: DistContext, out_dir: Path, pad_id: int,
-          dtype: torch.dtype, stop: StopRequest, resume_state: LoopState | None = None, tracker=None,
-          on_eval=None) -> TrainResult:
-    """Run optimizer steps from the start or from `resume_state`, measuring each; rank 0 writes metrics."""
-    t = recipe.train
-    steps = total_steps(recipe, len(data.train), ctx.world_size)
-    per_epoch = micro_batches_per_epoch(len(data.train), t.micro_batch, ctx.world_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    metrics_path = Path(out_dir) / "metrics.jsonl"
-    state = resume_state or LoopState()
-    resumed_from = state.step if resume_state else None
-    _keep_metrics_until(metrics_path, state.step, ctx)
-    epochs, losses, status, eval_loss = _Epochs(len(data.train), t.seed), [], "completed", None
-    eval_losses: list[float] = []  # this session's evals, for early stopping (a resumed run starts counting afresh)
-    progress = progress_bar(steps, state.step, ctx.is_main)
-    try:
-        model.train()
-        while state.step < steps:
-            step, lr = state.step, t.lr * lr_factor(state.step, t, steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batches = step_batches(data, epochs, step, t, ctx, pad_id, per_epoch)
-            start = time.perf_counter()
-            step_loss, grad_norm = train_step(model, optimizer, params, batches, ctx, dtype, t, step)
-            elapsed = time.perf_counter() - start
-            step_tokens = _account(state, batches, step_loss, elapsed)
-            losses.append(step_loss)
-            if ctx.is_main and (state.step % t.log_every == 0 or state.step == steps):
-                _record(metrics_path, tracker, {"step": state.step, "epoch": round(step * t.grad_accum / per_epoch, 4),
-                                                "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": state.tokens,
-                                                "step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed,
-                                                **_memory_now(ctx)})
-            progress.set_postfix(refresh=False, **step_fields(step_loss, lr, step_tokens / elapsed, eval_loss))
-            progress.update(1)
-            more = state.step < steps
-            if t.eval_every and state.step % t.eval_every == 0 and more:
-                eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker, on_eval)
-                eval_losses += [eval_loss] if eval_loss is not None else []
-                if should_stop_early(eval_losses, recipe.eval.early_stopping_patience, recipe.eval.early_stopping_delta):
-                    from runners.model import notice
-                    notice(f"early stop at step {state.step}: eval loss has not improved for "
-                           f"{recipe.eval.early_stopping_patience} evals (best {min(eval_losses):.4f})")
-                    break
-            stop_now = all_reduce(ctx, 1.0 if stop.requested else 0.0, "max") > 0
-            if more and (stop_now or (t.checkpoint_every and state.step % t.checkpoint_every == 0)):
-                ckpt_start = time.perf_counter()
-                save_checkpoint(model, optimizer, state, ctx, out_dir)
-                state.checkpoint_seconds += time.perf_counter() - ckpt_start
-            if stop_now and more:
-                status = "interrupted"
-                break
-    finally:
-        progress.close()
-    if status == "completed":
-        eval_loss = _evaluate_timed(model, data, recipe, ctx, pad_id, dtype, state, metrics_path, tracker, on_eval)
-    return TrainResult(state.step, state.tokens, state.processed_tokens, state.wall_seconds, state.eval_seconds,
-                       state.checkpoint_seconds, state.first_loss, state.last_loss, eval_loss, status,
-                       resumed_from, losses, stop.signal_name or None if status == "interrupted" else None)
-
-
-def _memory_now(ctx: DistContext) -> dict:
+def memory_now(ctx: DistContext) -> dict:
     if ctx.device.type != "cuda":
         try:  # the process's resident memory now (Linux), the CPU's counterpart of allocated GPU memory
             return {"memory_rss_gib": int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**30}

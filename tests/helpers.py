@@ -27,7 +27,7 @@ def reload_eval_loss(out_dir: Path) -> float:
     from runners.data import build_dataset
     from runners.distributed import DistContext
     from runners.model import compute_dtype, load_model
-    from runners.run import cache_root
+    from runners.environment import cache_root
     from runners.tokenizer import load_tokenizer
     from runners.train import evaluate
 

@@ -13,12 +13,13 @@ from tests.helpers import RECIPES
 def _no_load(monkeypatch):
     """Any load after this fails the test: the refusal must come first."""
     import runners.launch
-    import runners.run
+    import runners.session
 
     def forbidden(*args, **kwargs):
         raise AssertionError("loaded something before the fit verdict")
-    for name in ("load_tokenizer", "build_dataset", "load_model", "prepare_out_dir"):
-        monkeypatch.setattr(runners.run, name, forbidden)
+    for name in ("load_tokenizer", "build_dataset", "load_model"):
+        monkeypatch.setattr(runners.session, name, forbidden)
+    monkeypatch.setattr(runners.session.RunFolder, "open", forbidden)
     monkeypatch.setattr(runners.launch, "_run_forwarding_signals", forbidden)
 
 

@@ -185,8 +185,8 @@ def _run_in_process(tmp_path, capsys, *extra):
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch):
-    import runners.run as run_module
-    monkeypatch.setattr(run_module, "attach_adapters", nan_loss_from(run_module.attach_adapters, 13))
+    import runners.session as session_module
+    monkeypatch.setattr(session_module, "attach_adapters", nan_loss_from(session_module.attach_adapters, 13))
     code, out, err = _run_in_process(tmp_path, capsys)
     assert code == 2 and "loss became nan at step 13" in err and "--resume" in err
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))

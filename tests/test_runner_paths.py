@@ -71,7 +71,7 @@ def test_merged_model_matches_base_plus_adapter(tmp_path, capsys):
 
     from advisor.plan.recipe import load_recipe
     from runners.model import load_model
-    from runners.run import cache_root
+    from runners.environment import cache_root
     out = _run(tmp_path, capsys, "merge", "--set", "train.merge=true")
     merged = AutoModelForCausalLM.from_pretrained(str(out / "merged"), use_safetensors=True).eval()
     recipe = load_recipe(out / "recipe.resolved.yaml")

@@ -80,7 +80,7 @@ def test_controls_train_on_the_tiny_model_and_stop_early(tmp_path, capsys):
     from peft import PeftModel
 
     from runners.model import load_model
-    from runners.run import cache_root
+    from runners.environment import cache_root
     recipe = load_recipe(out / "recipe.resolved.yaml")
     model = PeftModel.from_pretrained(load_model(recipe, torch.device("cpu"), cache_root(), 0), str(out / "adapter"))
     assert model.peft_config["default"].use_dora and sum(p.numel() for p in model.parameters()) > 0
