@@ -17,7 +17,7 @@ from advisor.core.records import RecordError, default, frozen, parse
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
 from advisor.formulas.setup import TrainingSetup
 
-ROWS_FILE = Path(__file__).resolve().parents[1] / "bench" / "published" / "rows.yaml"
+ROWS_FILE = Path(__file__).resolve().parents[2] / "bench" / "published" / "rows.yaml"
 
 
 class PublishedRow(BaseModel):
