@@ -12,7 +12,7 @@ from advisor.cli.options import (
     _write_text,
 )
 from advisor.core.errors import AdvisorError
-from advisor.core.records import to_json
+from advisor.core.convert import to_json
 
 # The flag that sets a Proposal field, where their names differ (errors name the flag)
 _PROPOSAL_FLAGS = {"cost_usd": "--cost", "price_usd_per_gpu_hour": "--price", "gpu": "--gpus"}
@@ -131,7 +131,7 @@ def estimate(
         gpu_type = catalog.get_gpu(gpu)
         reason = "set (--gradient-checkpointing)" if gradient_checkpointing is not None else None
         if gradient_checkpointing is None:  # auto: the rule recommend and the runner use
-            from dataclasses import replace
+            from msgspec.structs import replace
             from advisor.plan.sizing import choose_checkpointing
             overheads = cal.overheads(gpu_type.name, method) if (cal and gpu_type) else {}
             checkpointing, reason = choose_checkpointing(setup, gpu_type.usable_memory_gib, overheads)

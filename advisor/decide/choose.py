@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from msgspec import Struct
 
 from advisor.decide.constraints import deadline_days, distance
 from advisor.decide.costing import TRAINING_KEYS, Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.decide.findings import (
     FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding, PretrainingViability, rule_api_quality, rule_compute_optimal_size, rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data, rule_task_kind,
 )
-from advisor.core.records import bounded, frozen, record
 from advisor.render.text import assumption_lines, decision_sentence, method_sentence, plan_text
 from advisor.decide.situation import TIERS, Situation, Tier
 
@@ -27,9 +27,8 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
     from advisor.decide.review import Proposal, Review
 
 
-@record
-class Recommendation:
-    tier: Tier = bounded(choices=TIERS)
+class Recommendation(Struct, frozen=True, kw_only=True):
+    tier: Tier
     method: str  # the chosen option's method (prompt+retrieval, self-host+retrieval, lora, qlora, full, pretrain)
     effective_tokens: float
     compute_optimal_params: float  # the headline: compute_optimal_fit; the other fits in compute_optimal_alternatives
@@ -42,17 +41,16 @@ class Recommendation:
     viable: bool = True  # false: no option meets every constraint; `nearest_viable` lists what would
     deadline_days: float | None = None
     deadline_assumed: bool = False
-    break_even_ranges: list[tuple[float, float | None]] = bounded(default_factory=list)
-    nearest_viable: list[Alternative] = bounded(default_factory=list)
+    break_even_ranges: list[tuple[float, float | None]] = []
+    nearest_viable: list[Alternative] = []
     review: Review | None = None
     compute_optimal_fit: str = "chinchilla-rule"
-    compute_optimal_alternatives: dict[str, float] = bounded(default_factory=dict)  # fit name -> parameters
+    compute_optimal_alternatives: dict[str, float] = {}  # fit name -> parameters
 
 
 # --- the choices -------------------------------------------------------------------------------------
 
-@frozen
-class TierChoice:
+class TierChoice(Struct, frozen=True):
     tier: Tier
     finding: Finding
     preference: tuple[Tier, ...] = TIERS
@@ -94,8 +92,7 @@ def choose_tier(s: Situation, usage: UsageBreakEven, pretrain: PretrainingViabil
     return TierChoice(tier, finding, order, reason)
 
 
-@frozen
-class MethodChoice:
+class MethodChoice(Struct, frozen=True):
     option: Option
     finding: Finding
 

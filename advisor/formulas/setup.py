@@ -2,11 +2,12 @@
 
 from typing import Literal
 
+from msgspec import Struct
+
 from advisor.catalog.types import ModelArch
 from advisor.formulas.params import (
     LINEAR_MODULES, dora_magnitude_params, lora_trainable_params, param_counts, saved_module_params,
 )
-from advisor.core.records import frozen
 
 Method = Literal["full", "lora", "qlora"]
 Optimizer = Literal["adamw", "adamw-8bit", "paged-adamw-8bit"]
@@ -17,8 +18,7 @@ LossKind = Literal["auto", "stock", "stock-legacy", "fused", "chunked"]
 METHODS = ("lora", "qlora", "full")
 
 
-@frozen
-class TrainingSetup:
+class TrainingSetup(Struct, frozen=True):
     """What a fine-tune looks like to the estimators: the same fields a recipe resolves to."""
 
     arch: ModelArch

@@ -5,11 +5,12 @@ comes from advisor.formulas.memory, which never calls back here.
 """
 
 import math
-from dataclasses import replace
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from advisor.catalog.types import Gpu
 from advisor.formulas.memory import MemoryBreakdown, memory_per_gpu
-from advisor.core.records import frozen
 from advisor.formulas.setup import TrainingSetup
 
 # launch.strategy: auto replicates the model on every GPU (DDP, the least communication) while one replica's peak
@@ -18,8 +19,7 @@ from advisor.formulas.setup import TrainingSetup
 DDP_MAX_REPLICA_GIB = 70.0
 
 
-@frozen
-class ShardingChoice:
+class ShardingChoice(Struct, frozen=True):
     """How the model is spread over the GPUs: none (one GPU), ddp (a replica each) or fsdp (sharded)."""
     strategy: str
     reason: str
@@ -150,8 +150,7 @@ def valid_gpu_counts(available: int) -> list[int]:
 GPU_HOURS_TIE_SHARE = 0.01
 
 
-@frozen
-class CountPlan:
+class CountPlan(Struct, frozen=True):
     """One candidate GPU count for a job: whether it fits memory, its GPU-hours and its wall-clock days."""
     gpus: int
     fits: bool
