@@ -6,10 +6,10 @@ Usage: python bench/advisor_latency.py [--runs 15] [--module] [--breakdown] [--a
 a checkout other than the installed one; --against DIR times another checkout's `python -m advisor.cli recommend`
 paired with this one's, interleaved, with P (e.g. the older typer it needs) ahead on its PYTHONPATH)
 Reports medians of wall-clock times of fresh processes (what a user waits for), and which heavy modules
-the command imported (must be none; pydantic counts, since advisor.core.records keeps it off this path). --breakdown also
-times fresh processes that stop at each stage of the command's start-up (STAGES: the interpreter, typer, our modules,
-the whole command), interleaved, so the differences of their medians say where the time goes, and beside them what
-importing pydantic would cost (PYDANTIC_ALONE).
+the command imported (must be none; pydantic counts: the advisor's records are msgspec Structs, which keep it off
+this path). --breakdown also times fresh processes that stop at each stage of the command's start-up (STAGES: the
+interpreter, typer, our modules, the whole command), interleaved, so the differences of their medians say where the
+time goes, and beside them what importing pydantic would cost (PYDANTIC_ALONE).
 """
 
 import argparse
@@ -35,7 +35,7 @@ def median_seconds(cmd: list[str], runs: int) -> float:
 
 # Each stage does what the one before it did and more; after them comes the command itself. Each runs as the command
 # does (advisor.cli.main): without the cyclic collector, frozen before exit. pydantic is no stage: `recommend` does not
-# import it (advisor.core.records); PYDANTIC_ALONE times what it would add, beside the stages.
+# import it (its records are msgspec Structs); PYDANTIC_ALONE times what it would add, beside the stages.
 STAGES = {
     "python": "pass",
     "typer": "import typer",

@@ -27,7 +27,7 @@ def main() -> None:
     from advisor.catalog import load as catalog
     from advisor.formulas.flops import DEFAULT_EFFICIENCY, flops_per_token
     from advisor.formulas.memory import memory_per_gpu
-    from advisor.core.records import parse
+    from advisor.core.convert import convert
     from advisor.formulas.setup import TrainingSetup
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "published_before.json")
     parser.add_argument("--commit", default="c296a68")
     args = parser.parse_args()
-    archs = {e["name"].lower(): parse(catalog.ModelArch, e)
+    archs = {e["name"].lower(): convert(catalog.ModelArch, e)
              for e in yaml.safe_load((args.rows.parent / "archs.yaml").read_text())}
     out = {}
     for row in yaml.safe_load(args.rows.read_text()):

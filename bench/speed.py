@@ -30,7 +30,6 @@ The better baseline is the faster (for tokens/s) or the leaner (for memory) one 
 """
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import os
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import msgspec.structs  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import sync, synthetic_corpus, synthetic_instructions  # noqa: E402
@@ -376,7 +376,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     arch = TINY if args.tiny else get_model(args.model)
     if args.layers:
-        arch = dataclasses.replace(arch, num_hidden_layers=args.layers, name=f"{arch.name} ({args.layers} layers)")
+        arch = msgspec.structs.replace(arch, num_hidden_layers=args.layers, name=f"{arch.name} ({args.layers} layers)")
     seq_len = (128 if args.data == "text" else 512) if args.tiny else args.seq_len  # an Alpaca prompt alone is ~200 bytes
     steps, warmup, n_pairs = (5, 2, 1) if args.tiny else (args.steps, args.warmup, args.pairs)
     if steps < warmup + 2 or warmup < 1:

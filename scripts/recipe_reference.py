@@ -21,6 +21,8 @@ from advisor.plan.recipe_sections import DataSource  # noqa: E402
 
 
 def type_name(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Annotated:  # a type with its validator (the inline ModelArch)
+        return type_name(typing.get_args(annotation)[0])
     if typing.get_origin(annotation) is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
     args = typing.get_args(annotation)

@@ -4,10 +4,10 @@ local Hugging Face cache."""
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from advisor.catalog import load as catalog
 from advisor.catalog import hub
@@ -15,8 +15,7 @@ from advisor.catalog.arch import HF_CONFIG_DEFAULTS, SUPPORTED_MODEL_TYPES, desc
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
 from advisor.formulas.memory import trainable_tensor_numels
-from advisor.formulas.params import lora_trainable_params, matmul_params, param_counts
-from advisor.core.records import default
+from advisor.formulas.params import LINEAR_MODULES, lora_trainable_params, matmul_params, param_counts
 from advisor.formulas.setup import TrainingSetup
 from tests.conftest import meta_causal_lm
 
@@ -74,7 +73,7 @@ def test_total_matches_transformers_and_lora_matches_peft(model_type):
         trainable = [p.numel() for p in peft_model.parameters() if p.requires_grad]
         assert sum(trainable) == lora_trainable_params(arch, rank, targets), targets
         setup = TrainingSetup(arch=arch, lora_rank=rank, lora_targets=tuple(modules) if targets != "all-linear"
-                              else TrainingSetup.lora_targets)
+                              else LINEAR_MODULES)
         assert sorted(trainable_tensor_numels(setup)) == sorted(trainable), targets
 
 
@@ -319,7 +318,7 @@ def test_stale_and_retired_prices_are_flagged():
 
 def test_default_api_is_current():
     from advisor.decide.situation import Situation
-    api = catalog.get_api(default(Situation, "api"))
+    api = catalog.get_api(Situation(tokens=1.0).api)  # the default
     assert not api.retired
 
 

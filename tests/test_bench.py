@@ -85,3 +85,12 @@ def test_advisor_latency_benchmark_smoke(tmp_path):
     paired = result["paired"]  # this checkout against itself: both sides ran, the ratios are of their times
     assert paired["ours_median_seconds"] > 0 and paired["theirs_median_seconds"] > 0
     assert 0 < paired["ratio_min"] <= paired["ratio_median"] <= paired["ratio_max"]
+
+
+def test_record_classes_benchmark_smoke(tmp_path):
+    out = tmp_path / "classes.json"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "record_classes.py"), "--runs", "1", "--classes", "2",
+                    "--fields", "4", "--out", str(out)], check=True, capture_output=True, timeout=120)
+    median = json.loads(out.read_text())["median"]
+    assert set(median) == {"dataclass", "msgspec_struct"}
+    assert all(v >= 0 for kind in median.values() for v in kind.values())

@@ -195,7 +195,7 @@ def test_command_modules_match_the_app():
 
 def test_recommend_imports_only_its_command_module():
     """`advisor recommend` registers only advisor.cli.recommend: the other commands' modules, the recipe schema,
-    pydantic (advisor.core.records; typer below 0.29), the review without a proposal, calibration without a file and YAML
+    pydantic (msgspec Structs instead; typer below 0.29), the review without a proposal, calibration without a file and YAML
     are not imported (start-up time, bench/advisor_latency.py)."""
     code = ("import sys; from advisor.cli import main\n"
             "try: main(['recommend','--tokens','2e9'])\nexcept SystemExit: pass\n"

@@ -1,8 +1,7 @@
 """Properties of the decision over its inputs (hypothesis): constraints are hard, and loosening one never hurts."""
 
-from dataclasses import replace
-
 from hypothesis import HealthCheck, given, settings, strategies as st
+from msgspec.structs import replace
 
 from advisor.decide.constraints import deadline_days
 from advisor.render.decision_text import recommend

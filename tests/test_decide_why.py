@@ -1,9 +1,9 @@
 """Issue 12's "Why", bullet by bullet: each situation reproduced, the corrected behaviour asserted."""
 
 import json
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from advisor.decide.costing import cost_finetune, rule_usage_break_even, serving_plan, tensor_parallel_degrees
 from advisor.render.decision_text import recommend

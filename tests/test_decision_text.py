@@ -54,5 +54,5 @@ def test_a_costlier_choice_says_what_the_cheaper_method_would_cost():
 
 def test_the_assumptions_read_the_costed_setup():
     text = " ".join(recommend(Situation(tokens=2e9)).assumptions)
-    rank = {f.name: f.default for f in __import__("dataclasses").fields(TrainingSetup)}["lora_rank"]
+    rank = {f.name: f.default for f in __import__("msgspec").structs.fields(TrainingSetup)}["lora_rank"]
     assert f"LoRA r={rank} " in text and "no communication overhead" not in text

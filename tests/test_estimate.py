@@ -243,7 +243,7 @@ def test_pretraining_is_costed_by_the_step_time_model_like_the_fine_tunes():
 def test_fsdp_keeps_bitsandbytes_constants_whole_on_every_gpu():
     """QLoRA under FSDP: the 4-bit codes are sharded (and offloaded with cpu_offload), the quantisation constants are
     not (bitsandbytes keeps them on the module), so each GPU holds all of them."""
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     from advisor.formulas.memory import GIB, NF4_DATA_BYTES, nf4_constant_bytes_per_param
     arch = catalog.get_model("Llama-3.1-70B")

@@ -3,9 +3,9 @@ bf16 on GPUs without it, compare's status and summary, inline models' random_ini
 
 import json
 import re
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from advisor.catalog.load import get_gpu
 from advisor.plan.recipe import load_recipe, recipe_to_yaml

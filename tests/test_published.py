@@ -3,9 +3,9 @@ constants, the step-time terms, the GPU catalog as devices report it, and calibr
 
 import json
 import statistics
-from dataclasses import replace
 
 import pytest
+from msgspec.structs import replace
 
 from advisor.catalog import load as catalog
 from advisor.formulas.memory import DEFAULT_OVERHEAD_FRACTION, memory_per_gpu

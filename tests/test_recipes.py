@@ -154,12 +154,12 @@ ARCH = "name: t\nmodel: {arch: {model_type: llama, hidden_size: 64, intermediate
 
 @pytest.mark.parametrize("extra, needle", [
     (", hiden_size: 8", "unknown key model.arch.hiden_size; did you mean model.arch.hidden_size?"),
-    (", model_type: bert", "model.arch.model_type: model_type 'bert' is not supported"),
-    (", num_key_value_heads: 0", "model.arch.num_key_value_heads: Input should be greater than 0"),
+    (", model_type: bert", "model.arch: model_type 'bert' is not supported"),
+    (", num_key_value_heads: 0", "model.arch.num_key_value_heads: Expected `int` >= 1"),
 ])
 def test_inline_arch_errors_name_the_field(tmp_path, extra, needle):
-    """The inline architecture is a record (advisor.core.records) inside the pydantic recipe: its unknown keys get the
-    same hint and its checks name their field."""
+    """The inline architecture is a msgspec Struct inside the pydantic recipe, read by msgspec (advisor.core.convert):
+    its unknown keys get the same hint and its checks name their field."""
     text = ARCH % extra if "model_type" not in extra else (ARCH % "").replace("model_type: llama", extra[2:])
     with pytest.raises(AdvisorError) as err:
         load_recipe(_write(tmp_path, text))

@@ -13,8 +13,9 @@ This module reads only fields of a ModelArch (advisor.catalog), which imports no
 
 import functools
 
+from msgspec import Struct
+
 from advisor.core.errors import AdvisorError
-from advisor.core.records import frozen
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "gemma2", "gemma3_text", "phi3",
                          "gpt_oss", "llama4_text")
@@ -43,8 +44,7 @@ HF_CONFIG_DEFAULTS: dict[str, dict] = {
 NESTED_CONFIG_KEYS = ("text_config", "llm_config", "language_config")
 
 
-@frozen
-class Linear:
+class Linear(Struct, frozen=True):
     """One nn.Linear of a decoder layer, named as transformers names the module (peft's target names)."""
     name: str
     in_features: int
@@ -60,8 +60,7 @@ class Linear:
         return self.weights + (self.out_features if self.bias else 0)
 
 
-@frozen
-class Experts:
+class Experts(Struct, frozen=True):
     """Routed experts of one MoE layer, stored fused as transformers 5.x does: gate_up_proj (E, h, 2I) and down_proj
     (E, I, h), with biases for gpt-oss. `peft_names` are the per-expert module names peft 0.21 maps onto these fused
     parameters (its transformers_weight_conversion: Mixtral's w1/w3/w2, Qwen-MoE's gate/up/down_proj); None where peft
@@ -86,8 +85,7 @@ class Experts:
         return self.count * self.params_per_expert
 
 
-@frozen
-class Router:
+class Router(Struct, frozen=True):
     """The linear gate that scores experts per token (E x h, a bias for gpt-oss). `peft` says how peft's LoRA reaches
     it: "parameter" (the router weight as a target parameter, name `gate`), "linear" (an nn.Linear subclass, name
     `router`) or None (a custom module peft's all-linear skips)."""
@@ -102,8 +100,7 @@ class Router:
         return self.experts * self.hidden + (self.experts if self.bias else 0)
 
 
-@frozen
-class Layer:
+class Layer(Struct, frozen=True):
     """One decoder layer: its linears (attention, then the dense MLP or the shared expert), routed experts and router
     if it is a MoE layer, the parameters of its norms and attention sinks, and its attention window (None: full)."""
     attention: tuple[Linear, ...]
@@ -127,8 +124,7 @@ class Layer:
                 + (self.router.params if self.router else 0) + self.small_params)
 
 
-@frozen
-class Architecture:
+class Architecture(Struct, frozen=True):
     """A decoder-only model as the estimators see it: embeddings, layers, final norm."""
     model_type: str
     hidden_size: int

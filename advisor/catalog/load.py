@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import dataclasses
 import difflib
 import functools
 import json
@@ -11,15 +10,17 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
+
+import msgspec
 
 from advisor.catalog.arch import (
     HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, unsupported, vision_encoder_params,
 )
 from advisor.catalog import hub
+from advisor.core.convert import InputError, convert, to_json
 from advisor.core.errors import AdvisorError
 from advisor.catalog.types import ApiPrice, Gpu, ModelArch
-from advisor.core.records import RecordError, bounded, construct, parse, record, to_json
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -93,8 +94,8 @@ def _read_entries(path: Path, kind: Kind) -> list:
     out = []
     for number, entry in enumerate(raw, 1):
         try:
-            out.append(parse(_SCHEMAS[kind], entry))
-        except RecordError as exc:
+            out.append(convert(_SCHEMAS[kind], entry))
+        except InputError as exc:
             name = f" ({entry['name']})" if isinstance(entry, dict) and isinstance(entry.get("name"), str) else ""
             raise AdvisorError(f"{path}: entry {number}{name}: {exc}") from None
     return out
@@ -114,29 +115,29 @@ def prebuilt(kind: Kind) -> dict:
     return {"yaml_crc32": yaml_digest(yaml_text), "entries": entries}
 
 
+Entry = TypeVar("Entry", Gpu, ModelArch, ApiPrice)
+
+
+class Prebuilt(msgspec.Struct, Generic[Entry]):
+    """A shipped catalog's prebuilt JSON (`prebuilt`): the digest of the YAML it was built from, and its entries."""
+
+    yaml_crc32: str
+    entries: list[Entry]
+
+
 def _shipped_entries(kind: Kind) -> list:
-    """Shipped entries from the prebuilt JSON when it was built from the YAML as it is now (digest): parsing JSON and
-    constructing already-validated entries skips YAML parsing and validation, most of `recommend`'s start-up.
-    Otherwise (the YAML was edited since) from the YAML itself."""
+    """Shipped entries from the prebuilt JSON when it was built from the YAML as it is now (digest): msgspec decodes
+    and checks it straight into entries, which skips parsing the YAML, most of `recommend`'s start-up.
+    Otherwise (the YAML was edited since, or the JSON was written by a version whose fields differ) from the YAML
+    itself."""
     yaml_path, json_path = DATA_DIR / f"{kind}.yaml", DATA_DIR / f"{kind}.json"
     try:
-        built = json.loads(json_path.read_text())
-    except (OSError, ValueError):
+        built = msgspec.json.decode(json_path.read_bytes(), type=Prebuilt[_SCHEMAS[kind]])
+    except (OSError, msgspec.DecodeError):  # msgspec.ValidationError is a DecodeError
         built = None
-    if not built or built.get("yaml_crc32") != yaml_digest(yaml_path.read_text()):
+    if built is None or built.yaml_crc32 != yaml_digest(yaml_path.read_text()):
         return _read_entries(yaml_path, kind)
-    schema = _SCHEMAS[kind]
-    tuples = [f.name for f in dataclasses.fields(schema) if "tuple" in str(f.type)]
-    out = []
-    try:
-        for raw in built["entries"]:
-            for name in tuples:
-                if isinstance(raw.get(name), list):
-                    raw[name] = tuple(raw[name])
-            out.append(construct(schema, raw))  # validated when the JSON was built (scripts/build_catalogs.py)
-    except TypeError:  # built by a version whose fields differ: the YAML itself is the truth
-        return _read_entries(yaml_path, kind)
-    return out
+    return built.entries
 
 
 @functools.cache
@@ -226,14 +227,14 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise AdvisorError(f"{path}: {unsupported(model_type)}")
     fields = {**HF_CONFIG_DEFAULTS[model_type], **{k: v for k, v in raw.items() if v is not None}}
-    names = {f.name for f in dataclasses.fields(ModelArch)}
+    names = set(ModelArch.__struct_fields__)
     known = {k: v for k, v in fields.items() if k in names and k not in ("name", "source", "date")}
     if vision is not None:
         known["vision_model_type"] = str(vision.get("model_type") or "unknown")
         known["vision_encoder_params"] = vision_encoder_params(vision, int(fields.get("hidden_size") or 0))
     try:
-        return parse(ModelArch, {"name": name or str(path), **known, "source": str(path)})
-    except RecordError as exc:
+        return convert(ModelArch, {"name": name or str(path), **known, "source": str(path)})
+    except InputError as exc:
         field = ".".join(map(str, exc.loc))
         raise AdvisorError(f"{path}: field {field}: {exc.msg} (a decoder config needs hidden_size, "
                            "intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)") from None

@@ -1,40 +1,52 @@
-"""The catalogs' base types: a GPU, a model architecture, an API price; each field checked on construction."""
+"""The catalogs' base types: a GPU, a model architecture, an API price; frozen msgspec Structs whose constraints
+(`msgspec.Meta`) are checked where entries are read (advisor.catalog.load) and hashable, so caches can key on them."""
 
 from __future__ import annotations
 
-from advisor.catalog.arch import HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, config_value, unsupported
-from advisor.core.records import RecordError, bounded, record
+from typing import Annotated
 
-@record
-class Gpu:
+from msgspec import Meta, Struct
+
+from advisor.catalog.arch import HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, config_value, unsupported
+
+# The CUDA context a GPU entry assumes where it gives none (see CUDA_CONTEXT_SOURCE below).
+DEFAULT_CUDA_CONTEXT_GIB = 0.5
+
+
+class Gpu(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One GPU type: what the estimators need to turn FLOPs and bytes into hours, dollars and GPU counts."""
 
     name: str
-    aliases: list[str] = bounded(default_factory=list)
-    memory_gib: float = bounded(gt=0, description="Device memory in GiB (2^30 bytes) as the device reports it: "
-                              "torch.cuda.get_device_properties().total_memory (cudaDeviceProp.totalGlobalMem), which "
-                              "is a few hundred MiB below nvidia-smi's total.")
-    memory_reported: bool = bounded(True, description="memory_gib is a published device-reported figure (memory_source "
-                                                   "quotes it); false: a conversion of the marketing figure.")
-    memory_source: str = bounded("", description="Where memory_gib comes from (deviceQuery, a torch OOM message, ...).")
-    memory_nvidia_smi_mib: float | None = bounded(None, description="nvidia-smi's total, MiB (informational).")
-    cuda_context_gib: float = bounded(0.5, ge=0, description="Device memory the CUDA context (driver, lazily loaded "
-                                    "kernels) takes outside PyTorch's allocator; see CUDA_CONTEXT_SOURCE.")
-    peak_tflops_bf16: float = bounded(gt=0, description="Dense bf16 (or fp16 where bf16 is absent) tensor-core peak, TFLOP/s.")
-    memory_bandwidth_gbs: float = bounded(gt=0, description="Memory bandwidth, GB/s.")
-    interconnect: str = bounded("", description="The GPU-to-GPU link inside a node.")
-    interconnect_gbs: float | None = bounded(None, gt=0, description="GPU-to-GPU bandwidth per GPU per direction, GB/s "
-                                           "(NVLink datasheet figures are bidirectional and are halved).")
+    aliases: tuple[str, ...] = ()
+    memory_gib: Annotated[float, Meta(gt=0, description=(
+        "Device memory in GiB (2^30 bytes) as the device reports it: torch.cuda.get_device_properties().total_memory "
+        "(cudaDeviceProp.totalGlobalMem), which is a few hundred MiB below nvidia-smi's total."))]
+    memory_reported: Annotated[bool, Meta(description="memory_gib is a published device-reported figure (memory_source "
+                                                      "quotes it); false: a conversion of the marketing figure.")] = True
+    memory_source: Annotated[str, Meta(description="Where memory_gib comes from (deviceQuery, a torch OOM message, ...).")] = ""
+    memory_nvidia_smi_mib: Annotated[float | None, Meta(description="nvidia-smi's total, MiB (informational).")] = None
+    cuda_context_gib: Annotated[float, Meta(ge=0, description=(
+        "Device memory the CUDA context (driver, lazily loaded kernels) takes outside PyTorch's allocator; see "
+        "CUDA_CONTEXT_SOURCE."))] = DEFAULT_CUDA_CONTEXT_GIB
+    peak_tflops_bf16: Annotated[float, Meta(gt=0, description="Dense bf16 (or fp16 where bf16 is absent) tensor-core "
+                                                              "peak, TFLOP/s.")]
+    memory_bandwidth_gbs: Annotated[float, Meta(gt=0, description="Memory bandwidth, GB/s.")]
+    interconnect: Annotated[str, Meta(description="The GPU-to-GPU link inside a node.")] = ""
+    interconnect_gbs: Annotated[float, Meta(gt=0, description=(
+        "GPU-to-GPU bandwidth per GPU per direction, GB/s (NVLink datasheet figures are bidirectional and are "
+        "halved)."))] | None = None
     interconnect_source: str = ""
-    host_link_gbs: float | None = bounded(None, gt=0, description="Host (CPU) link per GPU per direction, GB/s: what "
-                                        "CPU offload moves weights and states over. None: PCIe Gen4 x16.")
-    price_usd_per_hour: float | None = bounded(None, ge=0, description="Reference on-demand price of one GPU, USD per "
-                                             "hour; None where no dated, attributable price was found.")
+    host_link_gbs: Annotated[float, Meta(gt=0, description=(
+        "Host (CPU) link per GPU per direction, GB/s: what CPU offload moves weights and states over. None: PCIe Gen4 "
+        "x16."))] | None = None
+    price_usd_per_hour: Annotated[float, Meta(ge=0, description=(
+        "Reference on-demand price of one GPU, USD per hour; None where no dated, attributable price was "
+        "found."))] | None = None
     price_source: str = ""
     price_date: str = ""
-    price_alternatives: list[str] = bounded(default_factory=list)
-    bf16: bool = bounded(True, description="Whether the GPU supports bf16; if not, training runs in fp16.")
-    uncertain: list[str] = bounded(default_factory=list, description="Fields whose value is not confirmed by a primary source.")
+    price_alternatives: tuple[str, ...] = ()
+    bf16: Annotated[bool, Meta(description="Whether the GPU supports bf16; if not, training runs in fp16.")] = True
+    uncertain: Annotated[tuple[str, ...], Meta(description="Fields whose value is not confirmed by a primary source.")] = ()
     notes: str = ""
     source: str
     date: str
@@ -68,8 +80,7 @@ CUDA_CONTEXT_SOURCE = "ptrblck, pytorch/pytorch#107667 (2023-08): ~300 MB with l
 PCIE_GEN4_X16_GBS = 32.0
 
 
-@record
-class ModelArch:
+class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A decoder-only transformer, dense or mixture-of-experts, with the field names of a Hugging Face config.json.
 
     advisor.catalog.arch.describe turns it into modules and shapes by model_type; fields left out take the transformers config
@@ -79,13 +90,13 @@ class ModelArch:
     name: str = "custom"
     hub_id: str | None = None
     model_type: str = "llama"
-    hidden_size: int = bounded(gt=0)
-    intermediate_size: int = bounded(gt=0)
-    num_hidden_layers: int = bounded(gt=0)
-    num_attention_heads: int = bounded(gt=0)
-    num_key_value_heads: int | None = bounded(None, gt=0)
-    head_dim: int | None = bounded(None, gt=0)
-    vocab_size: int = bounded(gt=0)
+    hidden_size: Annotated[int, Meta(gt=0)]
+    intermediate_size: Annotated[int, Meta(gt=0)]
+    num_hidden_layers: Annotated[int, Meta(gt=0)]
+    num_attention_heads: Annotated[int, Meta(gt=0)]
+    num_key_value_heads: Annotated[int, Meta(gt=0)] | None = None
+    head_dim: Annotated[int, Meta(gt=0)] | None = None
+    vocab_size: Annotated[int, Meta(gt=0)]
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     mlp_bias: bool = False
@@ -93,40 +104,48 @@ class ModelArch:
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     # mixture of experts (names as each family's config spells them)
-    num_local_experts: int | None = bounded(None, ge=0, description="Routed experts per MoE layer (Mixtral, gpt-oss, Llama 4).")
-    num_experts: int | None = bounded(None, ge=0, description="Routed experts per MoE layer (Qwen-MoE).")
-    num_experts_per_tok: int | None = bounded(None, gt=0, description="Experts each token is routed to (top-k).")
-    moe_intermediate_size: int | None = bounded(None, gt=0, description="One expert's MLP width (Qwen-MoE).")
-    decoder_sparse_step: int | None = bounded(None, gt=0, description="Qwen-MoE: every n-th layer is MoE.")
-    mlp_only_layers: tuple[int, ...] | None = bounded(None, description="Qwen-MoE: layers kept dense.")
-    intermediate_size_mlp: int | None = bounded(None, gt=0, description="Llama 4: MLP width of its dense layers.")
-    interleave_moe_layer_step: int | None = bounded(None, gt=0, description="Llama 4: every n-th layer is MoE.")
-    moe_layers: tuple[int, ...] | None = bounded(None, description="Llama 4: the MoE layers, when listed.")
-    router_aux_loss_coef: float | None = bounded(None, ge=0, description="Weight of the load-balancing loss.")
+    num_local_experts: Annotated[int, Meta(ge=0, description="Routed experts per MoE layer (Mixtral, gpt-oss, "
+                                                             "Llama 4).")] | None = None
+    num_experts: Annotated[int, Meta(ge=0, description="Routed experts per MoE layer (Qwen-MoE).")] | None = None
+    num_experts_per_tok: Annotated[int, Meta(gt=0, description="Experts each token is routed to (top-k).")] | None = None
+    moe_intermediate_size: Annotated[int, Meta(gt=0, description="One expert's MLP width (Qwen-MoE).")] | None = None
+    decoder_sparse_step: Annotated[int, Meta(gt=0, description="Qwen-MoE: every n-th layer is MoE.")] | None = None
+    mlp_only_layers: Annotated[tuple[int, ...] | None, Meta(description="Qwen-MoE: layers kept dense.")] = None
+    intermediate_size_mlp: Annotated[int, Meta(gt=0, description="Llama 4: MLP width of its dense layers.")] | None = None
+    interleave_moe_layer_step: Annotated[int, Meta(gt=0, description="Llama 4: every n-th layer is MoE.")] | None = None
+    moe_layers: Annotated[tuple[int, ...] | None, Meta(description="Llama 4: the MoE layers, when listed.")] = None
+    router_aux_loss_coef: Annotated[float, Meta(ge=0, description="Weight of the load-balancing loss.")] | None = None
     # attention variants
-    sliding_window: int | None = bounded(None, gt=0, description="Window of sliding-window attention layers.")
-    layer_types: tuple[str, ...] | None = bounded(None, description="Per layer: full_attention or sliding_attention.")
-    sliding_window_pattern: int | None = bounded(None, gt=0, description="Gemma 3 (older configs): every n-th layer is full.")
-    attn_logit_softcapping: float | None = bounded(None, gt=0, description="Gemma 2: attention logits soft-capped at this.")
-    final_logit_softcapping: float | None = bounded(None, gt=0, description="Gemma 2/3: output logits soft-capped at this.")
-    query_pre_attn_scalar: int | None = bounded(None, gt=0, description="Gemma: attention scaled by this^-0.5.")
-    vision_encoder_params: int | None = bounded(None, ge=0, description=(
+    sliding_window: Annotated[int, Meta(gt=0, description="Window of sliding-window attention layers.")] | None = None
+    layer_types: Annotated[tuple[str, ...] | None, Meta(description="Per layer: full_attention or "
+                                                                    "sliding_attention.")] = None
+    sliding_window_pattern: Annotated[int, Meta(gt=0, description="Gemma 3 (older configs): every n-th layer is "
+                                                                  "full.")] | None = None
+    attn_logit_softcapping: Annotated[float, Meta(gt=0, description="Gemma 2: attention logits soft-capped at "
+                                                                    "this.")] | None = None
+    final_logit_softcapping: Annotated[float, Meta(gt=0, description="Gemma 2/3: output logits soft-capped at "
+                                                                     "this.")] | None = None
+    query_pre_attn_scalar: Annotated[int, Meta(gt=0, description="Gemma: attention scaled by this^-0.5.")] | None = None
+    vision_encoder_params: Annotated[int, Meta(ge=0, description=(
         "A multimodal checkpoint's vision encoder and projector (advisor.catalog.arch.vision_encoder_params): weights a "
         "text fine-tune through AutoModelForCausalLM does not load. None: the checkpoint has none, or see "
-        "vision_model_type."))
-    vision_model_type: str | None = bounded(None, description=(
+        "vision_model_type."))] | None = None
+    vision_model_type: Annotated[str | None, Meta(description=(
         "model_type of the checkpoint's vision encoder when it has one; set with vision_encoder_params None, it is "
-        "one advisor does not count."))
+        "one advisor does not count."))] = None
     published_params: int | None = None
-    published_total: float | None = bounded(None, gt=0, description="Total parameters as the source rounds them.")
-    published_active: float | None = bounded(None, gt=0, description="Active parameters per token as the source gives them.")
-    pretraining_tokens: float | None = bounded(None, description="Tokens the base model was pretrained on, where published.")
+    published_total: Annotated[float, Meta(gt=0, description="Total parameters as the source rounds them.")] | None = None
+    published_active: Annotated[float, Meta(gt=0, description="Active parameters per token as the source gives "
+                                                              "them.")] | None = None
+    pretraining_tokens: Annotated[float | None, Meta(description="Tokens the base model was pretrained on, where "
+                                                                 "published.")] = None
     source: str = ""
     date: str = ""
 
     def __post_init__(self):
+        """An unknown model_type is refused (msgspec reports this ValueError as a validation error)."""
         if self.model_type not in SUPPORTED_MODEL_TYPES:
-            raise RecordError(("model_type",), str(unsupported(self.model_type)))
+            raise unsupported(self.model_type)
 
     @property
     def kv_heads(self) -> int:
@@ -176,19 +195,18 @@ _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_int
                       "query_pre_attn_scalar").split()
 
 
-@record
-class ApiPrice:
+class ApiPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A hosted model's list price per million tokens, dated; retired models are marked (never the default)."""
 
     name: str
     vendor: str
-    input_usd_per_mtok: float = bounded(ge=0)
-    output_usd_per_mtok: float = bounded(ge=0)
+    input_usd_per_mtok: Annotated[float, Meta(ge=0)]
+    output_usd_per_mtok: Annotated[float, Meta(ge=0)]
     source: str
     date: str
     url: str | None = None
-    quote: str | None = bounded(None, description="The price line as the source printed it.")
-    retired: bool = bounded(False, description="Shut down, or deprecated with a shutdown date announced.")
+    quote: Annotated[str | None, Meta(description="The price line as the source printed it.")] = None
+    retired: Annotated[bool, Meta(description="Shut down, or deprecated with a shutdown date announced.")] = False
     shutdown_date: str | None = None
     retired_source: str | None = None
 

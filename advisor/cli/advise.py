@@ -1,6 +1,6 @@
 """`advisor review` and `advisor estimate`."""
 
-from dataclasses import replace
+from msgspec.structs import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +13,7 @@ from advisor.cli.options import (
     _write_text,
 )
 from advisor.core.errors import AdvisorError
-from advisor.core.records import to_json
+from advisor.core.convert import to_json
 from advisor.cli.setup_flags import override_lines, recipe_values, with_setup_flags
 from advisor.formulas.setup import METHODS, TrainingSetup, one_of
 

@@ -5,7 +5,7 @@ import typer
 from advisor.catalog import load as catalog
 from advisor.cli.app import catalog_app
 from advisor.cli.options import JsonFlag, _emit_json
-from advisor.core.records import to_json
+from advisor.core.convert import to_json
 from advisor.render.catalog import catalog_table
 
 

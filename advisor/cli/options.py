@@ -2,14 +2,17 @@
 
 import json
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Optional
 
+import msgspec
 import typer
 
+from advisor.core.convert import InputError, convert
 from advisor.core.errors import AdvisorError
 from advisor.core.numbers import ACCEPTED_FORM, parse_quantity
-from advisor.core.records import RecordError
 
 
 def _number(allow_zero: bool = False, upper: float | None = None, integer: bool = False, inclusive_upper: bool = True):
@@ -80,15 +83,30 @@ def _calibration(path: Optional[Path]):
 
 
 
-def _validated(record, /, flags: dict[str, str] | None = None, **fields):
-    """`record(**fields)` built from flags (advisor.core.records checks each field); a broken constraint is one line
-    naming the flag: `flags` maps a field to the flag that sets it where the names differ (else --field-name)."""
+def _validated(cls, /, flags: dict[str, str] | None = None, **fields):
+    """A `cls` Struct built from flags' values and checked by msgspec (each field's type, Literal and constraints); a
+    broken one is one line naming the flag: `flags` maps a field to the flag that sets it where the names differ (else
+    --field-name). A value outside a Literal's choices is told the choices."""
     try:
-        return record(**fields)
-    except RecordError as exc:
+        return convert(cls, fields)
+    except InputError as exc:
         field = str(exc.loc[0]) if exc.loc else ""
         flag = (flags or {}).get(field) or ("--" + field.replace("_", "-") if field else "input")
-        raise AdvisorError(f"{flag}: {exc.msg}") from None
+        choices = _choices(cls, field) if exc.msg.startswith("Invalid enum value") else ()
+        hint = f" (expected one of: {', '.join(choices)})" if choices else ""
+        raise AdvisorError(f"{flag}: {exc.msg}{hint}") from None
+
+
+def _choices(cls, field: str) -> tuple:
+    """The values a Literal field takes (within Annotated and Optional), else ()."""
+    hints = {f.name: f.type for f in msgspec.structs.fields(cls)}
+    pending = [hints.get(field)]
+    while pending:
+        hint = pending.pop()
+        if typing.get_origin(hint) is typing.Literal:
+            return typing.get_args(hint)
+        pending += typing.get_args(hint) if typing.get_origin(hint) in (typing.Annotated, typing.Union, types.UnionType) else ()
+    return ()
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -13,7 +13,7 @@ from advisor.cli.options import (
     _validated, _write_text,
 )
 from advisor.core.errors import AdvisorError
-from advisor.core.records import to_json
+from advisor.core.convert import to_json
 
 # The flag that sets a Situation or a proposal field, where their names differ (errors name the flag)
 _SITUATION_FLAGS = {"output_fraction": "--output-share", "api_sufficient": "--api-insufficient",

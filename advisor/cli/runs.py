@@ -10,7 +10,7 @@ from advisor.catalog import load as catalog
 from advisor.cli.app import app
 from advisor.cli.options import JsonFlag, _calibration, _emit_json, _finite, _number
 from advisor.core.errors import AdvisorError
-from advisor.core.records import to_json
+from advisor.core.convert import to_json
 
 
 @app.command()

@@ -4,21 +4,20 @@ tell what was given: with a recipe, a given flag overrides the recipe's value an
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import typing
 from typing import Annotated, Any, Literal, Optional
 
 import typer
+from msgspec import Struct, structs
 
 from advisor.cli.options import _number
 from advisor.formulas.params import resolve_lora_targets
 from advisor.formulas.setup import SavedModule, TrainingSetup, canonical_dtype, one_of
 
 
-@dataclasses.dataclass(frozen=True)
-class SetupFlag:
+class SetupFlag(Struct, frozen=True):
     """One TrainingSetup field as a command-line option."""
     field: str
     decls: str            # "--rank", or a boolean's "--on/--off" pair
@@ -60,20 +59,18 @@ class SetupFlag:
 @functools.cache
 def setup_flags() -> tuple[SetupFlag, ...]:
     """Every TrainingSetup field that has a flag (the architecture comes from --model or the recipe)."""
-    hints = typing.get_type_hints(TrainingSetup)
     out = []
-    for f in dataclasses.fields(TrainingSetup):
-        meta = dict(f.metadata)
-        decls = meta.pop("flag", None)
+    for f in structs.fields(TrainingSetup):
+        hint, meta = typing.get_args(f.type)  # Annotated[type, Meta(description, extra={"flag": ...}, bounds)]
+        decls = meta.extra.get("flag")
         if decls == "":
             continue
-        help_text = meta.pop("help")
-        hint = hints[f.name]
         if decls is None:
             decls = "--" + f.name.replace("_", "-")
             if hint is bool:
                 decls += "/--no-" + f.name.replace("_", "-")
-        out.append(SetupFlag(f.name, decls, hint, help_text, meta, f.default))
+        bounds = {k: getattr(meta, k) for k in ("gt", "ge", "le") if getattr(meta, k) is not None}
+        out.append(SetupFlag(f.name, decls, hint, meta.description, bounds, f.default))
     return tuple(out)
 
 

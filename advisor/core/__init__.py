@@ -1,1 +1,2 @@
-"""The lowest layer: errors, numbers as people write them, and the checked records every layer builds on."""
+"""The lowest layer: errors, numbers as people write them, and untrusted input read into the msgspec Structs every
+layer builds on."""

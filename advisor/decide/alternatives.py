@@ -8,14 +8,15 @@ and is kept only if it breaks no constraint of the situation it assumes.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from advisor.catalog import load as catalog
 from advisor.decide.constraints import RELAXABLE, days_text, deadline_days
 from advisor.decide.costing import MAX_SEARCH_GPUS, Option, cost_option
 from advisor.core.numbers import human
-from advisor.core.records import record
 from advisor.decide.situation import Situation
 from advisor.plan.sizing import valid_gpu_counts
 
@@ -28,8 +29,7 @@ MAX_ALTERNATIVES = 6
 TOKENS_MARGIN = 0.98
 
 
-@record
-class Alternative:
+class Alternative(Struct, frozen=True, kw_only=True):
     """A change to the situation and the option it makes viable."""
 
     change: str

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from advisor.core.records import frozen
+from msgspec import Struct
+
 from advisor.decide.constraints import deadline_days, distance
 from advisor.decide.costing import TRAINING_KEYS, Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.decide.findings import (
@@ -31,8 +32,7 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
 
 # --- the choices -------------------------------------------------------------------------------------
 
-@frozen
-class TierChoice:
+class TierChoice(Struct, frozen=True):
     """The tier chosen, the order the hierarchy tried, the reason the inputs give for leaving the first tier, and the
     facts the choice rests on."""
     tier: Tier
@@ -79,8 +79,7 @@ def option_rank(o: Option) -> tuple:
     return (not o.viable, distance(o.why_not), o.cost_usd)
 
 
-@frozen
-class MethodChoice:
+class MethodChoice(Struct, frozen=True):
     """The option that carries out the tier, and the fine-tune a training plan would use: the chosen option when it
     trains, else the best PEFT option by the same ranking (`option_rank`)."""
     option: Option
@@ -106,8 +105,7 @@ def rank_options(chosen: Option, options: dict[str, Option]) -> list[Option]:
     return [chosen] + sorted(rest, key=lambda o: (o.tier != chosen.tier, not o.viable, TIERS.index(o.tier), o.cost_usd))
 
 
-@frozen
-class Decision:
+class Decision(Struct, frozen=True):
     """Everything the decision found and chose, as data (advisor.render.decision_text words it)."""
     situation: Situation
     options: dict                   # option key -> Option

@@ -2,10 +2,10 @@
 option breaks and by how much. An option with any violation is not viable.
 """
 
-from typing import Literal, get_args
+from typing import Literal
 
+from msgspec import Struct
 
-from advisor.core.records import bounded, record
 from advisor.decide.situation import Situation
 
 # With no --deadline, a training plan must finish within a quarter (the horizon of a budget request): a plan that
@@ -20,11 +20,10 @@ Constraint = Literal["budget", "deadline", "gpus", "on_prem", "quality_bar", "be
 RELAXABLE = frozenset({"budget", "deadline", "gpus"})
 
 
-@record
-class Violation:
+class Violation(Struct, frozen=True, kw_only=True):
     """One constraint an option breaks: which, what the option needs, the limit, and the text the user reads."""
 
-    constraint: Constraint = bounded(choices=get_args(Constraint))
+    constraint: Constraint
     needed: float | None = None
     limit: float | None = None
     detail: str
@@ -65,8 +64,8 @@ def check_gpus(needed: int | None, gpu: str, s: Situation, what: str = "to fit i
     if needed is not None and needed <= s.gpus:
         return None
     if needed is None:
-        return Violation(constraint="gpus", limit=s.gpus, detail=f"gpus: does not fit on any number of {gpu}")
-    return Violation(constraint="gpus", needed=needed, limit=s.gpus,
+        return Violation(constraint="gpus", limit=float(s.gpus), detail=f"gpus: does not fit on any number of {gpu}")
+    return Violation(constraint="gpus", needed=float(needed), limit=float(s.gpus),
                      detail=f"gpus: needs {needed} x {gpu} {what}, you have {s.gpus}")
 
 

@@ -3,10 +3,12 @@ wall-clock days on the user's cluster, with the constraints each one breaks (adv
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from msgspec import Struct
+from msgspec.structs import replace
 
 from advisor.catalog import load as catalog
 from advisor.formulas import scaling
@@ -20,12 +22,12 @@ from advisor.decide.findings import Finding, rule_pretraining_viability
 from advisor.formulas.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
-from advisor.core.records import bounded, frozen, record
-from advisor.decide.situation import TIERS, Situation, Tier
+from advisor.decide.situation import Situation, Tier
 from advisor.formulas.memory import decided_sharding
-from advisor.plan.launch_plan import memory_overheads, plan_launch
+from advisor.plan.launch_plan import launch_on, memory_overheads
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
 from advisor.formulas.setup import METHODS, TrainingSetup
+from advisor.formulas.step_time import DEFAULT_STEP_TIME
 
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
     from advisor.plan.calibration import Calibration
@@ -48,9 +50,11 @@ MAX_SERVING_REPLICAS = 1000
 MODEL_STATE_BYTES_PER_PARAM = 16.0
 
 
-@record
-class Option:
-    tier: Tier = bounded(choices=TIERS)
+class Option(Struct, frozen=True, kw_only=True):
+    """One costed option. A Struct keeps a value as given (no coercion on construction): the float fields are given
+    floats, so their JSON form stays `0.0`, not `0`."""
+
+    tier: Tier
     method: str
     model: str
     gpu: str | None
@@ -63,7 +67,7 @@ class Option:
     wall_days: float | None = None
     viable: bool = True
     note: str = ""  # what breaks (why_not's text), then the remark
-    why_not: list[Violation] = bounded(default_factory=list)
+    why_not: list[Violation] = []
     remark: str = ""
     sharding: str | None = None
     gradient_checkpointing: bool | None = None
@@ -99,8 +103,7 @@ def tensor_parallel_degrees(num_attention_heads: int) -> list[int]:
     return [d for d in valid_gpu_counts(num_attention_heads) if num_attention_heads % d == 0]
 
 
-@frozen
-class ServingPlan:
+class ServingPlan(Struct, frozen=True):
     degree: int            # tensor-parallel GPUs per replica
     replicas: int
     fits: bool             # one replica's weights + KV cache fit in `degree` GPUs
@@ -158,8 +161,7 @@ def self_host_cheaper_ranges(usd_per_request: float, gpu_days_per_request: float
     return ranges
 
 
-@frozen
-class UsageBreakEven:
+class UsageBreakEven(Struct, frozen=True):
     api_usd_per_month: float
     self_host_usd_per_month: float
     serving_gpus: int
@@ -218,7 +220,7 @@ def cost_api(s: Situation) -> Option:
     api = catalog.get_api(s.api)
     option = Option(tier="api", method="prompt+retrieval", model=api.name, gpu=None, gpus=0, gpu_hours=0.0,
                     cost_usd=api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None,
-                    params=0, tokens=0)
+                    params=0.0, tokens=0.0)
     return with_violations(option, [check_on_prem(s), check_quality_bar(s)], "cost is per month of usage, no training")
 
 
@@ -230,7 +232,7 @@ def cost_self_host(s: Situation) -> Option:
     option = Option(tier="api", method="self-host+retrieval", model=arch.name, gpu=s.gpu, gpus=plan.gpus,
                     gpu_hours=0.0, cost_usd=plan.gpus * gpu_price(s) * 24 * DAYS_PER_MONTH,
                     memory_gib_per_gpu=2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE) / plan.degree,
-                    params=params, tokens=0)
+                    params=float(params), tokens=0.0)
     fits = None if not plan.fits else plan.gpus
     return with_violations(option, [check_quality_bar(s), check_gpus(fits, s.gpu, s, f"to serve {human(s.requests_per_day)} "
                                                                                       "requests/day")],
@@ -239,40 +241,32 @@ def cost_self_host(s: Situation) -> Option:
 
 # --- training --------------------------------------------------------------------------------------
 
-@frozen
-class FinetunePlan:
+class FinetunePlan(Struct, frozen=True):
     setup: TrainingSetup
     memory_gib: float
     gpu_hours: float
     fits: bool
 
 
-# Memo of `_launch_plan` (a pure function of its inputs, keyed by their values): the alternatives search re-costs the
-# same setups on many GPU counts.
-_LAUNCH_CACHE: dict[tuple, tuple[TrainingSetup, float, float]] = {}
-_LAUNCH_CACHE_MAX = 20000
-
-
-def _value_key(entry) -> str:
-    """A frozen catalog entry's field values as a memo key: their repr (an entry holds lists, so it is not hashable)."""
-    return f"{type(entry).__qualname__}{entry.__dict__!r}"
-
-
 def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int,
                  calibration: Calibration | None) -> tuple[TrainingSetup, float, float]:
-    """The setup as the runner would launch it on `gpus` GPUs (advisor.plan.launch_plan.plan_launch: sharding and
-    gradient checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
+    """The setup as the runner would launch it on `gpus` GPUs (advisor.plan.launch_plan: sharding and gradient
+    checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
     overheads = memory_overheads(gpu, method, calibration)
-    key = (_value_key(arch), _value_key(gpu), seq_len, method, gpus, tuple(sorted(overheads.items())))
-    if key in _LAUNCH_CACHE:
-        return _LAUNCH_CACHE[key]
-    plan = plan_launch(TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus), gpu, calibration)
+    constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
+    return _cached_launch_plan(arch, gpu, seq_len, method, gpus, tuple(sorted(overheads.items())), constants)
+
+
+# The alternatives search re-costs the same setups on many GPU counts: a pure function of hashable inputs (frozen
+# catalog entries), cached; the bound keeps a long-running process (the test suite) from growing without limit.
+@functools.lru_cache(maxsize=20000)
+def _cached_launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: tuple[tuple[str, float], ...],
+                        constants) -> tuple[TrainingSetup, float, float]:
+    plan = launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus), gpu, dict(overheads),
+                     constants)
     setup = plan.setup
     flops = flops_per_token(arch, setup.seq_len, method, setup.trainable_params, setup.gradient_checkpointing)
-    if len(_LAUNCH_CACHE) > _LAUNCH_CACHE_MAX:
-        _LAUNCH_CACHE.clear()
-    _LAUNCH_CACHE[key] = (setup, plan.memory.total, flops.total)
-    return _LAUNCH_CACHE[key]
+    return setup, plan.memory.total, flops.total
 
 
 def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
@@ -307,13 +301,13 @@ def cost_finetune(s: Situation, method: str, calibration: Calibration | None = N
     tokens = s.effective_tokens * s.epochs
     if n is None:
         option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=0, gpu_hours=math.inf,
-                        cost_usd=math.inf, memory_gib_per_gpu=None, params=param_counts(arch).total, tokens=tokens)
+                        cost_usd=math.inf, memory_gib_per_gpu=None, params=float(param_counts(arch).total), tokens=tokens)
         return with_violations(option, violations)
     plan = plans.get(n) or plan_finetune(s, method, n, calibration)
     wall = plan.gpu_hours / (n * s.availability) / 24
     option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
                     cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
-                    params=param_counts(arch).total, tokens=tokens, wall_days=wall,
+                    params=float(param_counts(arch).total), tokens=tokens, wall_days=wall,
                     sharding=decided_sharding(plan.setup),
                     gradient_checkpointing=plan.setup.gradient_checkpointing)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
@@ -356,8 +350,7 @@ def pretraining_arch(params: float, seq_len: int = 4096) -> ModelArch:
     return min((shaped(n) for n in {max(1, low - 1), low}), key=lambda a: abs(math.log(param_counts(a).total / params)))
 
 
-@frozen
-class PretrainPlan:
+class PretrainPlan(Struct, frozen=True):
     setup: TrainingSetup
     gpu_hours: float
 

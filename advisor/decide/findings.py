@@ -6,12 +6,12 @@ that read these results' fields.
 
 import math
 
+from msgspec import Struct
 
 from advisor.catalog import load as catalog
 from advisor.formulas import scaling
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
-from advisor.core.records import bounded, frozen, record
 from advisor.decide.situation import Situation
 
 # Domain adaptation and new languages need full fine-tuning once the data reaches about a billion tokens:
@@ -24,18 +24,16 @@ REPEAT_EPOCHS = 4
 SERVING_YEARS = 2  # lifetime over which inference volume is counted for the inference-aware optimum
 
 
-@record
-class Finding:
+class Finding(Struct, frozen=True, kw_only=True):
     """One line of the reasoning, as the user reads it (and as --json gives it)."""
 
     rule: str
     finding: str
     source: str
-    numbers: dict[str, float | int | str | bool | None] = bounded(default_factory=dict)
+    numbers: dict[str, float | int | str | bool | None] = {}
 
 
-@frozen
-class ComputeOptimalSize:
+class ComputeOptimalSize(Struct, frozen=True):
     effective_tokens: float
     compute_optimal_params: float
     epoch2024_params: float
@@ -70,8 +68,7 @@ def rule_compute_optimal_size(s: Situation) -> ComputeOptimalSize:
     return ComputeOptimalSize(s.effective_tokens, point.params, epoch.params, point.flops, finding, hoffmann.params)
 
 
-@frozen
-class PretrainingViability:
+class PretrainingViability(Struct, frozen=True):
     viable: bool           # the model the data trains is predicted to beat the base (the cluster checks come later)
     tokens_needed: float
     own_model_params: float

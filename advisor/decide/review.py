@@ -8,8 +8,9 @@ per GPU-hour (cost / proposed GPU-hours).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Annotated
 
+from msgspec import Meta, Struct
 
 from advisor.catalog import load as catalog
 from advisor.formulas import scaling
@@ -21,7 +22,6 @@ from advisor.formulas.flops import DEFAULT_EFFICIENCY
 from advisor.core.numbers import human, parse_quantity
 from advisor.formulas.params import param_counts
 from advisor.formulas.setup import METHODS
-from advisor.core.records import bounded, record
 from advisor.decide.situation import Situation
 from advisor.formulas.setup import Method
 
@@ -32,31 +32,28 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
 SIZE_MATCH_SHARE = 0.15
 
 
-@record
-class Proposal:
+class Proposal(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A plan someone proposed: model, method, GPUs and days and/or dollars, on a number of training tokens."""
 
-    model: str = bounded(description="Catalog model name, config.json path, or a size such as 7B.")
-    method: Method = bounded("full", choices=get_args(Method), description="lora | qlora | full.")
-    gpu: str = bounded("A100-80GB", description="GPU type of the proposal.")
-    gpus: int = bounded(8, ge=1, le=100000, description="GPUs the proposal uses.")
-    days: float | None = bounded(None, gt=0, description="Wall-clock days the proposal budgets.")
-    cost_usd: float | None = bounded(None, gt=0, description="Dollars the proposal budgets.")
-    tokens: float = bounded(gt=0, description="Training tokens (per epoch).")
-    epochs: float = bounded(1.0, gt=0, le=1000, description="Passes over the tokens.")
-    seq_len: int = bounded(2048, gt=0, le=1_048_576, description="Training sequence length.")
-    price_usd_per_gpu_hour: float | None = bounded(None, gt=0, description="Override the catalog's GPU price.")
+    model: Annotated[str, Meta(description="Catalog model name, config.json path, or a size such as 7B.")]
+    method: Annotated[Method, Meta(description="lora | qlora | full.")] = "full"
+    gpu: Annotated[str, Meta(description="GPU type of the proposal.")] = "A100-80GB"
+    gpus: Annotated[int, Meta(ge=1, le=100000, description="GPUs the proposal uses.")] = 8
+    days: Annotated[float, Meta(gt=0, description="Wall-clock days the proposal budgets.")] | None = None
+    cost_usd: Annotated[float, Meta(gt=0, description="Dollars the proposal budgets.")] | None = None
+    tokens: Annotated[float, Meta(gt=0, description="Training tokens (per epoch).")]
+    epochs: Annotated[float, Meta(gt=0, le=1000, description="Passes over the tokens.")] = 1.0
+    seq_len: Annotated[int, Meta(gt=0, le=1_048_576, description="Training sequence length.")] = 2048
+    price_usd_per_gpu_hour: Annotated[float, Meta(gt=0, description="Override the catalog's GPU price.")] | None = None
 
 
-@record
-class CheaperPath:
+class CheaperPath(Struct, frozen=True, kw_only=True):
     option: Option
     saving_vs_proposal_usd: float | None
     saving_vs_computed_usd: float
 
 
-@record
-class Review:
+class Review(Struct, frozen=True, kw_only=True):
     proposal: Proposal
     model: str
     model_note: str

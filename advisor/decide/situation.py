@@ -1,8 +1,8 @@
 """What a team knows in the first hour (data, usage, constraints, hardware, money): the decision engine's input."""
 
-from typing import Literal, get_args
+from typing import Annotated, Literal
 
-from advisor.core.records import bounded, record
+from msgspec import Meta, Struct
 
 Tier = Literal["api", "peft", "full", "pretrain"]
 TaskKind = Literal["knowledge", "style", "task", "domain", "language"]
@@ -13,32 +13,37 @@ TIERS: tuple[Tier, ...] = ("api", "peft", "full", "pretrain")
 DEFAULT_OUTPUT_FRACTION = 0.25
 
 
-@record
-class Situation:
-    """What the team knows in the first hour: data, usage, constraints, hardware and money."""
+class Situation(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What the team knows in the first hour: data, usage, constraints, hardware and money (the flags give it:
+    advisor.cli.options._validated checks each against its constraint)."""
 
-    tokens: float = bounded(gt=0, description="Tokens of training data you have (before quality filtering).")
-    docs: float | None = bounded(None, gt=0, description="Number of documents (for the report; tokens drive the maths).")
-    quality: float = bounded(1.0, gt=0, le=1, description="Usable fraction of the data after cleaning, in (0, 1].")
-    requests_per_day: float = bounded(1000, ge=0, description="Expected production requests per day.")
-    tokens_per_request: float = bounded(1000, gt=0, description="Prompt + completion tokens per request.")
-    output_fraction: float = bounded(DEFAULT_OUTPUT_FRACTION, ge=0, le=1, description="Share of a request's tokens that are output.")
-    task: TaskKind = bounded("task", choices=get_args(TaskKind), description="knowledge (Q&A over facts), style (tone/format), task (task-specific "
-                                               "behaviour), domain (domain adaptation), language (new language or modality).")
-    on_prem: bool = bounded(False, description="Data may not leave your premises: hosted APIs are excluded.")
-    api_sufficient: bool = bounded(True, description="An off-the-shelf model (hosted API, or an open-weight model "
-                                                   "self-hosted) with prompting and retrieval meets the quality bar.")
-    api: str = bounded("gpt-6-luna", description="Hosted model priced as the API option.")
-    base_model: str = bounded("Llama-3.1-8B", description="Open model to adapt for PEFT and full fine-tuning.")
-    gpu: str = bounded("A100-80GB", description="GPU type available.")
-    gpus: int = bounded(8, ge=1, le=100000, description="How many GPUs of that type are available.")
-    availability: float = bounded(1.0, gt=0, le=1, description="Fraction of the time those GPUs are yours.")
-    budget_usd: float | None = bounded(None, gt=0, description="Training budget in dollars (none: unbounded).")
-    deadline_days: float | None = bounded(None, gt=0, description="Wall-clock days the training may take (none: the "
-                                                                   "assumed deadline, advisor.decide.constraints).")
-    price_usd_per_gpu_hour: float | None = bounded(None, gt=0, description="Override the catalog's GPU price.")
-    epochs: float = bounded(1.0, gt=0, le=1000, description="Passes over the data for fine-tuning.")
-    seq_len: int = bounded(2048, gt=0, le=1_048_576, description="Training sequence length.")
+    tokens: Annotated[float, Meta(gt=0, description="Tokens of training data you have (before quality filtering).")]
+    docs: Annotated[float, Meta(gt=0, description="Number of documents (for the report; tokens drive the "
+                                                  "maths).")] | None = None
+    quality: Annotated[float, Meta(gt=0, le=1, description="Usable fraction of the data after cleaning, in "
+                                                           "(0, 1].")] = 1.0
+    requests_per_day: Annotated[float, Meta(ge=0, description="Expected production requests per day.")] = 1000.0
+    tokens_per_request: Annotated[float, Meta(gt=0, description="Prompt + completion tokens per request.")] = 1000.0
+    output_fraction: Annotated[float, Meta(ge=0, le=1, description="Share of a request's tokens that are "
+                                                                   "output.")] = DEFAULT_OUTPUT_FRACTION
+    task: Annotated[TaskKind, Meta(description=(
+        "knowledge (Q&A over facts), style (tone/format), task (task-specific behaviour), domain (domain adaptation), "
+        "language (new language or modality)."))] = "task"
+    on_prem: Annotated[bool, Meta(description="Data may not leave your premises: hosted APIs are excluded.")] = False
+    api_sufficient: Annotated[bool, Meta(description=(
+        "An off-the-shelf model (hosted API, or an open-weight model self-hosted) with prompting and retrieval meets "
+        "the quality bar."))] = True
+    api: Annotated[str, Meta(description="Hosted model priced as the API option.")] = "gpt-6-luna"
+    base_model: Annotated[str, Meta(description="Open model to adapt for PEFT and full fine-tuning.")] = "Llama-3.1-8B"
+    gpu: Annotated[str, Meta(description="GPU type available.")] = "A100-80GB"
+    gpus: Annotated[int, Meta(ge=1, le=100000, description="How many GPUs of that type are available.")] = 8
+    availability: Annotated[float, Meta(gt=0, le=1, description="Fraction of the time those GPUs are yours.")] = 1.0
+    budget_usd: Annotated[float, Meta(gt=0, description="Training budget in dollars (none: unbounded).")] | None = None
+    deadline_days: Annotated[float, Meta(gt=0, description=(
+        "Wall-clock days the training may take (none: the assumed deadline, advisor.decide.constraints)."))] | None = None
+    price_usd_per_gpu_hour: Annotated[float, Meta(gt=0, description="Override the catalog's GPU price.")] | None = None
+    epochs: Annotated[float, Meta(gt=0, le=1000, description="Passes over the data for fine-tuning.")] = 1.0
+    seq_len: Annotated[int, Meta(gt=0, le=1_048_576, description="Training sequence length.")] = 2048
 
     @property
     def effective_tokens(self) -> float:

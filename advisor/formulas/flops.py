@@ -4,13 +4,13 @@ Conventions: FLOPs count a multiply-add as 2; "model" FLOPs are what MFU counts 
 FLOPs add what the GPU also runs (recomputation).
 """
 
-from dataclasses import asdict
+from msgspec import Struct
+from msgspec.structs import asdict
 
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
 from advisor.catalog.arch import describe
 from advisor.formulas.params import layer_matmul_params, matmul_params
-from advisor.core.records import frozen
 from advisor.formulas.setup import Method
 
 # Achieved fraction of dense bf16 peak (hardware FLOPs utilisation) assumed when no calibration is given.
@@ -25,8 +25,7 @@ from advisor.formulas.setup import Method
 DEFAULT_EFFICIENCY: dict[str, float] = {"full": 0.40, "lora": 0.35, "qlora": 0.25}
 
 
-@frozen
-class FlopsPerToken:
+class FlopsPerToken(Struct, frozen=True):
     forward: float
     backward: float
     recompute: float   # gradient checkpointing: one more forward of the decoder layers

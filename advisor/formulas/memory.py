@@ -5,7 +5,9 @@ Conventions: bytes are bytes, `*_gib` are GiB (2^30). Which sharding and whether
 """
 
 import math
-from dataclasses import asdict
+
+from msgspec import Struct
+from msgspec.structs import asdict
 
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
@@ -13,7 +15,6 @@ from advisor.formulas.fused_loss import fused_loss_applies, loss_chunk_tokens
 from advisor.formulas.params import (
     active_intermediate_size, dora_magnitude_numels, full_tensor_numels, lora_input_features, lora_tensor_shapes, param_counts, saved_module_params,
 )
-from advisor.core.records import frozen
 from advisor.formulas.setup import Method, Optimizer, TrainingSetup
 
 GIB = 2**30
@@ -301,8 +302,7 @@ def fsdp_buffer_bytes(setup: TrainingSetup) -> float:
 OFFLOAD_RESIDENT_LAYERS = 2
 
 
-@frozen
-class MemoryBreakdown:
+class MemoryBreakdown(Struct, frozen=True):
     weights: float
     adapters: float
     gradients: float

@@ -7,10 +7,11 @@ configs of every supported model_type (tests/test_arch.py, tests/test_estimate.p
 
 import functools
 
+from msgspec import Struct
+
 from advisor.catalog.arch import Architecture, Layer, describe
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
-from advisor.core.records import frozen
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
@@ -21,8 +22,7 @@ OTHER_TARGETS = ("qkv_proj", "gate_up_proj", "w1", "w2", "w3", "gate", "router")
 KNOWN_TARGETS = LINEAR_MODULES + OTHER_TARGETS
 
 
-@frozen
-class LinearShape:
+class LinearShape(Struct, frozen=True):
     in_features: int
     out_features: int
     bias: bool
@@ -38,8 +38,7 @@ def layer_linear_shapes(arch: ModelArch) -> dict[str, LinearShape]:
     return {x.name: LinearShape(x.in_features, x.out_features, x.bias) for x in describe(arch).layers[0].linears}
 
 
-@frozen
-class ParamCounts:
+class ParamCounts(Struct, frozen=True):
     total: int
     embedding: int      # token embedding table
     lm_head: int        # 0 when tied to the embedding

@@ -5,11 +5,12 @@ D training tokens, C training FLOPs, losses in nats per token (the papers' Massi
 """
 
 import math
-from dataclasses import asdict
 from typing import Literal
 
+from msgspec import Struct
+from msgspec.structs import asdict
+
 from advisor.core.errors import AdvisorError
-from advisor.core.records import frozen
 
 FitName = Literal["chinchilla-rule", "hoffmann2022", "epoch2024"]
 
@@ -21,8 +22,7 @@ FLOPS_PER_PARAM_TOKEN_TRAIN = 6.0
 FLOPS_PER_PARAM_TOKEN_INFER = 2.0
 
 
-@frozen
-class LossFit:
+class LossFit(Struct, frozen=True):
     """L(N, D) = E + A / N^alpha + B / D^beta, with one paper's fitted constants."""
 
     name: str
@@ -57,8 +57,7 @@ LOSS_FITS = {fit.name: fit for fit in (HOFFMANN2022, EPOCH2024)}
 FITS = ("chinchilla-rule", "hoffmann2022", "epoch2024")
 
 
-@frozen
-class ScalingPoint:
+class ScalingPoint(Struct, frozen=True):
     """A model size and token count, the training FLOPs they cost and the loss a fit predicts for them."""
 
     params: float
@@ -138,8 +137,7 @@ def loss_at(params: float, tokens: float, fit: str = "hoffmann2022") -> ScalingP
     return ScalingPoint(params, tokens, training_flops(params, tokens), parametric_loss(params, tokens, lf), fit, lf.name)
 
 
-@frozen
-class RepeatedData:
+class RepeatedData(Struct, frozen=True):
     """Muennighoff et al. 2023's accounting of D tokens drawn from U unique ones, for an N-parameter model."""
 
     params: float
@@ -187,8 +185,7 @@ def repeated_data(params: float, tokens: float, unique_tokens: float) -> Repeate
     )
 
 
-@frozen
-class InferenceOptimum:
+class InferenceOptimum(Struct, frozen=True):
     """Sardana et al. 2024: the model that reaches a loss at the least training + lifetime inference FLOPs."""
 
     params: float

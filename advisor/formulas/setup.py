@@ -6,12 +6,12 @@ fine-tune as the formulas see it.
 - Dtypes use torch's names (`float32`, `bfloat16`), as recipes do; `canonical_dtype` reads the short forms.
 """
 
-import dataclasses
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args
+
+from msgspec import Meta, Struct
 
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
-from advisor.core.records import frozen
 from advisor.formulas.params import (
     LINEAR_MODULES, dora_magnitude_params, lora_trainable_params, param_counts, saved_module_params,
 )
@@ -42,56 +42,55 @@ def one_of(label: str, value: str, allowed: tuple) -> str:
     return value
 
 
-def _field(default, help: str, flag: str | None = None, **bounds):
-    """A TrainingSetup field: its default, its one description, and the `advisor estimate` flag that sets it (None:
-    the field's name; "" for none) with its bounds (gt/ge/le)."""
-    return dataclasses.field(default=default, metadata={"help": help, "flag": flag, **bounds})
+def _about(help: str, flag: str | None = None, **bounds) -> Meta:
+    """A TrainingSetup field's one description, the `advisor estimate` flag that sets it (None: from the field's
+    name; "" for none) and its bounds (gt/ge/le, checked where input is read)."""
+    return Meta(description=help, extra={"flag": flag}, **bounds)
 
 
-@frozen
-class TrainingSetup:
+class TrainingSetup(Struct, frozen=True):
     """What a fine-tune looks like to the estimators: the same fields a recipe resolves to (the defaults are this
     project's runner's)."""
 
-    arch: ModelArch = dataclasses.field(metadata={"help": "The model's architecture (--model).", "flag": ""})
-    method: Method = _field("lora", "Fine-tuning method.")
-    lora_rank: int = _field(16, "LoRA rank (recipe: lora.r).", flag="--rank", gt=0, le=4096)
-    lora_targets: tuple[str, ...] = _field(LINEAR_MODULES, "LoRA targets: all-linear, or a comma list such as "
-                                           "q_proj,v_proj (recipe: lora.targets).", flag="--targets")
-    lora_dropout: float = _field(0.0, "Dropout on the adapter input (recipe: lora.dropout).", ge=0, le=0.99)
-    seq_len: int = _field(2048, "Sequence length (recipe: data.seq_len).", gt=1, le=1_048_576)
-    micro_batch: int = _field(1, "Sequences per GPU per forward pass (recipe: train.micro_batch).", gt=0, le=4096)
-    gpus: int = _field(1, "GPU count (recipe: launch.nproc_per_node x launch.nnodes).", gt=0, le=100_000)
-    sharding: Sharding = _field("auto", "How the model is spread over several GPUs (recipe: launch.strategy).")
-    gradient_checkpointing: bool = _field(True, "Recompute activations in backward (recipe: "
+    arch: Annotated[ModelArch, _about("The model's architecture (--model).", flag="")]
+    method: Annotated[Method, _about("Fine-tuning method.")] = "lora"
+    lora_rank: Annotated[int, _about("LoRA rank (recipe: lora.r).", flag="--rank", gt=0, le=4096)] = 16
+    lora_targets: Annotated[tuple[str, ...], _about("LoRA targets: all-linear, or a comma list such as "
+                                           "q_proj,v_proj (recipe: lora.targets).", flag="--targets")] = LINEAR_MODULES
+    lora_dropout: Annotated[float, _about("Dropout on the adapter input (recipe: lora.dropout).", ge=0, le=0.99)] = 0.0
+    seq_len: Annotated[int, _about("Sequence length (recipe: data.seq_len).", gt=1, le=1_048_576)] = 2048
+    micro_batch: Annotated[int, _about("Sequences per GPU per forward pass (recipe: train.micro_batch).", gt=0, le=4096)] = 1
+    gpus: Annotated[int, _about("GPU count (recipe: launch.nproc_per_node x launch.nnodes).", gt=0, le=100_000)] = 1
+    sharding: Annotated[Sharding, _about("How the model is spread over several GPUs (recipe: launch.strategy).")] = "auto"
+    gradient_checkpointing: Annotated[bool, _about("Recompute activations in backward (recipe: "
                                           "train.gradient_checkpointing). Default: auto (on only where memory needs "
-                                          "it, as recommend and the runner decide).")
-    flash_attention: bool = _field(True, "A fused attention kernel (no T x T scores kept); --eager-attention: none "
-                                   "(recipe: model.attn_implementation eager).", flag="--flash-attention/--eager-attention")
-    fused_loss: bool = _field(True, "The runner's fused LM head + cross-entropy where it applies (recipe: "
-                              "train.fused_loss; LoRA/QLoRA; full fine-tuning trains the head).")
-    optimizer: Optimizer = _field("adamw", "Optimizer (recipe: train.optimizer).")
-    double_quant: bool = _field(True, "QLoRA: quantise the quantisation constants too (recipe: quant.double_quant).")
-    precision: Precision = _field("bf16-mixed", "Full fine-tuning: bf16-mixed (fp32 master and moments) | bf16-pure.")
-    adapter_dtype: Dtype = _field("float32", "LoRA adapters, their gradients and moments (recipe: lora.dtype; peft "
-                                  "upcasts adapters of a 16-bit base to float32).")
-    qlora_embeddings_dtype: Dtype = _field("bfloat16", "QLoRA's unquantised embeddings, norms, head (recipe: "
-                                           "quant.unquantized_dtype; peft's kbit preparation upcasts to float32).")
-    activation_offloading: bool = _field(False, "Checkpointed layer inputs kept in CPU memory (recipe: "
-                                         "train.activation_offloading; torchtune, fsdp_qlora).")
-    cpu_offload: bool = _field(False, "FSDP keeps parameters, gradients and optimizer state in CPU memory (recipe: "
-                               "launch.cpu_offload).")
-    optimizer_in_backward: bool = _field(False, "Each gradient applied and freed as soon as it is computed "
-                                         "(torchtune's optimizer_in_bwd; the runner has no such setting).")
-    loss: LossKind = _field("auto", "Loss implementation: auto (the runner's: fused where it applies) | stock | "
-                            "stock-legacy (transformers < 4.46) | fused | chunked (torchtune).")
-    mean_seq_len: int | None = _field(None, "Padded batches: mean padded length (seq_len is the longest); unset: "
-                                      "packed sequences.", gt=0, le=1_048_576)
-    grad_accum: int = _field(1, "Micro-batches per optimizer step (recipe: train.grad_accum).", gt=0, le=4096)
-    compile: bool = _field(False, "torch.compile (fused elementwise kernels; recipe: train.compile).")
-    dora: bool = _field(False, "DoRA's magnitude vectors train beside A and B (recipe: lora.use_dora).")
-    modules_to_save: tuple[SavedModule, ...] = _field((), "Whole modules trained beside the adapters, a comma list of "
-                                              "embed_tokens, lm_head (recipe: lora.modules_to_save).")
+                                          "it, as recommend and the runner decide).")] = True
+    flash_attention: Annotated[bool, _about("A fused attention kernel (no T x T scores kept); --eager-attention: none "
+                                   "(recipe: model.attn_implementation eager).", flag="--flash-attention/--eager-attention")] = True
+    fused_loss: Annotated[bool, _about("The runner's fused LM head + cross-entropy where it applies (recipe: "
+                              "train.fused_loss; LoRA/QLoRA; full fine-tuning trains the head).")] = True
+    optimizer: Annotated[Optimizer, _about("Optimizer (recipe: train.optimizer).")] = "adamw"
+    double_quant: Annotated[bool, _about("QLoRA: quantise the quantisation constants too (recipe: quant.double_quant).")] = True
+    precision: Annotated[Precision, _about("Full fine-tuning: bf16-mixed (fp32 master and moments) | bf16-pure.")] = "bf16-mixed"
+    adapter_dtype: Annotated[Dtype, _about("LoRA adapters, their gradients and moments (recipe: lora.dtype; peft "
+                                  "upcasts adapters of a 16-bit base to float32).")] = "float32"
+    qlora_embeddings_dtype: Annotated[Dtype, _about("QLoRA's unquantised embeddings, norms, head (recipe: "
+                                           "quant.unquantized_dtype; peft's kbit preparation upcasts to float32).")] = "bfloat16"
+    activation_offloading: Annotated[bool, _about("Checkpointed layer inputs kept in CPU memory (recipe: "
+                                         "train.activation_offloading; torchtune, fsdp_qlora).")] = False
+    cpu_offload: Annotated[bool, _about("FSDP keeps parameters, gradients and optimizer state in CPU memory (recipe: "
+                               "launch.cpu_offload).")] = False
+    optimizer_in_backward: Annotated[bool, _about("Each gradient applied and freed as soon as it is computed "
+                                         "(torchtune's optimizer_in_bwd; the runner has no such setting).")] = False
+    loss: Annotated[LossKind, _about("Loss implementation: auto (the runner's: fused where it applies) | stock | "
+                            "stock-legacy (transformers < 4.46) | fused | chunked (torchtune).")] = "auto"
+    mean_seq_len: Annotated[int | None, _about("Padded batches: mean padded length (seq_len is the longest); unset: "
+                                      "packed sequences.", gt=0, le=1_048_576)] = None
+    grad_accum: Annotated[int, _about("Micro-batches per optimizer step (recipe: train.grad_accum).", gt=0, le=4096)] = 1
+    compile: Annotated[bool, _about("torch.compile (fused elementwise kernels; recipe: train.compile).")] = False
+    dora: Annotated[bool, _about("DoRA's magnitude vectors train beside A and B (recipe: lora.use_dora).")] = False
+    modules_to_save: Annotated[tuple[SavedModule, ...], _about("Whole modules trained beside the adapters, a comma list of "
+                                              "embed_tokens, lm_head (recipe: lora.modules_to_save).")] = ()
 
     @property
     def tokens_per_micro_batch(self) -> float:

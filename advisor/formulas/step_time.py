@@ -10,17 +10,16 @@ Conventions: FLOPs count a multiply-add as 2; "model" FLOPs (what MFU counts, ad
 "executed" FLOPs here (causal attention as the kernel runs it, recomputation, padding).
 """
 
+from msgspec import Struct
 
 from advisor.catalog.types import Gpu, ModelArch
 from advisor.formulas.flops import attended_keys
 from advisor.formulas.memory import ACT_FULL, NF4_DATA_BYTES, nf4_bytes_per_param, trainable_tensor_numels
 from advisor.formulas.params import layer_linear_shapes, param_counts
-from advisor.core.records import frozen
 from advisor.formulas.setup import TrainingSetup
 
 
-@frozen
-class StepTimeConstants:
+class StepTimeConstants(Struct, frozen=True):
     """The fitted constants of the step-time model, each with a physical meaning (docs/estimation.md)."""
     matmul_fraction_max: float    # achieved fraction of dense peak for large matmuls
     matmul_half_tokens: float     # tokens per micro-batch at which matmuls reach half of matmul_fraction_max
@@ -44,8 +43,7 @@ COMM_EFFICIENCY = 0.85
 ATTENTION_BACKWARD_FACTOR = 2.5
 
 
-@frozen
-class StepWork:
+class StepWork(Struct, frozen=True):
     """What one GPU does in one optimizer step, in FLOPs and bytes, before any rate is applied."""
     micro_batches: int
     tokens_per_micro_batch: float
@@ -196,8 +194,7 @@ def matmul_fraction(tokens_per_micro_batch: float, c: StepTimeConstants) -> floa
     return c.matmul_fraction_max * n / (n + c.matmul_half_tokens)
 
 
-@frozen
-class StepTime:
+class StepTime(Struct, frozen=True):
     """Seconds of one optimizer step on one GPU, by term."""
     matmul_s: float
     attention_s: float

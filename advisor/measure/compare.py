@@ -2,15 +2,15 @@
 
 import json
 import statistics
-from dataclasses import replace
 from pathlib import Path
 
+from msgspec.structs import replace
 from pydantic import BaseModel, ConfigDict, Field
 
 from advisor.plan.calibration import Calibration, CalibrationEntry
 from advisor.core.errors import AdvisorError
 from advisor.formulas.flops import flops_utilization, gpu_hours
-from advisor.core.records import to_json
+from advisor.core.convert import to_json
 from advisor.measure.runreport import RunReport, load_report
 
 

@@ -3,17 +3,18 @@ estimate beside its measurement. Which rows the estimator can express, and why n
 
 import functools
 import statistics
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
+from msgspec import Struct
+from msgspec.structs import replace
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from advisor.catalog import load as catalog
-from advisor.catalog.types import Gpu, ModelArch
+from advisor.catalog.types import DEFAULT_CUDA_CONTEXT_GIB, Gpu, ModelArch
+from advisor.core.convert import InputError, convert
 from advisor.core.errors import AdvisorError
 from advisor.formulas.memory import DEFAULT_OVERHEAD_FIXED_GIB, DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
-from advisor.core.records import RecordError, default, frozen, parse
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
 from advisor.formulas.setup import TrainingSetup, canonical_dtype
 
@@ -86,8 +87,8 @@ def _extra_archs(directory: Path) -> dict[str, ModelArch | str]:
     out: dict[str, ModelArch | str] = {}
     for entry in yaml.safe_load(path.read_text()) or []:
         try:
-            out[entry["name"].lower()] = parse(ModelArch, entry)
-        except RecordError as exc:
+            out[entry["name"].lower()] = convert(ModelArch, entry)
+        except InputError as exc:
             out[entry["name"].lower()] = exc.msg
     return out
 
@@ -131,8 +132,7 @@ def row_optimizer(text: str | None) -> str:
     return "adamw"
 
 
-@frozen
-class RowCase:
+class RowCase(Struct, frozen=True):
     """A published row as a TrainingSetup, with what the estimator cannot express about it."""
     row: PublishedRow
     setup: TrainingSetup | None
@@ -243,8 +243,7 @@ def _grad_accum(row: PublishedRow) -> int:
     return 1
 
 
-@frozen
-class RowEstimate:
+class RowEstimate(Struct, frozen=True):
     case: RowCase
     memory_gib: float | None
     tokens_per_second: float | None
@@ -277,7 +276,7 @@ def row_memory_gib(case: RowCase, overhead_fraction: float | None = None) -> flo
 
 def cuda_context_gib(gpu: Gpu | None) -> float:
     """The GPU's CUDA context (catalog.CUDA_CONTEXT_SOURCE), or the catalog's default where the GPU is unstated."""
-    return gpu.cuda_context_gib if gpu else default(Gpu, "cuda_context_gib")
+    return gpu.cuda_context_gib if gpu else DEFAULT_CUDA_CONTEXT_GIB
 
 
 def memory_stat(row: PublishedRow) -> str:

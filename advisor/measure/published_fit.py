@@ -3,13 +3,14 @@ leave-one-out error that shows whether the fit generalises: each row predicted b
 
 import math
 import statistics
-from dataclasses import replace
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from advisor.core.errors import AdvisorError
 from advisor.measure.published import (
     RowCase, cuda_context_gib, memory_parts, memory_stat, row_memory_gib, row_tokens_per_second, row_work,
 )
-from advisor.core.records import frozen
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants
 
 # No GEMM library reaches the datasheet peak: large bf16 matmuls run at about 0.8 of it (the H200 this project's
@@ -58,8 +59,7 @@ def fit_constants(rows, start: StepTimeConstants = DEFAULT_STEP_TIME) -> StepTim
     return replace(best, source=f"fitted to {len(rows)} published rows (mean |log error| {best_loss:.3f})")
 
 
-@frozen
-class LeaveOneOut:
+class LeaveOneOut(Struct, frozen=True):
     row_id: str
     estimate: float
     measured: float
@@ -107,8 +107,7 @@ def overhead_leave_one_out(rows) -> list[LeaveOneOut]:
     return out
 
 
-@frozen
-class PublishedFit:
+class PublishedFit(Struct, frozen=True):
     """The constants fitted to a set of published rows, each row's estimate with them, and leave-one-out."""
     constants: StepTimeConstants
     overhead_fraction: float | None

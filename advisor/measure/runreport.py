@@ -2,12 +2,24 @@
 
 import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
 
+from advisor.core.convert import convert, to_json
 from advisor.core.errors import AdvisorError
 from advisor.core.numbers import human
 from advisor.plan.estimate import Estimate
+
+
+def _estimate(value) -> Estimate:
+    """report.json's estimate, a msgspec Struct, read by msgspec (keys another version wrote are ignored); its
+    InputError (a ValueError) names the field."""
+    return value if isinstance(value, Estimate) else convert(Estimate, value)
+
+
+# The Estimate inside the pydantic report: validated by msgspec, dumped as its JSON form
+ReportEstimate = Annotated[Estimate, PlainValidator(_estimate), PlainSerializer(to_json)]
 
 
 class LossSummary(BaseModel):
@@ -52,7 +64,7 @@ class RunReport(BaseModel):
     gpu_name: str | None = Field(description="Catalog name of the GPU the run used, if recognised.")
     world_size: int
     versions: dict[str, str | None]
-    estimate: Estimate
+    estimate: ReportEstimate
     resumed_from_step: int | None = None
     seed: int
     interrupted_by: str | None = Field(None, description="SIGINT or SIGTERM when the run stopped early at a checkpoint.")

@@ -1,44 +1,56 @@
 """Calibration: efficiency and memory overhead fitted per GPU type and method from measured runs."""
 
 import json
+import math
 from pathlib import Path
+from typing import Annotated
+
+from msgspec import Meta, Struct
 
 from advisor.catalog.load import default_calibration_path
+from advisor.core.convert import InputError, convert
 from advisor.core.errors import AdvisorError
-from advisor.core.records import RecordError, bounded, parse, record
 
 
-@record
-class CalibrationEntry:
+class CalibrationEntry(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One (GPU type, method) cell: medians over its runs, with their spread (min-max); every number finite."""
 
     gpu: str
     method: str
-    runs: int = bounded(ge=1)
-    efficiency: float = bounded(gt=0, le=1, finite=True, description="Executed FLOPs / (wall x GPUs x peak): achieved "
-                                                                      "fraction of peak.")
-    efficiency_min: float = bounded(finite=True)
-    efficiency_max: float = bounded(finite=True)
-    memory_overhead_fraction: float = bounded(finite=True, description="Measured peak / estimated peak without "
-                                              "overhead, minus 1 (at least 0: the fit never predicts below the memory "
-                                              "model).")
-    memory_overhead_min: float = bounded(finite=True)
-    memory_overhead_max: float = bounded(finite=True)
+    runs: Annotated[int, Meta(ge=1)]
+    efficiency: Annotated[float, Meta(gt=0, le=1, description="Executed FLOPs / (wall x GPUs x peak): achieved "
+                                                              "fraction of peak.")]
+    efficiency_min: float
+    efficiency_max: float
+    memory_overhead_fraction: Annotated[float, Meta(description="Measured peak / estimated peak without overhead, "
+                                                                "minus 1 (at least 0: the fit never predicts below the "
+                                                                "memory model).")]
+    memory_overhead_min: float
+    memory_overhead_max: float
+
+    def __post_init__(self):
+        """Every number finite: msgspec's Meta bounds a number but has no finiteness check of its own (it reports this
+        ValueError as a validation error of the entry)."""
+        for name in ("efficiency_min", "efficiency_max", "memory_overhead_fraction", "memory_overhead_min",
+                     "memory_overhead_max"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name}: Expected a finite number, got {getattr(self, name)}")
 
 
-@record
-class Calibration:
+class Calibration(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """What `advisor calibrate` fitted (calibration.json), read back by every estimate."""
 
-    entries: list[CalibrationEntry] = bounded(default_factory=list)
-    leave_one_out: dict[str, float] = bounded(default_factory=dict, description="Median |predicted/measured - 1| when each "
-                                                                               "run is predicted from the others.")
-    step_time: dict[str, float] | None = bounded(None, description="advisor.formulas.step_time.StepTimeConstants fitted to "
-                                                                 "published rows (used where no run cell applies).")
-    memory_overhead_fraction: float | None = bounded(None, description="The allocator's reserve as a fraction of "
-                                                   "activations and logits, fitted to published reserved-memory rows.")
-    published: dict[str, float | str] = bounded(default_factory=dict, description="The published rows fitted: file, "
-                                              "counts, in-sample and leave-one-out median errors.")
+    entries: list[CalibrationEntry] = []
+    leave_one_out: Annotated[dict[str, float], Meta(description="Median |predicted/measured - 1| when each run is "
+                                                                "predicted from the others.")] = {}
+    step_time: Annotated[dict[str, float] | None, Meta(description=(
+        "advisor.formulas.step_time.StepTimeConstants fitted to published rows (used where no run cell "
+        "applies)."))] = None
+    memory_overhead_fraction: Annotated[float | None, Meta(description=(
+        "The allocator's reserve as a fraction of activations and logits, fitted to published reserved-memory "
+        "rows."))] = None
+    published: Annotated[dict[str, float | str], Meta(description="The published rows fitted: file, counts, in-sample "
+                                                                  "and leave-one-out median errors.")] = {}
     path: Path | None = None
 
     def _entry(self, gpu: str, method: str) -> CalibrationEntry | None:
@@ -76,10 +88,10 @@ def load_calibration(path: Path | str | None = None) -> Calibration | None:
         return None
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
-        calibration = parse(Calibration, {**data, "path": path})
+        calibration = convert(Calibration, {**data, "path": path})
     except UnicodeDecodeError as exc:
         raise AdvisorError(f"{path}: not a calibration file (not UTF-8 at byte {exc.start})") from None
-    except (json.JSONDecodeError, RecordError, TypeError, RecursionError) as exc:
+    except (json.JSONDecodeError, InputError, TypeError, RecursionError) as exc:
         raise AdvisorError(f"{path}: not a calibration file ({_first_problem(exc)})") from None
     except OSError as exc:
         raise AdvisorError(f"{path}: cannot read the calibration file ({exc.strerror or exc})") from None
@@ -92,6 +104,6 @@ def load_calibration(path: Path | str | None = None) -> Calibration | None:
 
 
 def _first_problem(exc: Exception) -> str:
-    """The first line that says what is wrong (a RecordError names the field and its problem)."""
+    """The first line that says what is wrong (an InputError names the field and its problem)."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 

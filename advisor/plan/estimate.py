@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
+from msgspec.structs import asdict, replace
 
 from advisor.catalog.types import Gpu
 from advisor.catalog.load import get_gpu
@@ -13,7 +15,6 @@ from advisor.plan.efficiency import training_efficiency
 from advisor.core.errors import AdvisorError
 from advisor.formulas.flops import cost_usd, flops_per_token, gpu_hours, training_flops
 from advisor.core.numbers import human
-from advisor.core.records import bounded, record
 from advisor.formulas.params import param_counts
 from advisor.plan.launch_plan import gpus_needed, plan_launch, suggest_fits
 from advisor.plan.recipe_setup import not_modelled, recipe_setup
@@ -30,13 +31,11 @@ if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommen
 CHARS_PER_TOKEN = 4.0
 
 
-@record
-class Estimate:
-    """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`."""
+class Estimate(Struct, frozen=True, kw_only=True):
+    """Everything the advisor predicts for one training setup; a run stores it in report.json under `estimate`.
 
-    # read back inside RunReport (pydantic, extra="forbid"): keys another version wrote are ignored here, as they
-    # were when this was a pydantic model, so older and newer report.json files still load
-    __pydantic_config__ = {"extra": "ignore"}
+    Read back inside RunReport (advisor.measure.runreport) it ignores keys another version wrote (msgspec's default,
+    no forbid_unknown_fields), so older and newer report.json files still load."""
 
     recipe: str | None = None
     method: str
@@ -76,8 +75,8 @@ class Estimate:
     cost_usd: float | None = None
     calibration: str | None = None
     precision_conflict: str | None = None
-    not_modelled: list[str] = bounded(default_factory=list)  # settings whose cost the estimate leaves out
-    overrides: list[str] = bounded(default_factory=list)  # flags that replaced the recipe's values, as said
+    not_modelled: list[str] = []  # settings whose cost the estimate leaves out
+    overrides: list[str] = []  # flags that replaced the recipe's values, as said
 
 
 def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[float, str]:
@@ -146,7 +145,7 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         total_flops=flops.total * tokens if tokens is not None else None,
         efficiency=efficiency, efficiency_source=source, gpu_hours=hours, cost_usd=cost,
         tokens_per_second_per_gpu=gpu.peak_flops * efficiency / flops.total if gpu else None,
-        step_seconds=step.__dict__ | {"tokens_per_second": step.tokens_per_second} if step else None,
+        step_seconds=asdict(step) | {"tokens_per_second": step.tokens_per_second} if step else None,
         calibration=str(calibration.path) if calibration else None,
     )
 

@@ -7,14 +7,15 @@ keeps what each decided with its reason.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from msgspec import Struct
+from msgspec.structs import replace
+
 from advisor.catalog.types import Gpu
-from advisor.core.records import frozen
 from advisor.formulas.memory import MemoryBreakdown, memory_per_gpu
 from advisor.formulas.setup import TrainingSetup
-from advisor.formulas.step_time import DEFAULT_STEP_TIME
+from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants
 from advisor.plan.sizing import ShardingChoice, choose_checkpointing, choose_sharding, valid_gpu_counts
 
 if TYPE_CHECKING:  # annotations only
@@ -24,8 +25,7 @@ if TYPE_CHECKING:  # annotations only
 MAX_GPUS_TRIED = 4096
 
 
-@frozen
-class LaunchPlan:
+class LaunchPlan(Struct, frozen=True):
     """A setup as it launches on one GPU type: sharding and checkpointing decided, its peak memory per GPU."""
     setup: TrainingSetup          # sharding (ddp/fsdp on several GPUs) and gradient_checkpointing decided
     requested: TrainingSetup      # the setup as asked for (sharding and checkpointing possibly auto)
@@ -51,19 +51,27 @@ def memory_overheads(gpu: Gpu | None, method: str, calibration: Calibration | No
 
 def plan_launch(setup: TrainingSetup, gpu: Gpu | None, calibration: Calibration | None = None,
                 checkpointing: bool | None = None, checkpointing_reason: str = "set in the recipe") -> LaunchPlan:
-    """Decide the setup's sharding (`choose_sharding`: by the replica's peak against the card's usable memory, then
-    the faster) and
-    its gradient checkpointing (`choose_checkpointing` when `checkpointing` is None, i.e. auto; else as given), then
-    its peak memory per GPU. A CPU offload that cannot act (one GPU, DDP) is refused by `choose_sharding`."""
-    overheads = memory_overheads(gpu, setup.method, calibration)
-    usable = gpu.usable_memory_gib if gpu else None
+    """The plan of `setup` on `gpu` (`launch_on`), with the memory overhead and step-time constants a calibration
+    fitted (the formulas' own without one)."""
     constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
+    return launch_on(setup, gpu, memory_overheads(gpu, setup.method, calibration), constants, checkpointing,
+                     checkpointing_reason)
+
+
+def launch_on(setup: TrainingSetup, gpu: Gpu | None, overheads: dict, constants: StepTimeConstants = DEFAULT_STEP_TIME,
+              checkpointing: bool | None = None, checkpointing_reason: str = "set in the recipe") -> LaunchPlan:
+    """Decide the setup's sharding (`choose_sharding`: by the replica's peak against the card's usable memory, then
+    the faster) and its gradient checkpointing (`choose_checkpointing` when `checkpointing` is None, i.e. auto; else as
+    given), then its peak memory per GPU. A CPU offload that cannot act (one GPU, DDP) is refused by
+    `choose_sharding`."""
+    usable = gpu.usable_memory_gib if gpu else None
     sharding = choose_sharding(setup, gpu, overheads, checkpointing, constants)
     decided = setup if sharding.strategy == "none" else replace(setup, sharding=sharding.strategy)
     if checkpointing is None:
         checkpointing, checkpointing_reason = choose_checkpointing(decided, usable, overheads)
     decided = replace(decided, gradient_checkpointing=checkpointing)
-    return LaunchPlan(decided, setup, gpu, sharding, checkpointing_reason, overheads, memory_per_gpu(decided, **overheads))
+    return LaunchPlan(decided, setup, gpu, sharding, checkpointing_reason, overheads,
+                      memory_per_gpu(decided, **overheads))
 
 
 def gpus_needed(setup: TrainingSetup, gpu: Gpu, calibration: Calibration | None = None,

@@ -1,16 +1,17 @@
 """The recipe schema: one typed, validated description of a LoRA/QLoRA fine-tune (no torch needed to read it)."""
 
-import dataclasses
 import difflib
 import re
+import typing
 from pathlib import Path
 
+import msgspec
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
-from advisor.core.records import RecordError
+from advisor.core.convert import InputError
 from advisor.plan.recipe_sections import (
     _STRICT, DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, TrainSection,
 )
@@ -250,16 +251,22 @@ KEY_PATHS = {
 }
 
 
+def _unwrapped(annotation):
+    """An annotation without typing.Annotated's wrapper (the inline arch carries its msgspec validator in one)."""
+    return typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+
+
 def _is_section(annotation) -> bool:
-    """A recipe section (a pydantic model) or a record inside one (a dataclass such as the inline ModelArch)."""
-    return isinstance(annotation, type) and (issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation))
+    """A recipe section (a pydantic model) or a msgspec Struct inside one (the inline ModelArch)."""
+    annotation = _unwrapped(annotation)
+    return isinstance(annotation, type) and issubclass(annotation, (BaseModel, msgspec.Struct))
 
 
 def _field_types(section) -> dict:
-    """A section's field names and their annotations (pydantic model or dataclass)."""
+    """A section's field names and their annotations (pydantic model or msgspec Struct)."""
     if issubclass(section, BaseModel):
         return {name: field.annotation for name, field in section.model_fields.items()}
-    return {f.name: f.type for f in dataclasses.fields(section)}
+    return {f.name: f.type for f in msgspec.structs.fields(section)}
 
 
 def _section_model(loc: tuple) -> type | None:
@@ -269,10 +276,11 @@ def _section_model(loc: tuple) -> type | None:
         annotation = _field_types(model).get(part) if isinstance(part, str) else None
         if annotation is None:
             return model if isinstance(part, int) else None
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if _is_section(a)]
+        arms = typing.get_args(annotation) if typing.get_origin(annotation) is not typing.Annotated else ()
+        candidates = [a for a in arms or (annotation,) if _is_section(a)]
         if not candidates:
             return None
-        model = candidates[0]
+        model = _unwrapped(candidates[0])
     return model
 
 
@@ -306,17 +314,26 @@ def _suggest_key(loc: tuple) -> str:
     return f"; valid keys here: {', '.join(valid)}" if valid else ""
 
 
-# pydantic's error types for a key no field takes: in a model, and in a dataclass (a record such as model.arch)
-_UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
+# pydantic's error type for a key no field takes
+_UNKNOWN_KEY = "extra_forbidden"
+# An InputError's kind (the inline arch, read by msgspec: advisor.core.convert) as pydantic's error type
+_INPUT_ERROR_TYPES = {"unknown": _UNKNOWN_KEY, "missing": "missing"}
+
+
+def _unpacked(err: dict) -> dict:
+    """pydantic's error with an InputError inside it (model.arch) spelled as pydantic's own: its path appended to the
+    location, its kind as the error type, its message."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    inner = (err.get("ctx") or {}).get("error")
+    if isinstance(inner, InputError):
+        return {**err, "loc": loc + inner.loc, "type": _INPUT_ERROR_TYPES.get(inner.kind, err["type"]), "msg": inner.msg}
+    return {**err, "loc": loc}
 
 
 def _describe_one(err: dict) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
-    record_error = (err.get("ctx") or {}).get("error")
-    if isinstance(record_error, RecordError):  # a record's own check (advisor.core.records): its field and message
-        loc, err = loc + record_error.loc, {**err, "msg": record_error.msg}
+    loc = err["loc"]
     where = ".".join(str(p) for p in loc) or "(recipe)"
-    if err["type"] in _UNKNOWN_KEY:
+    if err["type"] == _UNKNOWN_KEY:
         return f"unknown key {where}{_suggest_key(loc)}"
     if err["type"] == "missing":
         return f"missing required key {where}"
@@ -328,7 +345,8 @@ def _describe_one(err: dict) -> str:
 def describe_validation_error(exc: ValidationError, source: str) -> str:
     """One line naming every bad field, what is wrong and how to fix it (nearest key for misspellings, our key for
     another tool's). A misspelled key also makes its intended key "missing", so unknown keys are reported first."""
-    errors = sorted(exc.errors(), key=lambda e: 0 if e["type"] in _UNKNOWN_KEY else 2 if e["type"] == "missing" else 1)
+    errors = sorted((_unpacked(e) for e in exc.errors()),
+                    key=lambda e: 0 if e["type"] == _UNKNOWN_KEY else 2 if e["type"] == "missing" else 1)
     problems = list(dict.fromkeys(_describe_one(e) for e in errors))
     if len(problems) == 1:
         return f"{source}: {problems[0]}"

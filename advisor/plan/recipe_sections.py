@@ -1,13 +1,14 @@
 """The recipe's sections (model, lora, quant, data, train, eval, launch): typed fields with their meaning and defaults."""
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from msgspec.structs import replace
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, field_validator, model_validator
 
 from advisor.catalog.types import ModelArch
 from advisor.catalog.load import get_model, load
+from advisor.core.convert import convert, to_json
 from advisor.core.errors import AdvisorError
 from advisor.formulas.params import KNOWN_TARGETS, resolve_lora_targets
 from advisor.formulas.setup import Dtype, Optimizer, SavedModule, Sharding
@@ -15,12 +16,22 @@ from advisor.formulas.setup import Dtype, Optimizer, SavedModule, Sharding
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+def _inline_arch(value) -> ModelArch:
+    """model.arch, a msgspec Struct, read by msgspec: unknown keys refused, constraints checked; its InputError (a
+    ValueError, which pydantic reports with the error attached) names the field inside the arch."""
+    return value if isinstance(value, ModelArch) else convert(ModelArch, value)
+
+
+# ModelArch inside the pydantic recipe: validated by msgspec, dumped as its JSON form
+InlineArch = Annotated[ModelArch, PlainValidator(_inline_arch), PlainSerializer(to_json)]
+
+
 class ModelSection(BaseModel):
     """Which model to adapt: a hub id or local path (`name`), or an architecture given inline (`arch`)."""
 
     model_config = _STRICT
     name: str | None = Field(None, description="Hugging Face hub id or local directory of the base model.")
-    arch: ModelArch | None = Field(None, description="Architecture given inline (Hugging Face config fields); the "
+    arch: InlineArch | None = Field(None, description="Architecture given inline (Hugging Face config fields); the "
                                                      "model is initialised randomly. For smoke tests and benchmarks.")
     random_init: bool = Field(False, description="Build `name`'s architecture from the advisor catalog and initialise it "
                                                  "randomly instead of loading weights (benchmarks; nothing is downloaded). "

@@ -5,13 +5,14 @@ comes from advisor.formulas.memory, which never calls back here.
 """
 
 import math
-from dataclasses import replace
+
+from msgspec import Struct
+from msgspec.structs import replace
 
 from advisor.catalog.types import Gpu
 from advisor.core.errors import AdvisorError
 from advisor.formulas.memory import memory_per_gpu
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, step_seconds, step_work
-from advisor.core.records import frozen
 from advisor.formulas.setup import TrainingSetup
 
 # launch.strategy: auto shards (FSDP, ZeRO-3: Rajbhandari et al. 2020 §5) when one replica's peak exceeds this share
@@ -26,8 +27,7 @@ DDP_MAX_REPLICA_SHARE = 0.90
 FSDP_MIN_SPEEDUP = 1.10
 
 
-@frozen
-class ShardingChoice:
+class ShardingChoice(Struct, frozen=True):
     """How the model is spread over the GPUs: none (one GPU), ddp (a replica each) or fsdp (sharded)."""
     strategy: str
     reason: str
@@ -135,8 +135,7 @@ def valid_gpu_counts(available: int) -> list[int]:
 GPU_HOURS_TIE_SHARE = 0.01
 
 
-@frozen
-class CountPlan:
+class CountPlan(Struct, frozen=True):
     """One candidate GPU count for a job: whether it fits memory, its GPU-hours and its wall-clock days."""
     gpus: int
     fits: bool

@@ -6,19 +6,19 @@ choices (advisor.decide.choose) and the formulas' own constants, never from lite
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from msgspec import Struct, structs
+
 from advisor.core.numbers import human
-from advisor.core.records import bounded, record
 from advisor.decide.choose import Decision, MethodChoice, TierChoice, decide, rank_options
 from advisor.decide.constraints import ASSUMED_DEADLINE_DAYS, days_text
 from advisor.decide.costing import (
     DECODE_EFFICIENCY, PREFILL_EFFICIENCY, SERVING_KV_CACHE_SHARE, TRAINING_KEYS, Option, gpu_price,
 )
 from advisor.decide.findings import FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding
-from advisor.decide.situation import TIERS, Situation, Tier
+from advisor.decide.situation import Situation, Tier
 from advisor.formulas.setup import TrainingSetup
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
 from advisor.plan.sizing import AUTO_CHECKPOINTING_MAX_SHARE
@@ -31,14 +31,13 @@ if TYPE_CHECKING:  # annotations only
 METHOD_LABELS = {"full": "full", "lora": "LoRA", "qlora": "QLoRA"}
 OPTIMIZER_LABELS = {"adamw": "AdamW", "adamw-8bit": "8-bit AdamW", "paged-adamw-8bit": "paged 8-bit AdamW"}
 # The fine-tune setup recommend costs: advisor.decide.costing builds it with TrainingSetup's defaults
-_COSTED = {f.name: f.default for f in dataclasses.fields(TrainingSetup)}
+_COSTED = {f.name: f.default for f in structs.fields(TrainingSetup)}
 
 
-@record
-class Recommendation:
+class Recommendation(Struct, frozen=True, kw_only=True):
     """The decision as people and scripts read it: the options, the reasoning in words, the assumptions."""
 
-    tier: Tier = bounded(choices=TIERS)
+    tier: Tier
     method: str  # the chosen option's method (prompt+retrieval, self-host+retrieval, lora, qlora, full, pretrain)
     effective_tokens: float
     compute_optimal_params: float  # the headline: compute_optimal_fit; the other fits in compute_optimal_alternatives
@@ -51,11 +50,11 @@ class Recommendation:
     viable: bool = True  # false: no option meets every constraint; `nearest_viable` lists what would
     deadline_days: float | None = None
     deadline_assumed: bool = False
-    break_even_ranges: list[tuple[float, float | None]] = bounded(default_factory=list)
-    nearest_viable: list[Alternative] = bounded(default_factory=list)
+    break_even_ranges: list[tuple[float, float | None]] = []
+    nearest_viable: list[Alternative] = []
     review: Review | None = None
     compute_optimal_fit: str = "chinchilla-rule"
-    compute_optimal_alternatives: dict[str, float] = bounded(default_factory=dict)  # fit name -> parameters
+    compute_optimal_alternatives: dict[str, float] = {}  # fit name -> parameters
 
 
 def efficiency_text(calibration_path: Path | str | None) -> str:
