@@ -55,7 +55,7 @@ def test_every_recipe_key_reaches_the_estimate_or_says_why_not():
 
 
 def _estimate(recipe: Path, sets: list[str], tokens: float | None = 1e9, **kwargs) -> dict:
-    from advisor.core.records import to_json
+    from advisor.core.convert import to_json
     return to_json(estimate_recipe(load_recipe(recipe, sets), "H100", tokens=tokens, **kwargs))
 
 
