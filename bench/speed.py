@@ -50,7 +50,7 @@ import torch  # noqa: E402
 
 from bench.common import sync, synthetic_corpus, synthetic_instructions  # noqa: E402
 
-from advisor.catalog.types import ModelArch
+from advisor.catalog.types import ModelArch  # noqa: E402
 from advisor.catalog.load import get_model  # noqa: E402
 from advisor.formulas.flops import flops_per_token  # noqa: E402
 from advisor.formulas.params import lora_trainable_params  # noqa: E402

@@ -1,7 +1,12 @@
 """Peak live tensor bytes of one train_step (grad_accum 2, stock loss, 32k vocab): with and without `del out`, the live
 bytes when the second micro-batch's forward starts. Usage: python bench/step_outputs.py"""
-import inspect, textwrap, sys, torch
-from pathlib import Path; sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import inspect
+import textwrap
+import sys
+import torch
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import runners.train as T
 from bench.measure import LiveBytes
 from runners.data import PackedRows, get_batch
@@ -22,12 +27,14 @@ params = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=1e-4)
 src = textwrap.dedent(inspect.getsource(T.train_step)).replace("        del out  # the step's outputs (logits included) are freed before the next forward\n", "")
 assert "del out" not in src
-ns = dict(vars(T)); exec(src, ns); without_del = ns["train_step"]
+ns = dict(vars(T))
+exec(src, ns)
+without_del = ns["train_step"]
 T.train_step(model, opt, params, batches, ctx, torch.float32, recipe.train, 0)  # optimizer state created
 for name, fn in (("with del out", T.train_step), ("without del out", without_del), ("with del out", T.train_step)):
     starts = []
     with LiveBytes() as mode:
-        hook = model.register_forward_pre_hook(lambda m, a: starts.append(mode.current))
+        hook = model.register_forward_pre_hook(lambda m, a: starts.append(mode.current))  # noqa: B023 - used in this iteration
         fn(model, opt, params, batches, ctx, torch.float32, recipe.train, 1)
         hook.remove()
     print(f"{name}: live at the 2nd micro-batch's forward {starts[1] / 2**20:.1f} MiB, step peak {mode.peak / 2**20:.1f} MiB (logits of one micro-batch: {2*seq*32000*4/2**20:.1f} MiB fp32)")

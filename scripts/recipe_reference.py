@@ -14,9 +14,9 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from advisor.plan.recipe import (
+from advisor.plan.recipe import (  # noqa: E402
     DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection,
-)  # noqa: E402
+)
 from advisor.plan.recipe_sections import DataSource  # noqa: E402
 
 

@@ -30,7 +30,7 @@ def test_moe_qlora_weights_estimate_matches_what_bitsandbytes_keeps(tmp_path):
     """QLoRA on a MoE: attention in NF4, fused experts and router unquantised, kept in bf16 by the runner (no peft fp32
     upcast): the estimate's weight bytes against the bytes of the base weights' storage as the runner prepares them."""
     torch = pytest.importorskip("torch")
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
     from runners.model import attach_adapters, load_model
     # in bf16, as on a GPU (the CPU recipe computes in fp32, which keeps the unquantised parameters in fp32)
     recipe = load_recipe(RECIPES / "tiny-cpu-moe-qlora.yaml", ["quant.compute_dtype=bfloat16", "model.dtype=bfloat16"])

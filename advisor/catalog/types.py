@@ -7,7 +7,7 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from advisor.catalog.arch import HF_CONFIG_DEFAULTS, NESTED_CONFIG_KEYS, SUPPORTED_MODEL_TYPES, config_value, unsupported
+from advisor.catalog.arch import SUPPORTED_MODEL_TYPES, config_value, unsupported
 
 # The CUDA context a GPU entry assumes where it gives none (see CUDA_CONTEXT_SOURCE below).
 DEFAULT_CUDA_CONTEXT_GIB = 0.5

@@ -18,7 +18,7 @@ from msgspec import Struct
 from advisor.decide.constraints import deadline_days, distance
 from advisor.decide.costing import TRAINING_KEYS, Option, UsageBreakEven, cost_options, rule_usage_break_even
 from advisor.decide.findings import (
-    FULL_FINETUNE_MIN_TOKENS, ComputeOptimalSize, Finding, PretrainingViability, rule_api_quality,
+    FULL_FINETUNE_MIN_TOKENS, ComputeOptimalSize, PretrainingViability, rule_api_quality,
     rule_compute_optimal_size, rule_inference_aware, rule_pretraining_viability, rule_privacy, rule_repeated_data,
     rule_task_kind,
 )
