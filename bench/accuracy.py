@@ -35,9 +35,9 @@ def main() -> None:
     lines += section() + ["", "## This project's runs", ""]
     if not run_dirs:
         lines += ["**No GPU run of this project's runner has been measured yet.** The estimators' memory terms are "
-                  "checked on the CPU against the bytes autograd really keeps (`tests/test_activation_memory.py`, "
+                  "checked on the CPU against the bytes autograd really keeps (`tests/advisor/test_activation_memory.py`, "
                   "`bench/results/activation_fit_cpu.json`) and their parameter counts against transformers and peft "
-                  "(`tests/test_estimate.py`); GPU runs will be listed here once they exist.", ""]
+                  "(`tests/advisor/test_estimate.py`); GPU runs will be listed here once they exist.", ""]
         doc.write_text("\n".join(lines))
         print(f"wrote {doc} (published rows; no runs)")
         return

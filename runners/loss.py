@@ -11,7 +11,7 @@ upcast to fp32 for the softmax, the gradient cast back to the compute dtype befo
 
 Only a frozen, bias-free head on a model whose forward is the plain `lm_head(model(...).last_hidden_state)` is
 fused (advisor.formulas.fused_loss.FUSED_LOSS_MODEL_TYPES, each checked against the stock loss and gradients in
-tests/test_fused_loss.py); anything else keeps transformers' own forward.
+tests/runners/test_fused_loss.py); anything else keeps transformers' own forward.
 """
 
 import types

@@ -5,7 +5,7 @@ with model.dtype bfloat16, or a 4-bit base computing in bf16). lora_A's matmul s
 gradient, so every adapted projection keeps an fp32 copy of its input from forward to backward: 4 bytes per element
 where the source is 2, and q/k/v (and gate/up), which read the same input, each keep their own copy. Casting a bf16
 or fp16 tensor to fp32 is exact, so saving the source and casting again in backward gives the same gradients bit for
-bit, with half the bytes and one copy per distinct input (measured in tests/test_upcast.py and bench/speed.py).
+bit, with half the bytes and one copy per distinct input (measured in tests/runners/test_upcast.py and bench/speed.py).
 Under autocast (the GPU) peft's fp32 copy is cast back to bf16 before the matmul and is not what gets saved, so
 nothing changes there.
 """

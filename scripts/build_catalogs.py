@@ -1,5 +1,5 @@
 """Write advisor/catalog/data/{gpus,models,apis}.json from the YAML catalogs: validated entries and the YAML's digest, so the
-advisor loads its catalogs without parsing YAML (tests/test_catalog_json.py checks they match).
+advisor loads its catalogs without parsing YAML (tests/advisor/test_catalog_json.py checks they match).
 
 Usage: python scripts/build_catalogs.py   (after editing any advisor/catalog/data/*.yaml)
 """

@@ -14,7 +14,7 @@ from advisor.render.estimate import gpu_time
 from advisor.plan.sizing import bf16_conflict, bf16_note
 from tests.conftest import ROOT, run_cli
 from tests.helpers import RECIPES
-from tests.test_compare import synthetic
+from tests.advisor.test_compare import synthetic
 
 TINY = RECIPES / "tiny-cpu-lora.yaml"
 QLORA_8B = RECIPES / "llama3.1-8b-qlora.yaml"

@@ -7,7 +7,7 @@ shapes: attention (q/k/v/o or Phi-3's fused qkv_proj; GQA heads, head_dim, q/k n
 in one line naming what is supported: it is never counted as if it were a Llama.
 
 Each builder follows the model's modeling file in transformers (models/<type>/modeling_<type>.py); the counts they give
-are checked to the parameter against the real modules, and peft's adapters on them, in tests/test_arch.py.
+are checked to the parameter against the real modules, and peft's adapters on them, in tests/advisor/test_arch.py.
 This module reads only fields of a ModelArch (advisor.catalog), which imports nothing from here but the names below.
 """
 
@@ -328,7 +328,7 @@ def vision_encoder_params(vision: dict, text_hidden_size: int) -> int | None:
     (weight and bias); per layer q/k/v/o with biases, fc1/fc2 with biases and two LayerNorms; the pixel-shuffle
     adapter fc1 (h / ratio^2 -> projector_input_dim) and fc2 (-> projector_output_dim), bias-free; the projector
     vision_output_dim -> text hidden (bias per multi_modal_projector_bias). For Llama-4-Scout: 871,932,416, equal
-    to transformers' count on the meta device (tests/test_arch.py).
+    to transformers' count on the meta device (tests/advisor/test_arch.py).
     """
     if vision.get("model_type") not in COUNTED_VISION_ENCODERS:
         return None

@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # the command (first word after `advisor`) -> the module in advisor.cli that registers it on the app;
-# tests/test_cli.py checks this against the commands the full app registers, so it cannot drift
+# tests/advisor/test_cli.py checks this against the commands the full app registers, so it cannot drift
 COMMAND_MODULES = {
     "recommend": "recommend", "review": "advise", "estimate": "advise",
     "validate": "runs", "run": "runs", "compare": "runs", "calibrate": "runs", "generate": "runs", "chat": "runs",

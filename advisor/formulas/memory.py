@@ -147,7 +147,7 @@ ACT_LORA_TARGET = {"qkv": 4.7, "o": 3.2, "gate_up": 4.4, "down": 2.2, "rank": 3.
 # QLoRA prepared with peft's prepare_model_for_kbit_training keeps 6 bytes x I more per token per layer than LoRA,
 # whatever the targets (measured: exact at three shapes, all-linear and q,v): its fp32 norms put part of the MLP path
 # in fp32. With the unquantised parameters kept in bf16 (the runner's default) QLoRA keeps what LoRA keeps (measured
-# within 1.5% at h=288, I=768, all-linear and q,v: bench/results/qlora_dtype_cpu.json, tests/test_activation_memory.py).
+# within 1.5% at h=288, I=768, all-linear and q,v: bench/results/qlora_dtype_cpu.json, tests/advisor/test_activation_memory.py).
 ACT_QLORA_EXTRA_I = 6.0
 # Adapters in bf16 (torchtune, fsdp_qlora, peft with autocast_adapter_dtype=False) read the layer's bf16 input with no
 # cast copy: 1.0 byte less per input element of each adapted projection than the fp32 adapters the ACT_LORA_* fits
@@ -211,7 +211,7 @@ LOGITS_RETURNED_BYTES_PER_ELEMENT = 2.0
 LOGITS_BYTES_PER_ELEMENT = 14.0
 # The fused head + loss holds one chunk's logits in the compute dtype while it upcasts them to fp32 (2 + 4 bytes);
 # the softmax and its gradient reuse the fp32 buffer in place. Measured: 5.98 bytes per chunk logit (the slope of a
-# step's live-bytes peak over V, tests/test_memory_peak.py). Beside it: the selected hidden states and their
+# step's live-bytes peak over V, tests/runners/test_memory_peak.py). Beside it: the selected hidden states and their
 # gradient, 2 + 2 bytes per element.
 FUSED_LOSS_BYTES_PER_ELEMENT = 6.0
 FUSED_LOSS_BYTES_PER_HIDDEN = 4.0
@@ -229,7 +229,7 @@ CHUNKED_LOSS_CHUNKS = 8
 # Eager (not compiled), each chunk's cross_entropy keeps its fp32 log-softmax output for backward, so every chunk's is
 # alive at the end of the loss: 4 bytes per logit beside the 2 of the bf16 chunks; one chunk's remaining fp32 buffers
 # (LOGITS_BYTES_PER_ELEMENT less those 6) on top. Measured: 4.13 bytes saved per logit (saved_tensors_hooks, CPU,
-# 1,024 tokens x 8,192 vocabulary in 8 chunks; tests/test_memory_peak.py).
+# 1,024 tokens x 8,192 vocabulary in 8 chunks; tests/runners/test_memory_peak.py).
 CHUNKED_SAVED_BYTES_PER_ELEMENT = 4.0
 # Under torch.compile (torchtune compiles the loss with the model) inductor fuses each chunk's upcast, log-softmax and
 # their backward, so only the bf16 logits and one chunk's fp32 gradient (4 bytes per logit of a chunk) stay alive.
@@ -332,7 +332,7 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     end of the forward (no gradients yet, unless accumulation keeps them) and the backward (gradients, the kept
     activations, one layer's transient, what the loss leaves alive); `activations` is what they add at that peak.
     Overhead: DEFAULT_OVERHEAD_FRACTION of the per-step part plus a fixed part.
-    Checked against the live-bytes peak of real steps (bench.measure.peak_bytes, tests/test_memory_peak.py) and
+    Checked against the live-bytes peak of real steps (bench.measure.peak_bytes, tests/runners/test_memory_peak.py) and
     against published GPU measurements (docs/accuracy.md). Overhead per the module constants.
     """
     arch, shard = setup.arch, decided_sharding(setup)

@@ -2,7 +2,7 @@
 targets and trainable parameters as peft applies them.
 
 Pure formulas over advisor.catalog.arch.describe, each checked to the parameter against transformers and peft on tiny
-configs of every supported model_type (tests/test_arch.py, tests/test_estimate.py).
+configs of every supported model_type (tests/advisor/test_arch.py, tests/advisor/test_estimate.py).
 """
 
 import functools

@@ -74,7 +74,7 @@ def choose_sharding(setup: TrainingSetup, gpu: Gpu | None, overheads: dict, chec
 
 # train.gradient_checkpointing: auto leaves recomputation off only when the estimated peak without it stays under
 # this share of the GPU's memory. The margin covers the estimate's error (within 5% of measured peaks on CPU,
-# tests/test_memory_peak.py; not yet checked on a GPU, docs/accuracy.md) and allocator fragmentation: running out of
+# tests/runners/test_memory_peak.py; not yet checked on a GPU, docs/accuracy.md) and allocator fragmentation: running out of
 # memory loses the run, while checkpointing costs one more forward of the decoder layers.
 AUTO_CHECKPOINTING_MAX_SHARE = 0.90
 

@@ -236,7 +236,7 @@ def test_torn_metrics_line_is_dropped(tmp_path):
 def test_safety_campaign_subset(tmp_path):
     """Adversarial recipes, calibration files and malformed JSONL data, as the campaign tries them: each refused in one
     line naming the file (or accepted where it is valid), nothing of the user's changed. The other categories (run
-    folders, concurrent writers, resume with changes, corrupted state) are in tests/test_rundir.py."""
+    folders, concurrent writers, resume with changes, corrupted state) are in tests/runners/test_rundir.py."""
     from bench.reliability_safety import data_cases, recipe_cases
     cases = recipe_cases(tmp_path / "recipes") + data_cases(tmp_path / "data", kinds=("jsonl",))
     assert len(cases) >= 30

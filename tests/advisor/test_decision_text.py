@@ -10,7 +10,7 @@ from advisor.decide.situation import Situation
 from advisor.formulas.setup import TrainingSetup
 from advisor.render.decision_text import METHOD_LABELS, recommend
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_decision_imports_no_rendering():

@@ -19,7 +19,7 @@ from advisor.formulas.params import LINEAR_MODULES, lora_trainable_params, matmu
 from advisor.formulas.setup import TrainingSetup
 from tests.conftest import meta_causal_lm
 
-CONFIGS = Path(__file__).parent / "data" / "configs"
+CONFIGS = Path(__file__).parents[1] / "data" / "configs"
 
 BASE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=300, max_position_embeddings=256)

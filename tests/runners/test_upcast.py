@@ -88,7 +88,7 @@ def test_quantized_cpu_model_lets_go_of_its_checkpoint_file(tmp_path):
     from runners.model import load_model, random_checkpoint
     if platform.system() != "Linux":
         pytest.skip("reads /proc/self/maps")
-    recipe = load_recipe(Path(__file__).parents[1] / "recipes" / "tiny-cpu-qlora.yaml", [])
+    recipe = load_recipe(Path(__file__).parents[2] / "recipes" / "tiny-cpu-qlora.yaml", [])
     source = random_checkpoint(recipe, torch.float32, tmp_path, 0)
     model = load_model(recipe, torch.device("cpu"), tmp_path, 0)
     gc.collect()

@@ -10,7 +10,7 @@ from advisor.formulas.memory import GIB
 from advisor.plan.recipe import load_recipe
 from tests.conftest import run_cli
 from tests.helpers import RECIPES
-from tests.test_runner import _check_run
+from tests.runners.test_runner import _check_run
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from advisor.plan.recipe import Recipe, load_recipe
 from advisor.plan.recipe_setup import IN_ESTIMATE, NOT_IN_ESTIMATE
 from tests.conftest import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LORA = ROOT / "recipes" / "llama3.1-8b-lora.yaml"
 QLORA = ROOT / "recipes" / "llama3.1-8b-qlora.yaml"
 
