@@ -4,12 +4,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test setup bench clean
+.PHONY: demo test lint setup bench clean
 demo: $(VENV)/.light
 	$(VENV)/bin/advisor recommend --docs 500k --tokens 2e9
 
-test: $(VENV)/.full
+test: lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
+
+# The layers (import-linter's contracts in pyproject.toml), lint and types: each must be clean
+lint: $(VENV)/.full
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pyright
 
 setup: $(VENV)/.full
 
