@@ -7,6 +7,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -52,7 +53,9 @@ def _rng_state() -> dict:
         state["cuda"] = torch.cuda.get_rng_state_all()
     try:
         import numpy as np
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        # the global generator is MT19937, whose legacy state is this tuple (a dict only for other bit generators)
+        legacy = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state(legacy=True))
+        kind, keys, pos, has_gauss, cached = legacy
         state["numpy"] = [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
     except ImportError:
         pass

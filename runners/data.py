@@ -136,7 +136,8 @@ def _valid_rows(data: DataSection) -> tuple[list[int], int, BadRows]:
         if problem:
             bad.add(where, problem)
             continue
-        has_input = has_input or (data.format == "instruction" and example.get(data.input_field) not in (None, ""))
+        has_input = has_input or (data.format == "instruction" and isinstance(example, dict)
+                                   and example.get(data.input_field) not in (None, ""))
         good.append(index)
         if data.max_examples and len(good) >= data.max_examples:
             break

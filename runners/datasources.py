@@ -58,7 +58,7 @@ def pick_split(loaded, split: str, where: str):
     if not isinstance(loaded, datasets.DatasetDict):
         return loaded
     if split not in loaded:
-        raise AdvisorError(f"{where}: no split {split!r} (splits: {', '.join(loaded)}); set data.split")
+        raise AdvisorError(f"{where}: no split {split!r} (splits: {', '.join(str(name) for name in loaded)}); set data.split")
     return loaded[split]
 
 

@@ -4,7 +4,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -81,7 +81,7 @@ def on_rank_zero(ctx: DistContext, work: Callable[[], T]) -> T:
             raise _error_from(*shared)
     if error is not None:
         raise error
-    return result
+    return cast(T, result)  # rank 0's result: work ran there, or the error was raised above
 
 
 def _error_from(module: str, name: str, message: str) -> Exception:
@@ -131,4 +131,5 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") and not hasattr(model, "peft_config") else model
+    inner = model.module if hasattr(model, "module") and not hasattr(model, "peft_config") else model
+    return cast(torch.nn.Module, inner)  # DDP's wrapped module (nn.Module's __getattr__ is typed Tensor | Module)

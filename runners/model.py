@@ -5,6 +5,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,7 +35,7 @@ def to_bnb_config(quant: QuantSection, storage_dtype: torch.dtype | None = None)
     """QuantSection -> transformers' BitsAndBytesConfig (4-bit). With FSDP the packed 4-bit weights are stored in
     a float dtype so FSDP can shard them (bnb_4bit_quant_storage)."""
     from transformers import BitsAndBytesConfig
-    kwargs = dict(load_in_4bit=True, bnb_4bit_quant_type=quant.quant_type, bnb_4bit_use_double_quant=quant.double_quant,
+    kwargs: dict[str, Any] = dict(load_in_4bit=True, bnb_4bit_quant_type=quant.quant_type, bnb_4bit_use_double_quant=quant.double_quant,
                   bnb_4bit_compute_dtype=DTYPES[quant.compute_dtype])
     if storage_dtype is not None:
         kwargs["bnb_4bit_quant_storage"] = storage_dtype
@@ -48,7 +49,9 @@ def to_peft_config(lora: LoraSection):
     # Phi-3 models reaches their fused projections, experts and routers (advisor.formulas.params.lora_tensor_shapes)
     targets = "all-linear" if is_all_linear(lora.target_modules) else list(lora.target_modules)
     init = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}[lora.init]
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+    # peft annotates lora_alpha as int, but scales by alpha / r and takes a float as well
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha,  # pyright: ignore[reportArgumentType]
+                      lora_dropout=lora.dropout, target_modules=targets,
                       bias="none", task_type="CAUSAL_LM", use_rslora=lora.use_rslora, use_dora=lora.use_dora,
                       init_lora_weights=init, modules_to_save=list(lora.modules_to_save) or None)
 
@@ -112,6 +115,7 @@ def load_model(recipe: Recipe, device: torch.device, cache_root: Path, seed: int
         with device:
             model = AutoModelForCausalLM.from_config(_hf_config(recipe), **common)
     else:
+        assert recipe.model.name is not None, "ModelSection: a model without arch or random_init has a name"
         model = AutoModelForCausalLM.from_pretrained(
             recipe.model.name, device_map={"": device}, use_safetensors=True,
             trust_remote_code=recipe.model.trust_remote_code, **common)

@@ -58,14 +58,14 @@ def _peak_memory(ctx: DistContext) -> PeakMemory:
     if ctx.device.type == "cuda":
         allocated = all_reduce(ctx, torch.cuda.max_memory_allocated(ctx.device) / 2**30, "max")
         reserved = all_reduce(ctx, torch.cuda.max_memory_reserved(ctx.device) / 2**30, "max")
-        return PeakMemory(allocated=allocated, reserved=reserved)
+        return PeakMemory(allocated=allocated, reserved=reserved, rss=None)
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     return PeakMemory(allocated=None, reserved=None, rss=all_reduce(ctx, rss_kib / 2**20, "max"))
 
 
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
-    out = {"python": sys.version.split()[0]}
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
     for name in ("rightsize", "torch", "transformers", "peft", "bitsandbytes", "datasets", "accelerate"):
         try:
             out[name] = version(name)

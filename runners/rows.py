@@ -121,7 +121,7 @@ def _saved_dataset(path: Path) -> Iterator[Row]:
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise AdvisorError(f"data.path {path}: the saved DatasetDict has no 'train' split "
-                               f"(splits: {', '.join(loaded)})")
+                               f"(splits: {', '.join(str(name) for name in loaded)})")
         loaded = loaded["train"]
     index = 0
     for batch in loaded.iter(batch_size=READ_BATCH):

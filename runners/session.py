@@ -4,6 +4,7 @@ holds the run folder and writes files, and `on_rank_zero` shares what it does wi
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -11,10 +12,10 @@ from advisor.catalog.types import Gpu
 from advisor.core.errors import AdvisorError
 from advisor.measure.runreport import RunReport
 from advisor.plan.calibration import Calibration
-from advisor.plan.estimate import estimate_recipe
+from advisor.plan.estimate import Estimate, estimate_recipe
 from advisor.plan.recipe import Recipe, check_model_source, recipe_to_yaml
 from runners.checkpoint import CheckpointError, LoopState, intact_checkpoint, load_checkpoint, save_checkpoint
-from runners.data import build_dataset, micro_batches_per_epoch
+from runners.data import TokenizedData, build_dataset, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce, on_rank_zero, unwrap, wrap_model
 from runners.environment import cache_root
 from runners.hostmem import detach_from_checkpoint_file, map_large_host_tensors
@@ -35,6 +36,9 @@ from runners.train import (
     total_steps, train_step,
 )
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 
 class FineTuneSession:
     """One rank's part of a fine-tune, from an empty process to the report.
@@ -47,15 +51,25 @@ class FineTuneSession:
     - `stop` (set by SIGINT/SIGTERM), `tracker`, `result`: `train`
     """
 
+    # set by the phase named above, before any later phase reads them
+    out_dir: Path
+    tokenizer: "PreTrainedTokenizerBase"
+    pad_id: int
+    data: TokenizedData
+    estimate: Estimate
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    tracker: Trackers
+    result: TrainResult
+
     def __init__(self, recipe: Recipe, ctx: DistContext, gpu: Gpu | None = None, device_memory_gib: float | None = None,
                  calibration: Calibration | None = None):
         self.recipe, self.ctx, self.gpu = recipe, ctx, gpu
         self.device_memory_gib, self.calibration = device_memory_gib, calibration
-        self.folder: RunFolder | None = None
-        self.out_dir: Path | None = None
-        self.tokenizer = self.data = self.estimate = self.model = self.optimizer = None
-        self.loop, self.resumed_from_step = LoopState(), None
-        self.stop, self.tracker, self.result = StopRequest(), None, None
+        self.folder: RunFolder | None = None  # rank 0 only
+        self.loop: LoopState = LoopState()
+        self.resumed_from_step: int | None = None
+        self.stop = StopRequest()
         self._fingerprints: tuple[dict, dict] = ({}, {})  # rank 0: this recipe's and data's, for the folder's marker
 
     # --- setup ---------------------------------------------------------------------------------------------
@@ -81,8 +95,9 @@ class FineTuneSession:
         checkpoint = on_rank_zero(self.ctx, lambda: self._resume_point(allow_changes))
         seed_everything(self.recipe.train.seed)
         self.tokenizer = load_tokenizer(self.recipe)
+        self.pad_id = cast(int, self.tokenizer.pad_token_id)  # load_tokenizer always sets a pad token
         on_rank_zero(self.ctx, self._build_data)  # rank 0 tokenizes (or reads the cache) first...
-        if self.data is None:
+        if not self.ctx.is_main:
             self._build_data()  # ...and the other ranks then read its cache
         self._plan()
         on_rank_zero(self.ctx, self._random_checkpoint)  # once, before the other ranks read it
@@ -100,18 +115,24 @@ class FineTuneSession:
         resumed, and the newest intact checkpoint ("" for a new run; damaged newer ones are named and skipped)."""
         check_model_source(self.recipe)
         self._fingerprints = recipe_fingerprint(self.recipe), data_fingerprint(self.recipe.data, cache_root())
-        if self.folder.mode != "resume":
+        folder = self._rank_zero_folder()
+        if folder.mode != "resume":
             return ""
-        self.folder.check_resumable()
-        self.folder.compare(*self._fingerprints, allow_changes)
-        checkpoint, skipped = intact_checkpoint(self.folder.path)
+        folder.check_resumable()
+        folder.compare(*self._fingerprints, allow_changes)
+        checkpoint, skipped = intact_checkpoint(folder.path)
         if checkpoint is None:
-            raise AdvisorError(f"--resume: {self.folder.path} has no intact checkpoint "
+            raise AdvisorError(f"--resume: {folder.path} has no intact checkpoint "
                                f"({'; '.join(skipped) or 'the run stopped before its first one'}): "
                                "--overwrite to start it again from step 0")
         for note in skipped:
             notice(f"checkpoint {note}; falling back to {checkpoint.name}")
         return str(checkpoint)
+
+    def _rank_zero_folder(self) -> RunFolder:
+        """The run folder, which rank 0 opened in `open_folder` before anything else."""
+        assert self.folder is not None, "rank 0 opens the folder in open_folder, before setup"
+        return self.folder
 
     def _build_data(self) -> None:
         self.data = build_dataset(self.recipe, self.tokenizer, cache_root())
@@ -168,7 +189,7 @@ class FineTuneSession:
     def _publish(self) -> None:
         """Rank 0, once everything has loaded: the folder becomes this run's (a replaced run is moved aside and removed;
         a resume with --allow-changes records them in the marker)."""
-        self.folder.publish(*self._fingerprints, {"recipe.resolved.yaml": recipe_to_yaml(self.recipe)}, self.loop.step)
+        self._rank_zero_folder().publish(*self._fingerprints, {"recipe.resolved.yaml": recipe_to_yaml(self.recipe)}, self.loop.step)
 
     # --- training ------------------------------------------------------------------------------------------
     def train(self) -> TrainResult:
@@ -207,7 +228,7 @@ class FineTuneSession:
                 step, lr = state.step, t.lr * lr_factor(state.step, t, steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                batches = step_batches(self.data, epochs, step, t, ctx, self.tokenizer.pad_token_id, per_epoch)
+                batches = step_batches(self.data, epochs, step, t, ctx, self.pad_id, per_epoch)
                 start = time.perf_counter()
                 step_loss, grad_norm = train_step(self.model, self.optimizer, params, batches, ctx, self.dtype, t, step)
                 elapsed = time.perf_counter() - start
@@ -218,7 +239,8 @@ class FineTuneSession:
                                   "loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens": state.tokens,
                                   "step_seconds": elapsed, "tokens_per_second": step_tokens / elapsed,
                                   **memory_now(ctx)})
-                progress.set_postfix(refresh=False, **step_fields(step_loss, lr, step_tokens / elapsed, eval_loss))
+                # the fields are loss, lr, tok/s and eval: never tqdm's own ordered_dict parameter
+                progress.set_postfix(refresh=False, **step_fields(step_loss, lr, step_tokens / elapsed, eval_loss))  # pyright: ignore[reportArgumentType]
                 progress.update(1)
                 more = state.step < steps
                 if t.eval_every and state.step % t.eval_every == 0 and more:
@@ -247,7 +269,7 @@ class FineTuneSession:
     def _evaluate(self) -> float | None:
         """The eval loss (every rank) and the recipe's eval samples, timed apart from the steps; rank 0 records it."""
         start = time.perf_counter()
-        eval_loss = evaluate(self.model, self.data, self.recipe, self.ctx, self.tokenizer.pad_token_id, self.dtype)
+        eval_loss = evaluate(self.model, self.data, self.recipe, self.ctx, self.pad_id, self.dtype)
         if self.recipe.eval.samples:
             self._write_samples()
         self.loop.eval_seconds += time.perf_counter() - start

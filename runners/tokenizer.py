@@ -39,6 +39,7 @@ def load_tokenizer(recipe: Recipe):
         tok = byte_tokenizer()
     else:
         source = source or recipe.model.name
+        assert source is not None, "ModelSection: a model without arch or random_init has a name"
         local = Path(source).expanduser()
         tok = AutoTokenizer.from_pretrained(str(local) if local.exists() else source,
                                             trust_remote_code=recipe.model.trust_remote_code)

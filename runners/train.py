@@ -99,7 +99,8 @@ def build_optimizer(params: list[torch.nn.Parameter], train: TrainSection, devic
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.999),
                                  fused=device.type == "cuda")
     import bitsandbytes as bnb
-    cls = bnb.optim.PagedAdamW8bit if train.optimizer == "paged-adamw-8bit" else bnb.optim.AdamW8bit
+    # bitsandbytes.optim re-exports its optimizers without an __all__
+    cls = bnb.optim.PagedAdamW8bit if train.optimizer == "paged-adamw-8bit" else bnb.optim.AdamW8bit  # pyright: ignore[reportPrivateImportUsage]
     return cls(params, lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.999))
 
 

@@ -12,6 +12,7 @@ This module reads only fields of a ModelArch (advisor.catalog), which imports no
 """
 
 import functools
+from typing import Any
 
 from msgspec import Struct
 
@@ -174,7 +175,7 @@ def unsupported(model_type: str | None) -> AdvisorError:
                         f"{', '.join(SUPPORTED_MODEL_TYPES)}")
 
 
-def config_value(arch, name: str):
+def config_value(arch, name: str) -> Any:  # a field of any type: counts, lists, flags
     """A config field as transformers would see it: the value given, else the config class's default for this
     model_type (HF_CONFIG_DEFAULTS), else None. The counts and the model the runner builds both read fields this way."""
     value = getattr(arch, name, None)

@@ -132,7 +132,8 @@ def _shipped_entries(kind: Kind) -> list:
     itself."""
     yaml_path, json_path = DATA_DIR / f"{kind}.yaml", DATA_DIR / f"{kind}.json"
     try:
-        built = msgspec.json.decode(json_path.read_bytes(), type=Prebuilt[_SCHEMAS[kind]])
+        # the entry schema is picked at run time; msgspec builds the decoder for Prebuilt of it
+        built = msgspec.json.decode(json_path.read_bytes(), type=Prebuilt[_SCHEMAS[kind]])  # pyright: ignore[reportInvalidTypeForm, reportGeneralTypeIssues]
     except (OSError, msgspec.DecodeError):  # msgspec.ValidationError is a DecodeError
         built = None
     if built is None or built.yaml_crc32 != yaml_digest(yaml_path.read_text()):

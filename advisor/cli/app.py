@@ -36,12 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the machine, not the input: a full disk, a vanished directory
         code = _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if getattr(exc, 'filename', None) else ''}", 1)
     except Exception as exc:  # noqa: BLE001 - the edge of the program: one line, not a traceback
-        if hasattr(exc, "format_message"):  # click-style usage errors (click or typer's vendored copy)
+        format_message = getattr(exc, "format_message", None)
+        if format_message is not None:  # click-style usage errors (click or typer's vendored copy)
             if type(exc).__name__ == "NoArgsIsHelpError":
-                typer.echo(exc.format_message())
+                typer.echo(format_message())
                 code = 0
             else:
-                code = _fail(exc.format_message().replace("\n", " "), getattr(exc, "exit_code", 2) or 2)
+                code = _fail(format_message().replace("\n", " "), getattr(exc, "exit_code", 2) or 2)
         elif os.environ.get("RIGHTSIZE_DEBUG"):
             raise
         else:

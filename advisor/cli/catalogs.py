@@ -9,7 +9,7 @@ from advisor.core.convert import to_json
 from advisor.render.catalog import catalog_table
 
 
-def _catalog(kind: str, columns: list[str], as_json: bool) -> None:
+def _catalog(kind: catalog.Kind, columns: list[str], as_json: bool) -> None:
     entries = catalog.entries(kind)
     if as_json:
         _emit_json([to_json(e) | ({"stale": catalog.entry_price_stale(e)} if kind != "models" else {}) for e in entries])

@@ -140,7 +140,8 @@ _duration_days.__name__ = "duration"  # the metavar --help shows
 def _gpu_spec(text: str, default_gpu: str | None = None) -> tuple[int, str]:
     """GPUs as people write them: 8xA100, 8 x H100, or a count (then of `default_gpu`)."""
     match = re.fullmatch(r"\s*([0-9]+)\s*(?:[x\u00d7*]\s*(.+?))?\s*", text, re.IGNORECASE)
-    if not match or int(match.group(1)) < 1 or (match.group(2) is None and default_gpu is None):
+    name = (match.group(2) or default_gpu) if match else None  # the type given, else the default
+    if not match or int(match.group(1)) < 1 or name is None:
         raise AdvisorError(f"--gpus {text!r}: expected a count and a GPU type, e.g. 8xA100")
     from advisor.catalog.load import get_gpu
-    return int(match.group(1)), get_gpu(match.group(2) or default_gpu).name
+    return int(match.group(1)), get_gpu(name).name

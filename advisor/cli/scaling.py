@@ -36,8 +36,11 @@ def scaling_optimal(
     """Compute-optimal parameters and tokens for a FLOPs budget (--compute) or a token count (--tokens)."""
     if (compute is None) == (tokens is None):
         raise AdvisorError("give exactly one of --compute (FLOPs) or --tokens")
-    point = (scaling.compute_optimal_for_compute(compute, _fit(fit)) if compute is not None
-             else scaling.compute_optimal_for_tokens(tokens, _fit(fit)))
+    if compute is not None:
+        point = scaling.compute_optimal_for_compute(compute, _fit(fit))
+    else:
+        assert tokens is not None  # exactly one of the two was given (checked above)
+        point = scaling.compute_optimal_for_tokens(tokens, _fit(fit))
     _show_point(point.as_dict(), as_json, render.optimal_text(point))
 
 

@@ -113,7 +113,8 @@ def with_setup_flags(command):
     own = [p for p in signature.parameters.values() if p.name != "setup_flags"]
     extra = [inspect.Parameter(f.field, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_option(f))
              for f in setup_flags()]
-    wrapper.__signature__ = signature.replace(parameters=own + extra)
+    # typer reads the signature through inspect; functools' _Wrapped type does not declare __signature__
+    wrapper.__signature__ = signature.replace(parameters=own + extra)  # pyright: ignore[reportAttributeAccessIssue]
     wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}
     return wrapper
 

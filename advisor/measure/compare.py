@@ -20,7 +20,7 @@ class Comparison(BaseModel):
     model_config = ConfigDict(frozen=True)
     run: str
     recipe: str
-    status: str = Field("completed", description="completed, interrupted (checkpoint saved) or failed (no report.json: "
+    status: str = Field(default="completed", description="completed, interrupted (checkpoint saved) or failed (no report.json: "
                                                  "the run stopped with an error; only the recipe is known)")
     method: str
     gpu: str | None

@@ -33,7 +33,7 @@ class PeakMemory(BaseModel):
     model_config = ConfigDict(extra="forbid")
     allocated: float | None = Field(description="Peak torch-allocated GiB on one GPU (max over GPUs).")
     reserved: float | None = Field(description="Peak GiB the caching allocator reserved on one GPU (max over GPUs).")
-    rss: float | None = Field(None, description="Peak resident memory of one process, GiB (CPU runs).")
+    rss: float | None = Field(default=None, description="Peak resident memory of one process, GiB (CPU runs).")
 
 
 class RunReport(BaseModel):
@@ -67,7 +67,7 @@ class RunReport(BaseModel):
     estimate: ReportEstimate
     resumed_from_step: int | None = None
     seed: int
-    interrupted_by: str | None = Field(None, description="SIGINT or SIGTERM when the run stopped early at a checkpoint.")
+    interrupted_by: str | None = Field(default=None, description="SIGINT or SIGTERM when the run stopped early at a checkpoint.")
     adapter_checksums: list[str] = Field(default_factory=list, description="Hash of each rank's adapter weights "
                                          "(DDP replicas must be equal; FSDP ranks hold different shards).")
     resume_changes: list[str] = Field(default_factory=list, description="Recipe or data changes a resume accepted with "

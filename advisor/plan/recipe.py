@@ -25,7 +25,7 @@ class Recipe(BaseModel):
                                   "runs/<name>: letters, digits, '.', '_', '-' and '+', starting with a letter or digit.")
     model: ModelSection
     lora: LoraSection = LoraSection()
-    quant: QuantSection | None = Field(None, description="Present for QLoRA.")
+    quant: QuantSection | None = Field(default=None, description="Present for QLoRA.")
     data: DataSection
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()

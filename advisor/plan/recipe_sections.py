@@ -30,21 +30,21 @@ class ModelSection(BaseModel):
     """Which model to adapt: a hub id or local path (`name`), or an architecture given inline (`arch`)."""
 
     model_config = _STRICT
-    name: str | None = Field(None, description="Hugging Face hub id or local directory of the base model.")
-    arch: InlineArch | None = Field(None, description="Architecture given inline (Hugging Face config fields); the "
+    name: str | None = Field(default=None, description="Hugging Face hub id or local directory of the base model.")
+    arch: InlineArch | None = Field(default=None, description="Architecture given inline (Hugging Face config fields); the "
                                                      "model is initialised randomly. For smoke tests and benchmarks.")
-    random_init: bool = Field(False, description="Build `name`'s architecture from the advisor catalog and initialise it "
+    random_init: bool = Field(default=False, description="Build `name`'s architecture from the advisor catalog and initialise it "
                                                  "randomly instead of loading weights (benchmarks; nothing is downloaded). "
                                                  "Always true for an inline `arch`.")
-    tokenizer: str | None = Field(None, description="Tokenizer hub id or local path; defaults to `name`, or to the "
+    tokenizer: str | None = Field(default=None, description="Tokenizer hub id or local path; defaults to `name`, or to the "
                                                     "byte-level tokenizer shipped with Rightsize for inline or random models.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weights and compute dtype; auto = bfloat16 on CUDA (float16 where bf16 is absent), float32 on CPU.")
+        default="auto", description="Weights and compute dtype; auto = bfloat16 on CUDA (float16 where bf16 is absent), float32 on CPU.")
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
-        "sdpa", description="Attention kernel; sdpa picks flash or memory-efficient kernels when it can (packed rows give "
+        default="sdpa", description="Attention kernel; sdpa picks flash or memory-efficient kernels when it can (packed rows give "
                             "it a block-causal mask); flex_attention skips the masked blocks of packed rows (compiled on "
                             "first use); flash_attention_2 needs the flash-attn package.")
-    trust_remote_code: bool = Field(False, description="Run code shipped with the model. Off unless you set it; the run says so.")
+    trust_remote_code: bool = Field(default=False, description="Run code shipped with the model. Off unless you set it; the run says so.")
 
     @model_validator(mode="before")
     @classmethod
@@ -82,25 +82,25 @@ class LoraSection(BaseModel):
     """LoRA adapters (Hu et al. 2021): W + (alpha / r) B A on each targeted projection."""
 
     model_config = _STRICT
-    r: int = Field(16, gt=0, le=4096, description="Adapter rank.")
-    alpha: float = Field(32, gt=0, description="Scaling numerator; the update is scaled by alpha / r (usually alpha = 2 r).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
-    targets: str | list[str] = Field("all-linear", description="all-linear (every projection peft reaches: on MoE "
+    r: int = Field(default=16, gt=0, le=4096, description="Adapter rank.")
+    alpha: float = Field(default=32, gt=0, description="Scaling numerator; the update is scaled by alpha / r (usually alpha = 2 r).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    targets: str | list[str] = Field(default="all-linear", description="all-linear (every projection peft reaches: on MoE "
                                                                 "models also routers and experts), or a list of module "
                                                                 "names: " + ", ".join(KNOWN_TARGETS) + ".")
 
-    use_rslora: bool = Field(False, description="Rank-stabilised LoRA (Kalajievski 2023): scale by alpha / sqrt(r) "
+    use_rslora: bool = Field(default=False, description="Rank-stabilised LoRA (Kalajievski 2023): scale by alpha / sqrt(r) "
                                                 "instead of alpha / r, so higher ranks keep learning.")
-    use_dora: bool = Field(False, description="DoRA (Liu et al. 2024): a trained magnitude per output feature on top of "
+    use_dora: bool = Field(default=False, description="DoRA (Liu et al. 2024): a trained magnitude per output feature on top of "
                                               "LoRA's direction; more parameters (counted) and a slower step.")
     init: Literal["default", "gaussian", "pissa", "olora"] = Field(
-        "default", description="Adapter initialisation: default (A random, B zero), gaussian, pissa (principal singular "
+        default="default", description="Adapter initialisation: default (A random, B zero), gaussian, pissa (principal singular "
                                "vectors of W; changes the base weights, so not with quant), olora (QR of W; likewise).")
     modules_to_save: tuple[SavedModule, ...] = Field(
-        (), description="Modules trained in full and saved beside the adapter (needed when tokens are added to the "
+        default=(), description="Modules trained in full and saved beside the adapter (needed when tokens are added to the "
                         "vocabulary); each is vocab x hidden trainable parameters, counted by the estimate.")
     dtype: Dtype = Field(
-        "float32", description="Dtype of the adapters, their gradients and AdamW moments: float32 (peft's default on a "
+        default="float32", description="Dtype of the adapters, their gradients and AdamW moments: float32 (peft's default on a "
                                "16-bit base; 16 bytes per adapter parameter) or bfloat16 (as torchtune and fsdp_qlora "
                                "train them: 8 bytes, and no fp32 copy of each adapted projection's input).")
 
@@ -122,12 +122,12 @@ class QuantSection(BaseModel):
     """4-bit base weights for QLoRA (Dettmers et al. 2023): present means QLoRA, absent means LoRA."""
 
     model_config = _STRICT
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; NF4 is the QLoRA paper's.")
-    double_quant: bool = Field(True, description="Quantise the quantisation constants too (saves ~0.37 bit/param).")
+    quant_type: Literal["nf4", "fp4"] = Field(default="nf4", description="4-bit data type; NF4 is the QLoRA paper's.")
+    double_quant: bool = Field(default=True, description="Quantise the quantisation constants too (saves ~0.37 bit/param).")
     compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Dtype the dequantised weights are multiplied in.")
+        default="bfloat16", description="Dtype the dequantised weights are multiplied in.")
     unquantized_dtype: Literal["compute", "float32"] = Field(
-        "compute", description="Dtype of the parameters 4-bit leaves unquantised (embeddings, norms, LM head): compute "
+        default="compute", description="Dtype of the parameters 4-bit leaves unquantised (embeddings, norms, LM head): compute "
                                "keeps the model's dtype (less memory for the same loss, bench/results/qlora_dtype_cpu.json); "
                                "float32 upcasts them as peft's prepare_model_for_kbit_training does (~2 GiB more on an 8B "
                                "with a 128k vocabulary).")
@@ -138,9 +138,9 @@ class DataSource(BaseModel):
 
     model_config = _STRICT
     path: str = Field(description="File or save_to_disk directory (relative to the recipe file), or a hub dataset id with hub: true.")
-    hub: bool = Field(False, description="path is a Hugging Face dataset id, read from the local hub cache (offline).")
-    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
-    weight: float = Field(1.0, gt=0, le=100, description="Times each example is used per epoch: 0.5 a random half, 2 every example twice.")
+    hub: bool = Field(default=False, description="path is a Hugging Face dataset id, read from the local hub cache (offline).")
+    split: str = Field(default="train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
+    weight: float = Field(default=1.0, gt=0, le=100, description="Times each example is used per epoch: 0.5 a random half, 2 every example twice.")
 
 
 class DataSection(BaseModel):
@@ -149,34 +149,34 @@ class DataSection(BaseModel):
     model_config = _STRICT
     path: str = Field(description="JSONL, JSON, Parquet or CSV file, or a directory from datasets' save_to_disk "
                                   "(relative paths are relative to the recipe file); a hub dataset id with hub: true.")
-    hub: bool = Field(False, description="path is a Hugging Face dataset id (org/name), read from the local hub cache "
+    hub: bool = Field(default=False, description="path is a Hugging Face dataset id (org/name), read from the local hub cache "
                                          "(offline; download it once with `hf download --repo-type dataset ID`).")
-    split: str = Field("train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
-    weight: float = Field(1.0, gt=0, le=100, description="Times each example of path is used per epoch (with data.mix).")
-    mix: tuple[DataSource, ...] = Field((), description="More datasets mixed into training, each with its weight "
+    split: str = Field(default="train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
+    weight: float = Field(default=1.0, gt=0, le=100, description="Times each example of path is used per epoch (with data.mix).")
+    mix: tuple[DataSource, ...] = Field(default=(), description="More datasets mixed into training, each with its weight "
                                                         "(same format and field names as this section).")
-    eval_path: str | None = Field(None, description="Separate eval file or save_to_disk directory (same format); when "
+    eval_path: str | None = Field(default=None, description="Separate eval file or save_to_disk directory (same format); when "
                                                     "set, val_fraction is not taken from the training data.")
     format: Literal["text", "instruction", "chat", "sharegpt", "completion"] = Field(
-        "text", description="text: one field of plain text; instruction: Alpaca-style prompt/response fields; "
+        default="text", description="text: one field of plain text; instruction: Alpaca-style prompt/response fields; "
                             "chat: a list of {role, content} messages rendered with the tokenizer's chat template; "
                             "sharegpt: a list of {from, value} turns (human/gpt/system), rendered as chat; "
                             "completion: prompt and completion fields, loss on the completion.")
-    conversations_field: str = Field("conversations", description="Field holding the list of {from, value} (format: sharegpt).")
-    prompt_field: str = Field("prompt", description="Field holding the prompt (format: completion).")
-    completion_field: str = Field("completion", description="Field holding the completion (format: completion).")
-    text_field: str = Field("text", description="Field holding the text (format: text).")
-    instruction_field: str = Field("instruction", description="Field holding the instruction (format: instruction).")
-    input_field: str = Field("input", description="Optional context field appended to the instruction (format: instruction).")
-    output_field: str = Field("output", description="Field holding the response (format: instruction).")
-    messages_field: str = Field("messages", description="Field holding the list of {role, content} (format: chat).")
-    seq_len: int = Field(2048, gt=1, le=1_048_576, description="Tokens per training sequence.")
-    packing: bool = Field(True, description="Pack short examples into full sequences; attention does not cross examples.")
-    train_on_prompt: bool = Field(False, description="Also compute loss on prompt tokens (instruction and chat formats).")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of examples held out for eval loss.")
-    max_examples: int | None = Field(None, gt=0, description="Use only the first N examples.")
+    conversations_field: str = Field(default="conversations", description="Field holding the list of {from, value} (format: sharegpt).")
+    prompt_field: str = Field(default="prompt", description="Field holding the prompt (format: completion).")
+    completion_field: str = Field(default="completion", description="Field holding the completion (format: completion).")
+    text_field: str = Field(default="text", description="Field holding the text (format: text).")
+    instruction_field: str = Field(default="instruction", description="Field holding the instruction (format: instruction).")
+    input_field: str = Field(default="input", description="Optional context field appended to the instruction (format: instruction).")
+    output_field: str = Field(default="output", description="Field holding the response (format: instruction).")
+    messages_field: str = Field(default="messages", description="Field holding the list of {role, content} (format: chat).")
+    seq_len: int = Field(default=2048, gt=1, le=1_048_576, description="Tokens per training sequence.")
+    packing: bool = Field(default=True, description="Pack short examples into full sequences; attention does not cross examples.")
+    train_on_prompt: bool = Field(default=False, description="Also compute loss on prompt tokens (instruction and chat formats).")
+    val_fraction: float = Field(default=0.05, ge=0, lt=1, description="Share of examples held out for eval loss.")
+    max_examples: int | None = Field(default=None, gt=0, description="Use only the first N examples.")
     on_bad_rows: Literal["error", "skip"] = Field(
-        "error", description="A row that fails validation (wrong type, null or missing field, unknown role, empty "
+        default="error", description="A row that fails validation (wrong type, null or missing field, unknown role, empty "
                              "messages, no token carrying loss after truncation): error refuses the run naming the "
                              "file, line and field; skip trains without such rows and says how many were skipped.")
 
@@ -185,40 +185,40 @@ class TrainSection(BaseModel):
     """The optimisation loop."""
 
     model_config = _STRICT
-    epochs: float = Field(1.0, gt=0, le=1000, description="Passes over the training data (ignored when max_steps is set).")
-    max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides epochs.")
-    micro_batch: int = Field(1, gt=0, le=4096, description="Sequences per GPU per forward pass.")
-    grad_accum: int = Field(1, gt=0, le=4096, description="Micro-batches accumulated per optimizer step.")
-    lr: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate (2e-4 is the QLoRA paper's for 7-13B models).")
-    weight_decay: float = Field(0.0, ge=0, lt=1, description="AdamW decoupled weight decay.")
-    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Decay after warm-up.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
-    min_lr: float = Field(0.0, ge=0, lt=1, description="Learning rate the cosine or linear decay ends at (e.g. lr / 10, "
+    epochs: float = Field(default=1.0, gt=0, le=1000, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(default=None, gt=0, description="Optimizer steps to run; overrides epochs.")
+    micro_batch: int = Field(default=1, gt=0, le=4096, description="Sequences per GPU per forward pass.")
+    grad_accum: int = Field(default=1, gt=0, le=4096, description="Micro-batches accumulated per optimizer step.")
+    lr: float = Field(default=2e-4, gt=0, lt=1, description="Peak learning rate (2e-4 is the QLoRA paper's for 7-13B models).")
+    weight_decay: float = Field(default=0.0, ge=0, lt=1, description="AdamW decoupled weight decay.")
+    schedule: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Decay after warm-up.")
+    warmup_steps: int = Field(default=0, ge=0, description="Linear warm-up steps.")
+    min_lr: float = Field(default=0.0, ge=0, lt=1, description="Learning rate the cosine or linear decay ends at (e.g. lr / 10, "
                                                        "as nanoGPT and Chinchilla do); 0 decays to zero.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient clipping norm.")
     gradient_checkpointing: bool | Literal["auto"] = Field(
-        "auto", description="Recompute each layer's activations in backward (saves memory, one more forward of compute). "
+        default="auto", description="Recompute each layer's activations in backward (saves memory, one more forward of compute). "
                             "auto: on only when the estimated peak without it would not leave 10% of the GPU free.")
     fused_loss: bool = Field(
-        True, description="Compute the LM head and cross-entropy chunk by chunk, never holding the whole micro-batch's "
+        default=True, description="Compute the LM head and cross-entropy chunk by chunk, never holding the whole micro-batch's "
                           "logits (same loss and gradients; Llama, Mistral, Qwen2/3, else the model's own loss).")
     activation_offloading: bool = Field(
-        False, description="Keep the tensors saved for backward (with checkpointing: each layer's input) in pinned CPU "
+        default=False, description="Keep the tensors saved for backward (with checkpointing: each layer's input) in pinned CPU "
                            "memory and copy them back for backward, as torchtune's enable_activation_offloading does. "
                            "CUDA only (on the CPU there is nothing to offload, and the run says so); costs host-link "
                            "traffic each step.")
     compile: bool = Field(
-        False, description="torch.compile each decoder layer (regional: compiled once, reused by every layer; the first "
+        default=False, description="torch.compile each decoder layer (regional: compiled once, reused by every layer; the first "
                            "steps take longer; eval runs eagerly).")
     optimizer: Optimizer = Field(
-        "adamw", description="adamw (torch, fused on CUDA) or bitsandbytes' 8-bit AdamW (paged: spills to CPU under pressure).")
-    seed: int = Field(0, ge=0, description="Seeds Python, NumPy and torch on every rank.")
-    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end).")
-    eval_every: int = Field(0, ge=0, description="Eval loss every N steps (0: only at the end).")
-    log_every: int = Field(1, gt=0, description="Write metrics every N steps.")
-    merge: bool = Field(False, description="Also save the base model with the adapter merged in.")
+        default="adamw", description="adamw (torch, fused on CUDA) or bitsandbytes' 8-bit AdamW (paged: spills to CPU under pressure).")
+    seed: int = Field(default=0, ge=0, description="Seeds Python, NumPy and torch on every rank.")
+    checkpoint_every: int = Field(default=0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end).")
+    eval_every: int = Field(default=0, ge=0, description="Eval loss every N steps (0: only at the end).")
+    log_every: int = Field(default=1, gt=0, description="Write metrics every N steps.")
+    merge: bool = Field(default=False, description="Also save the base model with the adapter merged in.")
     report_to: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = Field(
-        (), description="Experiment trackers that also get metrics.jsonl's scalars at the same steps (default none): "
+        default=(), description="Experiment trackers that also get metrics.jsonl's scalars at the same steps (default none): "
                         "tensorboard (RUN/tensorboard), wandb (WANDB_MODE=offline works offline), mlflow (MLFLOW_TRACKING_URI, "
                         "else a file store in RUN/mlruns). Needs the optional extra: pip install 'rightsize[track]'.")
 
@@ -227,29 +227,29 @@ class EvalSection(BaseModel):
     """What each eval (every train.eval_every steps and at the end) does besides the eval loss."""
 
     model_config = _STRICT
-    samples: tuple[str, ...] = Field((), description="Prompts generated from at each eval (greedy), written to "
+    samples: tuple[str, ...] = Field(default=(), description="Prompts generated from at each eval (greedy), written to "
                                                      "RUN/samples.jsonl and the trackers; formatted as the data is "
                                                      "(Alpaca prompt for instruction data, the chat template for chat).")
-    max_new_tokens: int = Field(64, gt=0, le=4096, description="Tokens generated per sample.")
-    early_stopping_patience: int = Field(0, ge=0, description="Stop when the eval loss has not improved by more than "
+    max_new_tokens: int = Field(default=64, gt=0, le=4096, description="Tokens generated per sample.")
+    early_stopping_patience: int = Field(default=0, ge=0, description="Stop when the eval loss has not improved by more than "
                                                               "early_stopping_delta for this many evals in a row (0: never).")
-    early_stopping_delta: float = Field(0.0, ge=0, description="Smallest decrease of the eval loss that counts as an improvement.")
+    early_stopping_delta: float = Field(default=0.0, ge=0, description="Smallest decrease of the eval loss that counts as an improvement.")
 
 
 class LaunchSection(BaseModel):
     """Where and how wide: one process, or torchrun across GPUs and nodes."""
 
     model_config = _STRICT
-    nproc_per_node: int = Field(1, gt=0, le=64, description="Processes (GPUs) per node; above 1 the run is launched with torchrun.")
-    nnodes: int = Field(1, gt=0, le=4096, description="Nodes taking part (torchrun --nnodes).")
+    nproc_per_node: int = Field(default=1, gt=0, le=64, description="Processes (GPUs) per node; above 1 the run is launched with torchrun.")
+    nnodes: int = Field(default=1, gt=0, le=4096, description="Nodes taking part (torchrun --nnodes).")
     strategy: Sharding = Field(
-        "auto", description="ddp replicates the model (LoRA); fsdp shards it (models that do not fit one GPU); auto picks by the estimate.")
-    cpu_offload: bool = Field(False, description="With launch.strategy fsdp: keep the parameter shards, their gradients "
+        default="auto", description="ddp replicates the model (LoRA); fsdp shards it (models that do not fit one GPU); auto picks by the estimate.")
+    cpu_offload: bool = Field(default=False, description="With launch.strategy fsdp: keep the parameter shards, their gradients "
                                                  "and the optimizer state in CPU memory (FSDP2's CPUOffloadPolicy); the "
                                                  "optimizer step runs on the CPU. LoRA only.")
-    gpu: str | None = Field(None, description="GPU type for estimates (catalog name); at run time the detected GPU is used.")
+    gpu: str | None = Field(default=None, description="GPU type for estimates (catalog name); at run time the detected GPU is used.")
     backend: Literal["auto", "nccl", "gloo"] = Field(
-        "auto", description="Process-group backend: auto = NCCL on CUDA GPUs; gloo runs every rank on the CPU (tests, "
+        default="auto", description="Process-group backend: auto = NCCL on CUDA GPUs; gloo runs every rank on the CPU (tests, "
                             "machines without GPUs). Without CUDA, more than one process per node needs gloo set here.")
 
 
