@@ -62,7 +62,8 @@ def recommend(
 
     if tokens is None and docs is None:
         raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
-    situation = _validated(Situation, _SITUATION_FLAGS, tokens=tokens if tokens is not None else docs * tokens_per_doc, docs=docs,
+    total = tokens if tokens is not None else (docs or 0.0) * tokens_per_doc  # one of the two is given (above)
+    situation = _validated(Situation, _SITUATION_FLAGS, tokens=total, docs=docs,
                            quality=quality, requests_per_day=requests_per_day, tokens_per_request=tokens_per_request,
                            output_fraction=output_share, task=task, on_prem=on_prem, api_sufficient=not api_insufficient,
                            api=api, base_model=base_model, gpu=gpu, gpus=gpus, availability=availability,

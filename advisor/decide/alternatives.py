@@ -39,7 +39,8 @@ class Alternative(Struct, frozen=True, kw_only=True):
 def _changes(s: Situation, option: Option) -> list[tuple[str, Situation]]:
     """The one-knob changes worth trying for this option, each with the situation it assumes."""
     out: list[tuple[str, Situation]] = []
-    limits = [v.limit / v.needed for v in option.why_not if v.constraint in ("budget", "deadline") and v.needed]
+    limits = [v.limit / v.needed for v in option.why_not
+              if v.constraint in ("budget", "deadline") and v.needed and v.limit is not None]
     if limits and all(v.constraint in ("budget", "deadline") for v in option.why_not):
         share = min(limits) * TOKENS_MARGIN
         if s.epochs > 1 and s.epochs * share >= 1:

@@ -66,7 +66,7 @@ def choose_tier(s: Situation, usage: UsageBreakEven, pretrain: PretrainingViabil
     (advisor.decide.constraints.distance: relaxable constraints only, then the fewest broken; ties: the preferred tier)."""
     order, reason = tier_preference(s)
     by_tier = {t: [o for o in options.values() if o.tier == t] for t in TIERS}
-    tier = next((t for t in order if any(o.viable for o in by_tier[t])), None)
+    tier: Tier | None = next((t for t in order if any(o.viable for o in by_tier[t])), None)
     if tier is None:
         tier = min(order, key=lambda t: (min(distance(o.why_not) for o in by_tier[t]), order.index(t)))
     return TierChoice(tier, order, reason, any(o.viable for o in by_tier[tier]), pretrain.viable,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from msgspec import Struct
 from msgspec.structs import replace
@@ -26,7 +26,7 @@ from advisor.decide.situation import Situation, Tier
 from advisor.formulas.memory import decided_sharding
 from advisor.plan.launch_plan import launch_on, memory_overheads
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
-from advisor.formulas.setup import METHODS, TrainingSetup
+from advisor.formulas.setup import METHODS, Method, TrainingSetup
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
 
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
@@ -193,7 +193,7 @@ def rule_usage_break_even(s: Situation) -> UsageBreakEven:
     if not ranges:
         where = "At these prices self-hosting is never cheaper."
     elif len(ranges) == 1 and ranges[0][1] is None:
-        where = f"Self-hosting is cheaper above about {human(break_even)} requests/day."
+        where = f"Self-hosting is cheaper above about {human(ranges[0][0])} requests/day."
     else:
         where = (f"Self-hosting is cheaper at {ranges_text(ranges[:6])}{' ...' if len(ranges) > 6 else ''} "
                  "requests/day: capacity comes in whole replicas, so the API wins again just past each step.")
@@ -248,7 +248,7 @@ class FinetunePlan(Struct, frozen=True):
     fits: bool
 
 
-def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int,
+def _launch_plan(arch, gpu, seq_len: int, method: Method, gpus: int,
                  calibration: Calibration | None) -> tuple[TrainingSetup, float, float]:
     """The setup as the runner would launch it on `gpus` GPUs (advisor.plan.launch_plan: sharding and gradient
     checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
@@ -260,7 +260,7 @@ def _launch_plan(arch, gpu, seq_len: int, method: str, gpus: int,
 # The alternatives search re-costs the same setups on many GPU counts: a pure function of hashable inputs (frozen
 # catalog entries), cached; the bound keeps a long-running process (the test suite) from growing without limit.
 @functools.lru_cache(maxsize=20000)
-def _cached_launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overheads: tuple[tuple[str, float], ...],
+def _cached_launch_plan(arch, gpu, seq_len: int, method: Method, gpus: int, overheads: tuple[tuple[str, float], ...],
                         constants) -> tuple[TrainingSetup, float, float]:
     plan = launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus), gpu, dict(overheads),
                      constants)
@@ -269,7 +269,7 @@ def _cached_launch_plan(arch, gpu, seq_len: int, method: str, gpus: int, overhea
     return setup, plan.memory.total, flops.total
 
 
-def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
+def plan_finetune(s: Situation, method: Method, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
     """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
     gradient checkpointing auto (advisor.plan.sizing), GPU-hours from its FLOPs at the efficiency
     advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
@@ -280,7 +280,7 @@ def plan_finetune(s: Situation, method: str, gpus: int, calibration: Calibration
     return FinetunePlan(setup, memory, hours, memory <= gpu.usable_memory_gib)
 
 
-def cost_finetune(s: Situation, method: str, calibration: Calibration | None = None,
+def cost_finetune(s: Situation, method: Method, calibration: Calibration | None = None,
                   counts: list[int] | None = None) -> Option:
     """GPU count, GPU-hours, dollars, memory and wall days of fine-tuning the base model on the effective tokens:
     on the user's cluster, the count `choose_gpu_count` picks (or one of `counts`, e.g. a proposal's own)."""
@@ -421,7 +421,7 @@ def cost_option(s: Situation, key: str, calibration: Calibration | None = None) 
         return cost_self_host(s)
     if key == "pretrain":
         return with_violations(cost_pretrain(s, calibration), [beats_base_violation(s)])
-    return cost_finetune(s, key, calibration)
+    return cost_finetune(s, cast(Method, key), calibration)  # the remaining keys are TRAINING_KEYS
 
 
 def cost_options(s: Situation, calibration: Calibration | None = None) -> dict[str, Option]:

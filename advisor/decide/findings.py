@@ -92,7 +92,7 @@ def rule_pretraining_viability(s: Situation) -> PretrainingViability:
         viable = own_loss < base_loss
         comparison = (f"The best model your data trains from scratch ({human(own.params)} on {human(own.tokens)} tokens) "
                       f"is predicted to reach loss {own_loss:.2f}; {base.name} ({human(base_params)} on "
-                      f"{human(base.pretraining_tokens)} tokens) reaches {base_loss:.2f} by the same fit")
+                      f"{human(base.pretraining_tokens or 0)} tokens) reaches {base_loss:.2f} by the same fit")
     else:
         viable = s.effective_tokens >= needed_tokens
         comparison = (f"{base.name}'s pretraining tokens are unpublished: a model its size ({human(base_params)}) needs "
@@ -129,6 +129,7 @@ def rule_inference_aware(s: Situation) -> Finding:
     """For a model you would pretrain and serve: the size that minimises training + lifetime inference compute."""
     point = scaling.compute_optimal_for_tokens(s.effective_tokens, "hoffmann2022")
     lifetime = s.requests_per_day * s.tokens_per_request * 365 * SERVING_YEARS
+    assert point.loss is not None, "the Hoffmann fit predicts a loss"
     best = scaling.inference_aware_optimum(point.loss, lifetime, "hoffmann2022")
     needs_more = best.tokens > s.effective_tokens * 1.01
     return Finding(

@@ -104,7 +104,7 @@ def review_proposal(p: Proposal, calibration: Calibration | None = None) -> Revi
     ratio_hours = proposed_hours / computed.gpu_hours if proposed_hours and finite else None
     ratio_cost = proposed_cost / computed.cost_usd if proposed_cost and finite else None
     utilisation = efficiency / ratio_hours if ratio_hours else None
-    usd_per_hour = p.cost_usd / proposed_hours if p.cost_usd and p.days else None
+    usd_per_hour = p.cost_usd / proposed_hours if p.cost_usd and p.days and proposed_hours else None
     optimal = scaling.compute_optimal_for_tokens(p.tokens, "chinchilla-rule").params
     cheaper = []
     for method in METHODS:

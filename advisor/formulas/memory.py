@@ -372,12 +372,14 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
     peak = max(at_loss, backward)
     activations, logits = split_above_gradients(peak - grads, logits if at_loss >= backward else held)
     buffers = fsdp_buffer_bytes(setup) / GIB if sharded else 0.0
-    parts = [(weights / divisor + unsharded_quant_constant_bytes(setup, sharded)) / GIB, adapters / divisor / GIB, grads / GIB, optimizer / divisor / GIB,
-             activations / GIB, logits / GIB]
+    parts = dict(weights=(weights / divisor + unsharded_quant_constant_bytes(setup, sharded)) / GIB,
+                 adapters=adapters / divisor / GIB, gradients=grads / GIB, optimizer=optimizer / divisor / GIB,
+                 activations=activations / GIB, logits=logits / GIB)
     # the allocator's reserve grows with the varied, interleaved tensors of the forward and backward (activations and
     # logits); weights and states stay, and gradients and FSDP buffers come back in the same sizes every step
     overhead = overhead_fraction * max(0.0, (peak - grads) / GIB) + overhead_fixed_gib
-    return MemoryBreakdown(*parts, overhead, sum(parts) + buffers + overhead, shard, buffers)
+    return MemoryBreakdown(**parts, overhead=overhead, total=sum(parts.values()) + buffers + overhead, sharding=shard,
+                           buffers=buffers)
 
 
 def split_above_gradients(above: float, loss_alive: float) -> tuple[float, float]:

@@ -120,7 +120,9 @@ def _moe_target_names(a: Architecture) -> set[str]:
     if not a.peft_converts_moe:
         return set()
     first = next((layer.experts for layer in a.layers if layer.experts), None)
-    return ({"gate"} | set(first.peft_names[0]) | set(first.peft_names[1])) if first else set()
+    if first is None or first.peft_names is None:
+        return set()
+    return {"gate"} | set(first.peft_names[0]) | set(first.peft_names[1])
 
 
 def lora_tensor_shapes(arch: ModelArch, rank: int, targets) -> list[tuple[int, int]]:

@@ -34,11 +34,11 @@ def canonical_dtype(name: str) -> str:
     return DTYPE_ALIASES.get(name, name)
 
 
-def one_of(label: str, value: str, allowed: tuple) -> str:
+def one_of(label: str, value: str, allowed: tuple[str, ...]) -> str:
     """`value` when it is one of `allowed`, else an error naming `label` (a flag or recipe key) and the choices."""
     if value not in allowed:
-        raise AdvisorError(f"{label} {value!r}: expected {', '.join(map(str, allowed[:-1]))} or {allowed[-1]}"
-                           if len(allowed) > 1 else f"{label} {value!r}: expected {allowed[0]}")
+        *first, last = allowed
+        raise AdvisorError(f"{label} {value!r}: expected {', '.join(first) + ' or ' if first else ''}{last}")
     return value
 
 

@@ -187,7 +187,7 @@ def _cells(reports: list[RunReport]) -> dict[tuple[str, str], list[RunReport]]:
 
 
 def _entry(gpu: str, method: str, runs: list[RunReport]) -> CalibrationEntry:
-    eff = [run_efficiency(r) for r in runs]
+    eff = [e for e in (run_efficiency(r) for r in runs) if e is not None]
     mem = [m for m in (run_memory_overhead(r) for r in runs) if m is not None] or [0.0]
     return CalibrationEntry(gpu=gpu, method=method, runs=len(runs), efficiency=statistics.median(eff),
                             efficiency_min=min(eff), efficiency_max=max(eff),
@@ -197,6 +197,7 @@ def _entry(gpu: str, method: str, runs: list[RunReport]) -> CalibrationEntry:
 
 def _predict(r: RunReport, entry: CalibrationEntry) -> tuple[float, float | None]:
     """GPU-hours and peak memory of run r as a calibration entry would have predicted them."""
+    assert r.peak_flops_per_gpu, "only GPU runs (a peak to divide by) are calibrated"
     hours = gpu_hours(r.executed_flops, r.peak_flops_per_gpu, entry.efficiency)
     base = r.estimate.peak_memory_gib - r.estimate.memory_gib["overhead"]
     return hours, base * (1 + entry.memory_overhead_fraction)
@@ -213,7 +214,7 @@ def leave_one_out(reports: list[RunReport]) -> dict[str, float]:
                 [o for o in others if o.gpu_name == r.gpu_name]
         if not peers:
             continue
-        hours, memory = _predict(r, _entry(r.gpu_name, r.method, peers))
+        hours, memory = _predict(r, _entry(r.gpu_name or "", r.method, peers))  # usable runs name their GPU
         hours_err.append(abs(hours / r.gpu_hours - 1))
         if memory is not None and r.peak_memory_gib.reserved:
             mem_err.append(abs(memory / r.peak_memory_gib.reserved - 1))

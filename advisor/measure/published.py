@@ -16,7 +16,7 @@ from advisor.core.convert import InputError, convert
 from advisor.core.errors import AdvisorError
 from advisor.formulas.memory import DEFAULT_OVERHEAD_FIXED_GIB, DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
-from advisor.formulas.setup import TrainingSetup, canonical_dtype
+from advisor.formulas.setup import LossKind, Method, Optimizer, Precision, TrainingSetup, canonical_dtype
 
 ROWS_FILE = Path(__file__).resolve().parents[2] / "bench" / "published" / "rows.yaml"
 
@@ -31,7 +31,7 @@ class PublishedRow(BaseModel):
     stack: str
     model: str
     hub_id: str | None = None
-    method: str
+    method: Method
     lora_rank: int | None = None
     lora_alpha: float | None = None
     lora_targets: list[str] | str | None = None
@@ -113,9 +113,10 @@ def row_arch(row: PublishedRow, directory: Path) -> ModelArch:
     extra = _extra_archs(directory)
     if name.lower() not in extra:
         return catalog.get_model(name)
-    if isinstance(extra[name.lower()], str):
-        raise AdvisorError(extra[name.lower()])
-    return extra[name.lower()]
+    found = extra[name.lower()]
+    if isinstance(found, str):
+        raise AdvisorError(found)
+    return found
 
 
 def row_gpu(row: PublishedRow) -> Gpu | None:
@@ -125,7 +126,7 @@ def row_gpu(row: PublishedRow) -> Gpu | None:
     return catalog.load("gpus").get(name.lower())
 
 
-def row_optimizer(text: str | None) -> str:
+def row_optimizer(text: str | None) -> Optimizer:
     t = (text or "adamw").lower()
     if "8bit" in t:
         return "paged-adamw-8bit" if t.startswith("paged") else "adamw-8bit"
@@ -184,7 +185,7 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     setup = TrainingSetup(
         arch=arch, method=row.method, lora_rank=row.lora_rank or 16,
         lora_targets=targets or ("q_proj", "v_proj"), lora_dropout=row.lora_dropout or 0.0, seq_len=row.seq_len, micro_batch=row.micro_batch, gpus=row.gpus,
-        sharding="auto" if row.gpus == 1 else sharding, gradient_checkpointing=bool(row.gradient_checkpointing),
+        sharding="auto" if sharding == "none" else sharding, gradient_checkpointing=bool(row.gradient_checkpointing),
         optimizer=row_optimizer(row.optimizer),
         precision=_precision(row, sharding),
         adapter_dtype="bfloat16" if canonical_dtype(row.adapter_dtype or "") == "bfloat16" else "float32",
@@ -213,7 +214,7 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     return RowCase(row, setup, gpu, sharding, memory_reason, throughput_reason, optimizer_text.startswith("paged"))
 
 
-def _precision(row: PublishedRow, sharding: str) -> str:
+def _precision(row: PublishedRow, sharding: str) -> Precision:
     """As the stack ran it: accelerate's FSDP upcasts trainable bf16 parameters to fp32 when mixed precision is on
     ("Upcasted low precision parameters in ... because mixed precision turned on in FSDP", accelerate/accelerator.py
     prepare_model), so HF Trainer's `--bf16` full fine-tunes under FSDP keep fp32 weights, gradients and moments."""
@@ -222,7 +223,7 @@ def _precision(row: PublishedRow, sharding: str) -> str:
     return "bf16-pure" if row.precision == "bf16-pure" else "bf16-mixed"
 
 
-def _loss_kind(row: PublishedRow) -> str:
+def _loss_kind(row: PublishedRow) -> LossKind:
     if row.stack == "liger":
         return "fused"
     if row.loss and "chunked" in row.loss.lower():
@@ -239,7 +240,7 @@ def _grad_accum(row: PublishedRow) -> int:
     if row.grad_accum:
         return row.grad_accum
     if row.stack == "fsdp_qlora":
-        return max(1, round(32 / (row.micro_batch * row.gpus)))
+        return max(1, round(32 / ((row.micro_batch or 1) * row.gpus)))
     return 1
 
 
@@ -293,6 +294,7 @@ def memory_stat(row: PublishedRow) -> str:
 
 def memory_parts(case: RowCase, **overheads) -> tuple[float, float]:
     """(estimate without the allocator's fractional reserve, the activations and logits that reserve scales with)."""
+    assert case.setup is not None, "only rows the estimator can express reach memory_parts"
     memory = memory_per_gpu(replace(case.setup, sharding=case.sharding if case.setup.gpus > 1 else "auto"), **overheads)
     fixed = overheads.get("overhead_fixed_gib", DEFAULT_OVERHEAD_FIXED_GIB)
     base = memory.total - memory.overhead + fixed - (memory.optimizer if case.paged_optimizer else 0.0)
@@ -310,6 +312,8 @@ def row_tokens_per_second(case: RowCase, constants: StepTimeConstants = DEFAULT_
     if case.setup is None or case.gpu is None:
         return None
     work = work or row_work(case)
+    if work is None:
+        return None
     return step_seconds(work, case.gpu, fused_elementwise(case), constants).tokens_per_second
 
 

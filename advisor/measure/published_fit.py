@@ -74,7 +74,9 @@ def leave_one_out(rows, start: StepTimeConstants = DEFAULT_STEP_TIME) -> list[Le
     out = []
     for i, (case, work) in enumerate(rows):
         fitted = fit_constants(rows[:i] + rows[i + 1:], start)
-        out.append(LeaveOneOut(case.row.id, row_tokens_per_second(case, fitted, work), case.row.tokens_per_second_per_gpu))
+        estimate = row_tokens_per_second(case, fitted, work)
+        if estimate is not None:  # the rows fitted are the expressible ones, so each has an estimate
+            out.append(LeaveOneOut(case.row.id, estimate, case.row.tokens_per_second_per_gpu))
     return out
 
 
@@ -128,6 +130,7 @@ def fit_published(cases: list[RowCase], start: StepTimeConstants = DEFAULT_STEP_
     tput_loo = {x.row_id: x.ratio for x in leave_one_out(rows, constants)}
     mem_loo = {x.row_id: x.ratio for x in overhead_leave_one_out(mem_rows)} if len(mem_rows) > 1 else {}
     for c in cases:  # allocated figures carry no fitted constant: out-of-sample as they are
-        if c.memory_reason is None and c.row.id not in mem_loo:
-            mem_loo[c.row.id] = row_memory_gib(c) / c.row.peak_memory_gib
+        memory = row_memory_gib(c) if c.memory_reason is None and c.row.id not in mem_loo else None
+        if memory is not None and c.row.peak_memory_gib:
+            mem_loo[c.row.id] = memory / c.row.peak_memory_gib
     return PublishedFit(constants, fraction, len(rows), sum(c.memory_reason is None for c in cases), tput_loo, mem_loo)

@@ -31,7 +31,7 @@ def training_efficiency(setup: TrainingSetup, gpu: Gpu | None, calibration: Cali
     if given is not None:
         return given, "given (--efficiency)", step
     calibrated = calibration.efficiency(gpu.name, setup.method) if calibration else None
-    if calibrated is not None:
+    if calibration is not None and calibrated is not None:
         return calibrated, f"calibration {calibration.path}", step
     flops = flops_per_token(setup.arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
     return min(1.0, flops.total * step.tokens_per_second / gpu.peak_flops), \

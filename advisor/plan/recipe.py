@@ -3,6 +3,8 @@
 import difflib
 import re
 import typing
+from collections.abc import Callable, Mapping
+from typing import Any
 from pathlib import Path
 
 import msgspec
@@ -11,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
+from advisor.formulas.setup import Method
 from advisor.core.convert import InputError
 from advisor.plan.recipe_sections import (
     _STRICT, DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, TrainSection,
@@ -32,7 +35,7 @@ class Recipe(BaseModel):
     launch: LaunchSection = LaunchSection()
 
     @property
-    def method(self) -> str:
+    def method(self) -> Method:
         return "qlora" if self.quant is not None else "lora"
 
     @property
@@ -138,7 +141,7 @@ def lora_rank_limit(arch: ModelArch, lora: LoraSection) -> tuple[int, str] | Non
     return smallest[name], name
 
 
-def check_lora_rank(lora: LoraSection, arch: ModelArch, error=AdvisorError) -> None:
+def check_lora_rank(lora: LoraSection, arch: ModelArch, error: Callable[[str], Exception] = AdvisorError) -> None:
     """Policy: refuse a rank above the adapted layers' dimensions (extra rank adds parameters, not expressiveness)."""
     found = lora_rank_limit(arch, lora)
     if found is None:
@@ -320,7 +323,7 @@ _UNKNOWN_KEY = "extra_forbidden"
 _INPUT_ERROR_TYPES = {"unknown": _UNKNOWN_KEY, "missing": "missing"}
 
 
-def _unpacked(err: dict) -> dict:
+def _unpacked(err: Mapping[str, Any]) -> dict:
     """pydantic's error with an InputError inside it (model.arch) spelled as pydantic's own: its path appended to the
     location, its kind as the error type, its message."""
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))

@@ -69,6 +69,7 @@ class ModelSection(BaseModel):
                 return self.arch
             a = self.arch
             return replace(a, name=f"inline {a.model_type} {a.num_hidden_layers}x{a.hidden_size}")
+        assert self.name is not None, "a model section names a model or gives its arch (checked on validation)"
         path = Path(self.name).expanduser()
         if (path / "config.json").is_file():
             return get_model(str(path))

@@ -61,7 +61,7 @@ def break_even_line(rec: Recommendation) -> str:
 
 def constraints_line(rec: Recommendation) -> str:
     s = rec.situation
-    deadline = days_text(rec.deadline_days) + (" (assumed; --deadline)" if rec.deadline_assumed else "")
+    deadline = (days_text(rec.deadline_days) if rec.deadline_days is not None else "none") + (" (assumed; --deadline)" if rec.deadline_assumed else "")
     return (f"Constraints: budget {money(s.budget_usd) if s.budget_usd else 'not set'}; deadline {deadline}; "
             f"{s.gpus} x {s.gpu} at {s.availability:.0%} availability; on-premises only: {'yes' if s.on_prem else 'no'}; "
             f"off-the-shelf meets the bar: " + ("assumed yes (--api-insufficient if not)" if s.api_sufficient else "no (you said)") + ".")
@@ -111,7 +111,7 @@ def report_markdown(rec: Recommendation) -> str:
         f"- Task: {s.task}. On-premises only: {'yes' if s.on_prem else 'no'}. Off-the-shelf model meets the bar: "
         + ("assumed (not stated)" if s.api_sufficient else "no (stated)") + ("; hosted APIs excluded (on-premises)." if s.on_prem else "."),
         f"- Hardware: {s.gpus} x {s.gpu} ({s.availability:.0%} available). Budget: "
-        + (money(s.budget_usd) if s.budget_usd else "not set") + f". Deadline: {days_text(rec.deadline_days)}"
+        + (money(s.budget_usd) if s.budget_usd else "not set") + f". Deadline: {days_text(rec.deadline_days) if rec.deadline_days is not None else 'none'}"
         + (" (assumed)." if rec.deadline_assumed else "."),
         f"- {data_line(rec)}",
         f"- {break_even_line(rec)}",
