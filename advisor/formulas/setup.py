@@ -56,41 +56,41 @@ class TrainingSetup(Struct, frozen=True):
     method: Annotated[Method, _about("Fine-tuning method.")] = "lora"
     lora_rank: Annotated[int, _about("LoRA rank (recipe: lora.r).", flag="--rank", gt=0, le=4096)] = 16
     lora_targets: Annotated[tuple[str, ...], _about("LoRA targets: all-linear, or a comma list such as "
-                                           "q_proj,v_proj (recipe: lora.targets).", flag="--targets")] = LINEAR_MODULES
+                                                    "q_proj,v_proj (recipe: lora.targets).", flag="--targets")] = LINEAR_MODULES
     lora_dropout: Annotated[float, _about("Dropout on the adapter input (recipe: lora.dropout).", ge=0, le=0.99)] = 0.0
     seq_len: Annotated[int, _about("Sequence length (recipe: data.seq_len).", gt=1, le=1_048_576)] = 2048
     micro_batch: Annotated[int, _about("Sequences per GPU per forward pass (recipe: train.micro_batch).", gt=0, le=4096)] = 1
     gpus: Annotated[int, _about("GPU count (recipe: launch.nproc_per_node x launch.nnodes).", gt=0, le=100_000)] = 1
     sharding: Annotated[Sharding, _about("How the model is spread over several GPUs (recipe: launch.strategy).")] = "auto"
     gradient_checkpointing: Annotated[bool, _about("Recompute activations in backward (recipe: "
-                                          "train.gradient_checkpointing). Default: auto (on only where memory needs "
-                                          "it, as recommend and the runner decide).")] = True
+                                                   "train.gradient_checkpointing). Default: auto (on only where memory needs "
+                                                   "it, as recommend and the runner decide).")] = True
     flash_attention: Annotated[bool, _about("A fused attention kernel (no T x T scores kept); --eager-attention: none "
-                                   "(recipe: model.attn_implementation eager).", flag="--flash-attention/--eager-attention")] = True
+                                            "(recipe: model.attn_implementation eager).", flag="--flash-attention/--eager-attention")] = True
     fused_loss: Annotated[bool, _about("The runner's fused LM head + cross-entropy where it applies (recipe: "
-                              "train.fused_loss; LoRA/QLoRA; full fine-tuning trains the head).")] = True
+                                       "train.fused_loss; LoRA/QLoRA; full fine-tuning trains the head).")] = True
     optimizer: Annotated[Optimizer, _about("Optimizer (recipe: train.optimizer).")] = "adamw"
     double_quant: Annotated[bool, _about("QLoRA: quantise the quantisation constants too (recipe: quant.double_quant).")] = True
     precision: Annotated[Precision, _about("Full fine-tuning: bf16-mixed (fp32 master and moments) | bf16-pure.")] = "bf16-mixed"
     adapter_dtype: Annotated[Dtype, _about("LoRA adapters, their gradients and moments (recipe: lora.dtype; peft "
-                                  "upcasts adapters of a 16-bit base to float32).")] = "float32"
+                                           "upcasts adapters of a 16-bit base to float32).")] = "float32"
     qlora_embeddings_dtype: Annotated[Dtype, _about("QLoRA's unquantised embeddings, norms, head (recipe: "
-                                           "quant.unquantized_dtype; peft's kbit preparation upcasts to float32).")] = "bfloat16"
+                                                    "quant.unquantized_dtype; peft's kbit preparation upcasts to float32).")] = "bfloat16"
     activation_offloading: Annotated[bool, _about("Checkpointed layer inputs kept in CPU memory (recipe: "
-                                         "train.activation_offloading; torchtune, fsdp_qlora).")] = False
+                                                  "train.activation_offloading; torchtune, fsdp_qlora).")] = False
     cpu_offload: Annotated[bool, _about("FSDP keeps parameters, gradients and optimizer state in CPU memory (recipe: "
-                               "launch.cpu_offload).")] = False
+                                        "launch.cpu_offload).")] = False
     optimizer_in_backward: Annotated[bool, _about("Each gradient applied and freed as soon as it is computed "
-                                         "(torchtune's optimizer_in_bwd; the runner has no such setting).")] = False
+                                                  "(torchtune's optimizer_in_bwd; the runner has no such setting).")] = False
     loss: Annotated[LossKind, _about("Loss implementation: auto (the runner's: fused where it applies) | stock | "
-                            "stock-legacy (transformers < 4.46) | fused | chunked (torchtune).")] = "auto"
+                                     "stock-legacy (transformers < 4.46) | fused | chunked (torchtune).")] = "auto"
     mean_seq_len: Annotated[int | None, _about("Padded batches: mean padded length (seq_len is the longest); unset: "
-                                      "packed sequences.", gt=0, le=1_048_576)] = None
+                                               "packed sequences.", gt=0, le=1_048_576)] = None
     grad_accum: Annotated[int, _about("Micro-batches per optimizer step (recipe: train.grad_accum).", gt=0, le=4096)] = 1
     compile: Annotated[bool, _about("torch.compile (fused elementwise kernels; recipe: train.compile).")] = False
     dora: Annotated[bool, _about("DoRA's magnitude vectors train beside A and B (recipe: lora.use_dora).")] = False
     modules_to_save: Annotated[tuple[SavedModule, ...], _about("Whole modules trained beside the adapters, a comma list of "
-                                              "embed_tokens, lm_head (recipe: lora.modules_to_save).")] = ()
+                                                               "embed_tokens, lm_head (recipe: lora.modules_to_save).")] = ()
 
     @property
     def tokens_per_micro_batch(self) -> float:

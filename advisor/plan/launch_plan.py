@@ -36,10 +36,6 @@ class LaunchPlan(Struct, frozen=True):
     memory: MemoryBreakdown
 
     @property
-    def usable_gib(self) -> float | None:
-        return self.gpu.usable_memory_gib if self.gpu else None
-
-    @property
     def fits(self) -> bool:
         return self.gpu is None or self.memory.total <= self.gpu.usable_memory_gib
 
