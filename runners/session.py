@@ -159,7 +159,8 @@ class FineTuneSession:
     def _setup_model(self) -> None:
         """The base model (sharded as it loads under FSDP), its adapters, compiled layers, the DDP/FSDP wrap."""
         recipe, ctx = self.recipe, self.ctx
-        map_large_host_tensors(ctx.device.type)  # before the weights and the steps allocate (runners.hostmem)
+        if recipe.train.host_memory == "release":
+            map_large_host_tensors(ctx.device.type)  # before the weights and the steps allocate (runners.hostmem)
         model = load_model(recipe, ctx.device, cache_root(), recipe.train.seed, fsdp=self.strategy == "fsdp")
         detach_from_checkpoint_file(model, ctx.device.type, recipe.quant is not None)  # runners.hostmem
         check_vocab(model, self.tokenizer)

@@ -224,7 +224,8 @@ def train_step(model, optimizer, params, batches: list[Batch], ctx: DistContext,
     optimizer.zero_grad(set_to_none=True)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize(ctx.device)
-    release_freed_host_memory(ctx.device.type)  # the CPU step's freed heap back to the OS (runners.hostmem)
+    if t.host_memory == "release":
+        release_freed_host_memory(ctx.device.type)  # the CPU step's freed heap back to the OS (runners.hostmem)
     return step_loss, grad_norm
 
 

@@ -208,6 +208,11 @@ class TrainSection(BaseModel):
                            "memory and copy them back for backward, as torchtune's enable_activation_offloading does. "
                            "CUDA only (on the CPU there is nothing to offload, and the run says so); costs host-link "
                            "traffic each step.")
+    host_memory: Literal["release", "allocator"] = Field(
+        default="allocator", description="CPU runs only (on CUDA tensors live in the caching allocator): release gives "
+                             "tensors of 8 MiB and more their own mappings and hands freed heap back to the OS after "
+                             "each step (lower peak RSS, slower steps); allocator keeps the C library's behaviour. "
+                             "bench/README.md has the paired measurement behind the default.")
     compile: bool = Field(
         default=False, description="torch.compile each decoder layer (regional: compiled once, reused by every layer; the first "
                            "steps take longer; eval runs eagerly).")

@@ -65,6 +65,7 @@ NOT_IN_ESTIMATE = {
     "data.mix.weight": "see data.mix",
     "train.lr": _LEARNING, "train.weight_decay": _LEARNING, "train.schedule": _LEARNING,
     "train.warmup_steps": _LEARNING, "train.min_lr": _LEARNING, "train.max_grad_norm": _LEARNING,
+    "train.host_memory": "the CPU's resident memory, which the estimate (GPU memory) does not model",
     "train.seed": _LEARNING, "train.checkpoint_every": "saving checkpoints: " + _NOT_TIMED,
     "train.eval_every": "eval passes: " + _NOT_TIMED, "train.log_every": "what is written, not computed",
     "train.merge": "the merge after training: " + _NOT_TIMED, "train.report_to": "where metrics go",
