@@ -21,7 +21,8 @@ How it measures:
 - repeats are interleaved (ABBA: ours, its ablations, the baselines, then the reverse), so drift from other work on
   the machine falls on all of them; each ratio is the median of per-pair ratios, with its min and max;
 - noise guard: per run, the CPU time other processes (and the hypervisor's steal) took during the timed window,
-  from /proc/stat less this process's own CPU time, and the longest timed step against the run's median; per pair,
+  from /proc/stat less this process's own CPU time, and the longest timed step per token against the run's median;
+  per pair,
   a matmul probe and the load average. A pair with a run over FOREIGN_CPU_MAX or STEP_OUTLIER_RATIO, or a probe
   below PROBE_MIN_SHARE of the best one, is dropped (kept in the file with its reasons, counted) and re-run, up to
   --max-attempts pairs;
@@ -81,7 +82,7 @@ def default_ablations() -> dict[str, list[str]]:
 
 # Noise guard (policies): a pair is dropped when a run in it lost more than FOREIGN_CPU_MAX of the machine's CPU time
 # to other processes or steal during its timed window, or had a timed step longer than STEP_OUTLIER_RATIO x its median
-# step, or when the pair's matmul probe read below PROBE_MIN_SHARE of the best probe of the benchmark so far.
+# step per token (rows differ in length), or when the pair's matmul probe read below PROBE_MIN_SHARE of the best probe of the benchmark so far.
 FOREIGN_CPU_MAX = 0.10
 STEP_OUTLIER_RATIO = 1.5
 PROBE_MIN_SHARE = 0.8
@@ -427,8 +428,7 @@ def worker(pipeline: str, recipe_path: Path, overrides: list[str], warmup: int, 
     timed = step_seconds[warmup - 1:-1]  # steps warmup .. steps-2: after warm-up, before the live-bytes step
     result = {"steps": len(probe.ends), "timed_steps": len(timed), "step_seconds": timed, "digests": probe.digests,
               "live_peak_gib": probe.live / 2**30, "rss_peak_gib": probe.rss_peak, "rss_start_gib": probe.rss_start,
-              "rss_step_ends_gib": probe.rss_ends, "foreign_cpu_share": probe.foreign_cpu_share(),
-              "step_outlier_ratio": max(timed) / statistics.median(timed), **info}
+              "rss_step_ends_gib": probe.rss_ends, "foreign_cpu_share": probe.foreign_cpu_share(), **info}
     if device.type == "cuda":
         result["cuda_peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     result_path.write_text(json.dumps(result))
@@ -462,8 +462,10 @@ def credit(run: dict, plan: list[dict], warmup: int) -> dict:
                            f"{first + 1}; {len(run['digests'])} steps recorded, {len(plan)} planned)")
     timed = plan[warmup:warmup + run["timed_steps"]]
     seconds = sum(run["step_seconds"])
+    per_token = [s / p["tokens"] for s, p in zip(run["step_seconds"], timed)]  # rows differ in length
     return {"tokens_per_second": sum(p["tokens"] for p in timed) / seconds,
-            "labelled_tokens_per_second": sum(p["labelled_tokens"] for p in timed) / seconds}
+            "labelled_tokens_per_second": sum(p["labelled_tokens"] for p in timed) / seconds,
+            "step_outlier_ratio": max(per_token) / statistics.median(per_token)}
 
 
 def noise_reasons(runs: dict, probe: float, best_probe: float, guard: bool) -> list[str]:
@@ -675,7 +677,7 @@ def main() -> None:
                     del runs[name]["digests"]
                     print(f"{method} attempt {attempt + 1} {name}: {runs[name]['tokens_per_second']:,.0f} tokens/s, "
                           f"live {run['live_peak_gib']:.3f} GiB, rss {run['rss_peak_gib']:.2f} GiB, foreign CPU "
-                          f"{run['foreign_cpu_share'] or 0:.0%}, step spread {run['step_outlier_ratio']:.2f}",
+                          f"{run['foreign_cpu_share'] or 0:.0%}, step spread {runs[name]['step_outlier_ratio']:.2f}",
                           file=sys.stderr, flush=True)
                 reasons = noise_reasons(runs, probe, best_probe, guard)
                 pair = {"attempt": attempt + 1, "runs": runs, "probe_tflops": probe / 1e12,

@@ -1,20 +1,19 @@
-"""Host memory on the CPU: large tensors get their own mappings, freed memory goes back to the OS at each step's end
-(glibc's mallopt and malloc_trim), and a 4-bit model lets go of its memory-mapped checkpoint.
+"""Host memory on the CPU: the `train.host_memory: release` policy (large tensors get their own mappings, freed
+memory goes back to the OS at each step's end: glibc's mallopt and malloc_trim), and, always, a 4-bit model letting
+go of its memory-mapped checkpoint.
 
 glibc keeps freed heap memory for reuse, so a CPU run's resident memory (RSS) climbs to the largest step's
 allocations plus whatever fragments were left behind, and stays there between steps. malloc_trim(0) returns the free
 pages of every arena (madvise(MADV_DONTNEED) since glibc 2.8), so each step starts from what is really alive (the RSS
-after every step is in bench/speed.py's `rss_step_ends_gib`). The pages are faulted in again by the next step: that is
-the cost, inside the step times bench/speed.py measures. On CUDA the tensors live in the caching
-allocator, not malloc, so nothing is done; off glibc (macOS, musl) neither.
+after every step is in bench/speed.py's `rss_step_ends_gib`). The pages are faulted in again by the next step. A
+fixed mmap threshold of CPU_MMAP_THRESHOLD_BYTES gives every tensor at least that large its own mapping, returned to
+the OS when the tensor is freed (mallopt(3): "M_MMAP_THRESHOLD ... disables dynamic adjustment"), and each mapping
+costs page faults on first touch. Both trade speed for resident memory; neither makes a step faster.
 
-Trimming between steps does not lower the peak within a step: glibc serves every allocation below its mmap threshold
-from the heap, and that threshold grows with each large block freed (up to 32 MiB on 64-bit, mallopt(3)), so a
-step's activations and gradients, a few MiB each, end up in heap space that fragments and stays resident while the
-step runs. A fixed threshold of CPU_MMAP_THRESHOLD_BYTES gives every tensor at least that large its own mapping,
-returned to the OS when the tensor is freed (mallopt(3): "M_MMAP_THRESHOLD ... disables dynamic adjustment").
-Each further mapping costs page faults on first touch: a lower threshold trades speed for resident memory
-(bench/README.md gives the peak RSS and tokens/s measured at each threshold).
+Measured (bench/speed.py, identical batches, our runner with the policy against without it, bench/README.md): the
+policy made steps slower and lowered the peak RSS by a few percent, so it is off by default (`allocator`, the recipe
+default) and kept as a setting for CPU runs that are short of memory. On CUDA the tensors live in the caching
+allocator, not malloc, so nothing is done; off glibc (macOS, musl) neither.
 """
 
 import ctypes
@@ -23,8 +22,8 @@ import functools
 import os
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
-# Policy: tensors of 8 MiB and more are mmapped on the CPU (see the module docstring for the measurements); a user's
-# own MALLOC_MMAP_THRESHOLD_ wins.
+# Policy (with train.host_memory: release): tensors of 8 MiB and more are mmapped on the CPU; a user's own
+# MALLOC_MMAP_THRESHOLD_ wins.
 CPU_MMAP_THRESHOLD_BYTES = 8 * 2**20
 
 

@@ -120,3 +120,21 @@ def test_qlora_with_fsdp(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["world_size"] == 2 and report["method"] == "qlora"
     assert report["loss"]["last"] < report["loss"]["first"]
+
+
+@pytest.mark.parametrize("policy", ["allocator", "release"])
+def test_host_memory_setting_decides_the_cpu_allocator_policy(tmp_path, capsys, monkeypatch, policy):
+    """train.host_memory: `release` sets glibc's mmap threshold once and trims the heap after every step (the losses
+    unchanged); `allocator`, the default (bench/README.md has the paired measurement behind it), does neither."""
+    import runners.session
+    import runners.train
+    from advisor.plan.recipe_sections import TrainSection
+    assert TrainSection().host_memory == "allocator"
+    calls = {"map": 0, "trim": 0}
+    monkeypatch.setattr(runners.session, "map_large_host_tensors",
+                        lambda device_type: calls.__setitem__("map", calls["map"] + 1) or False)
+    monkeypatch.setattr(runners.train, "release_freed_host_memory",
+                        lambda device_type: calls.__setitem__("trim", calls["trim"] + 1) or False)
+    out = _run(tmp_path, capsys, policy, "--set", "train.max_steps=3", "--set", f"train.host_memory={policy}")
+    assert calls == ({"map": 1, "trim": 3} if policy == "release" else {"map": 0, "trim": 0})
+    assert len(train_losses(out)) == 3
