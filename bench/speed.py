@@ -626,6 +626,7 @@ def main() -> None:
               "baselines": baselines, "baselines_skipped": skipped, "ablations": variants, "compile": args.compile,
               "gradient_checkpointing": args.checkpointing, "matmul_dtype": "bfloat16" if bf16 else "float32",
               "data": args.data, "dtype": args.dtype, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+              "cpu_model": _cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "noise_guard": {"on": guard, "foreign_cpu_max": FOREIGN_CPU_MAX, "step_outlier_ratio": STEP_OUTLIER_RATIO,
                               "probe_min_share": PROBE_MIN_SHARE},
               "mfu_note": None if device.type == "cuda" else "not reported on the CPU: its matmul probe is no peak",
@@ -727,6 +728,17 @@ def targets(result: dict, methods: list[str]) -> dict:
 def _write(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name (Linux), which decides what a CPU figure means: bf16 runs emulated without AVX-512/AMX."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _versions() -> dict:
