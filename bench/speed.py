@@ -510,12 +510,17 @@ def summarize(method: str, pairs: list[dict], baselines: list[str], ours_names: 
                 entry[key] = runs[0][key]
         out[f"{method}_{name}" if ":" not in name else f"{method}_{name.replace(':', '_')}"] = entry
 
+    def per_pair(name: str, against: list[str]) -> dict[str, list[float]]:
+        """Each pair's ratio of `name` to the faster (tokens/s) or leaner (memory) of `against`."""
+        return {"speedup": [p["runs"][name]["tokens_per_second"] / max(p["runs"][b]["tokens_per_second"] for b in against)
+                            for p in pairs],
+                "memory_ratio": [p["runs"][name]["live_peak_gib"] / min(p["runs"][b]["live_peak_gib"] for b in against)
+                                 for p in pairs],
+                "rss_ratio": [p["runs"][name]["rss_peak_gib"] / min(p["runs"][b]["rss_peak_gib"] for b in against)
+                              for p in pairs]}
+
     def ratios(name: str, against: list[str]) -> dict:
-        speed = [p["runs"][name]["tokens_per_second"] / max(p["runs"][b]["tokens_per_second"] for b in against)
-                 for p in pairs]
-        live = [p["runs"][name]["live_peak_gib"] / min(p["runs"][b]["live_peak_gib"] for b in against) for p in pairs]
-        rss = [p["runs"][name]["rss_peak_gib"] / min(p["runs"][b]["rss_peak_gib"] for b in against) for p in pairs]
-        return {"speedup": spread(speed), "memory_ratio": spread(live), "rss_ratio": spread(rss)}
+        return {key: spread(values) for key, values in per_pair(name, against).items()}
 
     table = {}
     for name in ours_names:
@@ -527,13 +532,10 @@ def summarize(method: str, pairs: list[dict], baselines: list[str], ours_names: 
     best = table["ours"]["best_baseline"]
     better = max(baselines, key=lambda b: out[f"{method}_{b}"]["tokens_per_second"])
     out[f"{method}_baseline"] = out[f"{method}_{better}"] | {"pipeline": better}
-    speed = [p["runs"]["ours"]["tokens_per_second"] / max(p["runs"][b]["tokens_per_second"] for b in baselines)
-             for p in pairs]
-    live = [p["runs"]["ours"]["live_peak_gib"] / min(p["runs"][b]["live_peak_gib"] for b in baselines) for p in pairs]
-    rss = [p["runs"]["ours"]["rss_peak_gib"] / min(p["runs"][b]["rss_peak_gib"] for b in baselines) for p in pairs]
+    each = per_pair("ours", baselines)
     out |= {f"{method}_speedup": best["speedup"]["median"], f"{method}_memory_ratio": best["memory_ratio"]["median"],
             f"{method}_rss_ratio": best["rss_ratio"]["median"], f"{method}_mfu": out[f"{method}_ours"]["mfu"],
-            f"{method}_pairs": [{"speedup": s, "memory_ratio": m, "rss_ratio": r} for s, m, r in zip(speed, live, rss)],
+            f"{method}_pairs": [dict(zip(each, values)) for values in zip(*each.values())],
             f"{method}_spread": best}
     return out
 
