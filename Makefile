@@ -26,7 +26,7 @@ $(VENV)/.light: pyproject.toml scripts/setup
 	scripts/setup light
 	touch $@
 
-$(VENV)/.full: pyproject.toml scripts/setup
+$(VENV)/.full: pyproject.toml scripts/setup scripts/tested-versions.txt
 	scripts/setup full
 	touch $@ $(VENV)/.light
 

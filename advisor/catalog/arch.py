@@ -63,7 +63,7 @@ class Linear(Struct, frozen=True):
 
 class Experts(Struct, frozen=True):
     """Routed experts of one MoE layer, stored fused as transformers 5.x does: gate_up_proj (E, h, 2I) and down_proj
-    (E, I, h), with biases for gpt-oss. `peft_names` are the per-expert module names peft 0.21 maps onto these fused
+    (E, I, h), with biases for gpt-oss. `peft_names` are the per-expert module names peft 0.22 maps onto these fused
     parameters (its transformers_weight_conversion: Mixtral's w1/w3/w2, Qwen-MoE's gate/up/down_proj); None where peft
     does not reach the experts through target_modules (gpt-oss, Llama 4)."""
     count: int

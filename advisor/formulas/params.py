@@ -9,7 +9,7 @@ import functools
 
 from msgspec import Struct
 
-from advisor.catalog.arch import Architecture, Layer, describe
+from advisor.catalog.arch import Layer, describe
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
 
@@ -114,24 +114,15 @@ def is_all_linear(targets: tuple[str, ...]) -> bool:
     return set(targets) == set(LINEAR_MODULES)
 
 
-def _moe_target_names(a: Architecture) -> set[str]:
-    """Names peft's MoE conversion (peft.utils.transformers_weight_conversion) consumes for this family: they reach
-    the fused experts and the router parameter, never an nn.Linear of the same name."""
-    if not a.peft_converts_moe:
-        return set()
-    first = next((layer.experts for layer in a.layers if layer.experts), None)
-    if first is None or first.peft_names is None:
-        return set()
-    return {"gate"} | set(first.peft_names[0]) | set(first.peft_names[1])
-
-
 def lora_tensor_shapes(arch: ModelArch, rank: int, targets) -> list[tuple[int, int]]:
-    """(rows, cols) of every LoRA A and B matrix peft 0.21 adds with bias="none", over all layers.
+    """(rows, cols) of every LoRA A and B matrix peft 0.22 adds with bias="none", over all layers.
 
     nn.Linear targets: A is r x in, B is out x r (Hu et al. 2021, LoRA §4.1). `all-linear` also reaches, through peft's
     conversion for transformers 5 MoE models (Mixtral, Qwen-MoE), the router weight (A r x h, B E x r) and the fused
     experts: gate_up_proj at rank 2r (gate and up fused; A 2rE x h, B 2I x 2rE), down_proj at rank r (A rE x I,
     B h x rE). gpt-oss's experts and router, and Llama 4's experts, are not nn.Linear and all-linear leaves them frozen.
+    Since peft 0.22 a name the conversion maps onto the experts still adapts the nn.Linear modules of that name (the
+    dense MLP of Qwen3-MoE's mlp_only_layers; peft #3711, #3945); peft 0.21 left them frozen.
     """
     return list(_lora_tensor_shapes(arch, rank, resolve_lora_targets(targets)))
 
@@ -140,11 +131,10 @@ def lora_tensor_shapes(arch: ModelArch, rank: int, targets) -> list[tuple[int, i
 def _lora_tensor_shapes(arch: ModelArch, rank: int, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
     a = describe(arch)
     all_linear, wanted = is_all_linear(names), set(names)
-    consumed = _moe_target_names(a)
     shapes: list[tuple[int, int]] = []
     for layer in a.layers:
         for x in layer.linears:
-            if x.name not in consumed and (all_linear or x.name in wanted):
+            if all_linear or x.name in wanted:
                 shapes += [(rank, x.in_features), (x.out_features, rank)]
         e, router = layer.experts, layer.router
         if router is not None and (router.peft in ("parameter", "linear")) and (
@@ -188,9 +178,7 @@ def lora_input_features(arch: ModelArch, targets) -> int:
     """Input features summed over the adapted nn.Linear projections of one layer (what LoRA's dropout copies per
     token), from the first layer."""
     a, names = describe(arch), resolve_lora_targets(targets)
-    consumed = _moe_target_names(a)
-    return sum(x.in_features for x in a.layers[0].linears
-               if x.name not in consumed and (is_all_linear(names) or x.name in names))
+    return sum(x.in_features for x in a.layers[0].linears if is_all_linear(names) or x.name in names)
 
 
 def full_tensor_numels(arch: ModelArch) -> list[int]:
