@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
@@ -11,6 +11,19 @@ from advisor.catalog.arch import SUPPORTED_MODEL_TYPES, config_value, unsupporte
 
 # The CUDA context a GPU entry assumes where it gives none (see CUDA_CONTEXT_SOURCE below).
 DEFAULT_CUDA_CONTEXT_GIB = 0.5
+
+
+PriceBasis = Literal["hyperscaler-on-demand", "gpu-cloud-on-demand", "marketplace", "spot"]
+
+
+class PriceQuote(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One dated, sourced price of one GPU for an hour, on a stated basis: a hyperscaler's on-demand list price (AWS,
+    GCP, Azure, OCI), a GPU cloud's on-demand price (Lambda, RunPod Secure, CoreWeave, Crusoe, ...), a marketplace's
+    (RunPod Community, Vast.ai: hosts of varying reliability) or spot (pre-emptible)."""
+    basis: PriceBasis
+    usd_per_hour: Annotated[float, Meta(ge=0)]
+    source: str
+    date: str
 
 
 class Gpu(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -36,6 +49,17 @@ class Gpu(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         "GPU-to-GPU bandwidth per GPU per direction, GB/s (NVLink datasheet figures are bidirectional and are "
         "halved)."))] | None = None
     interconnect_source: str = ""
+    generation: Annotated[str, Meta(description=(
+        "Architecture generation (Volta, Turing, Ampere, Ada, Hopper, Blackwell, CDNA3, CDNA4): the step-time model's "
+        "constants and error bands are per generation."))] = ""
+    nvlink_domain: Annotated[int, Meta(gt=0, description=(
+        "GPUs that reach each other over `interconnect_gbs`: an HGX/DGX or OAM node's 8, an NVL72 rack's 72; PCIe "
+        "cards: a node of up to 8 on its PCIe switches. Beyond it traffic crosses the inter-node network."))] = 8
+    internode_gbps: Annotated[float, Meta(gt=0, description=(
+        "Scale-out network per GPU to GPUs outside the NVLink domain, Gb/s (a DGX H100 has one 400 Gb/s ConnectX-7 "
+        "port per GPU). None: not stated for this class of machine (the estimate assumes "
+        "advisor.formulas.step_time.ASSUMED_INTERNODE_GBPS and says so; give --interconnect)."))] | None = None
+    internode_source: str = ""
     host_link_gbs: Annotated[float, Meta(gt=0, description=(
         "Host (CPU) link per GPU per direction, GB/s: what CPU offload moves weights and states over. None: PCIe Gen4 "
         "x16."))] | None = None
@@ -44,7 +68,10 @@ class Gpu(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         "found."))] | None = None
     price_source: str = ""
     price_date: str = ""
+    price_basis: Annotated[PriceBasis | Literal[""], Meta(description=(
+        "The basis of price_usd_per_hour (PriceQuote.basis); '' where not classified."))] = ""
     price_alternatives: tuple[str, ...] = ()
+    prices: Annotated[tuple[PriceQuote, ...], Meta(description="Every dated price found, by basis.")] = ()
     bf16: Annotated[bool, Meta(description="Whether the GPU supports bf16; if not, training runs in fp16.")] = True
     uncertain: Annotated[tuple[str, ...], Meta(description="Fields whose value is not confirmed by a primary source.")] = ()
     notes: str = ""

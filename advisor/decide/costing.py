@@ -16,10 +16,10 @@ from advisor.catalog.types import ModelArch
 from advisor.decide.constraints import (
     Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
 )
-from advisor.plan.efficiency import training_efficiency
+from advisor.plan.efficiency import training_rate
 from advisor.core.errors import AdvisorError
 from advisor.decide.findings import Finding, rule_pretraining_viability
-from advisor.formulas.flops import cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.formulas.flops import cost_usd, flops_per_token
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
 from advisor.decide.situation import Situation, Tier
@@ -71,6 +71,7 @@ class Option(Struct, frozen=True, kw_only=True):
     remark: str = ""
     sharding: str | None = None
     gradient_checkpointing: bool | None = None
+    efficiency: float | None = None  # the fraction of peak its GPU-hours assume (advisor.plan.efficiency.training_rate)
 
 
 def with_violations(option: Option, violations: list[Violation | None], remark: str = "") -> Option:
@@ -246,6 +247,7 @@ class FinetunePlan(Struct, frozen=True):
     memory_gib: float
     gpu_hours: float
     fits: bool
+    efficiency: float
 
 
 def _launch_plan(arch, gpu, seq_len: int, method: Method, gpus: int,
@@ -275,9 +277,9 @@ def plan_finetune(s: Situation, method: Method, gpus: int, calibration: Calibrat
     advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
     arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
     setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, calibration)
-    efficiency = training_efficiency(setup, gpu, calibration)[0]  # the same rule as advisor estimate
-    hours = gpu_hours(training_flops(flops, s.effective_tokens * s.epochs), gpu.peak_flops, efficiency)
-    return FinetunePlan(setup, memory, hours, memory <= gpu.usable_memory_gib)
+    rate = training_rate(setup, gpu, calibration)  # the same rule as advisor estimate
+    return FinetunePlan(setup, memory, rate.gpu_hours(s.effective_tokens * s.epochs), memory <= gpu.usable_memory_gib,
+                        rate.efficiency)
 
 
 def cost_finetune(s: Situation, method: Method, calibration: Calibration | None = None,
@@ -309,7 +311,7 @@ def cost_finetune(s: Situation, method: Method, calibration: Calibration | None 
                     cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
                     params=float(param_counts(arch).total), tokens=tokens, wall_days=wall,
                     sharding=decided_sharding(plan.setup),
-                    gradient_checkpointing=plan.setup.gradient_checkpointing)
+                    gradient_checkpointing=plan.setup.gradient_checkpointing, efficiency=plan.efficiency)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations)
 
@@ -362,8 +364,7 @@ def plan_pretrain(arch: ModelArch, tokens: float, gpu, seq_len: int, gpus: int,
     advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless
     calibrated), as the fine-tune options are costed."""
     setup, _, flops = _launch_plan(arch, gpu, seq_len, "full", gpus, calibration)
-    efficiency = training_efficiency(setup, gpu, calibration)[0]
-    return PretrainPlan(setup, gpu_hours(training_flops(flops, tokens), gpu.peak_flops, efficiency))
+    return PretrainPlan(setup, training_rate(setup, gpu, calibration).gpu_hours(tokens))
 
 
 def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Option:

@@ -96,7 +96,8 @@ def review_proposal(p: Proposal, calibration: Calibration | None = None) -> Revi
                   epochs=p.epochs, seq_len=p.seq_len, price_usd_per_gpu_hour=p.price_usd_per_gpu_hour,
                   deadline_days=p.days, budget_usd=p.cost_usd)
     computed = cost_finetune(s, p.method, calibration, counts=[p.gpus])
-    efficiency = (calibration.efficiency(gpu.name, p.method) if calibration else None) or DEFAULT_EFFICIENCY[p.method]
+    # the fraction of peak the computed GPU-hours assume: the same rate as advisor estimate and recommend
+    efficiency = computed.efficiency if computed.efficiency is not None else DEFAULT_EFFICIENCY[p.method]
     price = gpu_price(s)
     proposed_hours = p.gpus * p.days * 24 if p.days else (p.cost_usd / price if p.cost_usd else None)
     proposed_cost = p.cost_usd or (proposed_hours * price if proposed_hours else None)
@@ -150,9 +151,11 @@ def review_findings(p: Proposal, arch: ModelArch, computed: Option, efficiency: 
         out.append(Finding(
             rule="proposal_implied",
             finding=f"For the proposal's GPU-hours to be needed, the GPUs would run at {utilisation:.1%} of peak"
-                    f"{rate}; bf16 training at scale reaches 38-46% (the formulas assume {efficiency:.0%})"
+                    f"{rate}; bf16 training at scale reaches 38-46% (the step-time model gives this job {efficiency:.0%}, "
+                    "as advisor estimate and recommend do)"
                     + ("; above 100% the proposal is under-budgeted at any utilisation." if utilisation > 1 else "."),
-            source="advisor.formulas.flops.DEFAULT_EFFICIENCY: Chowdhery et al. 2022 Table 3; Dubey et al. 2024 Table 4",
+            source="advisor.plan.efficiency.training_rate (the job's rate); 38-46%: Chowdhery et al. 2022 Table 3, "
+                   "Dubey et al. 2024 Table 4",
             numbers={"implied_utilisation": utilisation, "implied_usd_per_gpu_hour": usd_per_hour}))
     out.append(Finding(
         rule="proposal_compute_optimal",

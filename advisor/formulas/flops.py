@@ -32,6 +32,7 @@ class FlopsPerToken(Struct, frozen=True):
     model: float       # forward + backward: what MFU counts (PaLM Appendix B)
     total: float       # model + recompute, in PaLM's counting (full-context attention); the executed FLOPs of a
                        # step (causal attention, FlashAttention-2's backward) are advisor.formulas.step_time's
+    experts: float = 0.0  # of total: a MoE's routed experts (top-k per token), forward + backward + recompute
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +61,19 @@ def flops_per_token(arch: ModelArch, seq_len: int, method: Method, lora_params: 
     else:
         backward = 2.0 * n_mm + 2.0 * attn_fwd + 4.0 * adapters
     recompute = (2.0 * n_layers_mm + attn_fwd + 2.0 * adapters) if gradient_checkpointing else 0.0
-    return FlopsPerToken(forward, backward, recompute, forward + backward, forward + backward + recompute)
+    return FlopsPerToken(forward, backward, recompute, forward + backward, forward + backward + recompute,
+                         expert_matmul_flops_per_token(arch, method, gradient_checkpointing))
+
+
+def expert_matmul_flops_per_token(arch: ModelArch, method: str, checkpointing: bool) -> float:
+    """Executed FLOPs per token of a MoE's routed experts: each token runs its top-k experts' three projections
+    (k x 3 h I weights per MoE layer; Fedus et al. 2022 §2, Jiang et al. 2024 §2), 2 FLOPs per weight forward; backward
+    4 per weight when they train (full fine-tuning), 2 when frozen (LoRA/QLoRA: activation gradients only; adapters on
+    the experts are in dense_matmul_flops_per_token's adapter term); checkpointing re-runs their forward. 0 for a
+    dense model."""
+    n = sum(layer.experts.per_token * layer.experts.weights_per_expert
+            for layer in describe(arch).layers if layer.experts)
+    return n * (2.0 + (4.0 if method == "full" else 2.0) + (2.0 if checkpointing else 0.0))
 
 
 def attended_keys(arch: ModelArch, seq_len: float, causal: bool, windowed: bool = True) -> float:
@@ -91,6 +104,12 @@ def gpu_hours(total_flops: float, peak_flops_per_gpu: float, efficiency: float) 
     if not 0 < efficiency <= 1:
         raise AdvisorError(f"efficiency must be in (0, 1], got {efficiency}")
     return total_flops / (peak_flops_per_gpu * efficiency) / 3600.0
+
+
+def gpu_hours_at_rate(tokens: float, tokens_per_second_per_gpu: float) -> float:
+    """GPU-hours = tokens / (tokens/s per GPU) / 3600 s: the time every GPU is held, whatever FLOP counting gave the
+    rate."""
+    return tokens / tokens_per_second_per_gpu / 3600.0
 
 
 def cost_usd(hours: float, price_usd_per_gpu_hour: float) -> float:

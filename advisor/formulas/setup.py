@@ -62,6 +62,10 @@ class TrainingSetup(Struct, frozen=True):
     micro_batch: Annotated[int, _about("Sequences per GPU per forward pass (recipe: train.micro_batch).", gt=0, le=4096)] = 1
     gpus: Annotated[int, _about("GPU count (recipe: launch.nproc_per_node x launch.nnodes).", gt=0, le=100_000)] = 1
     sharding: Annotated[Sharding, _about("How the model is spread over several GPUs (recipe: launch.strategy).")] = "auto"
+    internode_gbps: Annotated[float | None, _about(
+        "Network per GPU between nodes, Gb/s (e.g. 400 for one NDR InfiniBand port per GPU, 100 for a 100 GbE node "
+        "link shared by 8 GPUs: 12.5); what traffic beyond the GPU's NVLink domain crosses. Default: the GPU "
+        "catalog's (recipe: launch.internode_gbps).", flag="--interconnect", gt=0, le=100_000)] = None
     gradient_checkpointing: Annotated[bool, _about("Recompute activations in backward (recipe: "
                                                    "train.gradient_checkpointing). Default: auto (on only where memory needs "
                                                    "it, as recommend and the runner decide).")] = True

@@ -13,9 +13,10 @@ Conventions: FLOPs count a multiply-add as 2; "model" FLOPs (what MFU counts, ad
 from msgspec import Struct
 
 from advisor.catalog.types import Gpu, ModelArch
-from advisor.formulas.flops import attended_keys
+from advisor.formulas.flops import attended_keys, expert_matmul_flops_per_token
 from advisor.formulas.memory import ACT_FULL, NF4_DATA_BYTES, nf4_bytes_per_param, trainable_tensor_numels
-from advisor.formulas.params import layer_linear_shapes, param_counts
+from advisor.catalog.arch import describe
+from advisor.formulas.params import active_intermediate_size, layer_linear_shapes, param_counts
 from advisor.formulas.setup import TrainingSetup
 
 
@@ -38,6 +39,9 @@ DEFAULT_STEP_TIME = StepTimeConstants(
 # Achieved NCCL bus bandwidth over the theoretical link rate: 783 of 900 GB/s on H100 NVLink (NVIDIA/nccl#1264);
 # PCIe reaches about 80% of its theoretical rate (the same figure as the catalog's notes). One figure for both.
 COMM_EFFICIENCY = 0.85
+# Where the catalog states no scale-out network for a GPU (PCIe cards, workstations): a 100 GbE link per node of 8
+# GPUs, 12.5 Gb/s per GPU. An assumption, said wherever it is used; --interconnect gives the real figure.
+ASSUMED_INTERNODE_GBPS = 12.5
 # FlashAttention-2's backward runs five T x T matmuls per head against the forward's two (it recomputes Q K^T and the
 # softmax instead of storing them): 2.5x the forward's FLOPs (Dao 2023, FlashAttention-2 §3.1, Algorithm 2).
 ATTENTION_BACKWARD_FACTOR = 2.5
@@ -47,7 +51,7 @@ class StepWork(Struct, frozen=True):
     """What one GPU does in one optimizer step, in FLOPs and bytes, before any rate is applied."""
     micro_batches: int
     tokens_per_micro_batch: float
-    matmul_flops: float       # per micro-batch: projections and LM head, forward + backward + recompute
+    matmul_flops: float       # per micro-batch: projections, routers and LM head, forward + backward + recompute
     attention_flops: float    # per micro-batch: causal attention as executed
     elementwise_bytes: float  # per micro-batch: norms, activations, RoPE, residuals, softmax-free elementwise work
     fixed_bytes: float        # per micro-batch: NF4 dequantisation and LoRA's small memory-bound matmuls
@@ -55,6 +59,10 @@ class StepWork(Struct, frozen=True):
     host_bytes: float         # per micro-batch: CPU offload's host <-> GPU copies
     step_bytes: float         # per step: optimizer update, clipping, zeroing
     step_comm_bytes: float    # per step: DDP's gradient all-reduce
+    expert_flops: float = 0.0        # per micro-batch: a MoE's routed experts (top-k per token), as executed
+    ranks: int = 1                   # GPUs taking part in the collectives
+    internode_gbps: float | None = None  # network per GPU between nodes, Gb/s (None: the GPU catalog's)
+    tokens_per_expert: float = 0.0   # rows of each expert's GEMM per micro-batch (tokens x k / E, balanced routing)
 
 
 def dense_matmul_flops_per_token(arch: ModelArch, method: str, lora_params: int, checkpointing: bool) -> float:
@@ -63,12 +71,33 @@ def dense_matmul_flops_per_token(arch: ModelArch, method: str, lora_params: int,
     gradients only), adapters 6 per adapter weight in all. Checkpointing re-runs the decoder layers' forward (Chen
     et al. 2016)."""
     counts = param_counts(arch)
-    n_mm = counts.linear_weights + arch.vocab_size * arch.hidden_size
+    n_mm = counts.linear_weights + counts.router + arch.vocab_size * arch.hidden_size
     forward = 2.0 * n_mm
     backward = 4.0 * n_mm if method == "full" else 2.0 * n_mm
     adapters = 6.0 * lora_params if method != "full" else 0.0
-    recompute = 2.0 * counts.linear_weights + 2.0 * lora_params * (method != "full") if checkpointing else 0.0
+    recompute = 2.0 * (counts.linear_weights + counts.router) + 2.0 * lora_params * (method != "full") \
+        if checkpointing else 0.0
     return forward + backward + adapters + recompute
+
+
+def tokens_per_expert(arch: ModelArch, tokens: float) -> float:
+    """Rows of each routed expert's GEMM in a micro-batch of `tokens` tokens under balanced routing: tokens x k / E
+    (the load-balancing loss drives routing towards it; Fedus et al. 2022 §2.2). The experts' matmuls run at the
+    efficiency of this M, not of the whole micro-batch: grouped or per-expert GEMMs with few rows are as starved as a
+    dense matmul with few tokens. 0 for a dense model."""
+    first = next((layer.experts for layer in describe(arch).layers if layer.experts), None)
+    return tokens * first.per_token / first.count if first else 0.0
+
+
+def moe_dispatch_bytes_per_token(arch: ModelArch, checkpointing: bool) -> float:
+    """Bytes a MoE layer's routing moves per token besides the GEMMs: each of the k copies of the hidden state is
+    gathered into its expert's rows (read + write, 2 h bytes each in bf16) and its output scattered back and summed
+    with the router's weight (read + read-modify-write of the sum), about 8 h k bytes forward; backward moves twice
+    that; checkpointing adds one more forward. transformers 5's experts (index_select / index_add_ per expert, or
+    grouped_mm after a sort) move at least this."""
+    per_layer = sum(8.0 * layer.experts.hidden * layer.experts.per_token
+                    for layer in describe(arch).layers if layer.experts)
+    return per_layer * (1.0 + 2.0 + (1.0 if checkpointing else 0.0))
 
 
 def causal_attention_flops_per_token(arch: ModelArch, seq_len: float, checkpointing: bool, flash: bool = True) -> float:
@@ -90,7 +119,7 @@ def elementwise_bytes_per_token(arch: ModelArch, checkpointing: bool) -> float:
     SwiGLU, RoPE and residual adds (Williams et al. 2009). Eager PyTorch runs each of them as several kernels, each
     reading and writing the whole tensor (RMSNorm alone: upcast, square, mean, scale, downcast, weight):
     StepTimeConstants.eager_traffic_factor times these bytes."""
-    h, inter = arch.hidden_size, arch.intermediate_size
+    h, inter = arch.hidden_size, active_intermediate_size(arch)  # a MoE token's MLP width: its top-k experts'
     kv = arch.kv_heads * arch.head_dim_resolved
     per_layer = ACT_FULL["h"] * h + ACT_FULL["I"] * inter + ACT_FULL["kv"] * kv
     passes = 2.0 * (1.0 + 2.0 + (1.0 if checkpointing else 0.0))
@@ -165,6 +194,32 @@ def communication_bytes(setup: TrainingSetup, sharding: str) -> tuple[float, flo
     return 0.0, 0.0, 2.0 * grads * ring
 
 
+class Links(Struct, frozen=True):
+    """The rates a collective over `ranks` GPUs runs at, bytes/s per GPU (after COMM_EFFICIENCY)."""
+    ring: float             # a ring over all the ranks (FSDP's gathers, DDP's all-reduce)
+    intra: float            # within one NVLink domain
+    network: float          # one GPU's own share of the network between nodes
+    nodes: int              # NVLink domains the ranks span (1: no network crossed)
+    domain: int             # GPUs per NVLink domain that take part
+    network_assumed: bool   # the catalog states no network for this GPU and none was given
+
+
+def collective_links(gpu: Gpu, ranks: int, internode_gbps: float | None = None) -> Links:
+    """Rates of the collectives over `ranks` GPUs of this kind. Within the NVLink domain (gpu.nvlink_domain) a ring
+    runs at the GPU's link, interconnect_gbs (or its host link). A ring that spans domains crosses the network once per
+    channel, and NCCL opens one channel per NIC (rail), so it runs at the slower of the link and the domain's network
+    in all, domain x internode_gbps / 8 (nccl-tests#119: "theoretical performance is 100GB/s (200G x 4 / 8)" for a
+    node of 8 A100s with 4 HDR NICs, measured 85-96 GB/s busbw; nccl-tests#290: "For NDR @ 400Gbps you should see
+    46-48GB/s per NIC"). Latency is not modelled (large messages)."""
+    intra = (gpu.interconnect_gbs or gpu.host_bandwidth / 1e9) * 1e9 * COMM_EFFICIENCY
+    domain = min(ranks, gpu.nvlink_domain)
+    nodes = -(-ranks // gpu.nvlink_domain)
+    gbps = internode_gbps or gpu.internode_gbps
+    network = (gbps or ASSUMED_INTERNODE_GBPS) / 8.0 * 1e9 * COMM_EFFICIENCY
+    ring = intra if nodes == 1 else min(intra, domain * network)
+    return Links(ring, intra, network, nodes, domain, nodes > 1 and gbps is None)
+
+
 def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
     """The FLOPs and bytes of one optimizer step on one GPU (`sharding` as decided: none, ddp or fsdp)."""
     arch = setup.arch
@@ -175,6 +230,7 @@ def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
     fixed = lora_traffic_bytes_per_token(arch, setup.lora_targets, ckpt) * tokens if setup.method != "full" else 0.0
     if setup.method == "qlora":
         fixed += dequant_bytes_per_pass(arch, setup.double_quant) * (3.0 + ckpt)  # forward, backward (2 matmuls), recompute
+    fixed += moe_dispatch_bytes_per_token(arch, ckpt) * tokens
     comm, host, step_comm = communication_bytes(setup, sharding)
     opt = optimizer_step_bytes(setup) / (setup.gpus if sharding == "fsdp" else 1)
     return StepWork(
@@ -183,7 +239,16 @@ def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
         attention_flops=causal_attention_flops_per_token(arch, length, ckpt, setup.flash_attention) * tokens,
         elementwise_bytes=elementwise_bytes_per_token(arch, ckpt) * tokens, fixed_bytes=fixed,
         comm_bytes=comm, host_bytes=host, step_bytes=0.0 if setup.cpu_offload else opt, step_comm_bytes=step_comm,
+        expert_flops=expert_matmul_flops_per_token(arch, setup.method, ckpt) * tokens,
+        ranks=setup.gpus if sharding != "none" else 1, internode_gbps=setup.internode_gbps,
+        tokens_per_expert=tokens_per_expert(arch, tokens),
     )
+
+
+def executed_flops(work: StepWork) -> float:
+    """FLOPs one GPU executes in the step as this model counts them: projections, experts and causal attention (as
+    the kernel runs it), recomputation included."""
+    return (work.matmul_flops + work.expert_flops + work.attention_flops) * work.micro_batches
 
 
 def matmul_fraction(tokens_per_micro_batch: float, c: StepTimeConstants) -> float:
@@ -196,7 +261,7 @@ def matmul_fraction(tokens_per_micro_batch: float, c: StepTimeConstants) -> floa
 
 class StepTime(Struct, frozen=True):
     """Seconds of one optimizer step on one GPU, by term."""
-    matmul_s: float
+    matmul_s: float         # projections, routers, LM head (and a MoE's experts, also given apart in expert_s)
     attention_s: float
     memory_bound_s: float
     communication_s: float  # exposed beyond the compute it overlaps with
@@ -204,6 +269,12 @@ class StepTime(Struct, frozen=True):
     fixed_s: float
     total_s: float
     tokens: float           # tokens one GPU processes in the step (padding included)
+    expert_s: float = 0.0   # a MoE's routed experts' GEMMs (included in matmul_s)
+    expert_fraction: float = 0.0  # the fraction of peak those GEMMs reach at tokens_per_expert rows
+    communication_total_s: float = 0.0  # every collective's time, hidden behind compute or not
+    nodes: int = 1                # NVLink domains the collectives span (above 1: over the network between nodes)
+    network_gbps: float = 0.0     # the network per GPU assumed between them, Gb/s
+    network_assumed: bool = False  # not stated by the catalog nor given (advisor.formulas.step_time.ASSUMED_INTERNODE_GBPS)
 
     @property
     def tokens_per_second(self) -> float:
@@ -211,17 +282,22 @@ class StepTime(Struct, frozen=True):
 
 
 def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConstants = DEFAULT_STEP_TIME) -> StepTime:
-    """One step's seconds: per micro-batch, matmuls and attention at `matmul_fraction` of the dense peak plus the
+    """One step's seconds: per micro-batch, matmuls and attention at `matmul_fraction` of the dense peak (a MoE's
+    experts at the fraction of their own GEMMs' rows, tokens_per_expert) plus the
     memory-bound bytes at the memory bandwidth; FSDP's gathers overlap with it (prefetch), so the micro-batch takes the
     longer of compute and communication (Zhao et al. 2023 §3.3); then the optimizer step's bytes at the memory
-    bandwidth, DDP's all-reduce and the fixed cost. `fused`: elementwise kernels fused (torch.compile, Liger)."""
+    bandwidth, DDP's all-reduce and the fixed cost. Collectives run at collective_links' ring rate (slower once they
+    span NVLink domains). `fused`: elementwise kernels fused (torch.compile, Liger)."""
     frac = matmul_fraction(work.tokens_per_micro_batch, c)
-    matmul = work.matmul_flops / (gpu.peak_flops * frac)
+    expert_frac = matmul_fraction(work.tokens_per_expert, c) if work.expert_flops else 0.0
+    experts = work.expert_flops / (gpu.peak_flops * expert_frac) if work.expert_flops else 0.0
+    matmul = work.matmul_flops / (gpu.peak_flops * frac) + experts
     attention = work.attention_flops / (gpu.peak_flops * frac)
     bandwidth = gpu.memory_bandwidth_gbs * 1e9
     traffic = work.elementwise_bytes * (1.0 if fused else c.eager_traffic_factor) + work.fixed_bytes
     memory_bound = traffic / bandwidth
-    link = (gpu.interconnect_gbs or gpu.host_bandwidth / 1e9) * 1e9 * COMM_EFFICIENCY
+    links = collective_links(gpu, work.ranks, work.internode_gbps)
+    link = links.ring
     comm = work.comm_bytes / link + work.host_bytes / (gpu.host_bandwidth * COMM_EFFICIENCY)
     compute = matmul + attention + memory_bound
     exposed = max(0.0, comm - compute)
@@ -229,4 +305,6 @@ def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConst
     mb = work.micro_batches
     total = mb * (compute + exposed) + optimizer + c.step_fixed_s
     return StepTime(mb * matmul, mb * attention, mb * memory_bound, mb * exposed, optimizer, c.step_fixed_s, total,
-                    mb * work.tokens_per_micro_batch)
+                    mb * work.tokens_per_micro_batch, mb * experts, expert_frac,
+                    mb * comm + work.step_comm_bytes / link, links.nodes,
+                    links.network / COMM_EFFICIENCY * 8.0 / 1e9 if links.nodes > 1 else 0.0, links.network_assumed)

@@ -149,14 +149,10 @@ class RowCase(Struct, frozen=True):
 
 
 def gpu_generation(gpu: Gpu | None) -> str:
+    """The GPU's architecture generation as the catalog states it ("unstated" without a GPU)."""
     if gpu is None:
         return "unstated"
-    name = gpu.name.upper()
-    for needle, gen in (("H1", "Hopper"), ("H200", "Hopper"), ("4090", "Ada"), ("ADA", "Ada"), ("L40", "Ada"),
-                        ("A100", "Ampere"), ("3090", "Ampere"), ("A6000", "Ampere"), ("A10", "Ampere"), ("B200", "Blackwell")):
-        if needle in name:
-            return gen
-    return "other"
+    return gpu.generation or "other"
 
 
 def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:

@@ -11,9 +11,9 @@ from msgspec.structs import asdict, replace
 from advisor.catalog.types import Gpu
 from advisor.catalog.load import get_gpu
 from advisor.catalog.arch import describe
-from advisor.plan.efficiency import training_efficiency
+from advisor.plan.efficiency import training_efficiency, training_rate  # noqa: F401 - re-exported for callers
 from advisor.core.errors import AdvisorError
-from advisor.formulas.flops import cost_usd, flops_per_token, gpu_hours, training_flops
+from advisor.formulas.flops import cost_usd, flops_per_token
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
 from advisor.plan.launch_plan import gpus_needed, plan_launch, suggest_fits
@@ -122,10 +122,11 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     plan = plan_launch(setup, gpu, calibration, checkpointing, checkpointing_reason)
     setup, memory, arch = plan.setup, plan.memory, setup.arch
     flops = flops_per_token(arch, setup.seq_len, setup.method, setup.trainable_params, setup.gradient_checkpointing)
-    efficiency, source, step = training_efficiency(setup, gpu, calibration, efficiency)
+    rate = training_rate(setup, gpu, calibration, efficiency)
+    efficiency, source, step = rate.efficiency, rate.source, rate.step
     hours = cost = None
     if tokens is not None:
-        hours = gpu_hours(training_flops(flops.total, tokens), gpu.peak_flops, efficiency) if gpu else 0.0
+        hours = rate.gpu_hours(tokens)
         unit_price = price if price is not None else (gpu.price_usd_per_hour if gpu else 0.0)
         cost = cost_usd(hours, unit_price) if unit_price is not None else None
     counts = param_counts(arch)
@@ -144,7 +145,7 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         model_flops=flops.model * tokens if tokens is not None else None,
         total_flops=flops.total * tokens if tokens is not None else None,
         efficiency=efficiency, efficiency_source=source, gpu_hours=hours, cost_usd=cost,
-        tokens_per_second_per_gpu=gpu.peak_flops * efficiency / flops.total if gpu else None,
+        tokens_per_second_per_gpu=rate.tokens_per_second,
         step_seconds=asdict(step) | {"tokens_per_second": step.tokens_per_second} if step else None,
         calibration=str(calibration.path) if calibration else None,
     )

@@ -254,6 +254,9 @@ class LaunchSection(BaseModel):
                                                  "and the optimizer state in CPU memory (FSDP2's CPUOffloadPolicy); the "
                                                  "optimizer step runs on the CPU. LoRA only.")
     gpu: str | None = Field(default=None, description="GPU type for estimates (catalog name); at run time the detected GPU is used.")
+    internode_gbps: float | None = Field(default=None, gt=0, le=100_000, description=(
+        "Network per GPU between nodes in Gb/s, for estimates (400: one NDR InfiniBand port per GPU); default: the GPU "
+        "catalog's. Only traffic beyond the GPU's NVLink domain crosses it."))
     backend: Literal["auto", "nccl", "gloo"] = Field(
         default="auto", description="Process-group backend: auto = NCCL on CUDA GPUs; gloo runs every rank on the CPU (tests, "
                             "machines without GPUs). Without CUDA, more than one process per node needs gloo set here.")

@@ -31,6 +31,7 @@ IN_ESTIMATE = {
     "train.compile": "compile", "train.optimizer": "optimizer",
     "launch.nproc_per_node": "gpus", "launch.nnodes": "gpus", "launch.strategy": "sharding",
     "launch.cpu_offload": "cpu_offload", "launch.gpu": "the GPU type sized against",
+    "launch.internode_gbps": "internode_gbps",
 }
 
 _LEARNING = "changes what is learned, not the work of a step"
@@ -90,6 +91,7 @@ def recipe_setup(recipe: Recipe, gpus: int | None = None) -> TrainingSetup:
         adapter_dtype=lora.dtype, activation_offloading=train.activation_offloading,
         qlora_embeddings_dtype="float32" if quant and quant.unquantized_dtype == "float32" else "bfloat16",
         cpu_offload=recipe.launch.cpu_offload, grad_accum=train.grad_accum, compile=train.compile,
+        internode_gbps=recipe.launch.internode_gbps,
     )
 
 

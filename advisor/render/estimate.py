@@ -27,6 +27,7 @@ def render_estimate(e: Estimate) -> str:
         f"  gradient checkpointing: {'on' if e.gradient_checkpointing else 'off'}"
         + (f" ({e.gradient_checkpointing_reason})" if e.gradient_checkpointing_reason else ""),
     ]
+    out += _communication_lines(e)
     if e.gpu:
         verdict = "fits" if e.fits else "does NOT fit"
         out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
@@ -47,6 +48,19 @@ def render_estimate(e: Estimate) -> str:
             out += [f"  GPU-hours: {gpu_time(e.gpu_hours)} at efficiency {e.efficiency:.2f} ({e.efficiency_source})",
                     f"  cost: {money(e.cost_usd)}"]
     return "\n".join(out)
+
+
+def _communication_lines(e: Estimate) -> list[str]:
+    """Where the collectives run and how long they take per step: over the NVLink domain, or across nodes."""
+    s = e.step_seconds
+    if not s or e.gpus < 2 or not s.get("communication_total_s"):
+        return []
+    where = "within one NVLink domain" if s["nodes"] <= 1 else (
+        f"across {s['nodes']} nodes over a {s['network_gbps']:g} Gb/s network per GPU ("
+        + ("assumed: the catalog states none for this GPU; give --interconnect" if s["network_assumed"]
+           else "--interconnect to change") + ")")
+    return [f"  communication: {s['communication_total_s']:.2f} s per step {where}; "
+            f"{s['communication_s']:.2f} s of it not hidden behind compute (step {s['total_s']:.2f} s)"]
 
 
 def gpu_time(h: float | None) -> str:

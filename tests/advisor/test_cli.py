@@ -100,7 +100,7 @@ def test_catalog(capsys, kind):
     (["recommend", "--tokens", ""], "--tokens"),
     (["recommend", "--tokens", "2e9", "--quality", "0"], "(0, 1]"),
     (["recommend", "--tokens", "2e9", "--quality", "1.01"], "(0, 1]"),
-    (["recommend", "--tokens", "2e9", "--gpu", "B300"], "unknown GPU"),
+    (["recommend", "--tokens", "2e9", "--gpu", "Z900"], "unknown GPU"),
     (["recommend", "--tokens", "2e9", "--base-model", "gpt-5"], "unknown model"),
     (["recommend", "--tokens", "2e9", "--api", "nope"], "unknown API"),
     (["recommend", "--tokens", "2e9", "--task", "poetry"], "--task"),

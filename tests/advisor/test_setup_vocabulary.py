@@ -84,6 +84,8 @@ CHANGES = {
     "launch.nnodes": (LORA, ["launch.nnodes=2"], []),
     "launch.strategy": (LORA, ["launch.strategy=fsdp"], ["launch.nproc_per_node=8"]),
     "launch.cpu_offload": (LORA, ["launch.cpu_offload=true"], ["launch.nproc_per_node=8", "launch.strategy=fsdp"]),
+    "launch.internode_gbps": (LORA, ["launch.internode_gbps=25"],
+                              ["launch.nproc_per_node=8", "launch.nnodes=2", "launch.strategy=fsdp"]),
 }
 TOKEN_KEYS = {"data.path", "data.weight", "data.mix", "data.val_fraction", "train.epochs", "train.max_steps"}
 NAMING_KEYS = {"name", "model.name", "model.arch", "launch.gpu"}
@@ -119,13 +121,13 @@ def test_data_mix_adds_its_weighted_size(tmp_path):
 FLAG_CONTEXT = {
     "--precision": ["--method", "full"], "--qlora-embeddings-dtype": ["--method", "qlora"],
     "--double-quant": ["--method", "qlora"], "--sharding": ["--gpus", "8"], "--cpu-offload": ["--gpus", "8"],
-    "--mean-seq-len": [], "--flash-attention": [],
+    "--mean-seq-len": [], "--flash-attention": [], "--interconnect": ["--gpus", "16", "--sharding", "fsdp"],
 }
 FLAG_VALUE = {
     "--method": "qlora", "--rank": "64", "--targets": "q_proj,v_proj", "--lora-dropout": "0", "--seq-len": "4096",
     "--micro-batch": "1", "--gpus": "8", "--sharding": "fsdp", "--optimizer": "adamw-8bit", "--precision": "bf16-pure",
     "--adapter-dtype": "bf16", "--qlora-embeddings-dtype": "fp32", "--loss": "stock", "--mean-seq-len": "512",
-    "--grad-accum": "1", "--modules-to-save": "lm_head",
+    "--grad-accum": "1", "--modules-to-save": "lm_head", "--interconnect": "25",
 }
 # Booleans: the form that changes the LoRA recipe's value
 FLAG_FORM = {"--flash-attention": "--eager-attention", "--gradient-checkpointing": "--no-gradient-checkpointing",
