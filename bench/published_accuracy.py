@@ -6,6 +6,7 @@ Called by bench/accuracy.py (which writes docs/accuracy.md); `python bench/publi
 """
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -27,6 +28,34 @@ def fmt(x, spec: str) -> str:
 def summary(values: list[float]) -> str:
     s = error_summary(values)
     return "-" if s is None else f"{s[0]:.1%} / {s[1]:.0%} ({s[2]})"
+
+
+def is_moe(case) -> bool:
+    from advisor.catalog.arch import describe
+    return case.setup is not None and describe(case.setup.arch).is_moe
+
+
+def interval_lines() -> list[str]:
+    """The estimate's 80% intervals (advisor/catalog/data/error_bands.json, bench/error_bands.py) and their coverage."""
+    from advisor.plan.uncertainty import MIN_GROUP_ROWS, WIDEN_OUTSIDE_GROUP, shipped_bands
+    bands = shipped_bands()
+    if not bands:
+        return []
+    out = ["", "### Intervals", "",
+           f"`advisor estimate` gives {bands['level']:.0%} intervals: the 10th to 90th percentile of "
+           "measured / estimated over the leave-one-out errors of the published rows nearest the setup (GPU "
+           f"generation, method, dense or MoE; the next wider group where one has fewer than {MIN_GROUP_ROWS} rows, "
+           f"widened x{WIDEN_OUTSIDE_GROUP:g} and said). Coverage: each row's own leave-one-out error against the "
+           "interval built from the other rows:", ""]
+    for q, c in bands["coverage"].items():
+        out.append(f"- {q}: {c['covered']:.0%} of {c['rows']} rows inside the {bands['level']:.0%} interval")
+    out += ["", "| quantity | group (generation/method/kind) | rows | interval (measured / estimated) |", "|---|---|---|---|"]
+    for q in ("throughput", "memory"):
+        for key, e in bands[q].items():
+            if "low" in e:
+                out.append(f"| {q} | {key.replace('*', 'any')} | {e['rows']} | "
+                           f"{math.exp(e['low']):.2f}-{math.exp(e['high']):.2f} |")
+    return out
 
 
 def section() -> list[str]:
@@ -69,6 +98,11 @@ def section() -> list[str]:
                for s in sorted({c.row.stack for c in cases})]
     groups += [(f"GPU: {g}", (lambda g: lambda r: r.case.generation == g)(g))  # noqa: B023 - bound by the outer lambda
                for g in sorted({c.generation for c in cases})]
+    groups += [(f"method: {m}", (lambda m: lambda r: r.case.row.method == m)(m))  # noqa: B023 - bound by the outer lambda
+               for m in ("full", "lora", "qlora")]
+    groups += [("MoE", lambda r: is_moe(r.case)), ("dense", lambda r: not is_moe(r.case)),
+               ("more than 8 GPUs", lambda r: r.case.row.gpus > 8),
+               ("sequences of 16k tokens or more", lambda r: (r.case.row.seq_len or 0) >= 16384)]
     out += ["| rows | memory in-sample | memory leave-one-out | memory before | tok/s in-sample | tok/s leave-one-out | "
             "tok/s before |", "|---|---|---|---|---|---|---|"]
     for name, keep in groups:
@@ -85,6 +119,7 @@ def section() -> list[str]:
             summary(abs_errors(b_ratio(r, "tokens_per_second", r.case.row.tokens_per_second_per_gpu) for r in tps)),
         ]) + " |")
 
+    out += interval_lines()
     out += ["", "### Every row", "",
             "Memory in GiB per GPU, throughput in tokens/s per GPU; ratios are estimate / measured "
             "(LOO: leave-one-out, before: the old estimator). A reason instead of a ratio: the figure is not compared.",

@@ -23,7 +23,7 @@ GIB = 2**30
 # activations and logits at the peak, plus a fixed part for cuBLAS/NCCL workspaces. The fraction is the median over
 # the published rows that report reserved memory (bench/published/rows.yaml; `advisor calibrate` refits it, and
 # docs/accuracy.md shows the fit); calibrate it from your own runs.
-DEFAULT_OVERHEAD_FRACTION = 0.33
+DEFAULT_OVERHEAD_FRACTION = 0.21
 DEFAULT_OVERHEAD_FIXED_GIB = 0.3
 
 # NF4 stores 4 bits per weight. Per block of 64 weights it keeps an absmax constant: fp32 (32/64 = 0.5 bit

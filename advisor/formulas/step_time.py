@@ -32,7 +32,7 @@ class StepTimeConstants(Struct, frozen=True):
 # Fitted by `advisor calibrate bench/published/rows.yaml` (advisor.measure.published_fit.fit_constants) on the plausible,
 # expressible throughput rows; refitting reproduces them (tests/advisor/test_published.py).
 DEFAULT_STEP_TIME = StepTimeConstants(
-    matmul_fraction_max=0.90, matmul_half_tokens=1895.0, step_fixed_s=0.0, eager_traffic_factor=1.90,
+    matmul_fraction_max=0.90, matmul_half_tokens=1592.0, step_fixed_s=0.03, eager_traffic_factor=3.12,
     source="fitted to bench/published/rows.yaml (docs/accuracy.md)",
 )
 

@@ -51,6 +51,10 @@ class PublishedRow(BaseModel):
     gpu: str | None = None
     gpus: int
     parallelism: str
+    nodes: int | None = None
+    internode: str | None = None
+    transformers_version: str | None = None
+    excluded: str | None = None  # why the figures are shown but not compared, where a source's own caveat says so
     peak_memory_gib: float | None = None
     memory_kind: str | None = None
     tokens_per_second_per_gpu: float | None = None
@@ -94,18 +98,24 @@ def _extra_archs(directory: Path) -> dict[str, ModelArch | str]:
 
 
 # Published model names that are the same shapes as a catalog entry (the fields the estimators read).
-SAME_SHAPES = {"llama-3-8b": "Llama-3.1-8B", "mistral-7b-v0.2": "Mistral-7B", "granite-7b (llama-2 architecture)": "Granite-7B"}
+SAME_SHAPES = {"llama-3-8b": "Llama-3.1-8B", "mistral-7b-v0.2": "Mistral-7B", "granite-7b (llama-2 architecture)": "Granite-7B",
+               "mistral-7b-v0.1": "Mistral-7B", "llama-3-70b": "Llama-3.1-70B", "llama-3.3-70b-instruct": "Llama-3.1-70B",
+               "mixtral-8x7b-instruct-v0.1": "Mixtral-8x7B", "llama-3.1-8b (published as 'llama3-8b')": "Llama-3.1-8B",
+               "llama-3.1-8b (torchtitan llama3 '8b' flavor)": "Llama-3.1-8B"}
 # torchtune's module names, in transformers' names.
-TORCHTUNE_TARGETS = {"output_proj": "o_proj", "w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
+TORCHTUNE_TARGETS = {"output_proj": "o_proj", "w1": "gate_proj", "w2": "down_proj", "w3": "up_proj",
+                     "linear_proj": "o_proj"}  # Megatron's names too (linear_qkv below)
+# Published precisions the estimators cannot express: they model bf16 (or fp16 where bf16 is absent) matmuls.
+UNMODELLED_PRECISIONS = ("fp8", "mxfp8", "nvfp4", "fp16-mixed (gptq")
+# Parallelisms beyond data parallelism and FSDP: tensor, pipeline, context and expert parallelism, and kernels the
+# step-time model has no term for. A published figure using them is shown, never compared.
+UNMODELLED_PARALLELISM = ("tp", "pp", "cp", "ep", "scattermoe", "megatron")
 # Published GPU descriptions whose card is named without its memory size or form factor; peak and bandwidth are the
 # same either way, and a measured peak does not depend on the card's size.
 GPU_NAMES = {"a100 (80gb implied)": "A100-80GB", "a100 (memory size unstated)": "A100-80GB",
              "a100 (80gb implied by 70.4 gb)": "A100-80GB", "h100-80gb (sxm/pcie unstated)": "H100-SXM",
-             "rtx-6000-ada-48gb": "RTX-6000-Ada"}
-
-
-# The largest single-node GPU count in the catalog's systems (HGX/DGX: 8 GPUs on NVLink/NVSwitch).
-GPUS_PER_NODE = 8
+             "rtx-6000-ada-48gb": "RTX-6000-Ada",
+             "h100 96gb hbm2e (sxm, 500w power limit; grand teton)": "H100-96GB-HBM2e"}
 
 
 def row_arch(row: PublishedRow, directory: Path) -> ModelArch:
@@ -160,6 +170,8 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     why_not: list[str] = []
     if row.implausible:
         why_not.append("flagged implausible (see its notes)")
+    if row.excluded:
+        why_not.append(row.excluded)
     if row.seq_len is None or row.micro_batch is None:
         return RowCase(row, None, row_gpu(row), "none", "sequence length or micro-batch unpublished",
                        "sequence length or micro-batch unpublished", False)
@@ -170,11 +182,28 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
         return RowCase(row, None, row_gpu(row), "none", reason, reason, False)
     if row.gradient_checkpointing is None:
         why_not.append("checkpointing unpublished")
+    if (unmodelled := unmodelled_parallelism(row.parallelism)):
+        why_not.append(f"{unmodelled} not modelled")
+    if row.gpu and "power limit" in row.gpu.lower():
+        why_not.append("power-capped GPU: its reachable peak is unpublished")
+    if row.transformers_version and row.transformers_version < "5" and row.method == "qlora" and arch_is_moe(row, directory):
+        why_not.append(f"MoE QLoRA on transformers {row.transformers_version}: per-expert nn.Linear that bitsandbytes "
+                       "quantises; the estimate models transformers 5's fused experts, left in 16 bits")
+    if any(row.precision.lower().startswith(p) for p in UNMODELLED_PRECISIONS):
+        why_not.append(f"{row.precision.split(' (')[0]} training not modelled (bf16 matmuls)")
     padded_unknown = row.packed is not True and row.mean_seq_len is None and row.stack != "fsdp_qlora"
     targets = row.lora_targets or ()
     if isinstance(targets, str):
         targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj") if targets == "all-linear" else (targets,)
-    targets = tuple(TORCHTUNE_TARGETS.get(t, t) for t in targets if t != "output")
+    targets = tuple(TORCHTUNE_TARGETS.get(t, t) for t in targets if t not in ("output", "linear_qkv", "c_attn")) + \
+        (("q_proj", "k_proj", "v_proj") if "linear_qkv" in targets else ())
+    if targets and row.method != "full":
+        from advisor.formulas.params import resolve_lora_targets
+        try:
+            resolve_lora_targets(targets)
+        except AdvisorError as exc:
+            reason = f"LoRA targets not expressible ({exc})"
+            return RowCase(row, None, row_gpu(row), "none", reason, reason, False)
     parallel = row.parallelism.lower()
     sharding = "none" if row.gpus == 1 else ("ddp" if parallel.startswith("ddp") else "fsdp")
     optimizer_text = (row.optimizer or "").lower()
@@ -194,14 +223,14 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     padded_memory = ["padded batches, lengths unpublished"] if padded_unknown else \
         ["padded batches: the longest is unpublished (estimated at the cap, an upper bound)"] \
         if row.packed is not True and row.mean_seq_len else []
+    if "activation checkpointing: selective" in row.notes.lower():
+        padded_memory.append("selective activation checkpointing (between none and full) not modelled")
     memory_reason = "; ".join(why_not + padded_memory) or None
     if row.peak_memory_gib is None:
         memory_reason = "no memory figure"
     tput = why_not + (["padded batches, lengths unpublished"] if padded_unknown else [])
     if gpu is None:
         tput.append("GPU not in the catalog")
-    if row.gpus > GPUS_PER_NODE:
-        tput.append(f"spans nodes (more than {GPUS_PER_NODE} GPUs): the inter-node network is not modelled")
     if "cpu-offload" in parallel and row.method == "full":
         tput.append("CPU optimizer step not modelled")
     throughput_reason = "; ".join(tput) or None
@@ -210,13 +239,35 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     return RowCase(row, setup, gpu, sharding, memory_reason, throughput_reason, optimizer_text.startswith("paged"))
 
 
+def arch_is_moe(row: PublishedRow, directory: Path) -> bool:
+    from advisor.catalog.arch import describe
+    try:
+        return describe(row_arch(row, directory)).is_moe
+    except (AdvisorError, ValueError):
+        return False
+
+
+def unmodelled_parallelism(text: str) -> str | None:
+    """The parallelism the step-time model has no term for in a published `parallelism` ("tp2 pp4 cp1 ep8 ...",
+    "fsdp+tp8", "single (ScatterMoE kernels, ep...)"), or None for one GPU, DDP and FSDP/HSDP."""
+    import re
+    t = text.lower()
+    found = [name for name, pattern in (("tensor parallelism", r"\btp([2-9]|\d\d+)"), ("pipeline parallelism", r"\bpp([2-9]|\d\d+)"),
+                                        ("context parallelism", r"\bcp([2-9]|\d\d+)"), ("expert parallelism", r"\bep([2-9]|\d\d+)"),
+                                        ("ScatterMoE kernels", r"scattermoe"))
+             if re.search(pattern, t)]
+    if "megatron" in t:
+        found.append("Megatron-Core (its fused kernels and distributed optimizer)")
+    return ", ".join(found) or None
+
+
 def _precision(row: PublishedRow, sharding: str) -> Precision:
     """As the stack ran it: accelerate's FSDP upcasts trainable bf16 parameters to fp32 when mixed precision is on
     ("Upcasted low precision parameters in ... because mixed precision turned on in FSDP", accelerate/accelerator.py
     prepare_model), so HF Trainer's `--bf16` full fine-tunes under FSDP keep fp32 weights, gradients and moments."""
     if row.stack in ("hf-trainer", "liger") and sharding == "fsdp":
         return "bf16-mixed"
-    return "bf16-pure" if row.precision == "bf16-pure" else "bf16-mixed"
+    return "bf16-pure" if row.precision.startswith("bf16-pure") else "bf16-mixed"
 
 
 def _loss_kind(row: PublishedRow) -> LossKind:

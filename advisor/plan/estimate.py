@@ -13,6 +13,9 @@ from advisor.catalog.load import get_gpu
 from advisor.catalog.arch import describe
 from advisor.plan.efficiency import training_efficiency, training_rate  # noqa: F401 - re-exported for callers
 from advisor.core.errors import AdvisorError
+from advisor.formulas.memory import DEFAULT_OVERHEAD_FIXED_GIB
+from advisor.formulas.step_time import DEFAULT_STEP_TIME
+from advisor.plan.uncertainty import BAND_LEVEL, estimate_bands
 from advisor.formulas.flops import cost_usd, flops_per_token
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
@@ -76,6 +79,25 @@ class Estimate(Struct, frozen=True, kw_only=True):
     calibration: str | None = None
     precision_conflict: str | None = None
     not_modelled: list[str] = []  # settings whose cost the estimate leaves out
+    # 80% intervals (advisor.plan.uncertainty: leave-one-out errors of the nearest published rows); None: no group
+    interval_level: float | None = None
+    tokens_per_second_per_gpu_low: float | None = None
+    tokens_per_second_per_gpu_high: float | None = None
+    gpu_hours_low: float | None = None
+    gpu_hours_high: float | None = None
+    cost_usd_low: float | None = None
+    cost_usd_high: float | None = None
+    peak_memory_low_gib: float | None = None
+    peak_memory_high_gib: float | None = None
+    interval_basis: dict | None = None       # quantity -> the group of published rows and their count
+    extrapolating: list[str] | None = None   # where the setup lies outside the measured groups
+    # Memory kinds: peak_memory_gib is what torch.cuda.max_memory_reserved reports (the caching allocator's reserve
+    # included); allocated is torch.cuda.max_memory_allocated's; nvidia-smi shows reserved plus the CUDA context.
+    memory_kind: str | None = "reserved"
+    peak_memory_allocated_gib: float | None = None
+    peak_memory_nvidia_smi_gib: float | None = None
+    fit_verdict: str | None = None   # fits (the upper bound fits) | tight (the estimate fits, its upper bound not) | does not fit
+    headroom_gib: float | None = None  # usable memory less the estimate
     overrides: list[str] = []  # flags that replaced the recipe's values, as said
 
 
@@ -130,6 +152,28 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         unit_price = price if price is not None else (gpu.price_usd_per_hour if gpu else 0.0)
         cost = cost_usd(hours, unit_price) if unit_price is not None else None
     counts = param_counts(arch)
+    bands = estimate_bands(gpu.generation if gpu else "", setup.method, describe(arch).is_moe)
+    tput, mem = bands["throughput"], bands["memory"]
+    interval = {}
+    if gpu and tput and rate.tokens_per_second:
+        interval |= dict(tokens_per_second_per_gpu_low=rate.tokens_per_second * tput.low,
+                         tokens_per_second_per_gpu_high=rate.tokens_per_second * tput.high)
+        if hours is not None:
+            interval |= dict(gpu_hours_low=hours / tput.high, gpu_hours_high=hours / tput.low)
+            if cost is not None:
+                interval |= dict(cost_usd_low=cost / tput.high, cost_usd_high=cost / tput.low)
+    if mem:
+        interval |= dict(peak_memory_low_gib=memory.total * mem.low, peak_memory_high_gib=memory.total * mem.high)
+    basis = {q: f"{b.group.replace('*', 'any')} ({b.rows} published rows)" for q, b in bands.items() if b}
+    notes = [b.extrapolating for b in bands.values() if b and b.extrapolating] + \
+        [f"no interval for {q}: no group of published rows to derive it from" for q, b in bands.items() if b is None]
+    if gpu and rate.step is not None and efficiency > DEFAULT_STEP_TIME.matmul_fraction_max:
+        notes.append(f"efficiency {efficiency:.2f} is above the {DEFAULT_STEP_TIME.matmul_fraction_max:.2f} no GEMM "
+                     "exceeds: the FLOPs per token count full-context attention (PaLM), which a causal kernel halves; "
+                     "the tokens/s and GPU-hours come from the step-time model, not from this fraction")
+    allocated = memory.total - memory.overhead + DEFAULT_OVERHEAD_FIXED_GIB
+    verdict, headroom = fit_verdict(memory.total, interval.get("peak_memory_high_gib"), gpu.usable_memory_gib) \
+        if gpu else (None, None)
     return Estimate(
         recipe=recipe_name, method=setup.method, model=arch.name, gpu=gpu.name if gpu else None, gpus=setup.gpus,
         total_params=counts.total, active_params=counts.active,
@@ -148,7 +192,22 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         tokens_per_second_per_gpu=rate.tokens_per_second,
         step_seconds=asdict(step) | {"tokens_per_second": step.tokens_per_second} if step else None,
         calibration=str(calibration.path) if calibration else None,
+        interval_level=BAND_LEVEL if interval else None, **interval, interval_basis=basis, extrapolating=notes,
+        peak_memory_allocated_gib=allocated,
+        peak_memory_nvidia_smi_gib=memory.total + gpu.cuda_context_gib if gpu else None,
+        fit_verdict=verdict, headroom_gib=headroom,
     )
+
+
+def fit_verdict(estimate_gib: float, upper_gib: float | None, usable_gib: float) -> tuple[str, float]:
+    """fits when the interval's upper bound fits the usable memory (the point when there is no interval), tight when
+    only the estimate does, does not fit otherwise; with the headroom the estimate leaves (negative: over)."""
+    headroom = usable_gib - estimate_gib
+    if estimate_gib > usable_gib:
+        return "does not fit", headroom
+    if upper_gib is not None and upper_gib > usable_gib:
+        return "tight", headroom
+    return "fits", headroom
 
 
 def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens: float | None = None,

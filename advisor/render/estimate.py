@@ -28,9 +28,19 @@ def render_estimate(e: Estimate) -> str:
         + (f" ({e.gradient_checkpointing_reason})" if e.gradient_checkpointing_reason else ""),
     ]
     out += _communication_lines(e)
+    if e.peak_memory_low_gib is not None and e.peak_memory_high_gib is not None:
+        out.append(f"  peak (reserved, what torch.cuda.max_memory_reserved reports): {e.peak_memory_gib:.1f} GiB, "
+                   f"{e.interval_level:.0%} interval {e.peak_memory_low_gib:.1f}-{e.peak_memory_high_gib:.1f}; "
+                   f"allocated {e.peak_memory_allocated_gib:.1f}"
+                   + (f"; nvidia-smi would show {e.peak_memory_nvidia_smi_gib:.1f}" if e.peak_memory_nvidia_smi_gib else ""))
     if e.gpu:
-        verdict = "fits" if e.fits else "does NOT fit"
-        out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
+        verdict = {"fits": "fits", "tight": "TIGHT", "does not fit": "does NOT fit"}.get(e.fit_verdict or "",
+                                                                                          "fits" if e.fits else "does NOT fit")
+        detail = ""
+        if e.fit_verdict == "tight" and e.headroom_gib is not None:
+            detail = (f" (the estimate leaves {e.headroom_gib:.1f} GiB of the {e.gpu_memory_gib:.1f}, but its upper bound "
+                      f"{e.peak_memory_high_gib:.1f} GiB does not fit)")
+        out.append(f"  {verdict} in {e.gpu_memory_gib:.1f} GiB{detail}; fewest {e.gpu} that fit: {e.gpus_needed or 'none'}")
     if e.method == "qlora" and e.active_params and e.active_params != e.total_params:
         out.append("  note: MoE experts are fused 3-D parameters that bitsandbytes does not quantise; they count at fp32 "
                    "after prepare_model_for_kbit_training (advisor.formulas.memory.weight_bytes)")
@@ -45,9 +55,23 @@ def render_estimate(e: Estimate) -> str:
         if e.gpu is None:
             out.append("  GPU-hours and cost: none on a CPU; give --gpu to cost the run on a GPU")
         else:
-            out += [f"  GPU-hours: {gpu_time(e.gpu_hours)} at efficiency {e.efficiency:.2f} ({e.efficiency_source})",
-                    f"  cost: {money(e.cost_usd)}"]
+            out += [f"  GPU-hours: {gpu_time(e.gpu_hours)}" + _range(e.gpu_hours_low, e.gpu_hours_high, e, gpu_time)
+                    + f" at efficiency {e.efficiency:.2f} ({e.efficiency_source})",
+                    f"  tokens/s per GPU: {e.tokens_per_second_per_gpu:,.0f}"
+                    + _range(e.tokens_per_second_per_gpu_low, e.tokens_per_second_per_gpu_high, e, lambda x: f"{x:,.0f}"),
+                    f"  cost: {money(e.cost_usd)}" + _range(e.cost_usd_low, e.cost_usd_high, e, money)]
+    if e.interval_basis:
+        out.append("  intervals from the leave-one-out errors of published rows: "
+                   + "; ".join(f"{q} {b}" for q, b in e.interval_basis.items()) + " (docs/accuracy.md)")
+    out += [f"  {line}" for line in e.extrapolating or []]
     return "\n".join(out)
+
+
+def _range(low, high, e: Estimate, fmt) -> str:
+    """ (80% interval low-high), or nothing where there is no interval."""
+    if low is None or high is None:
+        return ""
+    return f" ({e.interval_level:.0%} interval {fmt(low)}-{fmt(high)})"
 
 
 def _communication_lines(e: Estimate) -> list[str]:
