@@ -19,7 +19,7 @@ from msgspec import Struct
 from advisor.core.errors import AdvisorError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "gemma2", "gemma3_text", "phi3",
-                         "gpt_oss", "llama4_text")
+                         "gpt_oss", "llama4_text", "olmo2")
 
 # Defaults of the transformers 5.x config classes (configuration_<type>.py) for fields a config.json may omit and
 # that change a parameter count; a config read from disk starts from these, as AutoConfig does. A test compares this
@@ -39,6 +39,7 @@ HF_CONFIG_DEFAULTS: dict[str, dict] = {
                 "num_experts_per_tok": 4, "sliding_window": 128},
     "llama4_text": {"tie_word_embeddings": False, "attention_bias": False, "num_local_experts": 16,
                     "num_experts_per_tok": 1, "intermediate_size_mlp": 16384, "interleave_moe_layer_step": 1},
+    "olmo2": {"tie_word_embeddings": False, "attention_bias": False},
 }
 
 # Wrappers whose config.json nests the language model (multimodal models): the key that holds it.
@@ -257,6 +258,10 @@ def _build(arch) -> Architecture:
                           small_tensors=norms2, sliding_window=w)
         elif mt == "qwen3":
             layer = Layer(_attention(arch, bias, bias), _gated_mlp(h, arch.intermediate_size), small_tensors=norms2 + qk)
+        elif mt == "olmo2":
+            # post-attention and post-feedforward norms; q/k RMSNorms over the whole projections, not per head
+            layer = Layer(_attention(arch, bias, bias), _gated_mlp(h, arch.intermediate_size),
+                          small_tensors=norms2 + (arch.num_attention_heads * hd, kv_heads * hd))
         elif mt == "qwen3_moe":
             converts = True
             e = _get(arch, "num_experts")

@@ -215,7 +215,7 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return out
 
 
-_ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text")
+_ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text", "olmo2")
 _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_intermediate_size decoder_sparse_step "
                       "mlp_only_layers intermediate_size_mlp interleave_moe_layer_step moe_layers router_aux_loss_coef "
                       "sliding_window layer_types sliding_window_pattern attn_logit_softcapping final_logit_softcapping "

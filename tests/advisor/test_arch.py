@@ -38,6 +38,7 @@ TINY = {
                     layer_types=("sliding_attention", "full_attention", "sliding_attention")),
     "llama4_text": dict(num_local_experts=4, num_experts_per_tok=1, intermediate_size_mlp=128, interleave_moe_layer_step=2,
                         head_dim=16),
+    "olmo2": dict(attention_bias=True),
 }
 # Per family, target lists as users write them (module names peft matches), besides all-linear.
 TARGETS = {
