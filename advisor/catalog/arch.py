@@ -19,7 +19,7 @@ from msgspec import Struct
 from advisor.core.errors import AdvisorError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "gemma2", "gemma3_text", "phi3",
-                         "gpt_oss", "llama4_text", "olmo2")
+                         "gpt_oss", "llama4_text", "olmo2", "glm4_moe")
 
 # Defaults of the transformers 5.x config classes (configuration_<type>.py) for fields a config.json may omit and
 # that change a parameter count; a config read from disk starts from these, as AutoConfig does. A test compares this
@@ -40,6 +40,9 @@ HF_CONFIG_DEFAULTS: dict[str, dict] = {
     "llama4_text": {"tie_word_embeddings": False, "attention_bias": False, "num_local_experts": 16,
                     "num_experts_per_tok": 1, "intermediate_size_mlp": 16384, "interleave_moe_layer_step": 1},
     "olmo2": {"tie_word_embeddings": False, "attention_bias": False},
+    "glm4_moe": {"tie_word_embeddings": False, "attention_bias": False, "n_routed_experts": 128, "n_shared_experts": 1,
+                 "num_experts_per_tok": 8, "moe_intermediate_size": 1408, "first_k_dense_replace": 1,
+                 "use_qk_norm": False},
 }
 
 # Wrappers whose config.json nests the language model (multimodal models): the key that holds it.
@@ -227,6 +230,8 @@ def _moe_layer(arch, i: int) -> bool | None:
     if arch.model_type == "qwen3_moe":
         e = _get(arch, "num_experts")
         return i not in (_get(arch, "mlp_only_layers") or ()) and e > 0 and (i + 1) % _get(arch, "decoder_sparse_step") == 0
+    if arch.model_type == "glm4_moe":
+        return i >= _get(arch, "first_k_dense_replace")
     if arch.model_type == "llama4_text":
         step = _get(arch, "interleave_moe_layer_step")
         return i in (arch.moe_layers if arch.moe_layers is not None else range(step - 1, arch.num_hidden_layers, step))
@@ -258,6 +263,18 @@ def _build(arch) -> Architecture:
                           small_tensors=norms2, sliding_window=w)
         elif mt == "qwen3":
             layer = Layer(_attention(arch, bias, bias), _gated_mlp(h, arch.intermediate_size), small_tensors=norms2 + qk)
+        elif mt == "glm4_moe":
+            converts = True
+            attn = _attention(arch, bias, False)  # bias on q/k/v only
+            norms = norms2 + (qk if _get(arch, "use_qk_norm") else ())
+            if moe:
+                e, inter = _get(arch, "n_routed_experts"), _get(arch, "moe_intermediate_size")
+                experts = Experts(e, _get(arch, "num_experts_per_tok"), h, inter,
+                                  peft_names=(("gate_proj", "up_proj"), ("down_proj",)))
+                shared = _gated_mlp(h, inter * _get(arch, "n_shared_experts"))  # mlp.shared_experts
+                layer = Layer(attn, shared, experts, Router("gate", e, h, peft="parameter"), norms)
+            else:
+                layer = Layer(attn, _gated_mlp(h, arch.intermediate_size), small_tensors=norms)
         elif mt == "olmo2":
             # post-attention and post-feedforward norms; q/k RMSNorms over the whole projections, not per head
             layer = Layer(_attention(arch, bias, bias), _gated_mlp(h, arch.intermediate_size),

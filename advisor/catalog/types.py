@@ -142,6 +142,12 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     interleave_moe_layer_step: Annotated[int, Meta(gt=0, description="Llama 4: every n-th layer is MoE.")] | None = None
     moe_layers: Annotated[tuple[int, ...] | None, Meta(description="Llama 4: the MoE layers, when listed.")] = None
     router_aux_loss_coef: Annotated[float, Meta(ge=0, description="Weight of the load-balancing loss.")] | None = None
+    n_routed_experts: Annotated[int, Meta(gt=0, description="Routed experts per MoE layer (GLM-4-MoE, DeepSeek-V3).")] | None = None
+    n_shared_experts: Annotated[int, Meta(ge=0, description="Shared experts, one MLP of n x moe_intermediate_size (GLM-4-MoE, "
+                                                            "DeepSeek-V3).")] | None = None
+    first_k_dense_replace: Annotated[int, Meta(ge=0, description="The first k layers are dense (GLM-4-MoE, "
+                                                                 "DeepSeek-V3).")] | None = None
+    use_qk_norm: Annotated[bool, Meta(description="GLM-4-MoE: per-head q/k RMSNorms.")] | None = None
     # attention variants
     sliding_window: Annotated[int, Meta(gt=0, description="Window of sliding-window attention layers.")] | None = None
     layer_types: Annotated[tuple[str, ...] | None, Meta(description="Per layer: full_attention or "
@@ -215,11 +221,11 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return out
 
 
-_ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text", "olmo2")
+_ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text", "olmo2", "glm4_moe")
 _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_intermediate_size decoder_sparse_step "
                       "mlp_only_layers intermediate_size_mlp interleave_moe_layer_step moe_layers router_aux_loss_coef "
                       "sliding_window layer_types sliding_window_pattern attn_logit_softcapping final_logit_softcapping "
-                      "query_pre_attn_scalar").split()
+                      "query_pre_attn_scalar n_routed_experts n_shared_experts first_k_dense_replace use_qk_norm").split()
 
 
 class ApiPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -39,6 +39,8 @@ TINY = {
     "llama4_text": dict(num_local_experts=4, num_experts_per_tok=1, intermediate_size_mlp=128, interleave_moe_layer_step=2,
                         head_dim=16),
     "olmo2": dict(attention_bias=True),
+    "glm4_moe": dict(head_dim=16, attention_bias=True, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=40,
+                     n_shared_experts=1, first_k_dense_replace=1, use_qk_norm=True),
 }
 # Per family, target lists as users write them (module names peft matches), besides all-linear.
 TARGETS = {
@@ -47,6 +49,7 @@ TARGETS = {
     "qwen3_moe": ["q_proj,v_proj", "gate_proj,up_proj,down_proj", "gate"],
     "llama4_text": ["q_proj,v_proj", "router,gate_proj", "up_proj,down_proj"],
     "gpt_oss": ["q_proj,v_proj", "o_proj"],
+    "glm4_moe": ["q_proj,v_proj", "gate_proj,up_proj,down_proj", "gate"],
 }
 
 
