@@ -19,7 +19,8 @@ from msgspec import Struct
 from advisor.core.errors import AdvisorError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "gemma2", "gemma3_text", "phi3",
-                         "gpt_oss", "llama4_text", "olmo2", "glm4_moe")
+                         "gpt_oss", "llama4_text", "olmo2", "glm4_moe", "deepseek_v3",
+                         "kimi_k2")
 
 # Defaults of the transformers 5.x config classes (configuration_<type>.py) for fields a config.json may omit and
 # that change a parameter count; a config read from disk starts from these, as AutoConfig does. A test compares this
@@ -43,7 +44,15 @@ HF_CONFIG_DEFAULTS: dict[str, dict] = {
     "glm4_moe": {"tie_word_embeddings": False, "attention_bias": False, "n_routed_experts": 128, "n_shared_experts": 1,
                  "num_experts_per_tok": 8, "moe_intermediate_size": 1408, "first_k_dense_replace": 1,
                  "use_qk_norm": False},
+    "deepseek_v3": {"tie_word_embeddings": False, "attention_bias": False, "n_routed_experts": 256, "n_shared_experts": 1,
+                    "num_experts_per_tok": 8, "moe_intermediate_size": 2048, "first_k_dense_replace": 3,
+                    "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+                    "v_head_dim": 128},
 }
+# Kimi-K2 is DeepSeek-V3's architecture under its own model_type ("Kimi-K2 reuses DeepSeekV3CausalLM ... we set
+# "model_type": "kimi_k2" in config.json"; Moonshot's deployment guide): counted, and built, as deepseek_v3.
+HF_CONFIG_DEFAULTS["kimi_k2"] = HF_CONFIG_DEFAULTS["deepseek_v3"]
+SAME_ARCHITECTURE = {"kimi_k2": "deepseek_v3"}
 
 # Wrappers whose config.json nests the language model (multimodal models): the key that holds it.
 NESTED_CONFIG_KEYS = ("text_config", "llm_config", "language_config")
@@ -155,6 +164,8 @@ class Architecture(Struct, frozen=True):
     @property
     def attention_kind(self) -> str:
         """mha, gqa or mqa, and whether some layers attend within a sliding window."""
+        if self.model_type in ("deepseek_v3", "kimi_k2"):
+            return "mla (multi-head latent attention)"
         kind = ("mha" if self.num_key_value_heads == self.num_attention_heads
                 else "mqa" if self.num_key_value_heads == 1 else "gqa")
         windows = {layer.sliding_window for layer in self.layers if layer.sliding_window}
@@ -230,7 +241,7 @@ def _moe_layer(arch, i: int) -> bool | None:
     if arch.model_type == "qwen3_moe":
         e = _get(arch, "num_experts")
         return i not in (_get(arch, "mlp_only_layers") or ()) and e > 0 and (i + 1) % _get(arch, "decoder_sparse_step") == 0
-    if arch.model_type == "glm4_moe":
+    if arch.model_type in ("glm4_moe", "deepseek_v3", "kimi_k2"):
         return i >= _get(arch, "first_k_dense_replace")
     if arch.model_type == "llama4_text":
         step = _get(arch, "interleave_moe_layer_step")
@@ -263,6 +274,24 @@ def _build(arch) -> Architecture:
                           small_tensors=norms2, sliding_window=w)
         elif mt == "qwen3":
             layer = Layer(_attention(arch, bias, bias), _gated_mlp(h, arch.intermediate_size), small_tensors=norms2 + qk)
+        elif mt in ("deepseek_v3", "kimi_k2"):
+            converts = True
+            heads, rope, nope, v = arch.num_attention_heads, _get(arch, "qk_rope_head_dim"), _get(arch, "qk_nope_head_dim"), \
+                _get(arch, "v_head_dim")
+            ql, kl = _get(arch, "q_lora_rank"), _get(arch, "kv_lora_rank")
+            # multi-head latent attention: low-rank query, a compressed key-value latent with one shared RoPE key
+            attn = (Linear("q_a_proj", h, ql, bias), Linear("q_b_proj", ql, heads * (nope + rope)),
+                    Linear("kv_a_proj_with_mqa", h, kl + rope, bias), Linear("kv_b_proj", kl, heads * (nope + v)),
+                    Linear("o_proj", heads * v, h, bias))
+            norms = norms2 + (ql, kl)
+            if moe:
+                e, inter = _get(arch, "n_routed_experts"), _get(arch, "moe_intermediate_size")
+                experts = Experts(e, _get(arch, "num_experts_per_tok"), h, inter,
+                                  peft_names=(("gate_proj", "up_proj"), ("down_proj",)))
+                layer = Layer(attn, _gated_mlp(h, inter * _get(arch, "n_shared_experts")), experts,
+                              Router("gate", e, h, peft="parameter"), norms)
+            else:
+                layer = Layer(attn, _gated_mlp(h, arch.intermediate_size), small_tensors=norms)
         elif mt == "glm4_moe":
             converts = True
             attn = _attention(arch, bias, False)  # bias on q/k/v only
@@ -323,6 +352,8 @@ def _build(arch) -> Architecture:
             raise unsupported(mt)
         built[kind] = layer
         layers.append(layer)
+    if mt in ("deepseek_v3", "kimi_k2"):  # latent attention: the per-head query/key width (nope + rope)
+        hd = _get(arch, "qk_nope_head_dim") + _get(arch, "qk_rope_head_dim")
     return Architecture(
         model_type=mt, hidden_size=h, vocab_size=arch.vocab_size, tied_embeddings=bool(_get(arch, "tie_word_embeddings")),
         num_attention_heads=arch.num_attention_heads, num_key_value_heads=kv_heads, head_dim=hd, gated_mlp=True,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from advisor.catalog.arch import SUPPORTED_MODEL_TYPES, config_value, unsupported
+from advisor.catalog.arch import SAME_ARCHITECTURE, SUPPORTED_MODEL_TYPES, config_value, unsupported
 
 # The CUDA context a GPU entry assumes where it gives none (see CUDA_CONTEXT_SOURCE below).
 DEFAULT_CUDA_CONTEXT_GIB = 0.5
@@ -148,6 +148,12 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     first_k_dense_replace: Annotated[int, Meta(ge=0, description="The first k layers are dense (GLM-4-MoE, "
                                                                  "DeepSeek-V3).")] | None = None
     use_qk_norm: Annotated[bool, Meta(description="GLM-4-MoE: per-head q/k RMSNorms.")] | None = None
+    # multi-head latent attention (DeepSeek-V3, Kimi-K2)
+    q_lora_rank: Annotated[int, Meta(gt=0, description="MLA: rank of the query's low-rank projection.")] | None = None
+    kv_lora_rank: Annotated[int, Meta(gt=0, description="MLA: rank of the compressed key-value latent.")] | None = None
+    qk_nope_head_dim: Annotated[int, Meta(gt=0, description="MLA: per-head query/key width without RoPE.")] | None = None
+    qk_rope_head_dim: Annotated[int, Meta(gt=0, description="MLA: per-head query/key width with RoPE.")] | None = None
+    v_head_dim: Annotated[int, Meta(gt=0, description="MLA: per-head value width.")] | None = None
     # attention variants
     sliding_window: Annotated[int, Meta(gt=0, description="Window of sliding-window attention layers.")] | None = None
     layer_types: Annotated[tuple[str, ...] | None, Meta(description="Per layer: full_attention or "
@@ -189,6 +195,23 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         return config_value(self, "head_dim") or self.hidden_size // self.num_attention_heads
 
     @property
+    def attention_width(self) -> float:
+        """Per token per layer, the width attention's two matmuls run over: heads x head_dim, or for multi-head
+        latent attention the mean of the query/key width (nope + rope) and the value width, per head."""
+        if self.model_type in ("deepseek_v3", "kimi_k2"):
+            qk = config_value(self, "qk_nope_head_dim") + config_value(self, "qk_rope_head_dim")
+            return self.num_attention_heads * (qk + config_value(self, "v_head_dim")) / 2
+        return self.num_attention_heads * self.head_dim_resolved
+
+    @property
+    def kv_width(self) -> float:
+        """Key and value width per token per layer as the attention kernel receives them (mean of the two): kv heads x
+        head_dim, or for latent attention the per-head keys (nope + rope) and values it expands to."""
+        if self.model_type in ("deepseek_v3", "kimi_k2"):
+            return self.attention_width
+        return self.kv_heads * self.head_dim_resolved
+
+    @property
     def qkv_bias(self) -> bool:
         # Qwen2 hard-codes bias on q/k/v (and not on o); Llama's `attention_bias` puts it on all four.
         return self.model_type == "qwen2" or self.attention_bias
@@ -218,14 +241,17 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
             value = config_value(self, key)
             if value is not None:
                 out[key] = list(value) if isinstance(value, tuple) else value
+        out["model_type"] = SAME_ARCHITECTURE.get(self.model_type, self.model_type)  # transformers' class for it
         return out
 
 
-_ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text", "olmo2", "glm4_moe")
+_ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text", "olmo2", "glm4_moe",
+                         "deepseek_v3", "kimi_k2")
 _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_intermediate_size decoder_sparse_step "
                       "mlp_only_layers intermediate_size_mlp interleave_moe_layer_step moe_layers router_aux_loss_coef "
                       "sliding_window layer_types sliding_window_pattern attn_logit_softcapping final_logit_softcapping "
-                      "query_pre_attn_scalar n_routed_experts n_shared_experts first_k_dense_replace use_qk_norm").split()
+                      "query_pre_attn_scalar n_routed_experts n_shared_experts first_k_dense_replace use_qk_norm q_lora_rank "
+                      "kv_lora_rank qk_nope_head_dim qk_rope_head_dim v_head_dim").split()
 
 
 class ApiPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

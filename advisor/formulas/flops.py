@@ -53,7 +53,7 @@ def flops_per_token(arch: ModelArch, seq_len: int, method: Method, lora_params: 
     """
     n_mm = matmul_params(arch)  # per token: a MoE's router and top-k experts, not all of them
     n_layers_mm = layer_matmul_params(arch)
-    attn_fwd = 4.0 * attended_keys(arch, seq_len, causal=False) * arch.num_attention_heads * arch.head_dim_resolved
+    attn_fwd = 4.0 * attended_keys(arch, seq_len, causal=False) * arch.attention_width
     adapters = lora_params if method in ("lora", "qlora") else 0
     forward = 2.0 * n_mm + attn_fwd + 2.0 * adapters
     if method == "full":

@@ -175,7 +175,7 @@ def activation_bytes_per_token_per_layer(arch: ModelArch, method: Method, seq_le
     Without a fused attention kernel the T x T softmax is kept too: 6 a T bytes per token (+2h).
     """
     h, inter = arch.hidden_size, active_intermediate_size(arch)  # a MoE token's MLP width: its top-k experts'
-    kv = arch.kv_heads * arch.head_dim_resolved
+    kv = arch.kv_width
     if method == "full":
         total = ACT_FULL["h"] * h + ACT_FULL["I"] * inter + ACT_FULL["kv"] * kv
     else:

@@ -106,7 +106,7 @@ def causal_attention_flops_per_token(arch: ModelArch, seq_len: float, checkpoint
     ATTENTION_BACKWARD_FACTOR; checkpointing adds one more forward. Without a fused kernel the full T x T is computed.
     Sliding-window layers: a fused kernel computes only the window's blocks (FlashAttention-2's window_size), so their
     keys per query are advisor.formulas.flops.attended_keys'; without one the masked T x T is computed in full."""
-    d_attn = arch.num_attention_heads * arch.head_dim_resolved
+    d_attn = arch.attention_width
     forward = 4.0 * attended_keys(arch, seq_len, causal=flash, windowed=flash) * d_attn
     return forward * (1.0 + ATTENTION_BACKWARD_FACTOR + (1.0 if checkpointing else 0.0))
 
@@ -120,7 +120,7 @@ def elementwise_bytes_per_token(arch: ModelArch, checkpointing: bool) -> float:
     reading and writing the whole tensor (RMSNorm alone: upcast, square, mean, scale, downcast, weight):
     StepTimeConstants.eager_traffic_factor times these bytes."""
     h, inter = arch.hidden_size, active_intermediate_size(arch)  # a MoE token's MLP width: its top-k experts'
-    kv = arch.kv_heads * arch.head_dim_resolved
+    kv = arch.kv_width
     per_layer = ACT_FULL["h"] * h + ACT_FULL["I"] * inter + ACT_FULL["kv"] * kv
     passes = 2.0 * (1.0 + 2.0 + (1.0 if checkpointing else 0.0))
     return per_layer * arch.num_hidden_layers * passes

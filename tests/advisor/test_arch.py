@@ -41,6 +41,12 @@ TINY = {
     "olmo2": dict(attention_bias=True),
     "glm4_moe": dict(head_dim=16, attention_bias=True, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=40,
                      n_shared_experts=1, first_k_dense_replace=1, use_qk_norm=True),
+    "deepseek_v3": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=40, n_shared_experts=1,
+                        first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8,
+                        v_head_dim=10, num_key_value_heads=4),
+    "kimi_k2": dict(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=40, n_shared_experts=1,
+                    first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8,
+                    v_head_dim=10, num_key_value_heads=4),
 }
 # Per family, target lists as users write them (module names peft matches), besides all-linear.
 TARGETS = {
@@ -50,6 +56,8 @@ TARGETS = {
     "llama4_text": ["q_proj,v_proj", "router,gate_proj", "up_proj,down_proj"],
     "gpt_oss": ["q_proj,v_proj", "o_proj"],
     "glm4_moe": ["q_proj,v_proj", "gate_proj,up_proj,down_proj", "gate"],
+    "deepseek_v3": ["q_a_proj,kv_b_proj", "kv_a_proj_with_mqa,o_proj", "gate_proj,up_proj,down_proj", "gate"],
+    "kimi_k2": ["q_b_proj,o_proj", "gate_proj,up_proj,down_proj"],
 }
 
 
@@ -91,8 +99,9 @@ def test_full_finetune_tensors_match_transformers(model_type):
 
 def test_defaults_table_matches_transformers_config_classes():
     transformers = pytest.importorskip("transformers")
+    from advisor.catalog.arch import SAME_ARCHITECTURE
     for model_type, defaults in HF_CONFIG_DEFAULTS.items():
-        config = transformers.AutoConfig.for_model(model_type)
+        config = transformers.AutoConfig.for_model(SAME_ARCHITECTURE.get(model_type, model_type))
         for key, value in defaults.items():
             got = getattr(config, key)
             assert (tuple(got) if isinstance(got, list) else got) == value, (model_type, key)
@@ -111,11 +120,11 @@ def test_moe_active_params_and_router_in_matmuls():
 
 def test_unknown_model_type_refused_in_one_line(tmp_path):
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"model_type": "deepseek_v3", "hidden_size": 64}))
+    cfg.write_text(json.dumps({"model_type": "qwen3_next", "hidden_size": 64}))
     with pytest.raises(AdvisorError) as err:
         catalog.get_model(str(cfg))
     message = str(err.value)
-    assert "'deepseek_v3' is not supported" in message and "qwen3_moe" in message and "\n" not in message
+    assert "'qwen3_next' is not supported" in message and "qwen3_moe" in message and "\n" not in message
     with pytest.raises(ValueError, match="not supported"):
         ModelArch(model_type="gpt_neox", **BASE)
 

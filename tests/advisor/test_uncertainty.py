@@ -79,7 +79,7 @@ def test_a_ring_within_one_domain_never_uses_the_network():
     assert collective_links(gb200, 64).nodes == 1  # an NVL72 rack is one NVLink domain
 
 
-@pytest.mark.parametrize("model", ["Mixtral-8x7B", "Qwen3-30B-A3B", "gpt-oss-20b"])
+@pytest.mark.parametrize("model", ["Mixtral-8x7B", "Qwen3-30B-A3B", "gpt-oss-20b", "DeepSeek-V3", "GLM-4.5-Air"])
 def test_moe_time_counts_the_experts_below_the_ceiling(model):
     arch, gpu = catalog.get_model(model), catalog.get_gpu("H100")
     e = estimate_training(TrainingSetup(arch=arch, method="lora", gpus=8), gpu, tokens=1e8)
