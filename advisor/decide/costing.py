@@ -12,7 +12,9 @@ from msgspec.structs import replace
 
 from advisor.catalog import load as catalog
 from advisor.formulas import scaling
-from advisor.catalog.types import ModelArch
+from advisor.catalog.arch import describe
+from advisor.catalog.types import Gpu, ModelArch
+from advisor.plan.uncertainty import estimate_bands
 from advisor.decide.constraints import (
     Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
 )
@@ -72,6 +74,30 @@ class Option(Struct, frozen=True, kw_only=True):
     sharding: str | None = None
     gradient_checkpointing: bool | None = None
     efficiency: float | None = None  # the fraction of peak its GPU-hours assume (advisor.plan.efficiency.training_rate)
+    # 80% intervals of a training option (advisor.plan.uncertainty: published rows' leave-one-out errors)
+    gpu_hours_low: float | None = None
+    gpu_hours_high: float | None = None
+    cost_usd_low: float | None = None
+    cost_usd_high: float | None = None
+    wall_days_low: float | None = None
+    wall_days_high: float | None = None
+    interval_basis: str | None = None
+    extrapolating: str | None = None
+
+
+def with_interval(option: Option, gpu: Gpu, method: str, moe: bool) -> Option:
+    """The option with 80% intervals on its GPU-hours, dollars and wall days: the throughput band of its GPU
+    generation, method and dense/MoE (advisor.plan.uncertainty.estimate_bands), as `advisor estimate` gives them."""
+    band = estimate_bands(gpu.generation, method, moe)["throughput"]
+    if band is None or not math.isfinite(option.gpu_hours) or option.gpus == 0:
+        return option
+    scale = {"low": 1 / band.high, "high": 1 / band.low}
+    return replace(option, gpu_hours_low=option.gpu_hours * scale["low"], gpu_hours_high=option.gpu_hours * scale["high"],
+                   cost_usd_low=option.cost_usd * scale["low"], cost_usd_high=option.cost_usd * scale["high"],
+                   wall_days_low=option.wall_days * scale["low"] if option.wall_days is not None else None,
+                   wall_days_high=option.wall_days * scale["high"] if option.wall_days is not None else None,
+                   interval_basis=f"{band.group.replace('*', 'any')} ({band.rows} published rows)",
+                   extrapolating=band.extrapolating)
 
 
 def with_violations(option: Option, violations: list[Violation | None], remark: str = "") -> Option:
@@ -312,6 +338,7 @@ def cost_finetune(s: Situation, method: Method, calibration: Calibration | None 
                     params=float(param_counts(arch).total), tokens=tokens, wall_days=wall,
                     sharding=decided_sharding(plan.setup),
                     gradient_checkpointing=plan.setup.gradient_checkpointing, efficiency=plan.efficiency)
+    option = with_interval(option, gpu, method, describe(arch).is_moe)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations)
 
@@ -392,6 +419,7 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
                     gpu=gpu.name, gpus=n, gpu_hours=hours, cost_usd=cost_usd(hours, gpu_price(s)),
                     memory_gib_per_gpu=model_state_gib_per_gpu(point.params, n), params=point.params,
                     tokens=point.tokens, wall_days=wall, sharding=decided_sharding(plan.setup))
+    option = with_interval(option, gpu, "full", False)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
     return with_violations(option, violations, "GiB/GPU: training states only (activations extra)")
 

@@ -8,7 +8,6 @@ in advisor/catalog/data/error_bands.json; this module only chooses the group and
 import functools
 import json
 import math
-import statistics
 from pathlib import Path
 
 from msgspec import Struct
@@ -33,6 +32,7 @@ def group_keys(generation: str, method: str, kind: str) -> list[str]:
 
 def residual_quantiles(residuals: list[float]) -> tuple[float, float]:
     """The 10th and 90th percentiles of log(measured / estimated) (inclusive deciles, statistics.quantiles)."""
+    import statistics  # only bench/error_bands.py computes them; `advisor recommend` reads the shipped file
     deciles = statistics.quantiles(residuals, n=10, method="inclusive")
     return deciles[0], deciles[-1]
 

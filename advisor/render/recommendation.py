@@ -18,6 +18,13 @@ def _days(o) -> str:
     return "-" if o.wall_days is None else days_text(o.wall_days)
 
 
+def _hours(o) -> str:
+    """GPU-hours, with the 80% interval of a training option (advisor.plan.uncertainty)."""
+    if o.gpu_hours_low is None or o.gpu_hours_high is None:
+        return hours(o.gpu_hours)
+    return f"{hours(o.gpu_hours)} ({hours(o.gpu_hours_low)}-{hours(o.gpu_hours_high)})"
+
+
 def _cost(o) -> str:
     return money(o.cost_usd) + ("/mo" if o.tier == "api" else "")
 
@@ -26,7 +33,7 @@ def option_rows(rec: Recommendation) -> list[list[str]]:
     rows = []
     for o in rec.options:
         mark = ("*" if o is rec.options[0] else "") + ("" if o.viable else "x")
-        rows.append([mark, o.tier, o.method, o.model, _gpus(o), hours(o.gpu_hours), _cost(o), _days(o),
+        rows.append([mark, o.tier, o.method, o.model, _gpus(o), _hours(o), _cost(o), _days(o),
                      gib(o.memory_gib_per_gpu), o.note])
     return rows
 

@@ -100,3 +100,16 @@ def test_review_and_recommend_give_the_same_efficiency_for_the_same_job():
     option = cost_finetune(s, "full", counts=[8])
     assert review.efficiency == pytest.approx(option.efficiency)
     assert review.computed.gpu_hours == pytest.approx(option.gpu_hours)
+
+
+def test_recommend_gives_each_training_option_an_interval_on_hours_dollars_and_days(capsys):
+    code, out, err = run_cli(["recommend", "--docs", "500k", "--tokens", "2e9", "--json"], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    options = data["options"] if isinstance(data["options"], list) else list(data["options"].values())
+    training = [o for o in options if o["tier"] in ("peft", "full", "pretrain") and o["gpus"]]
+    assert training
+    for o in training:
+        assert o["gpu_hours_low"] < o["gpu_hours"] < o["gpu_hours_high"], o["method"]
+        assert o["cost_usd_low"] < o["cost_usd"] < o["cost_usd_high"]
+        assert o["wall_days_low"] < o["wall_days"] < o["wall_days_high"] and o["interval_basis"]
