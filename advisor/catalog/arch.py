@@ -20,7 +20,7 @@ from advisor.core.errors import AdvisorError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_moe", "mixtral", "gemma2", "gemma3_text", "phi3",
                          "gpt_oss", "llama4_text", "olmo2", "glm4_moe", "deepseek_v3",
-                         "kimi_k2")
+                         "kimi_k2", "qwen3_5_moe_text")
 
 # Defaults of the transformers 5.x config classes (configuration_<type>.py) for fields a config.json may omit and
 # that change a parameter count; a config read from disk starts from these, as AutoConfig does. A test compares this
@@ -49,6 +49,13 @@ HF_CONFIG_DEFAULTS: dict[str, dict] = {
                     "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
                     "v_head_dim": 128},
 }
+HF_CONFIG_DEFAULTS["qwen3_5_moe_text"] = {
+    "tie_word_embeddings": False, "attention_bias": False, "head_dim": 256, "linear_conv_kernel_dim": 4,
+    "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+    "moe_intermediate_size": 512, "shared_expert_intermediate_size": 512, "num_experts_per_tok": 8, "num_experts": 256}
+# Qwen3.5's config, without layer_types: every full_attention_interval-th layer is full attention, the rest linear
+# (transformers' Qwen3_5MoeTextConfig.__post_init__ default interval)
+QWEN3_5_FULL_ATTENTION_INTERVAL = 4
 # Kimi-K2 is DeepSeek-V3's architecture under its own model_type ("Kimi-K2 reuses DeepSeekV3CausalLM ... we set
 # "model_type": "kimi_k2" in config.json"; Moonshot's deployment guide): counted, and built, as deepseek_v3.
 HF_CONFIG_DEFAULTS["kimi_k2"] = HF_CONFIG_DEFAULTS["deepseek_v3"]
@@ -123,6 +130,7 @@ class Layer(Struct, frozen=True):
     router: Router | None = None
     small_tensors: tuple[int, ...] = ()  # element counts of its norm weights and attention sinks
     sliding_window: int | None = None
+    linear_attention: bool = False  # a linear-attention (gated DeltaNet) layer: no T x T scores
 
     @property
     def small_params(self) -> int:
@@ -249,6 +257,17 @@ def _moe_layer(arch, i: int) -> bool | None:
     return None
 
 
+def _attention_types(arch) -> list[str]:
+    """Per layer, Qwen3.5's full_attention or linear_attention (layer_types, or every
+    QWEN3_5_FULL_ATTENTION_INTERVAL-th layer full as its config class lays them out); "" for the other families."""
+    if arch.model_type != "qwen3_5_moe_text":
+        return [""] * arch.num_hidden_layers
+    if arch.layer_types:
+        return list(arch.layer_types)
+    return ["full_attention" if (j + 1) % QWEN3_5_FULL_ATTENTION_INTERVAL == 0 else "linear_attention"
+            for j in range(arch.num_hidden_layers)]
+
+
 def _build(arch) -> Architecture:
     mt, h, n = arch.model_type, arch.hidden_size, arch.num_hidden_layers
     hd = _get(arch, "head_dim") or h // arch.num_attention_heads
@@ -259,11 +278,12 @@ def _build(arch) -> Architecture:
     qk = (hd, hd)
     layers: list[Layer] = []
     converts, fused = False, False
-    built: dict[tuple, Layer] = {}  # layers alike (same window, same MoE-ness) are one frozen Layer, built once
+    built: dict[tuple, Layer] = {}  # layers alike (same window, MoE-ness, attention kind) are one Layer, built once
+    types = _attention_types(arch)
     for i in range(n):
         w = windows[i] if i < len(windows) else None
         moe = _moe_layer(arch, i)
-        kind = (w, moe)
+        kind = (w, moe, types[i])
         if kind in built:
             layers.append(built[kind])
             continue
@@ -292,6 +312,26 @@ def _build(arch) -> Architecture:
                               Router("gate", e, h, peft="parameter"), norms)
             else:
                 layer = Layer(attn, _gated_mlp(h, arch.intermediate_size), small_tensors=norms)
+        elif mt == "qwen3_5_moe_text":
+            # peft 0.22 has no MoE conversion for it: target_modules reach neither the fused experts nor the router
+            e, inter, k = _get(arch, "num_experts"), _get(arch, "moe_intermediate_size"), _get(arch, "num_experts_per_tok")
+            experts = Experts(e, k, h, inter)
+            shared = _gated_mlp(h, _get(arch, "shared_expert_intermediate_size")) + (Linear("shared_expert_gate", h, 1),)
+            router = Router("gate", e, h)
+            if types[i] == "linear_attention":
+                nk, nv = _get(arch, "linear_num_key_heads"), _get(arch, "linear_num_value_heads")
+                kd, vd = nk * _get(arch, "linear_key_head_dim"), nv * _get(arch, "linear_value_head_dim")
+                attn = (Linear("in_proj_qkv", h, 2 * kd + vd), Linear("in_proj_z", h, vd), Linear("in_proj_b", h, nv),
+                        Linear("in_proj_a", h, nv), Linear("out_proj", vd, h))
+                # dt_bias and A_log per value head, the depthwise causal conv over q, k, v, the gated norm
+                small = norms2 + (nv, nv, (2 * kd + vd) * _get(arch, "linear_conv_kernel_dim"),
+                                  _get(arch, "linear_value_head_dim"))
+                layer = Layer(attn, shared, experts, router, small, linear_attention=True)
+            else:  # gated attention: q_proj also yields the output gate
+                q, kv = arch.num_attention_heads * hd, kv_heads * hd
+                attn = (Linear("q_proj", h, 2 * q, bias), Linear("k_proj", h, kv, bias), Linear("v_proj", h, kv, bias),
+                        Linear("o_proj", q, h, bias))
+                layer = Layer(attn, shared, experts, router, norms2 + qk)
         elif mt == "glm4_moe":
             converts = True
             attn = _attention(arch, bias, False)  # bias on q/k/v only

@@ -148,6 +148,13 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     first_k_dense_replace: Annotated[int, Meta(ge=0, description="The first k layers are dense (GLM-4-MoE, "
                                                                  "DeepSeek-V3).")] | None = None
     use_qk_norm: Annotated[bool, Meta(description="GLM-4-MoE: per-head q/k RMSNorms.")] | None = None
+    # gated DeltaNet linear attention and gated full attention (Qwen3.5-MoE)
+    linear_conv_kernel_dim: Annotated[int, Meta(gt=0, description="Qwen3.5: causal conv kernel of linear attention.")] | None = None
+    linear_key_head_dim: Annotated[int, Meta(gt=0, description="Qwen3.5: linear attention's key head width.")] | None = None
+    linear_value_head_dim: Annotated[int, Meta(gt=0, description="Qwen3.5: linear attention's value head width.")] | None = None
+    linear_num_key_heads: Annotated[int, Meta(gt=0, description="Qwen3.5: linear attention's key heads.")] | None = None
+    linear_num_value_heads: Annotated[int, Meta(gt=0, description="Qwen3.5: linear attention's value heads.")] | None = None
+    shared_expert_intermediate_size: Annotated[int, Meta(gt=0, description="Qwen3.5-MoE: the shared expert's MLP width.")] | None = None
     # multi-head latent attention (DeepSeek-V3, Kimi-K2)
     q_lora_rank: Annotated[int, Meta(gt=0, description="MLA: rank of the query's low-rank projection.")] | None = None
     kv_lora_rank: Annotated[int, Meta(gt=0, description="MLA: rank of the compressed key-value latent.")] | None = None
@@ -246,12 +253,14 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 
 _ATTENTION_BIAS_TYPES = ("qwen3", "qwen3_moe", "gemma2", "gemma3_text", "gpt_oss", "llama4_text", "olmo2", "glm4_moe",
-                         "deepseek_v3", "kimi_k2")
+                         "deepseek_v3", "kimi_k2", "qwen3_5_moe_text")
 _ARCH_EXTRA_FIELDS = ("num_local_experts num_experts num_experts_per_tok moe_intermediate_size decoder_sparse_step "
                       "mlp_only_layers intermediate_size_mlp interleave_moe_layer_step moe_layers router_aux_loss_coef "
                       "sliding_window layer_types sliding_window_pattern attn_logit_softcapping final_logit_softcapping "
                       "query_pre_attn_scalar n_routed_experts n_shared_experts first_k_dense_replace use_qk_norm q_lora_rank "
-                      "kv_lora_rank qk_nope_head_dim qk_rope_head_dim v_head_dim").split()
+                      "kv_lora_rank qk_nope_head_dim qk_rope_head_dim v_head_dim linear_conv_kernel_dim linear_key_head_dim "
+                      "linear_value_head_dim linear_num_key_heads linear_num_value_heads "
+                      "shared_expert_intermediate_size").split()
 
 
 class ApiPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

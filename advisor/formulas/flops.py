@@ -76,6 +76,12 @@ def expert_matmul_flops_per_token(arch: ModelArch, method: str, checkpointing: b
     return n * (2.0 + (4.0 if method == "full" else 2.0) + (2.0 if checkpointing else 0.0))
 
 
+# Linear-attention layers (Qwen3.5's gated DeltaNet) compute the chunked delta rule: a quadratic form within chunks of
+# 64 tokens and a d_k x d_v state carried between them (Yang et al. 2024, Gated Delta Networks §3; fla's chunk size),
+# so their work per token is that of attention over a window of one chunk, whatever the sequence length.
+LINEAR_ATTENTION_CHUNK = 64
+
+
 def attended_keys(arch: ModelArch, seq_len: float, causal: bool, windowed: bool = True) -> float:
     """Keys one query attends to, summed over the decoder layers, in a sequence of `seq_len` tokens.
 
@@ -83,11 +89,14 @@ def attended_keys(arch: ModelArch, seq_len: float, causal: bool, windowed: bool 
     layer. Causal (what a causal kernel computes, on average over the sequence's positions): T / 2. A sliding-window
     layer of window w < T (Mistral, Gemma 2/3, gpt-oss; Beltagy et al. 2020) sees min(t, w) keys at position t,
     on average w - w^2 / 2T causally, twice that in full-context counting; `windowed` False counts every layer as
-    full (a kernel that masks the window instead of skipping it computes the whole T x T).
+    full (a kernel that masks the window instead of skipping it computes the whole T x T). A linear-attention layer
+    counts as a window of LINEAR_ATTENTION_CHUNK.
     """
     total = 0.0
     for layer in describe(arch).layers:
         w = layer.sliding_window if windowed else None
+        if layer.linear_attention:  # no T x T scores: counted as a window of one chunk, causal or not
+            w = LINEAR_ATTENTION_CHUNK
         mean = seq_len / 2.0 if w is None or w >= seq_len else w - w * w / (2.0 * seq_len)
         total += mean if causal else 2.0 * mean
     return total

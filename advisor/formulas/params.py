@@ -19,7 +19,9 @@ LINEAR_MODULES = ATTENTION_MODULES + MLP_MODULES
 # Other module names peft can target in the supported families: Phi-3's fused projections, Mixtral's per-expert
 # names (w1, w3 -> gate_up_proj, w2 -> down_proj) and router `gate`, Llama 4's `router`.
 OTHER_TARGETS = ("qkv_proj", "gate_up_proj", "w1", "w2", "w3", "gate", "router",
-                 "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj")  # DeepSeek-V3's latent attention
+                 "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj",  # DeepSeek-V3's latent attention
+                 "in_proj_qkv", "in_proj_z", "in_proj_b", "in_proj_a", "out_proj",  # Qwen3.5's linear attention
+                 "shared_expert_gate")
 KNOWN_TARGETS = LINEAR_MODULES + OTHER_TARGETS
 
 

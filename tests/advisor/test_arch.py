@@ -44,6 +44,9 @@ TINY = {
     "deepseek_v3": dict(n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=40, n_shared_experts=1,
                         first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8,
                         v_head_dim=10, num_key_value_heads=4),
+    "qwen3_5_moe_text": dict(head_dim=16, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=40,
+                             shared_expert_intermediate_size=24, linear_key_head_dim=8, linear_value_head_dim=8,
+                             linear_num_key_heads=2, linear_num_value_heads=4, num_hidden_layers=4),
     "kimi_k2": dict(n_routed_experts=6, num_experts_per_tok=2, moe_intermediate_size=40, n_shared_experts=1,
                     first_k_dense_replace=1, q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=12, qk_rope_head_dim=8,
                     v_head_dim=10, num_key_value_heads=4),
@@ -58,6 +61,7 @@ TARGETS = {
     "glm4_moe": ["q_proj,v_proj", "gate_proj,up_proj,down_proj", "gate"],
     "deepseek_v3": ["q_a_proj,kv_b_proj", "kv_a_proj_with_mqa,o_proj", "gate_proj,up_proj,down_proj", "gate"],
     "kimi_k2": ["q_b_proj,o_proj", "gate_proj,up_proj,down_proj"],
+    "qwen3_5_moe_text": ["q_proj,v_proj", "in_proj_qkv,out_proj", "gate_proj,up_proj,down_proj,shared_expert_gate"],
 }
 
 
