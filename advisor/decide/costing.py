@@ -91,11 +91,10 @@ def with_interval(option: Option, gpu: Gpu, method: str, moe: bool) -> Option:
     band = estimate_bands(gpu.generation, method, moe)["throughput"]
     if band is None or not math.isfinite(option.gpu_hours) or option.gpus == 0:
         return option
-    scale = {"low": 1 / band.high, "high": 1 / band.low}
-    return replace(option, gpu_hours_low=option.gpu_hours * scale["low"], gpu_hours_high=option.gpu_hours * scale["high"],
-                   cost_usd_low=option.cost_usd * scale["low"], cost_usd_high=option.cost_usd * scale["high"],
-                   wall_days_low=option.wall_days * scale["low"] if option.wall_days is not None else None,
-                   wall_days_high=option.wall_days * scale["high"] if option.wall_days is not None else None,
+    days = band.time_bounds(option.wall_days) if option.wall_days is not None else (None, None)
+    return replace(option, **dict(zip(("gpu_hours_low", "gpu_hours_high"), band.time_bounds(option.gpu_hours))),
+                   **dict(zip(("cost_usd_low", "cost_usd_high"), band.time_bounds(option.cost_usd))),
+                   wall_days_low=days[0], wall_days_high=days[1],
                    interval_basis=f"{band.group.replace('*', 'any')} ({band.rows} published rows)",
                    extrapolating=band.extrapolating)
 

@@ -313,6 +313,12 @@ class MemoryBreakdown(Struct, frozen=True):
     total: float
     sharding: str
     buffers: float = 0.0   # FSDP's unsharded layers and root unit (fsdp_buffer_bytes)
+    reserve: float = 0.0   # of overhead: the caching allocator's share, which allocated-bytes statistics leave out
+
+    @property
+    def allocated(self) -> float:
+        """The peak as torch.cuda.max_memory_allocated counts it: the total less the allocator's reserve."""
+        return self.total - self.reserve
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -377,9 +383,10 @@ def memory_per_gpu(setup: TrainingSetup, overhead_fraction: float = DEFAULT_OVER
                  activations=activations / GIB, logits=logits / GIB)
     # the allocator's reserve grows with the varied, interleaved tensors of the forward and backward (activations and
     # logits); weights and states stay, and gradients and FSDP buffers come back in the same sizes every step
-    overhead = overhead_fraction * max(0.0, (peak - grads) / GIB) + overhead_fixed_gib
+    reserve = overhead_fraction * max(0.0, (peak - grads) / GIB)
+    overhead = reserve + overhead_fixed_gib
     return MemoryBreakdown(**parts, overhead=overhead, total=sum(parts.values()) + buffers + overhead, sharding=shard,
-                           buffers=buffers)
+                           buffers=buffers, reserve=reserve)
 
 
 def split_above_gradients(above: float, loss_alive: float) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 estimate beside its measurement. Which rows the estimator can express, and why not, is decided here (`row_case`)."""
 
 import functools
+import re
 import statistics
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from advisor.catalog import load as catalog
 from advisor.catalog.types import DEFAULT_CUDA_CONTEXT_GIB, Gpu, ModelArch
 from advisor.core.convert import InputError, convert
 from advisor.core.errors import AdvisorError
-from advisor.formulas.memory import DEFAULT_OVERHEAD_FIXED_GIB, DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
+from advisor.formulas.memory import DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
 from advisor.formulas.setup import LossKind, Method, Optimizer, Precision, TrainingSetup, canonical_dtype
 
@@ -250,7 +251,6 @@ def arch_is_moe(row: PublishedRow, directory: Path) -> bool:
 def unmodelled_parallelism(text: str) -> str | None:
     """The parallelism the step-time model has no term for in a published `parallelism` ("tp2 pp4 cp1 ep8 ...",
     "fsdp+tp8", "single (ScatterMoE kernels, ep...)"), or None for one GPU, DDP and FSDP/HSDP."""
-    import re
     t = text.lower()
     found = [name for name, pattern in (("tensor parallelism", r"\btp([2-9]|\d\d+)"), ("pipeline parallelism", r"\bpp([2-9]|\d\d+)"),
                                         ("context parallelism", r"\bcp([2-9]|\d\d+)"), ("expert parallelism", r"\bep([2-9]|\d\d+)"),
@@ -343,8 +343,7 @@ def memory_parts(case: RowCase, **overheads) -> tuple[float, float]:
     """(estimate without the allocator's fractional reserve, the activations and logits that reserve scales with)."""
     assert case.setup is not None, "only rows the estimator can express reach memory_parts"
     memory = memory_per_gpu(replace(case.setup, sharding=case.sharding if case.setup.gpus > 1 else "auto"), **overheads)
-    fixed = overheads.get("overhead_fixed_gib", DEFAULT_OVERHEAD_FIXED_GIB)
-    base = memory.total - memory.overhead + fixed - (memory.optimizer if case.paged_optimizer else 0.0)
+    base = memory.allocated - (memory.optimizer if case.paged_optimizer else 0.0)
     return base, max(0.0, memory.activations + memory.logits)
 
 

@@ -13,7 +13,6 @@ from advisor.catalog.load import get_gpu
 from advisor.catalog.arch import describe
 from advisor.plan.efficiency import training_efficiency, training_rate  # noqa: F401 - re-exported for callers
 from advisor.core.errors import AdvisorError
-from advisor.formulas.memory import DEFAULT_OVERHEAD_FIXED_GIB
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
 from advisor.plan.uncertainty import BAND_LEVEL, estimate_bands
 from advisor.formulas.flops import cost_usd, flops_per_token
@@ -156,14 +155,14 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     tput, mem = bands["throughput"], bands["memory"]
     interval = {}
     if gpu and tput and rate.tokens_per_second:
-        interval |= dict(tokens_per_second_per_gpu_low=rate.tokens_per_second * tput.low,
-                         tokens_per_second_per_gpu_high=rate.tokens_per_second * tput.high)
+        interval |= dict(zip(("tokens_per_second_per_gpu_low", "tokens_per_second_per_gpu_high"),
+                             tput.rate_bounds(rate.tokens_per_second)))
         if hours is not None:
-            interval |= dict(gpu_hours_low=hours / tput.high, gpu_hours_high=hours / tput.low)
-            if cost is not None:
-                interval |= dict(cost_usd_low=cost / tput.high, cost_usd_high=cost / tput.low)
+            interval |= dict(zip(("gpu_hours_low", "gpu_hours_high"), tput.time_bounds(hours)))
+        if cost is not None:
+            interval |= dict(zip(("cost_usd_low", "cost_usd_high"), tput.time_bounds(cost)))
     if mem:
-        interval |= dict(peak_memory_low_gib=memory.total * mem.low, peak_memory_high_gib=memory.total * mem.high)
+        interval |= dict(zip(("peak_memory_low_gib", "peak_memory_high_gib"), mem.rate_bounds(memory.total)))
     basis = {q: f"{b.group.replace('*', 'any')} ({b.rows} published rows)" for q, b in bands.items() if b}
     notes = [b.extrapolating for b in bands.values() if b and b.extrapolating] + \
         [f"no interval for {q}: no group of published rows to derive it from" for q, b in bands.items() if b is None]
@@ -171,7 +170,6 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         notes.append(f"efficiency {efficiency:.2f} is above the {DEFAULT_STEP_TIME.matmul_fraction_max:.2f} no GEMM "
                      "exceeds: the FLOPs per token count full-context attention (PaLM), which a causal kernel halves; "
                      "the tokens/s and GPU-hours come from the step-time model, not from this fraction")
-    allocated = memory.total - memory.overhead + DEFAULT_OVERHEAD_FIXED_GIB
     verdict, headroom = fit_verdict(memory.total, interval.get("peak_memory_high_gib"), gpu.usable_memory_gib) \
         if gpu else (None, None)
     return Estimate(
@@ -193,7 +191,7 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
         step_seconds=asdict(step) | {"tokens_per_second": step.tokens_per_second} if step else None,
         calibration=str(calibration.path) if calibration else None,
         interval_level=BAND_LEVEL if interval else None, **interval, interval_basis=basis, extrapolating=notes,
-        peak_memory_allocated_gib=allocated,
+        peak_memory_allocated_gib=memory.allocated,
         peak_memory_nvidia_smi_gib=memory.total + gpu.cuda_context_gib if gpu else None,
         fit_verdict=verdict, headroom_gib=headroom,
     )

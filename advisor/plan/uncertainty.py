@@ -45,6 +45,14 @@ class Band(Struct, frozen=True):
     group: str
     extrapolating: str | None = None   # the setup is outside the measured groups: said, and the interval widened
 
+    def rate_bounds(self, estimate: float) -> tuple[float, float]:
+        """(low, high) of a quantity that grows with the measured rate (tokens/s) or is the measured one (memory)."""
+        return estimate * self.low, estimate * self.high
+
+    def time_bounds(self, estimate: float) -> tuple[float, float]:
+        """(low, high) of a quantity inversely proportional to the rate: GPU-hours, dollars, wall days."""
+        return estimate / self.high, estimate / self.low
+
 
 def choose_band(groups: dict, generation: str, method: str, kind: str, quantity: str) -> Band | None:
     """The interval of the first group (group_keys) with at least MIN_GROUP_ROWS rows; widened by
