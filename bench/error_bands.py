@@ -19,7 +19,6 @@ from advisor.measure.published_fit import fit_published  # noqa: E402
 from advisor.plan.uncertainty import (  # noqa: E402
     ANY, BAND_LEVEL, BANDS_FILE, MIN_GROUP_ROWS, choose_band, group_keys, residual_quantiles,
 )
-from advisor.catalog.arch import describe  # noqa: E402
 
 
 def residuals() -> dict[str, list[tuple[str, tuple[str, str, str], float]]]:
@@ -30,7 +29,7 @@ def residuals() -> dict[str, list[tuple[str, tuple[str, str, str], float]]]:
     for quantity, loo in (("throughput", fit.throughput_loo), ("memory", fit.memory_loo)):
         for row_id, ratio in sorted(loo.items()):
             c = cases[row_id]
-            kind = "moe" if c.setup is not None and describe(c.setup.arch).is_moe else "dense"
+            kind = "moe" if c.moe else "dense"
             out[quantity].append((row_id, (c.generation, c.row.method, kind), -math.log(ratio)))
     return out
 

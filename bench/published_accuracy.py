@@ -30,11 +30,6 @@ def summary(values: list[float]) -> str:
     return "-" if s is None else f"{s[0]:.1%} / {s[1]:.0%} ({s[2]})"
 
 
-def is_moe(case) -> bool:
-    from advisor.catalog.arch import describe
-    return case.setup is not None and describe(case.setup.arch).is_moe
-
-
 def interval_lines() -> list[str]:
     """The estimate's 80% intervals (advisor/catalog/data/error_bands.json, bench/error_bands.py) and their coverage."""
     from advisor.plan.uncertainty import MIN_GROUP_ROWS, WIDEN_OUTSIDE_GROUP, shipped_bands
@@ -100,7 +95,7 @@ def section() -> list[str]:
                for g in sorted({c.generation for c in cases})]
     groups += [(f"method: {m}", (lambda m: lambda r: r.case.row.method == m)(m))  # noqa: B023 - bound by the outer lambda
                for m in ("full", "lora", "qlora")]
-    groups += [("MoE", lambda r: is_moe(r.case)), ("dense", lambda r: not is_moe(r.case)),
+    groups += [("MoE", lambda r: r.case.moe), ("dense", lambda r: not r.case.moe),
                ("more than 8 GPUs", lambda r: r.case.row.gpus > 8),
                ("sequences of 16k tokens or more", lambda r: (r.case.row.seq_len or 0) >= 16384)]
     out += ["| rows | memory in-sample | memory leave-one-out | memory before | tok/s in-sample | tok/s leave-one-out | "

@@ -199,6 +199,7 @@ class Links(Struct, frozen=True):
     ring: float             # a ring over all the ranks (FSDP's gathers, DDP's all-reduce)
     intra: float            # within one NVLink domain
     network: float          # one GPU's own share of the network between nodes
+    network_gbps: float     # the same in Gb/s, before COMM_EFFICIENCY (as the catalog or --interconnect states it)
     nodes: int              # NVLink domains the ranks span (1: no network crossed)
     domain: int             # GPUs per NVLink domain that take part
     network_assumed: bool   # the catalog states no network for this GPU and none was given
@@ -215,9 +216,10 @@ def collective_links(gpu: Gpu, ranks: int, internode_gbps: float | None = None) 
     domain = min(ranks, gpu.nvlink_domain)
     nodes = -(-ranks // gpu.nvlink_domain)
     gbps = internode_gbps or gpu.internode_gbps
-    network = (gbps or ASSUMED_INTERNODE_GBPS) / 8.0 * 1e9 * COMM_EFFICIENCY
+    network_gbps = gbps or ASSUMED_INTERNODE_GBPS
+    network = network_gbps / 8.0 * 1e9 * COMM_EFFICIENCY
     ring = intra if nodes == 1 else min(intra, domain * network)
-    return Links(ring, intra, network, nodes, domain, nodes > 1 and gbps is None)
+    return Links(ring, intra, network, network_gbps, nodes, domain, nodes > 1 and gbps is None)
 
 
 def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
@@ -243,12 +245,6 @@ def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
         ranks=setup.gpus if sharding != "none" else 1, internode_gbps=setup.internode_gbps,
         tokens_per_expert=tokens_per_expert(arch, tokens),
     )
-
-
-def executed_flops(work: StepWork) -> float:
-    """FLOPs one GPU executes in the step as this model counts them: projections, experts and causal attention (as
-    the kernel runs it), recomputation included."""
-    return (work.matmul_flops + work.expert_flops + work.attention_flops) * work.micro_batches
 
 
 def matmul_fraction(tokens_per_micro_batch: float, c: StepTimeConstants) -> float:
@@ -307,4 +303,4 @@ def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConst
     return StepTime(mb * matmul, mb * attention, mb * memory_bound, mb * exposed, optimizer, c.step_fixed_s, total,
                     mb * work.tokens_per_micro_batch, mb * experts, expert_frac,
                     mb * comm + work.step_comm_bytes / link, links.nodes,
-                    links.network / COMM_EFFICIENCY * 8.0 / 1e9 if links.nodes > 1 else 0.0, links.network_assumed)
+                    links.network_gbps if links.nodes > 1 else 0.0, links.network_assumed)

@@ -158,6 +158,12 @@ class RowCase(Struct, frozen=True):
     def generation(self) -> str:
         return gpu_generation(self.gpu)
 
+    @property
+    def moe(self) -> bool:
+        """The row's model is a mixture of experts (False where the setup is not expressible)."""
+        from advisor.catalog.arch import describe
+        return self.setup is not None and describe(self.setup.arch).is_moe
+
 
 def gpu_generation(gpu: Gpu | None) -> str:
     """The GPU's architecture generation as the catalog states it ("unstated" without a GPU)."""
