@@ -277,6 +277,8 @@ class ApiPrice(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     retired: Annotated[bool, Meta(description="Shut down, or deprecated with a shutdown date announced.")] = False
     shutdown_date: str | None = None
     retired_source: str | None = None
+    replacement: Annotated[str | None, Meta(description=(
+        "The catalog API the vendor names as a retired model's successor (retired_source quotes it)."))] = None
 
     @property
     def price_dated(self) -> str:

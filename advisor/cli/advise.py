@@ -12,6 +12,7 @@ from advisor.cli.options import (
     Count, JsonFlag, _calibration, _duration_days, _emit_json, _finite, _fraction, _gpu_spec, _number, _validated,
     _write_text,
 )
+from advisor.core.bounds import MAX_PRICE_USD_PER_GPU_HOUR, MAX_TOKENS
 from advisor.core.errors import AdvisorError
 from advisor.core.convert import to_json
 from advisor.cli.setup_flags import override_lines, recipe_values, with_setup_flags
@@ -31,7 +32,7 @@ def review(
     days: Annotated[Optional[float], typer.Option(parser=_duration_days, help="The proposal's wall-clock: 14, 14d, 2w.")] = None,
     cost: Annotated[Optional[float], typer.Option(parser=Count, help="The proposal's dollars, e.g. 150k.")] = None,
     epochs: Annotated[float, typer.Option(parser=_number(upper=1000), help="Passes over the tokens.")] = 1.0,
-    seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576), help="Training sequence length.")] = 2048,
+    seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576, example="2048"), help="Training sequence length.")] = 2048,
     price: Annotated[Optional[float], typer.Option(parser=Count, help="Override the GPU's $/GPU-hour.")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
     as_json: JsonFlag = False,
@@ -66,9 +67,9 @@ def estimate(
     recipe: Annotated[Optional[Path], typer.Argument(help="A recipe YAML to estimate (instead of --model ...).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Catalog model, hub id (org/name: local HF cache, else the hub) or config.json path.")] = None,
     gpu: Annotated[Optional[str], typer.Option(help="GPU type (advisor catalog gpus).")] = None,
-    tokens: Annotated[Optional[float], typer.Option(parser=Count, help="Tokens to train on, for GPU-hours and dollars.")] = None,
+    tokens: Annotated[Optional[float], typer.Option(parser=_number(upper=MAX_TOKENS), help="Tokens to train on, for GPU-hours and dollars.")] = None,
     efficiency: Annotated[Optional[float], typer.Option(parser=_fraction, help="Achieved fraction of peak (default: calibrated or the step-time model's).")] = None,
-    price: Annotated[Optional[float], typer.Option(parser=Count, help="Override $/GPU-hour.")] = None,
+    price: Annotated[Optional[float], typer.Option(parser=_number(upper=MAX_PRICE_USD_PER_GPU_HOUR), help="Override $/GPU-hour.")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Recipe override key.path=value (with RECIPE).")] = None,
     as_json: JsonFlag = False,

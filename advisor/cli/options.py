@@ -15,14 +15,18 @@ from advisor.core.errors import AdvisorError
 from advisor.core.numbers import ACCEPTED_FORM, parse_quantity
 
 
-def _number(allow_zero: bool = False, upper: float | None = None, integer: bool = False, inclusive_upper: bool = True):
+def _number(allow_zero: bool = False, upper: float | None = None, integer: bool = False, inclusive_upper: bool = True,
+            example: str = "8"):
+    """A parser for a number flag; a whole-number flag's errors offer `example` (a count such as 8), not 500k."""
+    form = f"a whole number such as {example}" if integer else ACCEPTED_FORM
+
     def parse(text: str) -> float:
         try:
-            value = parse_quantity(text, allow_zero=allow_zero)
+            value = parse_quantity(text, allow_zero=allow_zero, form=form)
         except AdvisorError as exc:
             raise typer.BadParameter(str(exc)) from None
         if upper is not None and (value > upper or (value == upper and not inclusive_upper)):
-            raise typer.BadParameter(f"{text!r} must be at most {upper:g}; expected {ACCEPTED_FORM}")
+            raise typer.BadParameter(f"{text!r} must be at most {upper:g}; expected {form}")
         if integer:
             if value != int(value):
                 raise typer.BadParameter(f"{text!r} must be a whole number")
@@ -86,7 +90,8 @@ def _calibration(path: Optional[Path]):
 def _validated(cls, /, flags: dict[str, str] | None = None, **fields):
     """A `cls` Struct built from flags' values and checked by msgspec (each field's type, Literal and constraints); a
     broken one is one line naming the flag: `flags` maps a field to the flag that sets it where the names differ (else
-    --field-name). A value outside a Literal's choices is told the choices."""
+    --field-name). A value outside a Literal's choices is told the choices; one outside a bound, the value and the
+    bound (`--tokens: 1e+30 must be at most 1e+15`)."""
     try:
         return convert(cls, fields)
     except InputError as exc:
@@ -94,7 +99,21 @@ def _validated(cls, /, flags: dict[str, str] | None = None, **fields):
         flag = (flags or {}).get(field) or ("--" + field.replace("_", "-") if field else "input")
         choices = _choices(cls, field) if exc.msg.startswith("Invalid enum value") else ()
         hint = f" (expected one of: {', '.join(choices)})" if choices else ""
-        raise AdvisorError(f"{flag}: {exc.msg}{hint}") from None
+        raise AdvisorError(f"{flag}: {_bound_message(exc.msg, fields.get(field))}{hint}", flag=flag) from None
+
+
+# msgspec's message for a number outside a field's Meta bounds, e.g. "Expected `float` <= 1000000000000000.0"
+_BOUND_MESSAGE = re.compile(r"Expected `(?:int|float)` (<=|<|>=|>) (\S+)")
+_BOUND_WORDS = {"<=": "at most", "<": "less than", ">=": "at least", ">": "greater than"}
+
+
+def _bound_message(message: str, value) -> str:
+    """msgspec's message for a value outside a bound as people read it ("1e+30 must be at most 1e+15"); any other
+    message as it is."""
+    match = _BOUND_MESSAGE.fullmatch(message)
+    if match is None or not isinstance(value, (int, float)):
+        return message
+    return f"{value:g} must be {_BOUND_WORDS[match.group(1)]} {float(match.group(2)):g}"
 
 
 def _choices(cls, field: str) -> tuple:
@@ -126,7 +145,8 @@ def _duration_days(text: str) -> float:
     try:
         if not match:
             raise AdvisorError(text)
-        value = parse_quantity(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+        # 0d is a duration (a deadline no training meets); a record that needs more says so, naming its flag
+        value = parse_quantity(match.group(1), allow_zero=True) * _DURATION_UNITS[match.group(2).lower()]
     except AdvisorError:
         raise typer.BadParameter(f"{text!r} is not a duration such as 7d, 36h or 2w") from None
     if value > 36500:
@@ -141,7 +161,9 @@ def _gpu_spec(text: str, default_gpu: str | None = None) -> tuple[int, str]:
     """GPUs as people write them: 8xA100, 8 x H100, or a count (then of `default_gpu`)."""
     match = re.fullmatch(r"\s*([0-9]+)\s*(?:[x\u00d7*]\s*(.+?))?\s*", text, re.IGNORECASE)
     name = (match.group(2) or default_gpu) if match else None  # the type given, else the default
-    if not match or int(match.group(1)) < 1 or name is None:
-        raise AdvisorError(f"--gpus {text!r}: expected a count and a GPU type, e.g. 8xA100")
+    if match and int(match.group(1)) < 1:
+        raise AdvisorError(f"--gpus {text!r}: the count must be 1 or more, e.g. 8xA100", flag="--gpus")
+    if not match or name is None:
+        raise AdvisorError(f"--gpus {text!r}: expected a count and a GPU type, e.g. 8xA100", flag="--gpus")
     from advisor.catalog.load import get_gpu
     return int(match.group(1)), get_gpu(name).name

@@ -17,10 +17,26 @@ from advisor.core.convert import to_json
 
 # The flag that sets a Situation or a proposal field, where their names differ (errors name the flag)
 _SITUATION_FLAGS = {"output_fraction": "--output-share", "api_sufficient": "--api-insufficient",
-                    "budget_usd": "--budget", "deadline_days": "--deadline", "price_usd_per_gpu_hour": "--price"}
+                    "budget_usd": "--budget", "deadline_days": "--deadline", "price_usd_per_gpu_hour": "--price",
+                    "monthly_budget_usd": "--monthly-budget", "peak_to_average": "--peak-factor"}
 _RECOMMEND_PROPOSAL_FLAGS = {"model": "--proposal-model", "method": "--proposal-method", "gpu": "--proposal-gpus",
                              "gpus": "--proposal-gpus", "days": "--proposal-days", "cost_usd": "--proposal-cost",
                              "price_usd_per_gpu_hour": "--price"}
+
+
+def _catalog_names(api: str, gpu: str, base_model: str) -> tuple[str, str, str]:
+    """The catalog's own names for --api, --gpu and --base-model as given (an alias such as A100, a hub id, any case),
+    so every option and sentence names them alike; a config.json path or a hub id outside the catalog stays as given.
+    An unknown name is one line naming its flag."""
+    def named(flag: str, lookup, text: str):
+        try:
+            return lookup(text)
+        except AdvisorError as exc:
+            raise AdvisorError(f"{flag}: {exc}", flag=flag) from None
+    arch = named("--base-model", catalog.get_model, base_model)
+    catalogued = catalog.load("models").get(arch.name.lower()) is arch
+    return (named("--api", catalog.get_api, api).name, named("--gpu", catalog.get_gpu, gpu).name,
+            arch.name if catalogued else base_model)
 
 
 @app.command()
@@ -49,7 +65,9 @@ def recommend(
     proposal_cost: Annotated[Optional[float], typer.Option(parser=Count, help="The proposal's dollars, e.g. 150k.")] = None,
     price: Annotated[Optional[float], typer.Option(parser=Count, help="Override the GPU's $/GPU-hour.")] = None,
     epochs: Annotated[float, typer.Option(parser=_number(upper=1000), help="Fine-tuning passes over the data.")] = 1.0,
-    seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576), help="Training sequence length.")] = 2048,
+    seq_len: Annotated[int, typer.Option(parser=_number(integer=True, upper=1_048_576, example="2048"), help="Training sequence length.")] = 2048,
+    monthly_budget: Annotated[Optional[float], typer.Option(parser=Count, help="Monthly budget for serving or the API bill, USD (bounds serving as --budget bounds training).")] = None,
+    peak_factor: Annotated[float, typer.Option(parser=_number(upper=100), help="Peak request rate over the day's average; serving is sized for the peak (1: a flat load).")] = 2.0,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
     as_json: JsonFlag = False,
     report: Annotated[Optional[Path], typer.Option(help="Also write a Markdown scaling justification to this file.")] = None,
@@ -63,12 +81,14 @@ def recommend(
     if tokens is None and docs is None:
         raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
     total = tokens if tokens is not None else (docs or 0.0) * tokens_per_doc  # one of the two is given (above)
-    situation = _validated(Situation, _SITUATION_FLAGS, tokens=total, docs=docs,
+    flags = _SITUATION_FLAGS | ({} if tokens is not None else {"tokens": "--docs x --tokens-per-doc"})
+    api, gpu, base_model = _catalog_names(api, gpu, base_model)  # aliases resolved once, for every option alike
+    situation = _validated(Situation, flags, tokens=total, docs=docs,
                            quality=quality, requests_per_day=requests_per_day, tokens_per_request=tokens_per_request,
                            output_fraction=output_share, task=task, on_prem=on_prem, api_sufficient=not api_insufficient,
                            api=api, base_model=base_model, gpu=gpu, gpus=gpus, availability=availability,
                            budget_usd=budget, deadline_days=deadline, price_usd_per_gpu_hour=price, epochs=epochs,
-                           seq_len=seq_len)
+                           seq_len=seq_len, monthly_budget_usd=monthly_budget, peak_to_average=peak_factor)
     from advisor.render.notices import price_notices
 
     priced = [catalog.get_api(api), catalog.get_gpu(gpu)]  # unknown names: one clear line

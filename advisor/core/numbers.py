@@ -12,29 +12,29 @@ _PATTERN = re.compile(r"^\s*([+-]?(?:[0-9][0-9_,]*\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0
 ACCEPTED_FORM = "a number such as 500k, 2e9, 1.5M, 2B or 70e9"
 
 
-def parse_quantity(text: str, *, positive: bool = True, allow_zero: bool = False) -> float:
+def parse_quantity(text: str, *, positive: bool = True, allow_zero: bool = False, form: str = ACCEPTED_FORM) -> float:
     """Parse `text` into a finite float; suffixes k/M/B(G)/T are powers of 1000.
 
-    Raises AdvisorError (one line: what was wrong, and the accepted form) for anything else:
+    Raises AdvisorError (one line: what was wrong, and the accepted `form`) for anything else:
     empty strings, NaN, infinities, overflow, negatives (when `positive`) and zero (unless `allow_zero`).
     """
     if not isinstance(text, str):
         text = str(text)
     match = _PATTERN.match(text)
     if not match:
-        raise AdvisorError(f"{text!r} is not {ACCEPTED_FORM}")
+        raise AdvisorError(f"{text!r} is not {form}")
     mantissa, suffix = match.groups()
     try:
         value = float(mantissa.replace("_", "").replace(",", "")) * _SUFFIXES[suffix.lower()]
     except (ValueError, OverflowError):
-        raise AdvisorError(f"{text!r} is not {ACCEPTED_FORM}") from None
+        raise AdvisorError(f"{text!r} is not {form}") from None
     if not math.isfinite(value):
-        raise AdvisorError(f"{text!r} is too large; expected {ACCEPTED_FORM}")
+        raise AdvisorError(f"{text!r} is too large; expected {form}")
     if value == 0 and any(c in "123456789" for c in mantissa.split("e")[0].split("E")[0]):
-        raise AdvisorError(f"{text!r} is too small to represent; expected {ACCEPTED_FORM}")
+        raise AdvisorError(f"{text!r} is too small to represent; expected {form}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
         bound = "zero or more" if allow_zero else "greater than zero"
-        raise AdvisorError(f"{text!r} must be {bound}; expected {ACCEPTED_FORM}")
+        raise AdvisorError(f"{text!r} must be {bound}; expected {form}")
     return value
 
 

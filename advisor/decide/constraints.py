@@ -1,23 +1,28 @@
-"""The user's hard constraints (budget, deadline, GPUs, on-premises, quality bar): each check says which one an
-option breaks and by how much. An option with any violation is not viable.
+"""The user's hard constraints (budget, deadline, GPUs, on-premises, quality bar) and a retired API: each check says
+which one an option breaks and by how much. An option with any violation is not viable.
 """
 
+import datetime
 from typing import Literal
 
 from msgspec import Struct
 
-from advisor.decide.situation import Situation
+from advisor.catalog.load import entry_date
+from advisor.catalog.types import ApiPrice
+from advisor.core.numbers import human
+from advisor.decide.situation import DEFAULT_API, Situation
 
 # With no --deadline, a training plan must finish within a quarter (the horizon of a budget request): a plan that
 # takes years of wall-clock on the user's cluster is not one to sign without saying so. Stated in every answer.
 ASSUMED_DEADLINE_DAYS = 90.0
 
-Constraint = Literal["budget", "deadline", "gpus", "on_prem", "quality_bar", "beats_base"]
+Constraint = Literal["budget", "deadline", "gpus", "on_prem", "quality_bar", "beats_base", "serving", "monthly_budget",
+                     "retired"]
 
 
-# Constraints a change of plan can relax (fewer tokens, more GPUs, more time or money); on-premises, the quality bar
-# and "beats the base" are facts about the situation, not knobs.
-RELAXABLE = frozenset({"budget", "deadline", "gpus"})
+# Constraints a change of plan can relax (fewer tokens, more GPUs, more time or money, a smaller model, quantised
+# serving); on-premises, the quality bar and "beats the base" are facts about the situation, not knobs.
+RELAXABLE = frozenset({"budget", "deadline", "gpus", "serving", "monthly_budget"})
 
 
 class Violation(Struct, frozen=True, kw_only=True):
@@ -51,12 +56,15 @@ def check_budget(cost_usd: float, s: Situation) -> Violation | None:
 def check_deadline(wall_days: float, gpus: int, s: Situation) -> Violation | None:
     """Wall-clock days on `gpus` GPUs (availability applied) against the deadline."""
     limit, assumed = deadline_days(s)
-    if wall_days <= limit:
+    if limit > 0 and wall_days <= limit:
         return None
+    takes = f"takes {days_text(wall_days)} on {gpus} GPU{'s' if gpus != 1 else ''} at {s.availability:.0%} availability"
+    if limit == 0:  # no training meets it; no limit, so no alternative reads limit / needed as a share of the work
+        return Violation(constraint="deadline", needed=wall_days,
+                         detail=f"deadline: {takes}; a deadline of 0 days leaves no time to train (--deadline)")
     which = f"the assumed {limit:g}-day deadline (say --deadline)" if assumed else f"the {limit:g}-day deadline"
     return Violation(constraint="deadline", needed=wall_days, limit=limit,
-                     detail=f"deadline: takes {days_text(wall_days)} on {gpus} GPU{'s' if gpus != 1 else ''} at {s.availability:.0%} "
-                            f"availability, over {which} ({wall_days / limit:.1f}x)")
+                     detail=f"deadline: {takes}, over {which} ({wall_days / limit:.1f}x)")
 
 
 def check_gpus(needed: int | None, gpu: str, s: Situation, what: str = "to fit in memory") -> Violation | None:
@@ -82,6 +90,25 @@ def check_quality_bar(s: Situation) -> Violation | None:
                      detail="quality_bar: you said an off-the-shelf model does not meet your bar (--api-insufficient)")
 
 
+def check_api_retired(api: ApiPrice, today: datetime.date | None = None) -> Violation | None:
+    """A hosted model the catalog marks retired (shut down, or deprecated with its shutdown announced) is no plan to
+    build on: shut down, it answers nothing; deprecated, it stops answering on its shutdown date. The detail says
+    which, with the date, and names its successor where the catalog lists one (else the default API)."""
+    if not api.retired:
+        return None
+    when, today = entry_date(api.shutdown_date or ""), today or datetime.date.today()
+    if when is None:
+        status = f"{api.name} is retired (the catalog records no shutdown date)"
+    elif when <= today:
+        status = f"{api.name} was shut down on {api.shutdown_date}"
+    else:
+        status = f"{api.name} is deprecated and shuts down on {api.shutdown_date}"
+    instead = (f"its successor: --api {api.replacement}" if api.replacement
+               else f"price a current model with --api, e.g. {DEFAULT_API}")
+    return Violation(constraint="retired",
+                     detail=f"retired: {status}; {instead} (source: advisor catalog apis --json, retired_source)")
+
+
 def days_text(days: float) -> str:
     """Wall-clock time as people say it: hours under a day, days under a year, years beyond."""
     if days < 1:
@@ -95,3 +122,29 @@ def distance(violations: list[Violation]) -> tuple[bool, int]:
     """How far an option is from viable, for ranking the nearest when none is: a fact broken (not relaxable) is
     farther than any number of relaxable constraints; then the count broken."""
     return any(v.constraint not in RELAXABLE for v in violations), len(violations)
+
+
+def check_serving_gpus(plan, s: Situation) -> Violation | None:
+    """On premises, serving the trained model (an advisor.plan.serving.ServingPlan) must fit the GPUs you have;
+    renting, any count can be rented and only its cost counts (check_monthly_budget)."""
+    if not s.on_prem:
+        return None
+    if not plan.fits:
+        return Violation(constraint="serving", limit=float(s.gpus),
+                         detail=f"serving: one replica of {plan.model} ({plan.replica_gib:,.0f} GiB) fits no layout of "
+                                f"{plan.gpu}")
+    if plan.gpus <= s.gpus:
+        return None
+    return Violation(constraint="serving", needed=float(plan.gpus), limit=float(s.gpus),
+                     detail=f"serving: {plan.model} needs {plan.gpus} x {plan.gpu} to serve "
+                            f"{human(s.requests_per_day)} requests/day at a peak {s.peak_to_average:g}x the average "
+                            f"({plan.replicas} replica(s), {plan.precision}), you have {s.gpus}")
+
+
+def check_monthly_budget(usd_per_month: float | None, s: Situation, what: str) -> Violation | None:
+    """A month of serving (or of the API bill) against --monthly-budget."""
+    if s.monthly_budget_usd is None or usd_per_month is None or usd_per_month <= s.monthly_budget_usd:
+        return None
+    return Violation(constraint="monthly_budget", needed=usd_per_month, limit=s.monthly_budget_usd,
+                     detail=f"monthly_budget: {what} costs ${usd_per_month:,.0f}/month, the monthly budget is "
+                            f"${s.monthly_budget_usd:,.0f} ({usd_per_month / s.monthly_budget_usd:.1f}x)")

@@ -16,17 +16,19 @@ from advisor.catalog.arch import describe
 from advisor.catalog.types import Gpu, ModelArch
 from advisor.plan.uncertainty import estimate_bands
 from advisor.decide.constraints import (
-    Violation, check_budget, check_deadline, check_gpus, check_on_prem, check_quality_bar, deadline_days,
+    Violation, check_api_retired, check_budget, check_deadline, check_gpus, check_monthly_budget, check_on_prem,
+    check_quality_bar, check_serving_gpus, deadline_days,
 )
 from advisor.plan.efficiency import training_rate
 from advisor.core.errors import AdvisorError
-from advisor.decide.findings import Finding, rule_pretraining_viability
+from advisor.decide.findings import SERVING_YEARS, Finding, rule_pretraining_viability
 from advisor.formulas.flops import cost_usd, flops_per_token
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
 from advisor.decide.situation import Situation, Tier
 from advisor.formulas.memory import decided_sharding
 from advisor.plan.launch_plan import launch_on, memory_overheads
+from advisor.plan.serving import ServingPlan, choose_serving
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
 from advisor.formulas.setup import METHODS, Method, TrainingSetup
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
@@ -34,15 +36,7 @@ from advisor.formulas.step_time import DEFAULT_STEP_TIME
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
     from advisor.plan.calibration import Calibration
 
-# Serving efficiency: fraction of dense peak an inference server sustains on 2N FLOPs per token. Prompt
-# tokens (prefill) run as large matmuls, like a training forward pass; generated tokens (decode) are
-# memory-bound, and continuous batching (Kwon et al. 2023, vLLM) lifts decode to the order of 10% of peak.
-# Both are assumptions, stated in every recommendation.
-PREFILL_EFFICIENCY = 0.40
-DECODE_EFFICIENCY = 0.10
 DAYS_PER_MONTH = 30.4
-# A served replica holds bf16 weights plus this share again for the KV cache and activations (an assumption, stated).
-SERVING_KV_CACHE_SHARE = 0.20
 # Largest cluster the "how many GPUs would it need" search looks at.
 MAX_SEARCH_GPUS = 4096
 # Replica counts the break-even search walks before it stops listing ranges.
@@ -83,6 +77,10 @@ class Option(Struct, frozen=True, kw_only=True):
     wall_days_high: float | None = None
     interval_basis: str | None = None
     extrapolating: str | None = None
+    # how the model the option produces is served at the stated volume (advisor.plan.serving), and a month of it
+    # (the API bill for the hosted API); the training cost above is one-off
+    serving: ServingPlan | None = None
+    usd_per_month: float | None = None
 
 
 def with_interval(option: Option, gpu: Gpu, method: str, moe: bool) -> Option:
@@ -97,6 +95,11 @@ def with_interval(option: Option, gpu: Gpu, method: str, moe: bool) -> Option:
                    wall_days_low=days[0], wall_days_high=days[1],
                    interval_basis=f"{band.group.replace('*', 'any')} ({band.rows} published rows)",
                    extrapolating=band.extrapolating)
+
+
+def with_serving(option: Option, plan: ServingPlan) -> Option:
+    """The option with the serving plan of the model it produces and a month of it."""
+    return replace(option, serving=plan, usd_per_month=plan.usd_per_month)
 
 
 def with_violations(option: Option, violations: list[Violation | None], remark: str = "") -> Option:
@@ -123,44 +126,30 @@ def gpu_price(s: Situation) -> float:
 
 # --- serving ---------------------------------------------------------------------------------------
 
-def tensor_parallel_degrees(num_attention_heads: int) -> list[int]:
-    """Valid tensor-parallel degrees for serving: powers of 2 that divide the attention heads (Megatron-LM splits
-    attention by heads, Shoeybi et al. 2019 §3; vLLM requires the head count divisible by the degree)."""
-    return [d for d in valid_gpu_counts(num_attention_heads) if num_attention_heads % d == 0]
-
-
-class ServingPlan(Struct, frozen=True):
-    degree: int            # tensor-parallel GPUs per replica
-    replicas: int
-    fits: bool             # one replica's weights + KV cache fit in `degree` GPUs
-    gpu_days_per_request: float
-
-    @property
-    def gpus(self) -> int:
-        return self.degree * self.replicas
+def serving_for(s: Situation, arch: ModelArch) -> ServingPlan:
+    """How `arch` is served at the situation's volume on its GPU type (advisor.plan.serving.choose_serving): on
+    premises within the GPUs you have, and within the monthly budget when one is given."""
+    gpu = catalog.get_gpu(s.gpu)
+    return choose_serving(arch, gpu, s.requests_per_day, s.tokens_per_request, s.output_fraction, s.peak_to_average,
+                          s.price_usd_per_gpu_hour or gpu.price_usd_per_hour, s.gpus if s.on_prem else None,
+                          s.monthly_budget_usd)
 
 
 def serving_plan(s: Situation) -> ServingPlan:
-    """GPUs to self-host the base model for this volume: the smallest valid tensor-parallel degree whose memory holds
-    bf16 weights (+SERVING_KV_CACHE_SHARE), then whole replicas of it for the FLOPs: 2N per token (Kaplan et al. 2020
-    §2.1), prompt tokens at PREFILL_EFFICIENCY and output tokens at DECODE_EFFICIENCY of peak."""
-    gpu = catalog.get_gpu(s.gpu)
-    arch = catalog.get_model(s.base_model)
-    params = param_counts(arch).total
-    replica_gib = 2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE)
-    degrees = tensor_parallel_degrees(arch.num_attention_heads)
-    degree = next((d for d in degrees if replica_gib <= d * gpu.usable_memory_gib), degrees[-1])
-    seconds_per_request = scaling.FLOPS_PER_PARAM_TOKEN_INFER * params * s.tokens_per_request / gpu.peak_flops * (
-        (1 - s.output_fraction) / PREFILL_EFFICIENCY + s.output_fraction / DECODE_EFFICIENCY)
-    gpu_days_per_request = seconds_per_request / 86400
-    replicas = max(1, math.ceil(s.requests_per_day * gpu_days_per_request / degree))
-    return ServingPlan(degree, replicas, replica_gib <= degree * gpu.usable_memory_gib, gpu_days_per_request)
+    """Serving the base model (`serving_for`)."""
+    return serving_for(s, catalog.get_model(s.base_model))
 
 
 def serving_gpus(s: Situation) -> tuple[int, float]:
     """GPUs to self-host the base model for this volume (serving_plan) and GPU-days per request."""
     plan = serving_plan(s)
     return plan.gpus, plan.gpu_days_per_request
+
+
+def serving_violations(s: Situation, plan: ServingPlan) -> list[Violation | None]:
+    """What serving the trained model breaks: on premises, the GPUs you have (check_serving_gpus); everywhere, the
+    monthly budget (check_monthly_budget)."""
+    return [check_serving_gpus(plan, s), check_monthly_budget(plan.usd_per_month, s, f"serving {plan.model}")]
 
 
 def self_host_cheaper_ranges(usd_per_request: float, gpu_days_per_request: float, degree: int,
@@ -202,18 +191,37 @@ class UsageBreakEven(Struct, frozen=True):
 
 
 def ranges_text(ranges) -> str:
-    return ", ".join(f"{human(lo)}-{human(hi)}" if hi is not None else f"above {human(lo)}" for lo, hi in ranges)
+    """Volume ranges as a sentence reads them: "between 215k and 384k and above 430k"."""
+    parts = [f"between {human(lo)} and {human(hi)}" if hi is not None else f"above {human(lo)}" for lo, hi in ranges]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def layout_text(plan: ServingPlan) -> str:
+    """A replica's layout as people say it: "tensor-parallel 4", "tensor-parallel 8 x pipeline 2", with the precision
+    where it is not bf16."""
+    layout = f"tensor-parallel {plan.tensor_parallel}" + (
+        f" x pipeline {plan.pipeline_parallel}" if plan.pipeline_parallel > 1 else "")
+    return layout + (f", {plan.precision.upper()} weights" if plan.precision != "bf16" else "")
+
+
+def serving_text(plan: ServingPlan) -> str:
+    """One serving plan in a few words: replicas x layout on GPUs, and a month's cost."""
+    month = f", ${plan.usd_per_month:,.0f}/month" if plan.usd_per_month is not None else ""
+    return f"{plan.replicas} replica(s) x {layout_text(plan)} = {plan.gpus} x {plan.gpu}{month}"
 
 
 def rule_usage_break_even(s: Situation) -> UsageBreakEven:
-    """Compare a month of API bills with a month of self-hosting; find the volumes where self-hosting is cheaper."""
+    """Compare a month of API bills with a month of self-hosting (`serving_plan`: replicas sized for the peak); find
+    the volumes where self-hosting is cheaper."""
     api = catalog.get_api(s.api)
     price = gpu_price(s)
     per_request = api_usd_per_request(s)
     plan = serving_plan(s)
     api_month = per_request * s.requests_per_day * DAYS_PER_MONTH
     host_month = plan.gpus * price * 24 * DAYS_PER_MONTH
-    ranges = self_host_cheaper_ranges(per_request, plan.gpu_days_per_request, plan.degree, price * 24)
+    # replicas serve the peak: capacity per replica at the average rate is 1 / peak_to_average of its peak capacity
+    ranges = self_host_cheaper_ranges(per_request, plan.gpu_days_per_request * s.peak_to_average, plan.degree,
+                                      price * 24)
     break_even = ranges[0][0] if ranges else None
     cheaper = "self-hosting" if host_month < api_month else "the API"
     if not ranges:
@@ -221,19 +229,22 @@ def rule_usage_break_even(s: Situation) -> UsageBreakEven:
     elif len(ranges) == 1 and ranges[0][1] is None:
         where = f"Self-hosting is cheaper above about {human(ranges[0][0])} requests/day."
     else:
-        where = (f"Self-hosting is cheaper at {ranges_text(ranges[:6])}{' ...' if len(ranges) > 6 else ''} "
-                 "requests/day: capacity comes in whole replicas, so the API wins again just past each step.")
+        where = (f"Self-hosting is cheaper {ranges_text(ranges[:6])}{' ...' if len(ranges) > 6 else ''} "
+                 "requests/day: capacity comes in whole replicas, so just past each step the API is cheaper again.")
     finding = Finding(
         rule="usage_break_even",
         finding=(f"At {human(s.requests_per_day)} requests/day x {human(s.tokens_per_request)} tokens "
                  f"({1 - s.output_fraction:.0%} prompt, {s.output_fraction:.0%} output; --tokens-per-request, "
-                 f"--output-share), {s.api} costs ${api_month:,.0f}/month and self-hosting {s.base_model} on "
-                 f"{plan.gpus} x {s.gpu} ({plan.replicas} replica(s) at tensor-parallel {plan.degree}) costs "
+                 f"--output-share), {s.api} costs ${api_month:,.0f}/month and self-hosting {s.base_model} "
+                 f"({serving_text(plan)}, sized for a peak {s.peak_to_average:g}x the average, --peak-factor) costs "
                  f"${host_month:,.0f}/month: {cheaper} is cheaper. {where}"),
-        source=f"{api.source} ({api.date}); GPU price: {catalog.get_gpu(s.gpu).price_source or catalog.get_gpu(s.gpu).source}; serving FLOPs 2N per token "
-               "(Kaplan et al. 2020 §2.1); tensor-parallel degrees per Shoeybi et al. 2019",
+        source=f"{api.source} ({api.date}); GPU price: {catalog.get_gpu(s.gpu).price_source or catalog.get_gpu(s.gpu).source}; serving FLOPs 2N per "
+               "active parameter per token (Kaplan et al. 2020 §2.1); tensor-parallel degrees per Shoeybi et al. 2019; "
+               "quantised serving per vLLM's supported-hardware table (advisor.plan.serving)",
         numbers={"api_usd_per_month": api_month, "self_host_usd_per_month": host_month, "serving_gpus": plan.gpus,
-                 "tensor_parallel": plan.degree, "break_even_requests_per_day": break_even,
+                 "tensor_parallel": plan.tensor_parallel, "pipeline_parallel": plan.pipeline_parallel,
+                 "serving_precision": plan.precision, "peak_to_average": s.peak_to_average,
+                 "break_even_requests_per_day": break_even,
                  "tokens_per_request": s.tokens_per_request, "output_fraction": s.output_fraction},
     )
     return UsageBreakEven(api_month, host_month, plan.gpus, break_even, finding, tuple(ranges), plan.degree)
@@ -246,8 +257,10 @@ def cost_api(s: Situation) -> Option:
     api = catalog.get_api(s.api)
     option = Option(tier="api", method="prompt+retrieval", model=api.name, gpu=None, gpus=0, gpu_hours=0.0,
                     cost_usd=api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None,
-                    params=0.0, tokens=0.0)
-    return with_violations(option, [check_on_prem(s), check_quality_bar(s)], "cost is per month of usage, no training")
+                    params=0.0, tokens=0.0, usd_per_month=api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH)
+    return with_violations(option, [check_api_retired(api), check_on_prem(s), check_quality_bar(s),
+                                    check_monthly_budget(option.cost_usd, s, f"the {api.name} bill")],
+                           "cost is per month of usage, no training")
 
 
 def cost_self_host(s: Situation) -> Option:
@@ -255,14 +268,12 @@ def cost_self_host(s: Situation) -> Option:
     plan = serving_plan(s)
     arch = catalog.get_model(s.base_model)
     params = param_counts(arch).total
-    option = Option(tier="api", method="self-host+retrieval", model=arch.name, gpu=s.gpu, gpus=plan.gpus,
-                    gpu_hours=0.0, cost_usd=plan.gpus * gpu_price(s) * 24 * DAYS_PER_MONTH,
-                    memory_gib_per_gpu=2.0 * params / 2**30 * (1 + SERVING_KV_CACHE_SHARE) / plan.degree,
-                    params=float(params), tokens=0.0)
-    fits = None if not plan.fits else plan.gpus
-    return with_violations(option, [check_quality_bar(s), check_gpus(fits, s.gpu, s, f"to serve {human(s.requests_per_day)} "
-                                                                                      "requests/day")],
-                           f"cost is per month of serving ({plan.replicas} x tensor-parallel {plan.degree}), no training")
+    month = plan.gpus * gpu_price(s) * 24 * DAYS_PER_MONTH
+    option = Option(tier="api", method="self-host+retrieval", model=arch.name, gpu=plan.gpu, gpus=plan.gpus,
+                    gpu_hours=0.0, cost_usd=month, memory_gib_per_gpu=plan.replica_gib / plan.degree,
+                    params=float(params), tokens=0.0, serving=plan, usd_per_month=month)
+    return with_violations(option, [check_quality_bar(s)] + serving_violations(s, plan),
+                           f"cost is per month of serving ({serving_text(plan)}), no training")
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -328,8 +339,10 @@ def cost_finetune(s: Situation, method: Method, calibration: Calibration | None 
     tokens = s.effective_tokens * s.epochs
     if n is None:
         option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=0, gpu_hours=math.inf,
-                        cost_usd=math.inf, memory_gib_per_gpu=None, params=float(param_counts(arch).total), tokens=tokens)
-        return with_violations(option, violations)
+                        cost_usd=math.inf, memory_gib_per_gpu=None, params=float(param_counts(arch).total), tokens=tokens,
+                        remark=logits_hint(s, method, calibration))
+        serving = serving_for(s, arch)
+        return with_violations(with_serving(option, serving), violations + serving_violations(s, serving))
     plan = plans.get(n) or plan_finetune(s, method, n, calibration)
     wall = plan.gpu_hours / (n * s.availability) / 24
     option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
@@ -338,8 +351,35 @@ def cost_finetune(s: Situation, method: Method, calibration: Calibration | None 
                     sharding=decided_sharding(plan.setup),
                     gradient_checkpointing=plan.setup.gradient_checkpointing, efficiency=plan.efficiency)
     option = with_interval(option, gpu, method, describe(arch).is_moe)
-    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
+    serving = serving_for(s, arch)
+    option = with_serving(option, serving)
+    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)] + serving_violations(s, serving)
     return with_violations(option, violations)
+
+
+# A plan that fits on no GPU count is explained by its logits when they take at least this share of the card at the
+# largest count tried: sharding divides the states, never the logits of a micro-batch.
+LOGITS_HINT_SHARE = 0.25
+
+
+def logits_hint(s: Situation, method: Method, calibration: Calibration | None = None) -> str:
+    """Why a fine-tune fits on no GPU count when the logits are what does not fit, and what would: the runner's fused
+    loss needs a frozen head (LoRA, QLoRA), so for full fine-tuning it names a chunked loss (torchtune's
+    `loss: chunked`; `advisor estimate --loss chunked`) and the fewest GPUs it would fit on. Empty otherwise."""
+    arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
+    seq = min(s.seq_len, arch.max_position_embeddings)
+    overheads = memory_overheads(gpu, method, calibration)
+    largest = launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq, gpus=MAX_SEARCH_GPUS), gpu, overheads)
+    logits = largest.memory.logits
+    if logits < LOGITS_HINT_SHARE * gpu.usable_memory_gib:
+        return ""
+    chunked = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS)
+                    if launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq, gpus=n, loss="chunked"), gpu,
+                                 overheads).fits), None)
+    where = f"fits on {chunked} x {gpu.name}" if chunked else "still fits no count"
+    return (f"the logits take {logits:.1f} GiB per GPU at {seq} tokens whatever the sharding; the runner's fused loss "
+            f"needs a frozen head (LoRA, QLoRA); with a chunked loss (torchtune's loss: chunked; advisor estimate "
+            f"--loss chunked) it {where}, or shorten --seq-len")
 
 
 def replace_gpus(s: Situation, gpus: int) -> Situation:
@@ -393,14 +433,14 @@ def plan_pretrain(arch: ModelArch, tokens: float, gpu, seq_len: int, gpus: int,
     return PretrainPlan(setup, training_rate(setup, gpu, calibration).gpu_hours(tokens))
 
 
-def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Option:
-    """Pretraining the compute-optimal model for the effective tokens, Llama-shaped (`pretraining_arch`) and costed
-    by `plan_pretrain`, on the GPU count `choose_gpu_count` picks among those whose model states fit."""
+def _pretrain_option(s: Situation, params: float, tokens: float, label: str,
+                     calibration: Calibration | None = None) -> Option:
+    """Pretraining a Llama-shaped model of `params` (`pretraining_arch`) on `tokens`, costed by `plan_pretrain` on the
+    GPU count `choose_gpu_count` picks among those whose model states fit, with the serving of the model it trains."""
     gpu = catalog.get_gpu(s.gpu)
-    point = scaling.compute_optimal_for_tokens(s.effective_tokens, "chinchilla-rule")
-    arch = pretraining_arch(point.params, s.seq_len)
-    plan_on = lambda n: plan_pretrain(arch, point.tokens, gpu, s.seq_len, n, calibration)  # noqa: E731
-    fits = lambda n: model_state_gib_per_gpu(point.params, n) <= gpu.memory_gib  # noqa: E731
+    arch = pretraining_arch(params, s.seq_len)
+    plan_on = lambda n: plan_pretrain(arch, tokens, gpu, s.seq_len, n, calibration)  # noqa: E731
+    fits = lambda n: model_state_gib_per_gpu(params, n) <= gpu.memory_gib  # noqa: E731
     plans = {n: plan_on(n) for n in valid_gpu_counts(s.gpus)}
     chosen = choose_gpu_count([CountPlan(n, fits(n), p.gpu_hours, p.gpu_hours / (n * s.availability) / 24)
                                for n, p in plans.items()], deadline_days(s)[0])
@@ -414,13 +454,67 @@ def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Optio
     plan = plans[n] if n in plans else plan_on(n)
     hours = plan.gpu_hours
     wall = hours / (n * s.availability) / 24
-    option = Option(tier="pretrain", method="pretrain", model=f"{human(point.params)}-param compute-optimal",
+    option = Option(tier="pretrain", method="pretrain", model=f"{human(params)}-param {label}",
                     gpu=gpu.name, gpus=n, gpu_hours=hours, cost_usd=cost_usd(hours, gpu_price(s)),
-                    memory_gib_per_gpu=model_state_gib_per_gpu(point.params, n), params=point.params,
-                    tokens=point.tokens, wall_days=wall, sharding=decided_sharding(plan.setup))
+                    memory_gib_per_gpu=model_state_gib_per_gpu(params, n), params=params,
+                    tokens=tokens, wall_days=wall, sharding=decided_sharding(plan.setup))
     option = with_interval(option, gpu, "full", False)
-    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)]
+    serving = serving_for(s, arch)
+    option = with_serving(option, serving)
+    violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)] + serving_violations(s, serving)
     return with_violations(option, violations, "GiB/GPU: training states only (activations extra)")
+
+
+# Pretraining is sized to beat the base by at least this much predicted loss (nats/token, Hoffmann et al. 2022's fit):
+# a model predicted to tie is no reason to pretrain.
+BEAT_BASE_MARGIN = 0.01
+# Model sizes the pretraining search costs, log-spaced between the smallest that reaches the target on your data and
+# the training-compute-optimal size for the target (Sardana et al. 2024: with inference counted the optimum is never
+# larger than Chinchilla's).
+PRETRAIN_SIZE_CANDIDATES = 12
+
+
+def pretraining_target_loss(s: Situation) -> float | None:
+    """The loss a model pretrained on your data must reach: the base's predicted loss less BEAT_BASE_MARGIN (Hoffmann
+    et al. 2022 eq. 2, on the base's published pretraining tokens); None where those are unpublished."""
+    base = catalog.get_model(s.base_model)
+    if not base.pretraining_tokens:
+        return None
+    return scaling.parametric_loss(param_counts(base).total, base.pretraining_tokens, scaling.HOFFMANN2022) - BEAT_BASE_MARGIN
+
+
+def lifetime_cost(option: Option) -> float:
+    """Training plus serving over the lifetime the inference-aware rule counts (findings.SERVING_YEARS)."""
+    serving = (option.usd_per_month or 0.0) * 12 * SERVING_YEARS
+    return option.cost_usd + serving
+
+
+def cost_pretrain(s: Situation, calibration: Calibration | None = None) -> Option:
+    """Pretraining sized to the target and the constraints: among models that reach the loss that beats the base
+    (`pretraining_target_loss`) on no more tokens than you have, the one of least training + lifetime serving cost
+    (Sardana et al. 2024's objective, in dollars: `lifetime_cost`) that keeps the budget and deadline, or the least
+    costly when none does. Where your data cannot beat the base (or the base's tokens are unpublished): the
+    compute-optimal model for your tokens (20 per parameter), which the beats_base check then flags."""
+    fit = scaling.HOFFMANN2022
+    data = s.effective_tokens
+    target = pretraining_target_loss(s)
+    reachable = target is not None and target - fit.E - fit.B / data**fit.beta > 0
+    if target is None or not reachable or not rule_pretraining_viability(s).viable:
+        point = scaling.compute_optimal_for_tokens(data, "chinchilla-rule")
+        return _pretrain_option(s, point.params, point.tokens, "compute-optimal", calibration)
+    # smallest N that reaches the target on all the data; the training-optimal N for the target
+    n_low = (fit.A / (target - fit.E - fit.B / data**fit.beta)) ** (1 / fit.alpha)
+    n_high = max(n_low, scaling.inference_aware_optimum(target, 0.0, "hoffmann2022").params)
+    steps = PRETRAIN_SIZE_CANDIDATES - 1
+    sizes = sorted({n_low * (n_high / n_low) ** (i / steps) for i in range(steps + 1)})
+    candidates = []
+    for n in sizes:
+        tokens = min(data, scaling.tokens_for_loss(n, target, fit))
+        candidates.append(_pretrain_option(s, n, tokens, f"sized to beat {s.base_model}", calibration))
+    keeps = [o for o in candidates if not {v.constraint for v in o.why_not} & {"budget", "deadline", "gpus"}]
+    best = min(keeps or candidates, key=lifetime_cost)
+    return with_violations(best, [], best.remark + f"; sized to the least training + {SERVING_YEARS}-year serving cost "
+                                              f"reaching loss {target:.3f} (Sardana et al. 2024) on <= your tokens")
 
 
 OPTION_KEYS = ("api", "self_host", "lora", "qlora", "full", "pretrain")

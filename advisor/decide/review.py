@@ -16,6 +16,7 @@ from advisor.catalog import load as catalog
 from advisor.formulas import scaling
 from advisor.catalog.types import ModelArch
 from advisor.decide.costing import Option, cost_finetune, gpu_price
+from advisor.core.bounds import MAX_BUDGET_USD, MAX_GPUS, MAX_PRICE_USD_PER_GPU_HOUR, MAX_TOKENS
 from advisor.core.errors import AdvisorError
 from advisor.decide.findings import Finding
 from advisor.formulas.flops import DEFAULT_EFFICIENCY
@@ -38,13 +39,14 @@ class Proposal(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     model: Annotated[str, Meta(description="Catalog model name, config.json path, or a size such as 7B.")]
     method: Annotated[Method, Meta(description="lora | qlora | full.")] = "full"
     gpu: Annotated[str, Meta(description="GPU type of the proposal.")] = "A100-80GB"
-    gpus: Annotated[int, Meta(ge=1, le=100000, description="GPUs the proposal uses.")] = 8
+    gpus: Annotated[int, Meta(ge=1, le=MAX_GPUS, description="GPUs the proposal uses.")] = 8
     days: Annotated[float, Meta(gt=0, description="Wall-clock days the proposal budgets.")] | None = None
-    cost_usd: Annotated[float, Meta(gt=0, description="Dollars the proposal budgets.")] | None = None
-    tokens: Annotated[float, Meta(gt=0, description="Training tokens (per epoch).")]
+    cost_usd: Annotated[float, Meta(gt=0, le=MAX_BUDGET_USD, description="Dollars the proposal budgets.")] | None = None
+    tokens: Annotated[float, Meta(gt=0, le=MAX_TOKENS, description="Training tokens (per epoch).")]
     epochs: Annotated[float, Meta(gt=0, le=1000, description="Passes over the tokens.")] = 1.0
     seq_len: Annotated[int, Meta(gt=0, le=1_048_576, description="Training sequence length.")] = 2048
-    price_usd_per_gpu_hour: Annotated[float, Meta(gt=0, description="Override the catalog's GPU price.")] | None = None
+    price_usd_per_gpu_hour: Annotated[float, Meta(gt=0, le=MAX_PRICE_USD_PER_GPU_HOUR, description=(
+        "Override the catalog's GPU price."))] | None = None
 
 
 class CheaperPath(Struct, frozen=True, kw_only=True):

@@ -204,8 +204,8 @@ class InferenceOptimum(Struct, frozen=True):
         return asdict(self)
 
 
-def _tokens_for_loss(params: float, target_loss: float, fit: LossFit) -> float:
-    """D such that L(N, D) = target (inf if N alone cannot reach it)."""
+def tokens_for_loss(params: float, target_loss: float, fit: LossFit) -> float:
+    """D such that L(N, D) = target (inf if N alone cannot reach it): Hoffmann et al. 2022 eq. 2 solved for D."""
     gap = target_loss - fit.E - fit.A / params**fit.alpha
     return math.inf if gap <= 0 else (fit.B / gap) ** (1 / fit.beta)
 
@@ -222,7 +222,7 @@ def inference_aware_optimum(target_loss: float, inference_tokens: float, fit: st
 
     def total(log_n: float) -> float:
         n = math.exp(log_n)
-        return FLOPS_PER_PARAM_TOKEN_TRAIN * n * _tokens_for_loss(n, target_loss, lf) + FLOPS_PER_PARAM_TOKEN_INFER * n * inference_tokens
+        return FLOPS_PER_PARAM_TOKEN_TRAIN * n * tokens_for_loss(n, target_loss, lf) + FLOPS_PER_PARAM_TOKEN_INFER * n * inference_tokens
 
     def argmin(f, lo: float, hi: float) -> float:
         ratio = (math.sqrt(5) - 1) / 2
@@ -235,9 +235,9 @@ def inference_aware_optimum(target_loss: float, inference_tokens: float, fit: st
     n_min = (lf.A / (target_loss - lf.E)) ** (1 / lf.alpha)
     lo, hi = math.log(n_min) + 1e-9, math.log(n_min) + 30
     best = math.exp(argmin(total, lo, hi))
-    chin = math.exp(argmin(lambda x: FLOPS_PER_PARAM_TOKEN_TRAIN * math.exp(x) * _tokens_for_loss(math.exp(x), target_loss, lf), lo, hi))
-    tokens = _tokens_for_loss(best, target_loss, lf)
-    chin_tokens = _tokens_for_loss(chin, target_loss, lf)
+    chin = math.exp(argmin(lambda x: FLOPS_PER_PARAM_TOKEN_TRAIN * math.exp(x) * tokens_for_loss(math.exp(x), target_loss, lf), lo, hi))
+    tokens = tokens_for_loss(best, target_loss, lf)
+    chin_tokens = tokens_for_loss(chin, target_loss, lf)
     train = training_flops(best, tokens)
     infer = FLOPS_PER_PARAM_TOKEN_INFER * best * inference_tokens
     chin_total = training_flops(chin, chin_tokens) + FLOPS_PER_PARAM_TOKEN_INFER * chin * inference_tokens

@@ -11,6 +11,7 @@ from typing import Annotated, Literal, get_args
 from msgspec import Meta, Struct
 
 from advisor.catalog.types import ModelArch
+from advisor.core.bounds import MAX_GPUS
 from advisor.core.errors import AdvisorError
 from advisor.formulas.params import (
     LINEAR_MODULES, dora_magnitude_params, lora_trainable_params, param_counts, saved_module_params,
@@ -60,7 +61,7 @@ class TrainingSetup(Struct, frozen=True):
     lora_dropout: Annotated[float, _about("Dropout on the adapter input (recipe: lora.dropout).", ge=0, le=0.99)] = 0.0
     seq_len: Annotated[int, _about("Sequence length (recipe: data.seq_len).", gt=1, le=1_048_576)] = 2048
     micro_batch: Annotated[int, _about("Sequences per GPU per forward pass (recipe: train.micro_batch).", gt=0, le=4096)] = 1
-    gpus: Annotated[int, _about("GPU count (recipe: launch.nproc_per_node x launch.nnodes).", gt=0, le=100_000)] = 1
+    gpus: Annotated[int, _about("GPU count (recipe: launch.nproc_per_node x launch.nnodes).", gt=0, le=MAX_GPUS)] = 1
     sharding: Annotated[Sharding, _about("How the model is spread over several GPUs (recipe: launch.strategy).")] = "auto"
     internode_gbps: Annotated[float | None, _about(
         "Network per GPU between nodes, Gb/s (e.g. 400 for one NDR InfiniBand port per GPU, 100 for a 100 GbE node "

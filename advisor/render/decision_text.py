@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 from msgspec import Struct, structs
 
 from advisor.core.numbers import human
-from advisor.decide.choose import Decision, MethodChoice, TierChoice, decide, rank_options
+from advisor.decide.choose import Decision, MethodChoice, TierChoice, decide, option_rank, rank_options
 from advisor.decide.constraints import ASSUMED_DEADLINE_DAYS, days_text
-from advisor.decide.costing import (
-    DECODE_EFFICIENCY, PREFILL_EFFICIENCY, SERVING_KV_CACHE_SHARE, TRAINING_KEYS, Option, gpu_price,
+from advisor.decide.costing import TRAINING_KEYS, Option, gpu_price
+from advisor.formulas.serving import (
+    DECODE_EFFICIENCY, PREFILL_EFFICIENCY, SERVING_KV_CACHE_SHARE, SERVING_WEIGHT_BYTES,
 )
+from advisor.plan.serving import SERVING_MAX_TENSOR_PARALLEL
 from advisor.decide.findings import FULL_FINETUNE_MIN_TOKENS, HEADLINE_FIT, Finding
 from advisor.decide.situation import Situation, Tier
 from advisor.formulas.setup import TrainingSetup
@@ -86,7 +88,15 @@ def assumption_lines(s: Situation, calibration_path: Path | str | None) -> list[
         f"GPU price ${gpu_price(s):.2f}/GPU-hour ({s.gpu}); API prices as dated in the catalog.",
         f"API requests bill {1 - s.output_fraction:.0%} of their tokens as input, {s.output_fraction:.0%} as output; "
         f"self-hosting serves prompt tokens at {PREFILL_EFFICIENCY:.0%} and output tokens at {DECODE_EFFICIENCY:.0%} of "
-        f"peak, bf16 weights + {SERVING_KV_CACHE_SHARE:.0%} for the KV cache per replica.",
+        f"peak (2 FLOPs per active parameter per token), replicas sized for a peak {s.peak_to_average:g}x the "
+        "day's average (--peak-factor).",
+        f"Serving: every option carries the serving of the model it produces: bf16 weights where they fit, else FP8 "
+        f"({SERVING_WEIGHT_BYTES['fp8']:g} byte/weight) or INT4 ({SERVING_WEIGHT_BYTES['int4']:.2f}) where the GPU "
+        f"serves them (vLLM), quantised serving assumed no faster than bf16; + {SERVING_KV_CACHE_SHARE:.0%} of the "
+        f"bf16 size per replica for the KV cache; tensor-parallel up to {SERVING_MAX_TENSOR_PARALLEL} within a node, "
+        "pipeline stages beyond it. "
+        + ("On premises the serving must fit your GPUs." if s.on_prem else
+           "Serving GPUs are rented at the GPU price (--monthly-budget bounds the monthly bill)."),
     ]
     return lines
 
@@ -100,13 +110,59 @@ def plan_text(o: Option) -> str:
     return f"on {o.gpus} x {o.gpu}: {o.gpu_hours:,.0f} GPU-hours, ${o.cost_usd:,.0f}, {days}"
 
 
+TIER_LABELS = {"api": "an off-the-shelf plan", "peft": "a PEFT plan", "full": "full fine-tuning",
+               "pretrain": "pretraining from scratch"}
+
+
+def skipped_tiers(chosen: Option, preference: tuple, options: dict[str, Option]) -> list[str]:
+    """Why each tier the hierarchy preferred to the chosen one was passed over: its nearest option's broken
+    constraints (advisor.decide.choose.option_rank), with their numbers."""
+    out = []
+    for tier in preference:
+        if tier == chosen.tier:
+            break
+        candidates = [o for o in options.values() if o.tier == tier]
+        if not candidates:
+            out.append(f"no {tier} plan is viable")
+            continue
+        best = min(candidates, key=option_rank)
+        broken = "; ".join(v.detail for v in best.why_not)
+        out.append(f"{TIER_LABELS[tier]} is not viable" + (f" ({broken})" if broken else ""))
+    return out
+
+
+def finding_trade(s: Situation, chosen: Option, options: dict[str, Option]) -> str:
+    """When a constraint forces a PEFT plan where the task-kind finding argues for full fine-tuning (a new language;
+    domain adaptation from FULL_FINETUNE_MIN_TOKENS), the trade in words: what full fine-tuning would need."""
+    wants_full = s.task == "language" or (s.task == "domain" and s.effective_tokens >= FULL_FINETUNE_MIN_TOKENS)
+    full = options.get("full")
+    if not wants_full or chosen.method not in ("lora", "qlora") or full is None or full.viable:
+        return ""
+    kind = "a new language usually needs" if s.task == "language" else "domain adaptation at this scale favours"
+    needs = []
+    for v in full.why_not:
+        if v.constraint == "deadline" and full.wall_days is not None:
+            needs.append(f"allow {days_text(full.wall_days)}")
+        elif v.constraint == "budget" and v.needed is not None:
+            needs.append(f"a budget of ${v.needed:,.0f}")
+        elif v.constraint == "gpus" and v.needed is not None:
+            needs.append(f"{v.needed:.0f} GPUs")
+        elif v.constraint in ("serving", "monthly_budget"):
+            needs.append(v.detail)
+    fix = " and ".join(needs) if needs else "change what it breaks"
+    return (f"{kind} full fine-tuning (task_kind): {fix} to fully fine-tune, or accept that "
+            f"{METHOD_LABELS[chosen.method]} learns less (Biderman et al. 2024)")
+
+
 def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str,
-                      options: dict[str, Option] | None = None, alternatives: int = 0) -> str:
+                      options: dict[str, Option] | None = None, alternatives: int = 0,
+                      preference: tuple = ()) -> str:
     """The decision in one sentence, with the reasons the inputs gave (and the constraint broken when nothing fits)."""
     if not chosen.viable:
         broken = "; ".join(v.detail for v in chosen.why_not)
         then = (f"{alternatives} plan(s) that would fit are listed, each changing one thing." if alternatives else
-                "No single change tried (fewer tokens, another GPU type, more GPUs, more time or money) makes a plan fit.")
+                "No single change tried (fewer tokens, a smaller base model, more GPUs, more time or money"
+                + ("" if s.on_prem else ", another GPU type") + ") makes a plan fit.")
         return (f"Nothing fits your constraints. The nearest plan, {chosen.method} on {chosen.model} "
                 f"({plan_text(chosen)}), breaks: {broken}. {then}")
     if chosen.method == "prompt+retrieval":
@@ -120,14 +176,25 @@ def decision_sentence(s: Situation, chosen: Option, reason: str, first_tier: str
     elif chosen.method == "self-host+retrieval":
         text = (f"Use an off-the-shelf model: self-host {chosen.model} with retrieval, no training "
                 f"({plan_text(chosen)})")
-        why = ["data must stay on premises"] if s.on_prem else ["self-hosting is cheaper than the API at this volume"]
+        api = (options or {}).get("api")
+        if s.on_prem:
+            why = ["data must stay on premises"]
+        elif api is not None and not api.viable:
+            why = [f"the hosted API is not viable: {api.why_not[0].detail}"]
+        else:
+            why = ["self-hosting is cheaper than the API at this volume"]
     else:
         verb = {"lora": "Fine-tune with LoRA", "qlora": "Fine-tune with QLoRA", "full": "Fully fine-tune",
                 "pretrain": "Pretrain"}[chosen.method]
-        text = f"{verb} {s.base_model if chosen.method != 'pretrain' else 'a ' + chosen.model + ' model'} {plan_text(chosen)}"
+        what = (s.base_model if chosen.method != "pretrain" else
+                f"a {human(chosen.params)}-parameter model on {human(chosen.tokens)} tokens")
+        text = f"{verb} {what} {plan_text(chosen)}"
         why = [reason or "no off-the-shelf plan fits your constraints"]
     if chosen.tier != first_tier:
-        why.append(f"no {first_tier} plan is viable" + (f" ({reason})" if reason and chosen.tier == "api" else ""))
+        why += skipped_tiers(chosen, preference or (first_tier,), options or {})
+        trade = finding_trade(s, chosen, options or {})
+        if trade:
+            why.append(trade)
     if chosen.tier == "api" and s.api_sufficient:
         why.append("assumed to meet your bar (say --api-insufficient if it doesn't)")
     if s.task == "knowledge" and chosen.tier != "api":
@@ -180,13 +247,13 @@ def explain(d: Decision) -> Recommendation:
     applies, the method and tier choices, the proposal set against the decision, and the decision sentence."""
     s, options, chosen = d.situation, d.options, d.chosen
     reasons = list(d.rules) + [hardware_finding(s, options)]
-    if d.tier.preference[0] == "pretrain" and not options["pretrain"].viable:
+    if d.tier.preference[0] == "pretrain" and (not options["pretrain"].viable or s.task in NOT_LIKE_FOR_LIKE):
         reasons.append(pretraining_alternative(s, options))
     reasons += [method_finding(d), tier_finding(d.tier)]
     if d.review:
         reasons.append(proposal_finding(d.review, chosen))
     reasons.append(Finding(rule="decision", finding=decision_sentence(s, chosen, d.tier.reason, d.tier.preference[0],
-                                                                     options, len(d.alternatives)),
+                                                                     options, len(d.alternatives), d.tier.preference),
                            source="hierarchy: off-the-shelf (API or self-hosted), PEFT, full, pretrain; constraints "
                                   "are hard",
                            numbers={"tier": d.tier.tier, "method": chosen.method, "viable": chosen.viable}))
@@ -235,13 +302,21 @@ def proposal_finding(review: Review, chosen: Option) -> Finding:
                    numbers={"proposed_cost_usd": review.proposed_cost_usd, "decision_cost_usd": chosen.cost_usd})
 
 
+# Task kinds whose data is not the base's kind of text: "beats the base" compares the base's predicted loss on its own
+# corpus with a loss on yours, which is not like for like.
+NOT_LIKE_FOR_LIKE = ("language", "domain")
+
+
 def pretraining_alternative(s: Situation, options: dict[str, Option]) -> Finding:
-    """When pretraining from scratch is not viable: continued pretraining (a full fine-tune of the base on the same
-    tokens) and LoRA, costed."""
+    """When pretraining from scratch is not viable, or its comparison with the base is not like for like (a new
+    language or domain): continued pretraining (a full fine-tune of the base on the same tokens) and LoRA, costed."""
     full, lora = options["full"], options["lora"]
     why = "; ".join(v.detail for v in options["pretrain"].why_not)
+    lead = (f"Pretraining from scratch is not viable ({why})." if not options["pretrain"].viable else
+            f"Pretraining from scratch is predicted to beat {s.base_model}, but the prediction compares the base's "
+            f"loss on its own corpus with a loss on your {s.task} data: not like for like, so treat it as indicative.")
     return Finding(rule="pretraining_alternative",
-                   finding=f"Pretraining from scratch is not viable ({why}). Instead continue pretraining {s.base_model} "
+                   finding=f"{lead} Instead continue pretraining {s.base_model} "
                            f"on your tokens (a full fine-tune) {plan_text(full)}" + ("" if full.viable else " (not viable)")
                            + f", or adapt it with LoRA {plan_text(lora)}" + ("" if lora.viable else " (not viable)") + ".",
                    source="Hoffmann et al. 2022 eq. 2; Biderman et al. 2024 §4 (continued pretraining, full vs LoRA)",

@@ -29,16 +29,27 @@ def _cost(o) -> str:
     return money(o.cost_usd) + ("/mo" if o.tier == "api" else "")
 
 
+def _serving(o) -> str:
+    """The serving of the model an option produces, in brief: GPUs, precision, layout, a month."""
+    p = o.serving
+    if p is None:
+        return "-"
+    layout = f"TP{p.tensor_parallel}" + (f"xPP{p.pipeline_parallel}" if p.pipeline_parallel > 1 else "")
+    month = f", {money(p.usd_per_month)}/mo" if p.usd_per_month is not None else ""
+    return f"{p.gpus} GPU{'s' if p.gpus != 1 else ''} {p.precision} {layout}{month}"
+
+
 def option_rows(rec: Recommendation) -> list[list[str]]:
     rows = []
     for o in rec.options:
         mark = ("*" if o is rec.options[0] else "") + ("" if o.viable else "x")
         rows.append([mark, o.tier, o.method, o.model, _gpus(o), _hours(o), _cost(o), _days(o),
-                     gib(o.memory_gib_per_gpu), o.note])
+                     gib(o.memory_gib_per_gpu), _serving(o), o.note])
     return rows
 
 
-OPTION_HEADERS = ["", "tier", "method", "model", "GPUs", "GPU-h", "cost", "wall", "GiB/GPU", "why not / note"]
+OPTION_HEADERS = ["", "tier", "method", "model", "GPUs", "GPU-h", "cost", "wall", "GiB/GPU", "serving",
+                  "why not / note"]
 
 
 def headline(rec: Recommendation) -> str:
@@ -63,7 +74,7 @@ def break_even_line(rec: Recommendation) -> str:
     size = f" ({human(s.tokens_per_request)} tokens/request, {s.output_fraction:.0%} output)"
     if not rec.break_even_ranges:
         return "Self-hosting is cheaper than the API at no volume at these prices" + size + "."
-    return f"Self-hosting is cheaper than the API at {ranges_text(rec.break_even_ranges[:6])} requests/day" + size + "."
+    return f"Self-hosting is cheaper than the API {ranges_text(rec.break_even_ranges[:6])} requests/day" + size + "."
 
 
 def constraints_line(rec: Recommendation) -> str:
@@ -75,11 +86,11 @@ def constraints_line(rec: Recommendation) -> str:
 
 
 def alternative_rows(rec: Recommendation) -> list[list[str]]:
-    return [[a.change, _gpus(a.option), hours(a.option.gpu_hours), money(a.option.cost_usd), _days(a.option)]
+    return [[a.change, _gpus(a.option), hours(a.option.gpu_hours), _cost(a.option), _days(a.option), _serving(a.option)]
             for a in rec.nearest_viable]
 
 
-ALTERNATIVE_HEADERS = ["change", "GPUs", "GPU-h", "cost", "wall"]
+ALTERNATIVE_HEADERS = ["change", "GPUs", "GPU-h", "cost", "wall", "serving"]
 
 
 def render_recommendation(rec: Recommendation) -> str:
@@ -103,8 +114,9 @@ def report_markdown(rec: Recommendation) -> str:
     """A scaling-justification document a team can attach to a budget request."""
     s = rec.situation
     rows = [[o.tier, o.method, o.model, _gpus(o), hours(o.gpu_hours), money(o.cost_usd) + (" / month" if o.tier == "api" else ""),
-             _days(o), gib(o.memory_gib_per_gpu), "yes" if o.viable else "no", o.note] for o in rec.options]
-    header = "| tier | method | model | GPUs | GPU-hours | cost | wall-clock | GiB per GPU | viable | why not / note |"
+             _days(o), gib(o.memory_gib_per_gpu), _serving(o), "yes" if o.viable else "no", o.note] for o in rec.options]
+    header = ("| tier | method | model | GPUs | GPU-hours | cost | wall-clock | GiB per GPU | serving | viable | "
+              "why not / note |")
     lines = [
         "# Scaling justification",
         "",
@@ -126,13 +138,13 @@ def report_markdown(rec: Recommendation) -> str:
         "## Options, in the order of the hierarchy",
         "",
         header,
-        "|" + "---|" * 10,
+        "|" + "---|" * 11,
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
     ]
     if rec.nearest_viable:
         lines += ["## Plans that would fit" if not rec.viable else "## What the preferred tier would need", "",
-                  "| change | GPUs | GPU-hours | cost | wall-clock |", "|---|---|---|---|---|",
+                  "| change | GPUs | GPU-hours | cost | wall-clock | serving |", "|---|---|---|---|---|---|",
                   *("| " + " | ".join(r) + " |" for r in alternative_rows(rec)), ""]
     if rec.review:
         lines += review_markdown(rec.review)

@@ -239,4 +239,4 @@ def test_a_bad_value_from_a_flag_is_one_line_naming_the_flag(capsys):
     assert code == 2 and err.strip() == ("advisor: error: --task: Invalid enum value 'chat' (expected one of: "
                                          "knowledge, style, task, domain, language)")
     code, _, err = run_cli(["recommend", "--tokens", "2e9", "--gpus", "200000"], capsys)
-    assert code == 2 and err.strip() == "advisor: error: --gpus: Expected `int` <= 100000"
+    assert code == 2 and err.strip() == "advisor: error: --gpus: 200000 must be at most 100000"

@@ -3,9 +3,11 @@
 from hypothesis import HealthCheck, given, settings, strategies as st
 from msgspec.structs import replace
 
+from advisor.decide.alternatives import plan_cap_days
 from advisor.decide.constraints import deadline_days
 from advisor.render.decision_text import recommend
 from advisor.decide.situation import Situation
+from advisor.plan.sizing import GPU_HOURS_TIE_SHARE
 
 situations = st.builds(
     Situation,
@@ -33,8 +35,10 @@ def breaks(o, s: Situation) -> list[str]:
             out.append("budget")
         if o.wall_days is None or o.wall_days > deadline_days(s)[0]:
             out.append("deadline")
-    if o.gpu is not None and (o.gpus > s.gpus or o.gpus == 0):
+    if o.tier != "api" and o.gpu is not None and (o.gpus > s.gpus or o.gpus == 0):
         out.append("gpus")
+    if s.on_prem and o.serving is not None and (o.serving.gpus > s.gpus or not o.serving.fits):
+        out.append("serving")  # issue 26: on premises the trained model must be servable on your GPUs
     if o.method == "prompt+retrieval" and s.on_prem:
         out.append("on_prem")
     if o.tier == "api" and not s.api_sufficient:
@@ -54,6 +58,27 @@ def test_chosen_is_viable_when_any_is_and_viable_means_no_constraint_broken(s):
             assert o.why_not and o.note
     for alt in rec.nearest_viable:
         assert alt.option.viable
+        # issue 26: no alternative rents another GPU type on premises or proposes a plan past the cap
+        assert not (s.on_prem and alt.kind == "other_gpu")
+        assert alt.option.wall_days is None or alt.option.wall_days <= plan_cap_days(s)
+    chosen = rec.options[0]
+    if s.on_prem and chosen.viable and chosen.serving is not None:
+        assert chosen.serving.gpus <= s.gpus and chosen.serving.fits
+
+
+@SETTINGS
+@given(s=situations, share=st.sampled_from([0.5, 0.1]))
+def test_no_option_gets_cheaper_when_a_constraint_tightens(s, share):
+    # issue 26: a tighter budget, deadline or cluster never makes an option cheaper (it may break one)
+    before = {o.method: o for o in recommend(s).options}
+    days = deadline_days(s)[0]
+    tighter = [replace(s, deadline_days=days * share), replace(s, budget_usd=(s.budget_usd or 1e6) * share)]
+    for t in tighter:
+        for o in recommend(t).options:
+            b = before[o.method]
+            if o.tier != "pretrain":  # pretraining is re-sized to the constraints (a different model)
+                # the GPU count's tie rule may trade up to GPU_HOURS_TIE_SHARE of GPU-hours for a shorter wall time
+                assert o.cost_usd >= b.cost_usd * (1 - GPU_HOURS_TIE_SHARE) - 1e-6, (o.method, o.cost_usd, b.cost_usd)
 
 
 @SETTINGS

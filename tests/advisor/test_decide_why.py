@@ -5,7 +5,8 @@ import json
 import pytest
 from msgspec.structs import replace
 
-from advisor.decide.costing import cost_finetune, rule_usage_break_even, serving_plan, tensor_parallel_degrees
+from advisor.decide.costing import cost_finetune, rule_usage_break_even, serving_plan
+from advisor.plan.serving import tensor_parallel_degrees
 from advisor.render.decision_text import recommend
 from advisor.decide.situation import Situation
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
@@ -121,7 +122,7 @@ def test_api_insufficient_makes_the_api_row_not_viable():
 
 
 def test_volume_alone_does_not_call_for_training():
-    rec = recommend(Situation(tokens=2e9, requests_per_day=1e6))
+    rec = recommend(Situation(tokens=2e9, requests_per_day=1e6, peak_to_average=1.0))
     assert rec.tier == "api" and rec.method == "self-host+retrieval"
 
 
@@ -139,7 +140,7 @@ def test_knowledge_on_prem_is_self_hosted_retrieval(tmp_path, capsys):
 # --- break-even in steps ---------------------------------------------------------------------------------
 
 def test_break_even_reports_ranges_when_the_curve_crosses_more_than_once():
-    s = Situation(tokens=2e9, api="gemini-1.5-flash", gpus=64)
+    s = Situation(tokens=2e9, api="gpt-6-luna", gpus=64, peak_to_average=1.0)
     usage = rule_usage_break_even(s)
     assert len(usage.ranges) > 1
     for lo, hi in usage.ranges:
@@ -154,8 +155,11 @@ def test_break_even_reports_ranges_when_the_curve_crosses_more_than_once():
 
 
 def test_serving_uses_valid_tensor_parallel_degrees():
-    assert tensor_parallel_degrees(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert tensor_parallel_degrees(64, limit=64) == [1, 2, 4, 8, 16, 32, 64]
+    assert tensor_parallel_degrees(64) == [1, 2, 4, 8]   # within a node (SERVING_MAX_TENSOR_PARALLEL)
     assert tensor_parallel_degrees(40) == [1, 2, 4, 8]
+    assert tensor_parallel_degrees(24) == [1, 2, 4, 8]
+    assert tensor_parallel_degrees(20) == [1, 2, 4]
     plan = serving_plan(Situation(tokens=1e9, base_model="Llama-3.1-70B"))
     assert plan.degree == 4 and plan.gpus % 4 == 0   # 70B in bf16 + KV cache: 158 GiB, over 2 x 74.5, so 4 (not 3)
 
