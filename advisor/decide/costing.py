@@ -28,7 +28,7 @@ from advisor.formulas.params import param_counts
 from advisor.decide.situation import Situation, Tier
 from advisor.formulas.memory import decided_sharding
 from advisor.plan.launch_plan import launch_on, memory_overheads
-from advisor.plan.serving import ServingPlan, choose_serving
+from advisor.plan.serving import DAYS_PER_MONTH, ServingPlan, choose_serving
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
 from advisor.formulas.setup import METHODS, Method, TrainingSetup
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
@@ -36,7 +36,6 @@ from advisor.formulas.step_time import DEFAULT_STEP_TIME
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
     from advisor.plan.calibration import Calibration
 
-DAYS_PER_MONTH = 30.4
 # Largest cluster the "how many GPUs would it need" search looks at.
 MAX_SEARCH_GPUS = 4096
 # Replica counts the break-even search walks before it stops listing ranges.
@@ -138,12 +137,6 @@ def serving_for(s: Situation, arch: ModelArch) -> ServingPlan:
 def serving_plan(s: Situation) -> ServingPlan:
     """Serving the base model (`serving_for`)."""
     return serving_for(s, catalog.get_model(s.base_model))
-
-
-def serving_gpus(s: Situation) -> tuple[int, float]:
-    """GPUs to self-host the base model for this volume (serving_plan) and GPU-days per request."""
-    plan = serving_plan(s)
-    return plan.gpus, plan.gpu_days_per_request
 
 
 def serving_violations(s: Situation, plan: ServingPlan) -> list[Violation | None]:
@@ -255,9 +248,9 @@ def rule_usage_break_even(s: Situation) -> UsageBreakEven:
 def cost_api(s: Situation) -> Option:
     """The hosted API with prompting and retrieval: a month of requests, no training."""
     api = catalog.get_api(s.api)
+    month = api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH
     option = Option(tier="api", method="prompt+retrieval", model=api.name, gpu=None, gpus=0, gpu_hours=0.0,
-                    cost_usd=api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH, memory_gib_per_gpu=None,
-                    params=0.0, tokens=0.0, usd_per_month=api_usd_per_request(s) * s.requests_per_day * DAYS_PER_MONTH)
+                    cost_usd=month, memory_gib_per_gpu=None, params=0.0, tokens=0.0, usd_per_month=month)
     return with_violations(option, [check_api_retired(api), check_on_prem(s), check_quality_bar(s),
                                     check_monthly_budget(option.cost_usd, s, f"the {api.name} bill")],
                            "cost is per month of usage, no training")

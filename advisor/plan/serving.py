@@ -41,6 +41,7 @@ SERVING_MAX_TENSOR_PARALLEL = 8
 # follows a working day peaks at about twice its daily mean; --peak-factor sets yours, 1 for a flat batch load).
 DEFAULT_PEAK_TO_AVERAGE = 2.0
 
+# A month of serving, in days (365.25 / 12, rounded).
 DAYS_PER_MONTH = 30.4
 
 
@@ -60,7 +61,6 @@ class ServingPlan(Struct, frozen=True, kw_only=True):
     usd_per_month: float | None   # None: the GPU has no price
     fits: bool                    # one replica fits in its tensor x pipeline GPUs
     within_gpus: bool | None = None  # the plan fits the GPUs you have (None: no limit given)
-    note: str = ""
 
     @property
     def gpus_per_replica(self) -> int:
