@@ -82,11 +82,14 @@ _SCHEMAS = {"gpus": Gpu, "models": ModelArch, "apis": ApiPrice}
 
 def _read_entries(path: Path, kind: Kind) -> list:
     import yaml  # only for user catalogs and a shipped YAML newer than its prebuilt JSON
-    _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's C parser when PyYAML was built with it
+    from advisor.core.yaml_keys import UniqueKeyLoader
     try:
-        raw = yaml.load(path.read_text(), Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
-        raise AdvisorError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AdvisorError(f"{path}: not valid YAML{where} ({problem})") from None
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -98,6 +101,10 @@ def _read_entries(path: Path, kind: Kind) -> list:
         except InputError as exc:
             name = f" ({entry['name']})" if isinstance(entry, dict) and isinstance(entry.get("name"), str) else ""
             raise AdvisorError(f"{path}: entry {number}{name}: {exc}") from None
+        earlier = next((i for i, e in enumerate(out[:-1], 1) if e.name.lower() == out[-1].name.lower()), None)
+        if earlier is not None:  # the later entry would replace the earlier one in silence
+            raise AdvisorError(f"{path}: entry {number}: name {out[-1].name!r} is also entry {earlier}'s: give each "
+                               "entry once")
     return out
 
 
@@ -237,6 +244,8 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
         return convert(ModelArch, {"name": name or str(path), **known, "source": str(path)})
     except InputError as exc:
         field = ".".join(map(str, exc.loc))
+        if not field:  # a rule across fields (ModelArch.__post_init__): its message names them
+            raise AdvisorError(f"{path}: {exc.msg}") from None
         raise AdvisorError(f"{path}: field {field}: {exc.msg} (a decoder config needs hidden_size, "
                            "intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)") from None
 

@@ -189,9 +189,14 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     date: str = ""
 
     def __post_init__(self):
-        """An unknown model_type is refused (msgspec reports this ValueError as a validation error)."""
+        """An unknown model_type, and key/value heads that do not divide the query heads (grouped-query attention
+        shares each key/value head among an equal number of query heads), are refused (msgspec reports these
+        ValueErrors as validation errors)."""
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise unsupported(self.model_type)
+        if self.num_key_value_heads and self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_key_value_heads {self.num_key_value_heads} does not divide num_attention_heads "
+                             f"{self.num_attention_heads} (each key/value head serves an equal group of query heads)")
 
     @property
     def kv_heads(self) -> int:

@@ -10,7 +10,7 @@ from advisor.catalog import load as catalog
 from advisor.cli.app import app
 from advisor.cli.options import (
     Count, JsonFlag, _calibration, _duration_days, _emit_json, _finite, _fraction, _gpu_spec, _number, _validated,
-    _write_text,
+    _calibration_inputs, _path_inputs, _refuse_overwriting_inputs, _write_text,
 )
 from advisor.core.bounds import MAX_PRICE_USD_PER_GPU_HOUR, MAX_TOKENS
 from advisor.core.errors import AdvisorError
@@ -43,6 +43,8 @@ def review(
     from advisor.decide.review import Proposal, review_proposal
 
     one_of("--method", method, METHODS)
+    if report:
+        _refuse_overwriting_inputs("--report", report, _calibration_inputs(calibration) | _path_inputs("--model", model))
     count, kind = _gpu_spec(gpus, gpu)
     proposal = _validated(Proposal, _PROPOSAL_FLAGS, model=model, method=method, gpu=kind, gpus=count, days=days, cost_usd=cost,
                           tokens=tokens, epochs=epochs, seq_len=seq_len, price_usd_per_gpu_hour=price)

@@ -128,6 +128,37 @@ def _choices(cls, field: str) -> tuple:
     return ()
 
 
+def _refuse_overwriting_inputs(flag: str, output: Path, inputs: dict[str, list]) -> None:
+    """Refuse an output that is one of the command's own inputs (resolved paths: `./c.json`, a symlink and `c.json`
+    are one file) or lies inside an input directory (a run folder's files are the run's). `inputs` maps the flag or
+    argument that named them to the paths given (None and names that are not paths, such as a catalog model, pass)."""
+    target = Path(output).expanduser().resolve()
+    for source, paths in inputs.items():
+        for given in paths:
+            if given is None:
+                continue
+            path = Path(given).expanduser().resolve()
+            if target == path:
+                raise AdvisorError(f"{flag} {output} is also the {source} input: choose another path", flag=flag)
+            if path.is_dir() and target.is_relative_to(path):
+                raise AdvisorError(f"{flag} {output} is inside the {source} input {given} (its files are the run's): "
+                                   "choose a path outside it", flag=flag)
+
+
+def _calibration_inputs(path: Optional[Path]) -> dict[str, list]:
+    """The calibration a command reads, as `_refuse_overwriting_inputs` takes it: --calibration, else the user's."""
+    if path is not None:
+        return {"--calibration": [path]}
+    from advisor.catalog.load import default_calibration_path
+    return {"user calibration": [default_calibration_path()]}
+
+
+def _path_inputs(flag: str, *values: Optional[str]) -> dict[str, list]:
+    """A flag's values that name files or directories (a config.json given as --model), for
+    `_refuse_overwriting_inputs`; catalog names and sizes such as 7B are not paths and pass."""
+    return {flag: [v for v in values if v is not None and Path(v).expanduser().exists()]}
+
+
 def _write_text(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

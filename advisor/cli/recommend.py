@@ -10,7 +10,7 @@ from advisor.catalog import load as catalog
 from advisor.cli.app import app
 from advisor.cli.options import (
     Count, CountOrZero, Int, JsonFlag, _calibration, _duration_days, _emit_json, _finite, _fraction, _gpu_spec, _number,
-    _validated, _write_text,
+    _calibration_inputs, _path_inputs, _refuse_overwriting_inputs, _validated, _write_text,
 )
 from advisor.core.errors import AdvisorError
 from advisor.core.convert import to_json
@@ -80,6 +80,9 @@ def recommend(
 
     if tokens is None and docs is None:
         raise AdvisorError("give --tokens (e.g. 2e9) or --docs (e.g. 500k)")
+    if report:
+        _refuse_overwriting_inputs("--report", report, _calibration_inputs(calibration) | _path_inputs(
+            "--base-model", base_model) | _path_inputs("--proposal-model", proposal_model))
     total = tokens if tokens is not None else (docs or 0.0) * tokens_per_doc  # one of the two is given (above)
     flags = _SITUATION_FLAGS | ({} if tokens is not None else {"tokens": "--docs x --tokens-per-doc"})
     api, gpu, base_model = _catalog_names(api, gpu, base_model)  # aliases resolved once, for every option alike

@@ -8,7 +8,7 @@ import typer
 
 from advisor.catalog import load as catalog
 from advisor.cli.app import app
-from advisor.cli.options import JsonFlag, _calibration, _emit_json, _finite, _number
+from advisor.cli.options import JsonFlag, _calibration, _emit_json, _finite, _number, _refuse_overwriting_inputs
 from advisor.core.errors import AdvisorError
 from advisor.core.convert import to_json
 
@@ -132,8 +132,10 @@ def compare(
     as_json: JsonFlag = False,
 ):
     """Estimated against measured: GPU-hours, peak memory, tokens/s and MFU, with ratios."""
-    from advisor.measure.compare import compare_runs, plot_comparison
+    from advisor.measure.compare import compare_runs, plot_comparison, plot_path
     from advisor.render.compare import render_comparison
+    if plot:
+        _refuse_overwriting_inputs("--plot", plot_path(plot), {"RUN_DIRS": run_dirs})
     rows = compare_runs(run_dirs)
     written = plot_comparison(rows, plot) if plot else None
     if as_json:
@@ -156,8 +158,10 @@ def calibrate(
     from advisor.plan.calibration import default_calibration_path
     from advisor.measure.compare import calibrate_sources, save_calibration
     from advisor.render.compare import render_calibration
+    target = out or default_calibration_path()
+    _refuse_overwriting_inputs("--out", target, {"RUN_DIRS": run_dirs})
     cal = calibrate_sources(run_dirs)
-    path = save_calibration(cal, out or default_calibration_path())
+    path = save_calibration(cal, target)
     if as_json:
         _emit_json(_finite(to_json(cal) | {"path": str(path)}))
     else:

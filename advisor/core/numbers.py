@@ -10,6 +10,13 @@ _SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 # ASCII digits only: Python's float() also reads other scripts' digits ("１２" is 12), which nobody means on a command line.
 _PATTERN = re.compile(r"^\s*([+-]?(?:[0-9][0-9_,]*\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([kmbgt]?)\s*$", re.IGNORECASE | re.ASCII)
 ACCEPTED_FORM = "a number such as 500k, 2e9, 1.5M, 2B or 70e9"
+# Commas are read only as thousands separators in full groups of three (1,000 and 2,500,000.5); any other comma
+# (1,5 or 10,00) is a decimal comma or a typo, refused rather than read as 15 or 1000.
+_THOUSANDS = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+(?:[.eE].*)?", re.ASCII)
+# The smallest magnitude accepted: nothing this tool takes (token counts, dollars, fractions, learning rates) means
+# anything below it, and a product of two such values (tokens x quality) stays far from float underflow, where a
+# subnormal such as 1e-320 turns into a division by zero inside a formula.
+SMALLEST_MAGNITUDE = 1e-30
 
 
 def parse_quantity(text: str, *, positive: bool = True, allow_zero: bool = False, form: str = ACCEPTED_FORM) -> float:
@@ -24,14 +31,20 @@ def parse_quantity(text: str, *, positive: bool = True, allow_zero: bool = False
     if not match:
         raise AdvisorError(f"{text!r} is not {form}")
     mantissa, suffix = match.groups()
+    if "," in mantissa and not _THOUSANDS.fullmatch(mantissa):
+        point = mantissa.replace(",", ".", 1) if mantissa.count(",") == 1 and "." not in mantissa else None
+        suggestion = f"use a decimal point ({point}{suffix}); " if point else ""
+        raise AdvisorError(f"{text!r}: {suggestion}a comma is read only as a thousands separator (1,000,000); "
+                           f"expected {form}")
     try:
         value = float(mantissa.replace("_", "").replace(",", "")) * _SUFFIXES[suffix.lower()]
     except (ValueError, OverflowError):
         raise AdvisorError(f"{text!r} is not {form}") from None
     if not math.isfinite(value):
         raise AdvisorError(f"{text!r} is too large; expected {form}")
-    if value == 0 and any(c in "123456789" for c in mantissa.split("e")[0].split("E")[0]):
-        raise AdvisorError(f"{text!r} is too small to represent; expected {form}")
+    if value != 0 and abs(value) < SMALLEST_MAGNITUDE or \
+            value == 0 and any(c in "123456789" for c in mantissa.split("e")[0].split("E")[0]):
+        raise AdvisorError(f"{text!r} is too small (below {SMALLEST_MAGNITUDE:g}); expected {form}")
     if positive and (value < 0 or (value == 0 and not allow_zero)):
         bound = "zero or more" if allow_zero else "greater than zero"
         raise AdvisorError(f"{text!r} must be {bound}; expected {form}")

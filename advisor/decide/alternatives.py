@@ -40,8 +40,12 @@ TOKENS_MARGIN = 0.98
 # No alternative proposes a plan longer than this (or than your own deadline, if longer): a plan of years is not one
 # to sign, whatever it costs.
 MAX_PLAN_DAYS = 365.0
-# Smaller base models tried, nearest in size first, until one works (each costs the option once).
-MAX_SMALLER_MODELS = 64
+# Smaller base models tried, nearest in size first, until one works (each costs the option once): at most this many,
+# among those no larger than the base x the share of its limits the option needs x SMALLER_MODEL_SLACK (cost, time,
+# memory and serving GPUs grow about in proportion to parameters, not exactly: the slack keeps the nearest that could
+# work in the list).
+MAX_SMALLER_MODELS = 6
+SMALLER_MODEL_SLACK = 2.0
 
 
 class Alternative(Struct, frozen=True, kw_only=True):
@@ -57,11 +61,21 @@ def plan_cap_days(s: Situation) -> float:
     return max(MAX_PLAN_DAYS, s.deadline_days or 0.0)
 
 
-def smaller_models(s: Situation) -> list[str]:
-    """Catalog models smaller than the base model (total parameters), nearest first, at most MAX_SMALLER_MODELS."""
+def smaller_models(s: Situation, share: float = 1.0) -> list[str]:
+    """Catalog models smaller than the base model (total parameters) and no larger than base x share x
+    SMALLER_MODEL_SLACK, nearest first, at most MAX_SMALLER_MODELS."""
     base = param_counts(catalog.get_model(s.base_model)).total
-    sized = [(param_counts(m).total, m.name) for m in catalog.entries("models")]
-    return [name for total, name in sorted((t, n) for t, n in sized if t < base)[::-1][:MAX_SMALLER_MODELS]]
+    bound = min(base, base * share * SMALLER_MODEL_SLACK)
+    sized = sorted((param_counts(m).total, m.name) for m in catalog.entries("models"))
+    return [name for total, name in sized[::-1] if total < bound][:MAX_SMALLER_MODELS]
+
+
+def needed_share(option: Option) -> float:
+    """The share of what the option needs that the limits allow (limit / needed, the tightest relaxable one), 1 when
+    no broken constraint gives both numbers."""
+    shares = [v.limit / v.needed for v in option.why_not
+              if v.constraint in RELAXABLE and v.needed and v.limit is not None and v.needed > v.limit]
+    return min(shares, default=1.0)
 
 
 def unmeasured_note(gpu_name: str, method: str) -> str:
@@ -88,7 +102,7 @@ def _changes(s: Situation, option: Option) -> list[tuple[ChangeKind, str, Situat
             out.append(("less_data", f"train on {human(s.tokens * share)} tokens instead of {human(s.tokens)} "
                                      f"({share * 100:.2g}%)", replace(s, tokens=s.tokens * share)))
     if option.tier != "pretrain":
-        for name in smaller_models(s):
+        for name in smaller_models(s, needed_share(option)):
             verb = "serve" if option.method == "self-host+retrieval" else "adapt"
             out.append(("smaller_model", f"{verb} the smaller {name} instead of {s.base_model}",
                         replace(s, base_model=name)))

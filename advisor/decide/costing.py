@@ -26,11 +26,11 @@ from advisor.formulas.flops import cost_usd, flops_per_token
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
 from advisor.decide.situation import Situation, Tier
-from advisor.formulas.memory import decided_sharding
+from advisor.formulas.memory import decided_sharding, memory_per_gpu, trainable_state_bytes, weight_bytes
 from advisor.plan.launch_plan import launch_on, memory_overheads
 from advisor.plan.serving import DAYS_PER_MONTH, ServingPlan, choose_serving
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
-from advisor.formulas.setup import METHODS, Method, TrainingSetup
+from advisor.formulas.setup import METHODS, LossKind, Method, TrainingSetup
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
 
 if TYPE_CHECKING:  # annotations only: imported where used, so `advisor recommend` does not load them
@@ -80,6 +80,9 @@ class Option(Struct, frozen=True, kw_only=True):
     # (the API bill for the hosted API); the training cost above is one-off
     serving: ServingPlan | None = None
     usd_per_month: float | None = None
+    # the memory savers a training plan assumes (MEMORY_SAVERS): its loss implementation and FSDP CPU offload
+    loss: str | None = None
+    cpu_offload: bool | None = None
 
 
 def with_interval(option: Option, gpu: Gpu, method: str, moe: bool) -> Option:
@@ -271,6 +274,30 @@ def cost_self_host(s: Situation) -> Option:
 
 # --- training --------------------------------------------------------------------------------------
 
+# A memory saver: (loss, CPU offload). Full fine-tuning runs on a peer stack (the runner trains adapters), and where
+# the stock setup fits no GPU count of the cluster the savers those stacks offer are tried in this order before the
+# plan is called impossible: torchtune's chunked loss (CEWithChunkedOutputLoss: the logits in 8 chunks, section
+# "chunked" of advisor.formulas.memory.logits_bytes; no slower), then FSDP's CPU offload of parameters, gradients and
+# optimizer states (torchtune's fsdp_cpu_offload; the step-time model prices its host traffic), then both. LoRA and
+# QLoRA use the runner's fused loss already (loss auto).
+MemorySaver = tuple[LossKind, bool]
+STOCK: MemorySaver = ("auto", False)
+MEMORY_SAVERS: dict[str, tuple[MemorySaver, ...]] = {
+    "full": (STOCK, ("chunked", False), ("auto", True), ("chunked", True))}
+# CPU offload keeps each GPU's shard of the weights, gradients and optimizer states in its host's memory: a plan that
+# offloads must fit this much host memory per GPU (NVIDIA's DGX H100 and DGX B200 datasheets: "System Memory 2TB" for
+# 8 GPUs; DGX A100 ships 1 or 2 TB). An assumption about your nodes, stated in the remark.
+HOST_MEMORY_GIB_PER_GPU = 256.0
+
+
+def host_gib_per_gpu(setup: TrainingSetup) -> float:
+    """Host memory one GPU's offloaded shard takes: the weights and the trainable states (advisor.formulas.memory),
+    divided over the GPUs (FSDP shards them before offloading); 0 without CPU offload."""
+    if not setup.cpu_offload:
+        return 0.0
+    return (weight_bytes(setup.arch, setup.method) + sum(trainable_state_bytes(setup))) / setup.gpus / 2**30
+
+
 class FinetunePlan(Struct, frozen=True):
     setup: TrainingSetup
     memory_gib: float
@@ -279,51 +306,71 @@ class FinetunePlan(Struct, frozen=True):
     efficiency: float
 
 
-def _launch_plan(arch, gpu, seq_len: int, method: Method, gpus: int,
-                 calibration: Calibration | None) -> tuple[TrainingSetup, float, float]:
+def _launch_plan(arch, gpu, seq_len: int, method: Method, gpus: int, calibration: Calibration | None,
+                 saver: MemorySaver = STOCK) -> tuple[TrainingSetup, float, float]:
     """The setup as the runner would launch it on `gpus` GPUs (advisor.plan.launch_plan: sharding and gradient
-    checkpointing auto), its peak GiB per GPU and executed FLOPs per token."""
+    checkpointing auto) with a memory saver (`MEMORY_SAVERS`), its peak GiB per GPU and executed FLOPs per token."""
     overheads = memory_overheads(gpu, method, calibration)
     constants = (calibration.step_time_constants() if calibration else None) or DEFAULT_STEP_TIME
-    return _cached_launch_plan(arch, gpu, seq_len, method, gpus, tuple(sorted(overheads.items())), constants)
+    return _cached_launch_plan(arch, gpu, seq_len, method, gpus, tuple(sorted(overheads.items())), constants, saver)
 
 
 # The alternatives search re-costs the same setups on many GPU counts: a pure function of hashable inputs (frozen
 # catalog entries), cached; the bound keeps a long-running process (the test suite) from growing without limit.
 @functools.lru_cache(maxsize=20000)
 def _cached_launch_plan(arch, gpu, seq_len: int, method: Method, gpus: int, overheads: tuple[tuple[str, float], ...],
-                        constants) -> tuple[TrainingSetup, float, float]:
-    plan = launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus), gpu, dict(overheads),
-                     constants)
+                        constants, saver: MemorySaver = STOCK) -> tuple[TrainingSetup, float, float]:
+    loss, offload = saver
+    plan = launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq_len, gpus=gpus, loss=loss,
+                                   cpu_offload=offload), gpu, dict(overheads), constants)
     setup = plan.setup
     flops = flops_per_token(arch, setup.seq_len, method, setup.trainable_params, setup.gradient_checkpointing)
     return setup, plan.memory.total, flops.total
 
 
-def plan_finetune(s: Situation, method: Method, gpus: int, calibration: Calibration | None = None) -> FinetunePlan:
+def plan_finetune(s: Situation, method: Method, gpus: int, calibration: Calibration | None = None,
+                  saver: MemorySaver = STOCK) -> FinetunePlan:
     """The fine-tune on `gpus` GPUs as the runner would launch it: sharding auto (FSDP where DDP does not fit),
-    gradient checkpointing auto (advisor.plan.sizing), GPU-hours from its FLOPs at the efficiency
-    advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication included, unless calibrated)."""
+    gradient checkpointing auto (advisor.plan.sizing), the loss and CPU offload of `saver`, GPU-hours from its FLOPs at
+    the efficiency advisor.plan.efficiency.training_efficiency gives it (the step-time model, communication and the
+    offload's host traffic included, unless calibrated)."""
     arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
-    setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus, calibration)
+    setup, memory, flops = _launch_plan(arch, gpu, min(s.seq_len, arch.max_position_embeddings), method, gpus,
+                                        calibration, saver)
     rate = training_rate(setup, gpu, calibration)  # the same rule as advisor estimate
-    return FinetunePlan(setup, memory, rate.gpu_hours(s.effective_tokens * s.epochs), memory <= gpu.usable_memory_gib,
-                        rate.efficiency)
+    fits = memory <= gpu.usable_memory_gib and host_gib_per_gpu(setup) <= HOST_MEMORY_GIB_PER_GPU
+    return FinetunePlan(setup, memory, rate.gpu_hours(s.effective_tokens * s.epochs), fits, rate.efficiency)
+
+
+def saver_counts(saver: MemorySaver, counts: list[int]) -> list[int]:
+    """The GPU counts a saver can run on: CPU offload moves FSDP's shards and needs 2 or more GPUs."""
+    return [n for n in counts if not saver[1] or n > 1]
 
 
 def cost_finetune(s: Situation, method: Method, calibration: Calibration | None = None,
                   counts: list[int] | None = None) -> Option:
     """GPU count, GPU-hours, dollars, memory and wall days of fine-tuning the base model on the effective tokens:
-    on the user's cluster, the count `choose_gpu_count` picks (or one of `counts`, e.g. a proposal's own)."""
+    on the user's cluster, the count `choose_gpu_count` picks (or one of `counts`, e.g. a proposal's own), with the
+    first of the method's `MEMORY_SAVERS` under which some count fits."""
     gpu = catalog.get_gpu(s.gpu)
-    plans = {n: plan_finetune(s, method, n, calibration) for n in counts or valid_gpu_counts(s.gpus)}
-    chosen = choose_gpu_count([CountPlan(n, p.fits, p.gpu_hours, p.gpu_hours / (n * s.availability) / 24)
-                               for n, p in plans.items()], deadline_days(s)[0])
+    savers = MEMORY_SAVERS.get(method, (STOCK,))
+    chosen, plans, saver = None, {}, STOCK
+    for saver in savers:
+        plans = {n: plan_finetune(s, method, n, calibration, saver)
+                 for n in saver_counts(saver, counts or valid_gpu_counts(s.gpus))}
+        chosen = choose_gpu_count([CountPlan(n, p.fits, p.gpu_hours, p.gpu_hours / (n * s.availability) / 24)
+                                   for n, p in plans.items()], deadline_days(s)[0])
+        if chosen is not None:
+            break
     violations: list[Violation | None] = []
     if chosen is None:  # nothing fits on the cluster: cost it on the fewest GPUs that would hold it
-        needed = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS) if n > max(plans)
-                       and plan_finetune(s, method, n, calibration).fits), None)
-        violations.append(check_gpus(needed, gpu.name, replace_gpus(s, max(plans))))
+        largest = max(counts or valid_gpu_counts(s.gpus))
+        fewest = [(n, i) for i, candidate in enumerate(savers)
+                  if (n := next((n for n in saver_counts(candidate, valid_gpu_counts(MAX_SEARCH_GPUS)) if n > largest
+                                 and plan_finetune(s, method, n, calibration, candidate).fits), None)) is not None]
+        needed, which = min(fewest) if fewest else (None, 0)
+        saver = savers[which]
+        violations.append(check_gpus(needed, gpu.name, replace_gpus(s, largest)))
         n = needed
     else:
         n = chosen.gpus
@@ -333,21 +380,41 @@ def cost_finetune(s: Situation, method: Method, calibration: Calibration | None 
     if n is None:
         option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=0, gpu_hours=math.inf,
                         cost_usd=math.inf, memory_gib_per_gpu=None, params=float(param_counts(arch).total), tokens=tokens,
-                        remark=logits_hint(s, method, calibration))
+                        remark=logits_hint(s, method, savers[-1], calibration))
         serving = serving_for(s, arch)
         return with_violations(with_serving(option, serving), violations + serving_violations(s, serving))
-    plan = plans.get(n) or plan_finetune(s, method, n, calibration)
+    plan = plans.get(n) or plan_finetune(s, method, n, calibration, saver)
     wall = plan.gpu_hours / (n * s.availability) / 24
     option = Option(tier=tier, method=method, model=arch.name, gpu=gpu.name, gpus=n, gpu_hours=plan.gpu_hours,
                     cost_usd=cost_usd(plan.gpu_hours, gpu_price(s)), memory_gib_per_gpu=plan.memory_gib,
                     params=float(param_counts(arch).total), tokens=tokens, wall_days=wall,
                     sharding=decided_sharding(plan.setup),
-                    gradient_checkpointing=plan.setup.gradient_checkpointing, efficiency=plan.efficiency)
+                    gradient_checkpointing=plan.setup.gradient_checkpointing, efficiency=plan.efficiency,
+                    loss=saver[0], cpu_offload=saver[1], remark=saver_remark(saver))
     option = with_interval(option, gpu, method, describe(arch).is_moe)
+    if saver[1]:  # no published row measures CPU offload of full fine-tuning: the interval cannot vouch for it
+        option = replace(option, extrapolating="extrapolating: CPU offload of full fine-tuning has no published row; "
+                                               "its CPU optimizer step is a lower bound")
     serving = serving_for(s, arch)
     option = with_serving(option, serving)
     violations += [check_budget(option.cost_usd, s), check_deadline(wall, n, s)] + serving_violations(s, serving)
     return with_violations(option, violations)
+
+
+def saver_text(saver: MemorySaver) -> str:
+    """A memory saver in words ('' for the stock setup)."""
+    needs = ["a chunked loss (torchtune's CEWithChunkedOutputLoss)"] if saver[0] == "chunked" else []
+    needs += [f"FSDP CPU offload (torchtune's fsdp_cpu_offload; at most {HOST_MEMORY_GIB_PER_GPU:.0f} GiB of host "
+              "memory per GPU assumed; its CPU optimizer step is priced at the host's DRAM bandwidth, a lower "
+              "bound)"] if saver[1] else []
+    return " and ".join(needs)
+
+
+def saver_remark(saver: MemorySaver) -> str:
+    """What a plan that needs a memory saver says it needs ('' for the stock setup)."""
+    if saver == STOCK:
+        return ""
+    return f"needs {saver_text(saver)}: without it the stock setup fits no GPU count you have"
 
 
 # A plan that fits on no GPU count is explained by its logits when they take at least this share of the card at the
@@ -355,24 +422,19 @@ def cost_finetune(s: Situation, method: Method, calibration: Calibration | None 
 LOGITS_HINT_SHARE = 0.25
 
 
-def logits_hint(s: Situation, method: Method, calibration: Calibration | None = None) -> str:
-    """Why a fine-tune fits on no GPU count when the logits are what does not fit, and what would: the runner's fused
-    loss needs a frozen head (LoRA, QLoRA), so for full fine-tuning it names a chunked loss (torchtune's
-    `loss: chunked`; `advisor estimate --loss chunked`) and the fewest GPUs it would fit on. Empty otherwise."""
+def logits_hint(s: Situation, method: Method, saver: MemorySaver = STOCK,
+                calibration: Calibration | None = None) -> str:
+    """Why a fine-tune fits on no GPU count, when the logits are what does not fit (with the last memory saver
+    tried): they grow with the sequence, whatever the sharding. Empty otherwise."""
     arch, gpu = catalog.get_model(s.base_model), catalog.get_gpu(s.gpu)
     seq = min(s.seq_len, arch.max_position_embeddings)
-    overheads = memory_overheads(gpu, method, calibration)
-    largest = launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq, gpus=MAX_SEARCH_GPUS), gpu, overheads)
-    logits = largest.memory.logits
+    setup, _, _ = _launch_plan(arch, gpu, seq, method, MAX_SEARCH_GPUS, calibration, saver)
+    logits = memory_per_gpu(setup, **memory_overheads(gpu, method, calibration)).logits
     if logits < LOGITS_HINT_SHARE * gpu.usable_memory_gib:
         return ""
-    chunked = next((n for n in valid_gpu_counts(MAX_SEARCH_GPUS)
-                    if launch_on(TrainingSetup(arch=arch, method=method, seq_len=seq, gpus=n, loss="chunked"), gpu,
-                                 overheads).fits), None)
-    where = f"fits on {chunked} x {gpu.name}" if chunked else "still fits no count"
-    return (f"the logits take {logits:.1f} GiB per GPU at {seq} tokens whatever the sharding; the runner's fused loss "
-            f"needs a frozen head (LoRA, QLoRA); with a chunked loss (torchtune's loss: chunked; advisor estimate "
-            f"--loss chunked) it {where}, or shorten --seq-len")
+    tried = f", even with {saver_text(saver)}" if saver != STOCK else ""
+    return (f"the logits take {logits:.1f} GiB per GPU at {seq} tokens whatever the sharding{tried}: shorten "
+            "--seq-len")
 
 
 def replace_gpus(s: Situation, gpus: int) -> Situation:

@@ -4,6 +4,7 @@ Conventions: bytes are bytes, `*_gib` are GiB (2^30). Which sharding and whether
 (advisor.plan.sizing); this module only adds up what a given choice keeps in memory.
 """
 
+import functools
 import math
 
 from msgspec import Struct
@@ -122,15 +123,24 @@ def trainable_state_bytes(setup: TrainingSetup) -> tuple[float, float, float]:
     return adapters, gradients, optimizer
 
 
-def trainable_tensor_numels(setup: "TrainingSetup") -> list[int]:
+def trainable_tensor_numels(setup: "TrainingSetup") -> tuple[int, ...]:
     """Element counts of each trainable tensor: LoRA's A (r x in) and B (out x r) per adapted projection (experts and
     routers as peft reaches them, advisor.formulas.params.lora_tensor_shapes), DoRA's magnitudes and modules_to_save, or every
     parameter tensor for full fine-tuning."""
-    if setup.method == "full":
-        return full_tensor_numels(setup.arch)
-    numels = [rows * cols for rows, cols in lora_tensor_shapes(setup.arch, setup.lora_rank, setup.lora_targets)]
-    numels += dora_magnitude_numels(setup.arch, setup.lora_targets) if setup.dora else []  # DoRA's magnitude vectors
-    return numels + saved_module_params(setup.arch, setup.modules_to_save)
+    return _tensor_numels(setup.arch, setup.method, setup.lora_rank, setup.lora_targets, setup.dora,
+                          setup.modules_to_save)
+
+
+# The decision costs one architecture on many GPU counts and savers: the counts depend on these fields only (all
+# hashable), so they are computed once per combination.
+@functools.lru_cache(maxsize=1024)
+def _tensor_numels(arch: ModelArch, method: str, rank: int, targets: tuple[str, ...], dora: bool,
+                   modules_to_save: tuple[str, ...]) -> tuple[int, ...]:
+    if method == "full":
+        return tuple(full_tensor_numels(arch))
+    numels = [rows * cols for rows, cols in lora_tensor_shapes(arch, rank, targets)]
+    numels += dora_magnitude_numels(arch, targets) if dora else []  # DoRA's magnitude vectors
+    return tuple(numels + list(saved_module_params(arch, modules_to_save)))
 
 
 # Bytes autograd keeps per token for one Llama decoder layer under bf16 autocast (bf16 base weights, fp32 LoRA

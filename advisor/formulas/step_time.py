@@ -39,6 +39,11 @@ DEFAULT_STEP_TIME = StepTimeConstants(
 # Achieved NCCL bus bandwidth over the theoretical link rate: 783 of 900 GB/s on H100 NVLink (NVIDIA/nccl#1264);
 # PCIe reaches about 80% of its theoretical rate (the same figure as the catalog's notes). One figure for both.
 COMM_EFFICIENCY = 0.85
+# With CPU offload the optimizer update runs on the host, over the GPU's shard, and is memory-bound there as on the GPU
+# (optimizer_step_bytes). A DGX H100 has two Xeon Platinum 8480C, each with 8 channels of DDR5-4800 (Intel ARK):
+# 8 x 4800 MT/s x 8 bytes = 307 GB/s per socket, 614 GB/s for 8 GPUs, 76.8 GB/s per GPU. No CPU optimizer reaches its
+# DRAM's peak, so the step time this gives is a lower bound (no published offload row of full fine-tuning checks it).
+HOST_DRAM_GBS_PER_GPU = 76.8
 # Where the catalog states no scale-out network for a GPU (PCIe cards, workstations): a 100 GbE link per node of 8
 # GPUs, 12.5 Gb/s per GPU. An assumption, said wherever it is used; --interconnect gives the real figure.
 ASSUMED_INTERNODE_GBPS = 12.5
@@ -63,6 +68,7 @@ class StepWork(Struct, frozen=True):
     ranks: int = 1                   # GPUs taking part in the collectives
     internode_gbps: float | None = None  # network per GPU between nodes, Gb/s (None: the GPU catalog's)
     tokens_per_expert: float = 0.0   # rows of each expert's GEMM per micro-batch (tokens x k / E, balanced routing)
+    host_step_bytes: float = 0.0     # per step: the optimizer update that CPU offload runs on the host
 
 
 def dense_matmul_flops_per_token(arch: ModelArch, method: str, lora_params: int, checkpointing: bool) -> float:
@@ -241,6 +247,7 @@ def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
         attention_flops=causal_attention_flops_per_token(arch, length, ckpt, setup.flash_attention) * tokens,
         elementwise_bytes=elementwise_bytes_per_token(arch, ckpt) * tokens, fixed_bytes=fixed,
         comm_bytes=comm, host_bytes=host, step_bytes=0.0 if setup.cpu_offload else opt, step_comm_bytes=step_comm,
+        host_step_bytes=opt if setup.cpu_offload else 0.0,
         expert_flops=expert_matmul_flops_per_token(arch, setup.method, ckpt) * tokens,
         ranks=setup.gpus if sharding != "none" else 1, internode_gbps=setup.internode_gbps,
         tokens_per_expert=tokens_per_expert(arch, tokens),
@@ -282,7 +289,7 @@ def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConst
     experts at the fraction of their own GEMMs' rows, tokens_per_expert) plus the
     memory-bound bytes at the memory bandwidth; FSDP's gathers overlap with it (prefetch), so the micro-batch takes the
     longer of compute and communication (Zhao et al. 2023 §3.3); then the optimizer step's bytes at the memory
-    bandwidth, DDP's all-reduce and the fixed cost. Collectives run at collective_links' ring rate (slower once they
+    bandwidth (on the host with CPU offload, HOST_DRAM_GBS_PER_GPU), DDP's all-reduce and the fixed cost. Collectives run at collective_links' ring rate (slower once they
     span NVLink domains). `fused`: elementwise kernels fused (torch.compile, Liger)."""
     frac = matmul_fraction(work.tokens_per_micro_batch, c)
     expert_frac = matmul_fraction(work.tokens_per_expert, c) if work.expert_flops else 0.0
@@ -297,7 +304,8 @@ def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConst
     comm = work.comm_bytes / link + work.host_bytes / (gpu.host_bandwidth * COMM_EFFICIENCY)
     compute = matmul + attention + memory_bound
     exposed = max(0.0, comm - compute)
-    optimizer = work.step_bytes / bandwidth + work.step_comm_bytes / link
+    optimizer = (work.step_bytes / bandwidth + work.step_comm_bytes / link
+                 + work.host_step_bytes / (HOST_DRAM_GBS_PER_GPU * 1e9))
     mb = work.micro_batches
     total = mb * (compute + exposed) + optimizer + c.step_fixed_s
     return StepTime(mb * matmul, mb * attention, mb * memory_bound, mb * exposed, optimizer, c.step_fixed_s, total,

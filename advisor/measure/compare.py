@@ -1,6 +1,7 @@
 """Estimated against measured: per-run comparison, calibration fit, and leave-one-out error (no torch)."""
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -111,13 +112,25 @@ def median_abs_error(ratios: list[float | None]) -> float | None:
     return statistics.median(values) if values else None
 
 
+# The formats matplotlib 3.x's savefig writes (FigureCanvasBase.get_supported_filetypes()), listed here so a wrong
+# suffix is refused before the runs are read, without importing matplotlib.
+PLOT_SUFFIXES = (".avif", ".eps", ".gif", ".jpeg", ".jpg", ".pdf", ".pgf", ".png", ".ps", ".raw", ".rgba", ".svg",
+                 ".svgz", ".tif", ".tiff", ".webp")
+
+
 def plot_path(path: Path) -> Path:
     """The file --plot writes: PATH itself when it names a file with a suffix, PATH/comparison.png for a directory,
-    PATH.png otherwise (matplotlib would add the .png itself)."""
+    PATH.png otherwise (matplotlib would add the .png itself). A suffix matplotlib cannot write, or a target that is
+    a directory, is one line naming --plot."""
     path = Path(path)
-    if path.is_dir():
-        return path / "comparison.png"
-    return path if path.suffix else path.with_name(path.name + ".png")
+    target = path / "comparison.png" if path.is_dir() else path if path.suffix else path.with_name(path.name + ".png")
+    if target.suffix.lower() not in PLOT_SUFFIXES:
+        raise AdvisorError(f"--plot {path}: cannot write a {target.suffix} image (supported: "
+                           f"{', '.join(s[1:] for s in PLOT_SUFFIXES)})", flag="--plot")
+    if target.is_dir():
+        raise AdvisorError(f"--plot {path}: {target} is a directory; give a file name such as comparison.png",
+                           flag="--plot")
+    return target
 
 
 def plot_comparison(rows: list[Comparison], path: Path) -> Path:
@@ -226,8 +239,29 @@ def leave_one_out(reports: list[RunReport]) -> dict[str, float]:
     return out
 
 
+def run_calibration_problem(r: RunReport) -> str | None:
+    """Why a GPU run's report cannot be fitted (the key and its value), or None: a run on a named GPU needs a GPU
+    count, a finite positive wall time, and an efficiency in (0, 1] (above 1 the run beat the GPU's peak: a wrong
+    GPU, wall time or FLOP count)."""
+    if r.gpu_name is None or not r.peak_flops_per_gpu:
+        return None  # a CPU run or an uncatalogued GPU: left out of the fit, as before
+    if r.gpus < 1:
+        return f"gpus: {r.gpus} on {r.gpu_name} (a GPU run needs 1 or more)"
+    if not math.isfinite(r.wall_seconds) or r.wall_seconds <= 0:
+        return f"wall_seconds: {r.wall_seconds} (needs a finite time above 0)"
+    efficiency = run_efficiency(r)
+    if efficiency is None or not math.isfinite(efficiency) or not 0 < efficiency <= 1:
+        return (f"efficiency {efficiency:.3g} from executed_flops {r.executed_flops:.3g}, wall_seconds "
+                f"{r.wall_seconds:.3g} and peak_flops_per_gpu {r.peak_flops_per_gpu:.3g} (needs a fraction in (0, 1])")
+    return None
+
+
 def fit_calibration(loaded: list[tuple[Path, RunReport]]) -> Calibration:
     """Per (GPU type, method): median efficiency and memory overhead over the runs, with their spread."""
+    for run, r in loaded:
+        if (problem := run_calibration_problem(r)) is not None:
+            report = run / "report.json" if run.is_dir() else run
+            raise AdvisorError(f"{report}: cannot calibrate from this run: {problem}")
     reports = [r for _, r in loaded]
     cells = _cells(reports)
     if not cells:
@@ -266,13 +300,24 @@ def calibrate_sources(paths: list[Path]) -> Calibration:
     runs = fit_calibration(load_reports(run_dirs)) if run_dirs else Calibration()
     if not row_files:
         return runs
-    cases = [row_case(r, f.parent) for f in row_files for r in load_rows(f)]
-    fit = fit_published(cases)
+    rows_by_file = [(f, load_rows(f)) for f in row_files]
+    first_file: dict[str, Path] = {}
+    for f, rows_of_file in rows_by_file:
+        for r in rows_of_file:
+            if r.id in first_file:  # counted twice, and leave-one-out would fit a row with its own copy
+                raise AdvisorError(f"{f}: published row id {r.id!r} is also in {first_file[r.id]}: give each row once")
+            first_file[r.id] = f
+    cases = [row_case(r, f.parent) for f, rows_of_file in rows_by_file for r in rows_of_file]
+    files = ", ".join(map(str, row_files))
+    try:
+        fit = fit_published(cases)
+    except AdvisorError as exc:
+        raise AdvisorError(f"{files}: {exc}") from None
     rows = estimate_rows(cases, fit.constants)
     in_tput = abs_errors(r.throughput_ratio for r in rows if r.case.throughput_reason is None)
     in_mem = abs_errors(r.memory_ratio for r in rows if r.case.memory_reason is None)
     c = fit.constants
-    published = {"files": ", ".join(map(str, row_files)), "throughput_rows": float(fit.throughput_rows),
+    published = {"files": files, "throughput_rows": float(fit.throughput_rows),
                  "memory_rows": float(fit.memory_rows),
                  "throughput_median_abs_error": statistics.median(in_tput),
                  "throughput_leave_one_out_median_abs_error": statistics.median(abs_errors(fit.throughput_loo.values())),

@@ -9,12 +9,13 @@ from pathlib import Path
 import yaml
 from msgspec import Struct
 from msgspec.structs import replace
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from advisor.catalog import load as catalog
 from advisor.catalog.types import DEFAULT_CUDA_CONTEXT_GIB, Gpu, ModelArch
 from advisor.core.convert import InputError, convert
 from advisor.core.errors import AdvisorError
+from advisor.core.yaml_keys import UniqueKeyLoader
 from advisor.formulas.memory import DEFAULT_OVERHEAD_FRACTION, memory_per_gpu
 from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork, step_seconds, step_work
 from advisor.formulas.setup import LossKind, Method, Optimizer, Precision, TrainingSetup, canonical_dtype
@@ -25,7 +26,7 @@ ROWS_FILE = Path(__file__).resolve().parents[2] / "bench" / "published" / "rows.
 class PublishedRow(BaseModel):
     """One published measurement with its configuration, source and the quoted line (bench/published/README.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # a NaN figure fits nothing
     id: str
     source: str
     quote: str
@@ -50,15 +51,15 @@ class PublishedRow(BaseModel):
     compile: bool | None = None
     loss: str | None = None
     gpu: str | None = None
-    gpus: int
+    gpus: int = Field(ge=1)
     parallelism: str
     nodes: int | None = None
     internode: str | None = None
     transformers_version: str | None = None
     excluded: str | None = None  # why the figures are shown but not compared, where a source's own caveat says so
-    peak_memory_gib: float | None = None
+    peak_memory_gib: float | None = Field(default=None, gt=0)
     memory_kind: str | None = None
-    tokens_per_second_per_gpu: float | None = None
+    tokens_per_second_per_gpu: float | None = Field(default=None, gt=0)
     wall_seconds: float | None = None
     total_tokens: float | None = None
     notes: str = ""
@@ -70,16 +71,22 @@ class PublishedRow(BaseModel):
 def load_rows(path: Path | str = ROWS_FILE) -> list[PublishedRow]:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise AdvisorError(f"{path}: cannot read published rows ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, list):
         raise AdvisorError(f"{path}: expected a YAML list of published rows")
-    try:
-        return [PublishedRow.model_validate(r) for r in raw]
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise AdvisorError(f"{path}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    rows: list[PublishedRow] = []
+    for number, r in enumerate(raw, 1):
+        named = f" ({r['id']})" if isinstance(r, dict) and isinstance(r.get("id"), str) else ""
+        try:
+            rows.append(PublishedRow.model_validate(r))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise AdvisorError(f"{path}: row {number}{named}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        if any(seen.id == rows[-1].id for seen in rows[:-1]):
+            raise AdvisorError(f"{path}: row {number}: id {rows[-1].id!r} appears twice: give each row once")
+    return rows
 
 
 @functools.cache
@@ -239,7 +246,7 @@ def row_case(row: PublishedRow, directory: Path = ROWS_FILE.parent) -> RowCase:
     if gpu is None:
         tput.append("GPU not in the catalog")
     if "cpu-offload" in parallel and row.method == "full":
-        tput.append("CPU optimizer step not modelled")
+        tput.append("CPU optimizer step priced only as a lower bound (host DRAM bandwidth)")
     throughput_reason = "; ".join(tput) or None
     if row.tokens_per_second_per_gpu is None:
         throughput_reason = "no throughput figure"

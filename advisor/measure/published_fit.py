@@ -11,7 +11,7 @@ from advisor.core.errors import AdvisorError
 from advisor.measure.published import (
     RowCase, cuda_context_gib, memory_parts, memory_stat, row_memory_gib, row_tokens_per_second, row_work,
 )
-from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants
+from advisor.formulas.step_time import DEFAULT_STEP_TIME, StepTimeConstants, StepWork
 
 # No GEMM library reaches the datasheet peak: large bf16 matmuls run at about 0.8 of it (the H200 this project's
 # device tool lends runs bf16 matrix work at about 790 of 989 TFLOP/s, /work/.library/device/README.md; cuBLAS on an
@@ -25,7 +25,20 @@ BOUNDS = {"matmul_fraction_max": (0.2, MAX_MATMUL_FRACTION), "matmul_half_tokens
 SCALES = (2.0, 1.25, 1.05, 1.01)
 
 
-def fit_rows(cases: list[RowCase]) -> list[tuple[RowCase, object]]:
+# Leave-one-out fits each row on the others: with one row there are none.
+MIN_FIT_ROWS = 2
+
+
+def peak_fraction(case: RowCase, work: StepWork | None) -> float:
+    """The fraction of the GPU's dense peak a row's measured tokens/s implies: its executed FLOPs per token
+    (matmuls, attention, experts) x tokens/s / peak. Above 1 the figure cannot be right."""
+    if work is None or case.gpu is None or case.row.tokens_per_second_per_gpu is None:
+        return 0.0  # not a fit row: nothing measured to compare with the peak
+    flops_per_token = (work.matmul_flops + work.attention_flops + work.expert_flops) / work.tokens_per_micro_batch
+    return case.row.tokens_per_second_per_gpu * flops_per_token / case.gpu.peak_flops
+
+
+def fit_rows(cases: list[RowCase]) -> list[tuple[RowCase, StepWork | None]]:
     """The rows a throughput fit may use: expressible (throughput_reason None) and not flagged implausible, with
     their work precomputed (it does not depend on the constants)."""
     return [(c, row_work(c)) for c in cases if c.throughput_reason is None and c.gpu is not None]
@@ -122,8 +135,15 @@ class PublishedFit(Struct, frozen=True):
 def fit_published(cases: list[RowCase], start: StepTimeConstants = DEFAULT_STEP_TIME) -> PublishedFit:
     """Fit the step-time constants and the allocator's reserve to the rows, with leave-one-out for both."""
     rows = fit_rows(cases)
-    if not rows:
-        raise AdvisorError("no published row with a throughput the estimator can express: nothing to fit")
+    if len(rows) < MIN_FIT_ROWS:
+        found = f" (only {rows[0][0].row.id})" if rows else ""
+        raise AdvisorError(f"{len(rows)} published row(s) with a throughput the estimator can express{found}: a fit "
+                           f"needs at least {MIN_FIT_ROWS} (leave-one-out predicts each row from the others)")
+    for case, work in rows:
+        if (fraction := peak_fraction(case, work)) > 1:
+            raise AdvisorError(f"published row {case.row.id!r}: tokens_per_second_per_gpu "
+                               f"{case.row.tokens_per_second_per_gpu:g} is {fraction:.3g} x the GPU's dense "
+                               "peak (an efficiency above 1): check the figure, its GPU or its GPU count")
     constants = fit_constants(rows, start)
     mem_rows = overhead_rows(cases)
     fraction = fit_overhead_fraction(mem_rows) if mem_rows else None

@@ -1,6 +1,7 @@
 """The schema of a run's report.json: measured compute beside the advisor's estimate (read without torch)."""
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -89,15 +90,39 @@ class RunReport(BaseModel):
         ] + ([f"  estimate calibrated with {self.estimate.calibration}"] if self.estimate.calibration else []))
 
 
+def _known_keys(data, path: Path) -> object:
+    """report.json as this version reads it: keys a newer version added (top level, loss, peak_memory_gib) are left
+    out with one note each on stderr naming the key and the file, so an older advisor still reads newer runs."""
+    if not isinstance(data, dict):
+        return data
+    nested = {"loss": LossSummary, "peak_memory_gib": PeakMemory}
+    out = {}
+    for key, value in data.items():
+        if key not in RunReport.model_fields:
+            sys.stderr.write(f"advisor: note: {path}: key {key!r} ignored (written by a newer version?)\n")
+        elif key in nested and isinstance(value, dict):
+            extra = [k for k in value if k not in nested[key].model_fields]
+            for name in extra:
+                sys.stderr.write(f"advisor: note: {path}: key '{key}.{name}' ignored (written by a newer version?)\n")
+            out[key] = {k: v for k, v in value.items() if k not in extra}
+        else:
+            out[key] = value
+    return out
+
+
 def load_report(run_dir: Path) -> RunReport:
     path = Path(run_dir) / "report.json" if Path(run_dir).is_dir() else Path(run_dir)
     try:
-        return RunReport.model_validate(json.loads(path.read_bytes().decode("utf-8")))
+        return RunReport.model_validate(_known_keys(json.loads(path.read_bytes().decode("utf-8")), path))
     except FileNotFoundError:
         raise AdvisorError(f"{run_dir}: no report.json (is it a run directory of `advisor run`?)") from None
     except UnicodeDecodeError as exc:
         raise AdvisorError(f"{path}: not a valid run report (not UTF-8 at byte {exc.start})") from None
     except RecursionError:
         raise AdvisorError(f"{path}: not a valid run report (nested too deeply)") from None
-    except (json.JSONDecodeError, ValidationError, OSError) as exc:
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise AdvisorError(f"{path}: not a valid run report ({where + ': ' if where else ''}{err['msg']})") from None
+    except (json.JSONDecodeError, OSError) as exc:
         raise AdvisorError(f"{path}: not a valid run report ({str(exc).splitlines()[0]})") from None

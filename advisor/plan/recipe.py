@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
+from advisor.core.yaml_keys import UniqueKeyLoader
 from advisor.formulas.setup import Method
 from advisor.core.convert import InputError
 from advisor.plan.recipe_sections import (
@@ -174,25 +175,6 @@ def check_model_source(recipe: Recipe, source: str | Path | None = None) -> None
 
 # --- loading -----------------------------------------------------------------------------------------
 
-class _SafeLoaderNoDupes(yaml.SafeLoader):
-    """SafeLoader (no object-constructing tags) that also refuses duplicate keys, a silent-override trap."""
-
-
-def _construct_mapping(loader, node, deep=False):
-    seen = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden, by design
-            continue
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
-
-
-_SafeLoaderNoDupes.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def read_yaml_mapping(path: Path) -> dict:
     """Load a YAML file that must be a mapping, safely; every failure is one AdvisorError line."""
     path = Path(path)
@@ -205,7 +187,7 @@ def read_yaml_mapping(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise AdvisorError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
     try:
-        data = yaml.load(text, Loader=_SafeLoaderNoDupes)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except RecursionError:
         raise AdvisorError(f"{path}: invalid YAML: nested too deeply for a recipe") from None
     except yaml.YAMLError as exc:
@@ -365,7 +347,7 @@ def set_override(data: dict, assignment: str) -> dict:
     if not parts:
         raise AdvisorError(f"--set {assignment!r}: empty key; expected key.path=value")
     try:
-        value = yaml.load(raw, Loader=_SafeLoaderNoDupes)  # noqa: S506
+        value = yaml.load(raw, Loader=UniqueKeyLoader)  # noqa: S506
     except yaml.YAMLError:
         raise AdvisorError(f"--set {assignment!r}: value is not valid YAML") from None
     node = data

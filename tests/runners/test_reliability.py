@@ -254,13 +254,17 @@ def test_trust_remote_code_is_off_unless_set_and_announced(tmp_path, capsys):
 
 
 def test_no_unsafe_loading_in_the_code():
+    import yaml
+
+    from advisor.core.yaml_keys import UniqueKeyLoader
+    assert issubclass(UniqueKeyLoader, yaml.SafeLoader)  # the one YAML loader: safe, and refuses duplicate keys
     sources = {p: p.read_text() for d in ("advisor", "runners", "bench", "scripts") for p in (ROOT / d).rglob("*.py")}
     for path, text in sources.items():
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, f"{path}: {call}"
         for line in text.splitlines():
             if "yaml.load(" in line:
-                assert re.search(r"Loader=(_SafeLoaderNoDupes|_YAML_LOADER)", line), f"{path}: {line}"
+                assert re.search(r"Loader=(UniqueKeyLoader|_YAML_LOADER)", line), f"{path}: {line}"
         assert "yaml.unsafe_load" not in text and "pickle.load" not in text, path
         for call in re.findall(r"from_pretrained\([^)]*\)", text, flags=re.S):
             if "AutoModelForCausalLM" in text and "recipe.model.name" in call:
