@@ -1,6 +1,7 @@
 """The recipe schema: one typed, validated description of a LoRA/QLoRA fine-tune (no torch needed to read it)."""
 
 import difflib
+import os
 import re
 import typing
 from collections.abc import Callable, Mapping
@@ -87,8 +88,33 @@ class Recipe(BaseModel):
 
     @model_validator(mode="after")
     def _early_stopping_needs_evals(self):
-        if self.eval.early_stopping_patience and not self.train.eval_every:
+        """Early stopping that can never act is refused, not ignored: no eval during training, an eval interval past
+        the last step, or no eval data at all."""
+        if not self.eval.early_stopping_patience:
+            return self
+        if not self.train.eval_every:
             raise ValueError("eval.early_stopping_patience needs evals during training: set train.eval_every")
+        steps = self.train.max_steps
+        if steps is not None and self.train.eval_every >= steps:
+            raise ValueError(f"eval.early_stopping_patience cannot act: train.eval_every {self.train.eval_every} is not "
+                             f"before train.max_steps {steps}, so no eval runs during training: lower "
+                             "train.eval_every")
+        if self.data.val_fraction == 0 and self.data.eval_path is None:
+            raise ValueError("eval.early_stopping_patience needs eval data: data.val_fraction is 0 and there is no "
+                             "data.eval_path")
+        return self
+
+    @model_validator(mode="after")
+    def _eval_data_is_not_training_data(self):
+        if self.data.eval_path is None:
+            return self
+        sources = {os.path.normpath(self.data.path): "data.path"}
+        sources.update({os.path.normpath(m.path): f"data.mix[{i}].path" for i, m in enumerate(self.data.mix)})
+        same = sources.get(os.path.normpath(self.data.eval_path))
+        if same:
+            raise ValueError(f"data.eval_path is {same} ({self.data.eval_path}): the eval loss would be measured on "
+                             "training data; give a held-out file, or drop data.eval_path to split off "
+                             "data.val_fraction")
         return self
 
     @model_validator(mode="after")

@@ -60,6 +60,10 @@ def test_early_stopping_policy():
 @pytest.mark.parametrize("sets, message", [
     (["lora.init=pissa"], "rewrites the base weights"), (["train.min_lr=1"], "train.min_lr"),
     (["eval.early_stopping_patience=2", "train.eval_every=0"], "needs evals"),
+    # issue 27: early stopping that can never act, and eval data that is training data, are refused
+    (["eval.early_stopping_patience=2", "train.eval_every=150"], "cannot act: train.eval_every 150 is not before"),
+    (["eval.early_stopping_patience=2", "data.val_fraction=0"], "needs eval data"),
+    (["data.eval_path=data/tiny-instructions.jsonl"], "data.eval_path is data.path"),
     (["lora.modules_to_save=[norm]"], "lora.modules_to_save"),
 ])
 def test_refused_with_the_fix(sets, message):
