@@ -29,6 +29,7 @@ def generate_text(model, tokenizer, text: str, max_new_tokens: int, device: torc
     device = device or next(model.parameters()).device
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     ids = torch.tensor([bos + tokenizer(text, add_special_tokens=False)["input_ids"]], device=device)
+    max_new_tokens = within_position_limit(ids.shape[1], max_new_tokens, getattr(model.config, "max_position_embeddings", None))
     was_training = model.training
     model.eval()
     try:
@@ -39,6 +40,21 @@ def generate_text(model, tokenizer, text: str, max_new_tokens: int, device: torc
     finally:
         model.train(was_training)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def within_position_limit(prompt_tokens: int, max_new_tokens: int, limit: int | None) -> int:
+    """New tokens that fit the model's position limit (max_position_embeddings) after the prompt: generation past it
+    runs on positions the model never learned, so it is capped, with a notice; a prompt that fills the limit is
+    refused in one line."""
+    if limit is None or prompt_tokens + max_new_tokens <= limit:
+        return max_new_tokens
+    if prompt_tokens >= limit:
+        raise AdvisorError(f"the prompt has {prompt_tokens} tokens, at or past the model's position limit "
+                           f"(max_position_embeddings {limit}): shorten it")
+    from runners.model import notice
+    notice(f"generation capped at {limit - prompt_tokens} new tokens (asked {max_new_tokens}): the prompt's "
+           f"{prompt_tokens} tokens and the model's position limit {limit} (max_position_embeddings)")
+    return limit - prompt_tokens
 
 
 def write_samples(model, tokenizer, recipe: Recipe, step: int, out_dir: Path, tracker=None, write: bool = True) -> list[dict]:

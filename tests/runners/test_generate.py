@@ -80,3 +80,20 @@ def test_model_card_and_short_target_modules(sampled_run):
         assert needle in card, needle
     config = json.loads((sampled_run / "adapter" / "adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+
+
+def test_generation_stays_within_the_position_limit(sampled_run, capsys):
+    # issue 27: generation past the model's position limit ran on positions the model never learned, silently
+    from advisor.core.errors import AdvisorError
+    from runners.generate import format_prompt, generate_text, load_run_model, within_position_limit
+    assert within_position_limit(10, 8, 64) == 8 and within_position_limit(10, 8, None) == 8
+    assert within_position_limit(60, 8, 64) == 4
+    assert "capped at 4 new tokens" in capsys.readouterr().err
+    with pytest.raises(AdvisorError, match="position limit"):
+        within_position_limit(64, 8, 64)
+    model, tokenizer, recipe = load_run_model(sampled_run)
+    text = format_prompt(recipe, tokenizer, PROMPTS[0])
+    prompt = 1 + len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    model.config.max_position_embeddings = prompt + 3
+    completion = generate_text(model, tokenizer, text, 50)
+    assert len(tokenizer(completion, add_special_tokens=False)["input_ids"]) <= 3 + 1  # decoding may merge or split one
