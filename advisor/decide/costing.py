@@ -28,7 +28,7 @@ from advisor.formulas.params import param_counts
 from advisor.decide.situation import Situation, Tier
 from advisor.formulas.memory import decided_sharding, memory_per_gpu, trainable_state_bytes, weight_bytes
 from advisor.plan.launch_plan import launch_on, memory_overheads
-from advisor.plan.serving import DAYS_PER_MONTH, ServingPlan, choose_serving
+from advisor.plan.serving import DAYS_PER_MONTH, ServingPlan, choose_serving, monthly_usd
 from advisor.plan.sizing import CountPlan, choose_gpu_count, valid_gpu_counts
 from advisor.formulas.setup import METHODS, LossKind, Method, TrainingSetup
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
@@ -214,7 +214,7 @@ def rule_usage_break_even(s: Situation) -> UsageBreakEven:
     per_request = api_usd_per_request(s)
     plan = serving_plan(s)
     api_month = per_request * s.requests_per_day * DAYS_PER_MONTH
-    host_month = plan.gpus * price * 24 * DAYS_PER_MONTH
+    host_month = monthly_usd(plan.gpus, price)
     # replicas serve the peak: capacity per replica at the average rate is 1 / peak_to_average of its peak capacity
     ranges = self_host_cheaper_ranges(per_request, plan.gpu_days_per_request * s.peak_to_average, plan.degree,
                                       price * 24)
@@ -264,7 +264,7 @@ def cost_self_host(s: Situation) -> Option:
     plan = serving_plan(s)
     arch = catalog.get_model(s.base_model)
     params = param_counts(arch).total
-    month = plan.gpus * gpu_price(s) * 24 * DAYS_PER_MONTH
+    month = monthly_usd(plan.gpus, gpu_price(s))
     option = Option(tier="api", method="self-host+retrieval", model=arch.name, gpu=plan.gpu, gpus=plan.gpus,
                     gpu_hours=0.0, cost_usd=month, memory_gib_per_gpu=plan.replica_gib / plan.degree,
                     params=float(params), tokens=0.0, serving=plan, usd_per_month=month)

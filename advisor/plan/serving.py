@@ -45,6 +45,11 @@ DEFAULT_PEAK_TO_AVERAGE = 2.0
 DAYS_PER_MONTH = 30.4
 
 
+def monthly_usd(gpus: int, price_usd_per_gpu_hour: float) -> float:
+    """A month of `gpus` GPUs at an hourly price: 24 hours x DAYS_PER_MONTH days."""
+    return gpus * price_usd_per_gpu_hour * 24 * DAYS_PER_MONTH
+
+
 class ServingPlan(Struct, frozen=True, kw_only=True):
     """The serving of one model at a stated volume: precision, layout per replica, replicas, GPUs, a month's cost,
     and whether it fits the GPUs you have (None: no limit, renting)."""
@@ -113,7 +118,7 @@ def plan_serving(arch: ModelArch, gpu: Gpu, precision: ServingPrecision, request
     per_request = gpu_seconds_per_request(counts.active, tokens_per_request, output_fraction, gpu.peak_flops) / 86400
     replicas = replicas_needed(requests_per_day, peak_to_average, per_request, tp * pp)
     gpus = tp * pp * replicas
-    month = gpus * price_usd_per_gpu_hour * 24 * DAYS_PER_MONTH if price_usd_per_gpu_hour is not None else None
+    month = monthly_usd(gpus, price_usd_per_gpu_hour) if price_usd_per_gpu_hour is not None else None
     return ServingPlan(model=arch.name, gpu=gpu.name, precision=precision, tensor_parallel=tp, pipeline_parallel=pp,
                        replicas=replicas, gpus=gpus, replica_gib=replica_gib(counts, precision), gpu_days_per_request=per_request,
                        peak_to_average=peak_to_average, usd_per_month=month, fits=fits,
