@@ -195,7 +195,36 @@ class Architecture(Struct, frozen=True):
 
 def unsupported(model_type: str | None) -> AdvisorError:
     return AdvisorError(f"model_type {model_type!r} is not supported (the estimate would be a guess); supported: "
-                        f"{', '.join(SUPPORTED_MODEL_TYPES)}")
+                        f"{', '.join(SUPPORTED_MODEL_TYPES)}; or set RIGHTSIZE_COUNT_WITH_TRANSFORMERS=1 to count it "
+                        "through transformers' own model code (installed)")
+
+
+# Architectures counted through transformers' model code (advisor.catalog.counted), by the ModelArch they were
+# counted for: describe() returns them; a model_type in COUNTED_MODEL_TYPES is accepted by ModelArch.
+_COUNTED: dict = {}
+COUNTED_MODEL_TYPES: set[str] = set()
+
+
+def register_counted(model_arch, architecture: "Architecture") -> None:
+    """Remember an architecture counted through transformers for its ModelArch (this process only)."""
+    _COUNTED[model_arch] = architecture
+
+
+def counted(arch) -> bool:
+    """The architecture was counted through transformers, not described here."""
+    return arch in _COUNTED
+
+
+# Counted MoE architectures whose LoRA counts could not be checked against peft: LoRA estimates are refused for them.
+_LORA_UNVERIFIED: set = set()
+
+
+def mark_lora_unverified(model_arch) -> None:
+    _LORA_UNVERIFIED.add(model_arch)
+
+
+def lora_unverified(arch) -> bool:
+    return arch in _LORA_UNVERIFIED
 
 
 def config_value(arch, name: str) -> Any:  # a field of any type: counts, lists, flags
@@ -404,6 +433,8 @@ def _build(arch) -> Architecture:
 @functools.lru_cache(maxsize=256)
 def describe(arch) -> Architecture:
     """The architecture of a ModelArch (cached: ModelArch is frozen and hashable). Unknown model_type: AdvisorError."""
+    if arch in _COUNTED:
+        return _COUNTED[arch]
     if arch.model_type not in SUPPORTED_MODEL_TYPES:
         raise unsupported(arch.model_type)
     return _build(arch)

@@ -233,7 +233,10 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
             break
     model_type = raw.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise AdvisorError(f"{path}: {unsupported(model_type)}")
+        from advisor.catalog import counted
+        if not counted.requested():
+            raise AdvisorError(f"{path}: {unsupported(model_type)}")
+        return _counted_model(raw, path, name)
     fields = {**HF_CONFIG_DEFAULTS[model_type], **{k: v for k, v in raw.items() if v is not None}}
     names = set(ModelArch.__struct_fields__)
     known = {k: v for k, v in fields.items() if k in names and k not in ("name", "source", "date")}
@@ -248,6 +251,24 @@ def model_from_config_json(path: Path, name: str | None = None) -> ModelArch:
             raise AdvisorError(f"{path}: {exc.msg}") from None
         raise AdvisorError(f"{path}: field {field}: {exc.msg} (a decoder config needs hidden_size, "
                            "intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)") from None
+
+
+def _counted_model(raw: dict, path: Path, name: str | None) -> ModelArch:
+    """A model_type the advisor does not describe, counted through transformers' model code on the meta device
+    (advisor.catalog.counted; asked for with its COUNT_ENV)."""
+    from advisor.catalog.arch import COUNTED_MODEL_TYPES, mark_lora_unverified, register_counted
+    from advisor.catalog.counted import count_architecture, peft_layout
+    architecture, fields = count_architecture(raw, str(path))
+    COUNTED_MODEL_TYPES.add(fields["model_type"])
+    try:
+        model = convert(ModelArch, {"name": name or str(path), **fields, "source": f"{path} (counted through transformers)"})
+    except InputError as exc:
+        raise AdvisorError(f"{path}: {'field ' + '.'.join(map(str, exc.loc)) + ': ' if exc.loc else ''}{exc.msg}") from None
+    checked = peft_layout(architecture, raw, str(path))
+    register_counted(model, checked or architecture)
+    if checked is None:
+        mark_lora_unverified(model)
+    return model
 
 
 def match_gpu(device_name: str, memory_gib: float) -> Gpu | None:

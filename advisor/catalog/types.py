@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
-from advisor.catalog.arch import SAME_ARCHITECTURE, SUPPORTED_MODEL_TYPES, config_value, unsupported
+from advisor.catalog.arch import COUNTED_MODEL_TYPES, SAME_ARCHITECTURE, SUPPORTED_MODEL_TYPES, config_value, unsupported
 
 # The CUDA context a GPU entry assumes where it gives none (see CUDA_CONTEXT_SOURCE below).
 DEFAULT_CUDA_CONTEXT_GIB = 0.5
@@ -192,7 +192,7 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
         """An unknown model_type, and key/value heads that do not divide the query heads (grouped-query attention
         shares each key/value head among an equal number of query heads), are refused (msgspec reports these
         ValueErrors as validation errors)."""
-        if self.model_type not in SUPPORTED_MODEL_TYPES:
+        if self.model_type not in SUPPORTED_MODEL_TYPES and self.model_type not in COUNTED_MODEL_TYPES:
             raise unsupported(self.model_type)
         if self.num_key_value_heads and self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"num_key_value_heads {self.num_key_value_heads} does not divide num_attention_heads "

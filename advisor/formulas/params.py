@@ -9,7 +9,7 @@ import functools
 
 from msgspec import Struct
 
-from advisor.catalog.arch import Layer, describe
+from advisor.catalog.arch import Architecture, Layer, describe, lora_unverified
 from advisor.catalog.types import ModelArch
 from advisor.core.errors import AdvisorError
 
@@ -132,7 +132,15 @@ def lora_tensor_shapes(arch: ModelArch, rank: int, targets) -> list[tuple[int, i
 
 @functools.lru_cache(maxsize=1024)
 def _lora_tensor_shapes(arch: ModelArch, rank: int, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
-    a = describe(arch)
+    if lora_unverified(arch):
+        raise AdvisorError(f"LoRA on {arch.name}: its experts were counted through transformers and peft's treatment "
+                           "of them could not be checked (peft not installed, or no known layout matched); "
+                           "estimate full fine-tuning, or a described architecture")
+    return architecture_lora_shapes(describe(arch), rank, names)
+
+
+def architecture_lora_shapes(a: Architecture, rank: int, names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """lora_tensor_shapes of a described Architecture, with the targets resolved."""
     all_linear, wanted = is_all_linear(names), set(names)
     shapes: list[tuple[int, int]] = []
     for layer in a.layers:

@@ -10,7 +10,8 @@ from msgspec.structs import asdict, replace
 
 from advisor.catalog.types import Gpu
 from advisor.catalog.load import get_gpu
-from advisor.catalog.arch import describe
+from advisor.catalog.arch import counted, describe
+from advisor.catalog.counted import GENERIC_NOTE as GENERIC_COUNT_NOTE
 from advisor.plan.efficiency import training_efficiency, training_rate  # noqa: F401 - re-exported for callers
 from advisor.core.errors import AdvisorError
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
@@ -166,6 +167,8 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     basis = {q: f"{b.group.replace('*', 'any')} ({b.rows} published rows)" for q, b in bands.items() if b}
     notes = [b.extrapolating for b in bands.values() if b and b.extrapolating] + \
         [f"no interval for {q}: no group of published rows to derive it from" for q, b in bands.items() if b is None]
+    if counted(arch):
+        notes.append(GENERIC_COUNT_NOTE)
     if gpu and rate.step is not None and efficiency > DEFAULT_STEP_TIME.matmul_fraction_max:
         notes.append(f"efficiency {efficiency:.2f} is above the {DEFAULT_STEP_TIME.matmul_fraction_max:.2f} no GEMM "
                      "exceeds: the FLOPs per token count full-context attention (PaLM), which a causal kernel halves; "
