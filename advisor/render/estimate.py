@@ -18,7 +18,9 @@ def render_estimate(e: Estimate) -> str:
         *_checkpoint_line(e),
         *([f"  architecture: {e.architecture}"] if e.architecture else []),
         f"  FLOPs per token: {e.flops_per_token:.3g} (forward {e.flops_breakdown['forward']:.3g}, backward "
-        f"{e.flops_breakdown['backward']:.3g}, recompute {e.flops_breakdown['recompute']:.3g})",
+        f"{e.flops_breakdown['backward']:.3g}, recompute {e.flops_breakdown['recompute']:.3g})"
+        + (f"; of it dense {e.flops_per_token - e.flops_breakdown['experts']:.3g}, routed experts "
+           f"{e.flops_breakdown['experts']:.3g}" if e.flops_breakdown.get("experts") else ""),
         "",
         "Memory per GPU (GiB):",
         table(["weights", "adapters", "gradients", "optimizer", "activations", "logits", "overhead", "total"],

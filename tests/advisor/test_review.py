@@ -92,3 +92,17 @@ def test_a_proposal_that_does_not_fit_its_gpus_says_so():
     assert r.computed_days == pytest.approx(r.computed.gpu_hours / r.computed.gpus / 24)
     assert "does not fit on the proposal's 1" in r.findings[0].finding
     assert r.implied_utilisation > 1 and "under-budgeted" in next(f for f in r.findings if f.rule == "proposal_implied").finding
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora", "full"])
+def test_review_and_recommend_price_the_same_job_at_the_same_efficiency(method):
+    """One rate for one job: the option `recommend` prices and the proposal `review` checks, on the same model, GPU
+    type and count, assume the same fraction of peak and give the same GPU-hours."""
+    from advisor.render.decision_text import recommend
+    rec = recommend(Situation(tokens=2e9, base_model="Llama-3.1-8B", gpu="A100-80GB", gpus=8, api_sufficient=False))
+    option = next(o for o in rec.options if o.method == method)
+    assert option.efficiency is not None and 0 < option.efficiency < 1
+    r = review_proposal(Proposal(model="Llama-3.1-8B", method=method, gpu="A100-80GB", gpus=option.gpus, days=14,
+                                 cost_usd=150_000, tokens=2e9))
+    assert r.efficiency == pytest.approx(option.efficiency)
+    assert r.computed.gpu_hours == pytest.approx(option.gpu_hours)
