@@ -1,7 +1,8 @@
 """Regenerate advisor/catalog/data/error_bands.json: the 80% intervals `advisor estimate` gives, from the leave-one-out
-errors of the published rows (bench/published/rows.yaml), by GPU generation, method and dense/MoE; and their coverage
-(each row's own leave-one-out error against the interval built from the other rows, the group chosen as for an
-estimate).
+errors of the published rows (bench/published/rows.yaml) and the out-of-sample errors of the candidate rows not in the
+fit (bench/published/rows_candidates.yaml: the constants never saw them), by GPU generation, method and dense/MoE;
+and their coverage (each row's own error against the interval built from the other rows, the group chosen as for an
+estimate). The candidates are what give Hopper and Blackwell intervals of their own (bench/published/README.md).
 
 Usage: python bench/error_bands.py [--check]   (--check: exit 1 if the shipped file differs)
 """
@@ -14,8 +15,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from advisor.measure.published import ROWS_FILE, load_rows, row_case  # noqa: E402
+from advisor.measure.published import (  # noqa: E402
+    ROWS_FILE, load_rows, row_case, row_memory_gib, row_tokens_per_second,
+)
 from advisor.measure.published_fit import fit_published  # noqa: E402
+
+CANDIDATES_FILE = ROWS_FILE.with_name("rows_candidates.yaml")
 from advisor.plan.uncertainty import (  # noqa: E402
     ANY, BAND_LEVEL, BANDS_FILE, MIN_GROUP_ROWS, choose_band, group_keys, residual_quantiles,
 )
@@ -31,6 +36,13 @@ def residuals() -> dict[str, list[tuple[str, tuple[str, str, str], float]]]:
             c = cases[row_id]
             kind = "moe" if c.moe else "dense"
             out[quantity].append((row_id, (c.generation, c.row.method, kind), -math.log(ratio)))
+    if CANDIDATES_FILE.is_file():  # out of sample: estimated with the constants fitted without them
+        for c in (row_case(r) for r in load_rows(CANDIDATES_FILE)):
+            key = (c.generation, c.row.method, "moe" if c.moe else "dense")
+            if c.throughput_reason is None and (tps := row_tokens_per_second(c, fit.constants)):
+                out["throughput"].append((c.row.id, key, math.log(c.row.tokens_per_second_per_gpu / tps)))
+            if c.memory_reason is None and c.row.peak_memory_gib and (gib := row_memory_gib(c, fit.overhead_fraction)):
+                out["memory"].append((c.row.id, key, math.log(c.row.peak_memory_gib / gib)))
     return out
 
 
@@ -63,7 +75,8 @@ def coverage(rows) -> dict:
 
 def build() -> dict:
     res = residuals()
-    return {"level": BAND_LEVEL, "source": "python bench/error_bands.py (leave-one-out on bench/published/rows.yaml)",
+    return {"level": BAND_LEVEL, "source": "python bench/error_bands.py (leave-one-out on bench/published/rows.yaml; out-of-sample on "
+                      "bench/published/rows_candidates.yaml)",
             "group_order": group_keys("generation", "method", "kind"),
             **{q: groups_of(rows) for q, rows in res.items()},
             "coverage": {q: coverage(rows) for q, rows in res.items()}}

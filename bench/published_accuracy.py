@@ -7,6 +7,7 @@ Called by bench/accuracy.py (which writes docs/accuracy.md); `python bench/publi
 
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def interval_lines() -> list[str]:
         return []
     out = ["", "### Intervals", "",
            f"`advisor estimate` gives {bands['level']:.0%} intervals: the 10th to 90th percentile of "
-           "measured / estimated over the leave-one-out errors of the published rows nearest the setup (GPU "
+           "measured / estimated over the leave-one-out errors of the published rows, and the out-of-sample errors "
+           "of the candidate rows, nearest the setup (GPU "
            f"generation, method, dense or MoE; the next wider group where one has fewer than {MIN_GROUP_ROWS} rows, "
            f"widened x{WIDEN_OUTSIDE_GROUP:g} and said). Coverage: each row's own leave-one-out error against the "
            "interval built from the other rows:", ""]
@@ -50,6 +52,37 @@ def interval_lines() -> list[str]:
             if "low" in e:
                 out.append(f"| {q} | {key.replace('*', 'any')} | {e['rows']} | "
                            f"{math.exp(e['low']):.2f}-{math.exp(e['high']):.2f} |")
+    return out
+
+
+def candidate_lines() -> list[str]:
+    """Errors of the candidate rows (bench/published/rows_candidates.yaml): verified measurements not in the fit, so
+    out of sample for the shipped constants, by group."""
+    path = ROWS_FILE.with_name("rows_candidates.yaml")
+    if not path.is_file():
+        return []
+    rows = estimate_rows([row_case(r) for r in load_rows(path)])
+    out = ["", "### Candidate rows: out of sample, not in the fit", "",
+           f"{len(rows)} more measured runs (`bench/published/rows_candidates.yaml`, the README says why they are not "
+           "in the fit yet), estimated with the shipped constants, which never saw them: |estimate / measured - 1| "
+           "as median / worst (rows), and the median of estimate / measured (above 1: the estimate is optimistic). "
+           "They are in the intervals below.", "",
+           "| candidate rows | memory | tok/s | tok/s estimate / measured |", "|---|---|---|---|"]
+    groups = [("all", lambda r: True)]
+    groups += [(f"GPU: {g}", (lambda g: lambda r: r.case.generation == g)(g))  # noqa: B023 - bound by the outer lambda
+               for g in sorted({r.case.generation for r in rows})]
+    groups += [(f"stack: {st}", (lambda st: lambda r: r.case.row.stack == st)(st))  # noqa: B023 - bound by the outer lambda
+               for st in sorted({r.case.row.stack for r in rows})]
+    groups += [("MoE", lambda r: r.case.moe), ("more than 8 GPUs", lambda r: r.case.row.gpus > 8),
+               ("sequences of 16k tokens or more", lambda r: (r.case.row.seq_len or 0) >= 16384)]
+    for name, keep in groups:
+        mem = [r for r in rows if keep(r) and r.case.memory_reason is None]
+        tps = [r for r in rows if keep(r) and r.case.throughput_reason is None and r.throughput_ratio]
+        if not mem and not tps:
+            continue
+        median = statistics.median(r.throughput_ratio for r in tps) if tps else None
+        out.append(f"| {name} | {summary(abs_errors(r.memory_ratio for r in mem))} | "
+                   f"{summary(abs_errors(r.throughput_ratio for r in tps))} | {fmt(median, '.2f')} |")
     return out
 
 
@@ -114,6 +147,7 @@ def section() -> list[str]:
             summary(abs_errors(b_ratio(r, "tokens_per_second", r.case.row.tokens_per_second_per_gpu) for r in tps)),
         ]) + " |")
 
+    out += candidate_lines()
     out += interval_lines()
     out += ["", "### Every row", "",
             "Memory in GiB per GPU, throughput in tokens/s per GPU; ratios are estimate / measured "

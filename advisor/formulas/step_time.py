@@ -47,6 +47,13 @@ HOST_DRAM_GBS_PER_GPU = 76.8
 # Where the catalog states no scale-out network for a GPU (PCIe cards, workstations): a 100 GbE link per node of 8
 # GPUs, 12.5 Gb/s per GPU. An assumption, said wherever it is used; --interconnect gives the real figure.
 ASSUMED_INTERNODE_GBPS = 12.5
+# Fraction of dense bf16 peak a fused attention kernel reaches, by GPU generation, where it is published below the
+# matmul ceiling: FlashAttention-2 (what PyTorch's SDPA flash backend and transformers' flash_attention_2 run) reaches
+# "only 35% utilization on H100 GPUs" (Shah et al. 2024, FlashAttention-3, abstract). On Ampere it reaches "50-73% of
+# the theoretical maximum FLOPs/s on A100" (Dao 2023, FlashAttention-2, abstract), which the fitted matmul fraction
+# already covers, so no entry. No published figure for Blackwell: its attention runs at the matmul fraction, and
+# docs/estimation.md says so.
+ATTENTION_KERNEL_FRACTION = {"Hopper": 0.35}
 # FlashAttention-2's backward runs five T x T matmuls per head against the forward's two (it recomputes Q K^T and the
 # softmax instead of storing them): 2.5x the forward's FLOPs (Dao 2023, FlashAttention-2 §3.1, Algorithm 2).
 ATTENTION_BACKWARD_FACTOR = 2.5
@@ -69,6 +76,7 @@ class StepWork(Struct, frozen=True):
     internode_gbps: float | None = None  # network per GPU between nodes, Gb/s (None: the GPU catalog's)
     tokens_per_expert: float = 0.0   # rows of each expert's GEMM per micro-batch (tokens x k / E, balanced routing)
     host_step_bytes: float = 0.0     # per step: the optimizer update that CPU offload runs on the host
+    flash_attention: bool = True     # attention in a fused kernel (ATTENTION_KERNEL_FRACTION), else as matmuls
 
 
 def dense_matmul_flops_per_token(arch: ModelArch, method: str, lora_params: int, checkpointing: bool) -> float:
@@ -250,8 +258,15 @@ def step_work(setup: TrainingSetup, sharding: str) -> StepWork:
         host_step_bytes=opt if setup.cpu_offload else 0.0,
         expert_flops=expert_matmul_flops_per_token(arch, setup.method, ckpt) * tokens,
         ranks=setup.gpus if sharding != "none" else 1, internode_gbps=setup.internode_gbps,
-        tokens_per_expert=tokens_per_expert(arch, tokens),
+        tokens_per_expert=tokens_per_expert(arch, tokens), flash_attention=setup.flash_attention,
     )
+
+
+def attention_fraction(gpu: Gpu, flash: bool, matmul: float) -> float:
+    """Achieved fraction of dense peak for attention's T x T matmuls: the step's matmul fraction, capped at the fused
+    kernel's published fraction on the GPU's generation (ATTENTION_KERNEL_FRACTION) when a fused kernel runs it."""
+    cap = ATTENTION_KERNEL_FRACTION.get(gpu.generation or "") if flash else None
+    return min(matmul, cap) if cap is not None else matmul
 
 
 def matmul_fraction(tokens_per_micro_batch: float, c: StepTimeConstants) -> float:
@@ -285,7 +300,8 @@ class StepTime(Struct, frozen=True):
 
 
 def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConstants = DEFAULT_STEP_TIME) -> StepTime:
-    """One step's seconds: per micro-batch, matmuls and attention at `matmul_fraction` of the dense peak (a MoE's
+    """One step's seconds: per micro-batch, matmuls at `matmul_fraction` of the dense peak, attention at
+    `attention_fraction` (a MoE's
     experts at the fraction of their own GEMMs' rows, tokens_per_expert) plus the
     memory-bound bytes at the memory bandwidth; FSDP's gathers overlap with it (prefetch), so the micro-batch takes the
     longer of compute and communication (Zhao et al. 2023 §3.3); then the optimizer step's bytes at the memory
@@ -295,7 +311,7 @@ def step_seconds(work: StepWork, gpu: Gpu, fused: bool = False, c: StepTimeConst
     expert_frac = matmul_fraction(work.tokens_per_expert, c) if work.expert_flops else 0.0
     experts = work.expert_flops / (gpu.peak_flops * expert_frac) if work.expert_flops else 0.0
     matmul = work.matmul_flops / (gpu.peak_flops * frac) + experts
-    attention = work.attention_flops / (gpu.peak_flops * frac)
+    attention = work.attention_flops / (gpu.peak_flops * attention_fraction(gpu, work.flash_attention, frac))
     bandwidth = gpu.memory_bandwidth_gbs * 1e9
     traffic = work.elementwise_bytes * (1.0 if fused else c.eager_traffic_factor) + work.fixed_bytes
     memory_bound = traffic / bandwidth

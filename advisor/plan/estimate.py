@@ -15,7 +15,7 @@ from advisor.catalog.counted import GENERIC_NOTE as GENERIC_COUNT_NOTE
 from advisor.plan.efficiency import training_efficiency, training_rate  # noqa: F401 - re-exported for callers
 from advisor.core.errors import AdvisorError
 from advisor.formulas.step_time import DEFAULT_STEP_TIME
-from advisor.plan.uncertainty import BAND_LEVEL, estimate_bands
+from advisor.plan.uncertainty import BAND_LEVEL, biased_note, estimate_bands
 from advisor.formulas.flops import cost_usd, flops_per_token
 from advisor.core.numbers import human
 from advisor.formulas.params import param_counts
@@ -167,6 +167,7 @@ def estimate_training(setup: TrainingSetup, gpu: Gpu | None, tokens: float | Non
     basis = {q: f"{b.group.replace('*', 'any')} ({b.rows} published rows)" for q, b in bands.items() if b}
     notes = [b.extrapolating for b in bands.values() if b and b.extrapolating] + \
         [f"no interval for {q}: no group of published rows to derive it from" for q, b in bands.items() if b is None]
+    notes += [n for q, b in bands.items() if (n := biased_note(b, q))]
     if counted(arch):
         notes.append(GENERIC_COUNT_NOTE)
     if gpu and rate.step is not None and efficiency > DEFAULT_STEP_TIME.matmul_fraction_max:

@@ -54,6 +54,20 @@ class Band(Struct, frozen=True):
         return estimate / self.high, estimate / self.low
 
 
+def biased_note(band: "Band | None", quantity: str) -> str | None:
+    """Where the whole interval lies on one side of the estimate (the nearest published rows all measured above or all
+    below it), say so: the point estimate is then off in a known direction and the interval is the figure to plan on."""
+    if band is None or band.low <= 1.0 <= band.high:
+        return None
+    side = "below" if band.high < 1.0 else "above"
+    reading = {("throughput", "below"): "optimistic (slower in practice)", ("throughput", "above"): "pessimistic",
+               ("memory", "below"): "pessimistic (less memory in practice)",
+               ("memory", "above"): "optimistic (more memory in practice)"}[(quantity, side)]
+    return (f"biased: the {band.rows} published rows nearest this setup ({band.group.replace('*', 'any')}) measured "
+            f"{quantity} {band.low:.2f}-{band.high:.2f} x the estimate, all {side} it: the estimate is likely {reading}; "
+            "plan on the interval (docs/accuracy.md)")
+
+
 def choose_band(groups: dict, generation: str, method: str, kind: str, quantity: str) -> Band | None:
     """The interval of the first group (group_keys) with at least MIN_GROUP_ROWS rows; widened by
     WIDEN_OUTSIDE_GROUP, with a note, when that is not the setup's own group. None where no group has enough rows."""

@@ -63,7 +63,7 @@ def render_estimate(e: Estimate) -> str:
                     + _range(e.tokens_per_second_per_gpu_low, e.tokens_per_second_per_gpu_high, e, lambda x: f"{x:,.0f}"),
                     f"  cost: {money(e.cost_usd)}" + _range(e.cost_usd_low, e.cost_usd_high, e, money)]
     if e.interval_basis:
-        out.append("  intervals from the leave-one-out errors of published rows: "
+        out.append("  intervals from the errors of published rows (leave-one-out; candidates out of sample): "
                    + "; ".join(f"{q} {b}" for q, b in e.interval_basis.items()) + " (docs/accuracy.md)")
     out += [f"  {line}" for line in e.extrapolating or []]
     return "\n".join(out)

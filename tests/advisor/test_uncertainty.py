@@ -54,7 +54,9 @@ def test_estimate_json_carries_intervals_memory_kinds_and_the_verdict(capsys):
     assert e["memory_kind"] == "reserved" and e["peak_memory_allocated_gib"] < e["peak_memory_gib"] \
         < e["peak_memory_nvidia_smi_gib"]
     assert e["fit_verdict"] in ("fits", "tight", "does not fit") and e["interval_level"] == 0.8
-    assert e["extrapolating"] and "Hopper" in e["extrapolating"][0]  # no Hopper full-fine-tune rows measured
+    # Hopper full fine-tuning has measured rows of its own (the candidate rows, out of sample): its own interval
+    assert e["interval_basis"]["throughput"].startswith("Hopper/full/dense")
+    assert not any(n.startswith("extrapolating") for n in e["extrapolating"])
 
 
 def test_a_70b_full_fine_tune_on_16_h100s_crosses_nodes_and_the_network_changes_it(capsys):
@@ -113,3 +115,12 @@ def test_recommend_gives_each_training_option_an_interval_on_hours_dollars_and_d
         assert o["gpu_hours_low"] < o["gpu_hours"] < o["gpu_hours_high"], o["method"]
         assert o["cost_usd_low"] < o["cost_usd"] < o["cost_usd_high"]
         assert o["wall_days_low"] < o["wall_days"] < o["wall_days_high"] and o["interval_basis"]
+
+
+def test_an_interval_wholly_on_one_side_of_the_estimate_says_which_way_it_is_off():
+    from advisor.plan.uncertainty import Band, biased_note
+    assert biased_note(Band(0.8, 1.2, 20, "Ampere/lora/dense"), "throughput") is None
+    slow = biased_note(Band(0.2, 0.4, 10, "Blackwell/lora/dense"), "throughput")
+    assert slow and "0.20-0.40 x the estimate, all below it" in slow and "optimistic" in slow and "10 published" in slow
+    more = biased_note(Band(1.1, 1.3, 9, "Hopper/*/*"), "memory")
+    assert more and "all above it" in more and "optimistic (more memory in practice)" in more
