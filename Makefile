@@ -9,6 +9,7 @@ demo: $(VENV)/.light
 	$(VENV)/bin/advisor recommend --docs 500k --tokens 2e9
 
 test: lint
+	scripts/slurm-local || echo "slurm unavailable: tests/runners/test_slurm.py will skip"
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 # The layers (import-linter's contracts in pyproject.toml), lint and types: each must be clean

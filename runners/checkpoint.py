@@ -165,7 +165,19 @@ def load_checkpoint(model, optimizer, ctx: DistContext, path: Path) -> LoopState
         blob = torch.load(path / "trainer.pt", weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - a damaged file: name it instead of torch's "Invalid argument"
         raise CheckpointError(f"{path / 'trainer.pt'}: cannot be read ({str(exc).splitlines()[0][:120]})") from None
-    set_state_dict(model, optimizer, model_state_dict=blob["model"], optim_state_dict=blob["optimizer"],
-                   options=_state_dict_options())
+    # Not strict: under DDP the strict check also asks for the frozen base weights a checkpoint never holds
+    # (ignore_frozen_params), so a two-process resume failed with "Missing key ...embed_tokens.weight". Instead every
+    # saved tensor must land (no unexpected key) and the checkpoint must hold one tensor per trainable parameter.
+    saved = len(blob["model"])  # counted first: set_state_dict fills the dict it is given with the frozen weights
+    trainable = sum(1 for p in model.parameters() if p.requires_grad)
+    if saved != trainable:
+        raise CheckpointError(f"{path / 'trainer.pt'}: holds {saved} tensors for a model with {trainable} trainable "
+                              "parameters: it is another model's checkpoint")
+    loaded = set_state_dict(model, optimizer, model_state_dict=blob["model"], optim_state_dict=blob["optimizer"],
+                            options=_state_dict_options(strict=False))
+    unexpected = list(getattr(loaded, "unexpected_keys", []) or [])
+    if unexpected:
+        raise CheckpointError(f"{path / 'trainer.pt'}: tensors this model does not have ({', '.join(unexpected[:3])}): "
+                              "it is another model's checkpoint")
     _set_rng_state(blob["rng"])
     return LoopState.from_json(json.loads((path / "state.json").read_text()))

@@ -5,16 +5,15 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from advisor.core.errors import AdvisorError
 from advisor.plan.recipe import DataSection, Recipe
-from runners.datasources import load_raw, load_training_examples
-from runners.examples import IGNORE_INDEX, RENDER_BATCH, render_batch
-from runners.rows import BadRows, iter_rows, row_problem
+from runners.examples import IGNORE_INDEX, RENDER_BATCH, clip_example, render_batch
+from runners.rows import RowProblem, SourceCheck, check_data, data_notes, iter_source_rows
 
 
 @dataclass
@@ -57,7 +56,8 @@ class TokenizedData:
     examples: int
     cache_hit: bool
     cache_path: Path
-    skipped_rows: int = 0      # rows left out under data.on_bad_rows: skip
+    skipped_rows: int = 0      # rows left out under data.on_bad_rows: skip, all sources
+    notes: list[str] = field(default_factory=list)  # what the run says about its data (runners.rows.data_notes)
 
 
 class Packer:
@@ -104,7 +104,7 @@ def pack(examples: list[tuple[list[int], list[int]]], seq_len: int, packing: boo
     return packer.finish()
 
 
-CACHE_FORMAT = "rows-v2"  # bump when reading or rendering changes what the same file tokenizes to
+CACHE_FORMAT = "rows-v3"  # bump when reading or rendering changes what the same file tokenizes to
 
 
 def _fingerprint(recipe: Recipe, tokenizer_id: str, cache_root: Path | None = None) -> str:
@@ -126,135 +126,148 @@ def carries_loss(labels: list[int], seq_len: int) -> bool:
     return any(label != IGNORE_INDEX for label in labels[1:seq_len])
 
 
-def _valid_rows(data: DataSection) -> tuple[list[int], int, BadRows]:
-    """First pass: check every row against the format (no tokenizer needed). Returns the indices of the valid rows
-    (the first data.max_examples of them), the rows read and the invalid ones. Refuses unless data.on_bad_rows: skip."""
-    good, bad, total, has_input = [], BadRows(data.path), 0, False
-    for index, (where, example, problem) in enumerate(iter_rows(data)):
-        total += 1
-        problem = problem or row_problem(example, data)
-        if problem:
-            bad.add(where, problem)
+def _increasing_runs(picks: list[int]) -> list[list[int]]:
+    """Weighted picks (whole copies in order, then a sorted share) as runs that each take one pass over the file."""
+    runs: list[list[int]] = []
+    for p in picks:
+        if runs and p > runs[-1][-1]:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def _render_pending(pending: list, data: DataSection, tokenizer) -> list:
+    """(where, ids, labels) of a batch of (where, example), tokenized in one call."""
+    keys = list(dict.fromkeys(k for _, example in pending for k in example))
+    columns = {k: [example.get(k) for _, example in pending] for k in keys}
+    return [(where, ids, labels) for (where, _), (ids, labels)
+            in zip(pending, render_batch(columns, data, tokenizer))]
+
+
+# Characters tokenized per call at most, besides RENDER_BATCH rows: the tokenizer's output costs about 200 bytes per
+# token (a 10M-character row of one-character tokens took 1.96 GB of RSS), so a batch of long rows stays under
+# ~0.4 GB at one character per token; a batch of 1000 typical rows (~2,000 characters) is not cut by it.
+RENDER_BATCH_CHARS = 2_000_000
+
+
+def _text_chars(value) -> int:
+    """Characters of text in an example (its strings, in fields, lists and messages)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    return 0
+
+
+def _rendered(check: SourceCheck, data: DataSection, tokenizer, max_chars: int):
+    """Second pass over one source: (where, ids, labels) of its picked rows in training order, rendered in batches
+    (RENDER_BATCH rows or RENDER_BATCH_CHARS characters). Each weighted copy reads the file again (streaming: no
+    source is held in memory whole); a row is clipped (clip_example) as soon as it is read, so a long row is held
+    at full size only while it is parsed."""
+    for run in _increasing_runs(check.picks):
+        wanted = [check.good[p] for p in run]
+        needed, last, pending, chars = set(wanted), wanted[-1], [], 0
+        for index, (where, example, _) in enumerate(iter_source_rows(check.source)):
+            if index > last:
+                break
+            if index in needed:
+                clipped = clip_example(example, data, max_chars)
+                pending.append((where, clipped))
+                chars += _text_chars(clipped)
+                if len(pending) == RENDER_BATCH or chars >= RENDER_BATCH_CHARS:
+                    yield from _render_pending(pending, data, tokenizer)
+                    pending, chars = [], 0
+            del example
+        if pending:
+            yield from _render_pending(pending, data, tokenizer)
+
+
+def _no_loss(data: DataSection, n_tokens: int) -> RowProblem:
+    masked = "train_on_prompt is off" if not data.train_on_prompt else "all masked"
+    return RowProblem("no loss after truncation", f"no token carries loss after truncation to data.seq_len "
+                                                  f"{data.seq_len} ({n_tokens} tokens, {masked})")
+
+
+def _pack_source(check: SourceCheck, data: DataSection, tokenizer, max_chars: int, pack_into, start: int) -> int:
+    """Render and pack one source's picked rows (`pack_into(position, ids, labels)`, positions from `start`); rows
+    with no loss token are left out with their reason. Returns the rows packed; refuses a source left with none."""
+    if not check.picks:
+        return 0  # data.max_examples was reached before this source (runners.rows.data_notes says so)
+    kept, reported = 0, set()
+    for position, (where, ids, labels) in enumerate(_rendered(check, data, tokenizer, max_chars), start):
+        if not carries_loss(labels, data.seq_len):
+            if where not in reported:  # a weighted copy of the same row counts once
+                reported.add(where)
+                check.bad.add(where, _no_loss(data, len(ids)))
             continue
-        has_input = has_input or (data.format == "instruction" and isinstance(example, dict)
-                                   and example.get(data.input_field) not in (None, ""))
-        good.append(index)
-        if data.max_examples and len(good) >= data.max_examples:
-            break
-    if total == 0:
-        raise AdvisorError(f"data.path {data.path}: no examples (the file is empty)")
-    if bad.count and data.on_bad_rows == "error":
-        raise bad.refuse(total)
-    if data.format == "instruction" and data.input_field != DataSection.model_fields["input_field"].default \
-            and not has_input and good:
-        raise AdvisorError(f"data.input_field {data.input_field!r}: no row of {data.path} has this field: "
-                           "name the field the context is in, or remove data.input_field")
-    return good, total, bad
-
-
-def _rendered(data: DataSection, tokenizer, good: list[int]):
-    """Second pass: (position among the valid rows, where, ids, labels) of each valid row, rendered in batches."""
-    wanted, pending = set(good), []
-
-    def flush():
-        keys = list(dict.fromkeys(k for _, _, example in pending for k in example))
-        columns = {k: [example.get(k) for _, _, example in pending] for k in keys}
-        out = [(n, where, ids, labels) for (n, where, _), (ids, labels) in zip(pending, render_batch(columns, data, tokenizer))]
-        pending.clear()
-        return out
-
-    position = 0
-    for index, (where, example, _) in enumerate(iter_rows(data)):
-        if index > good[-1]:
-            break
-        if index in wanted:
-            pending.append((position, where, example))
-            position += 1
-            if len(pending) == RENDER_BATCH:
-                yield from flush()
-    if pending:
-        yield from flush()
-
-
-def single_local_file(data: DataSection) -> bool:
-    """One local file or save_to_disk folder, unweighted: its rows are validated with file and line (runners.rows)."""
-    return not data.hub and not data.mix and data.weight == 1.0
-
-
-def _examples(recipe: Recipe, tokenizer):
-    """(examples, rows read, invalid rows, iterator of (position, where, ids, labels)). A single local file is read
-    row by row and validated with file:line (runners.rows); hub datasets and weighted mixes come through `datasets`
-    (load_training_examples), each row named by its index in the mix."""
-    data = recipe.data
-    if single_local_file(data):
-        good, total, bad = _valid_rows(data)
-        return len(good), total, bad, (_rendered(data, tokenizer, good) if good else iter(()))
-    raw = load_training_examples(data, recipe.train.seed)
-    n = min(data.max_examples or len(raw), len(raw))
-    if n == 0:
-        raise AdvisorError(f"data.path {data.path}: no examples")
-
-    def rendered():
-        for start in range(0, n, RENDER_BATCH):
-            batch = raw[start:min(start + RENDER_BATCH, n)]
-            for offset, (ids, labels) in enumerate(render_batch(batch, data, tokenizer)):
-                yield start + offset, f"{data.path} (mixed) example {start + offset}", ids, labels
-    return n, n, BadRows(data.path), rendered()
+        kept += 1
+        pack_into(position, ids, labels)
+    if check.bad.count and data.on_bad_rows == "error":
+        raise check.bad.refuse(check.rows)
+    if kept == 0:
+        raise AdvisorError(f"{check.source.label}: no token carries loss in any of its {check.rows} rows"
+                           + (f" ({check.bad.count} invalid, first: {check.bad.first[0]})" if check.bad.count else "")
+                           + ": raise data.seq_len, add assistant turns, or set data.train_on_prompt: true")
+    return kept
 
 
 def build_dataset(recipe: Recipe, tokenizer, cache_root: Path) -> TokenizedData:
     """Validate, tokenize, mask, split and pack the recipe's data, or load the identical result from the cache.
-    Rows that fail validation or carry no loss after truncation are refused, or skipped and counted
-    (data.on_bad_rows); a dataset in which no token carries loss is refused before anything trains."""
-    from runners.tokenizer import tokenizer_identity
+    Every source (training file, data.mix, data.eval_path, hub datasets) goes through the same validator
+    (runners.rows.check_data); rows that fail it or carry no loss after truncation are refused, or skipped and
+    counted per source (data.on_bad_rows); a source left with no row is refused before anything trains. Each text
+    is cut to a length its first data.seq_len tokens fit in before it is tokenized (runners.tokenizer.max_text_chars)."""
+    from runners.tokenizer import max_text_chars, tokenizer_identity
     from runners.io import atomic_write_bytes
 
+    data_section = recipe.data
     key = _fingerprint(recipe, tokenizer_identity(tokenizer), cache_root)
     cache = Path(cache_root) / "tokenized" / f"{key}.pt"
     if cache.is_file():
         blob = torch.load(cache, weights_only=True)
         data = TokenizedData(PackedRows(**blob["train"]), PackedRows(**blob["val"]), blob["train_tokens"],
-                             blob["examples"], True, cache, blob.get("skipped_rows", 0))
-        _say_skipped(recipe.data, data.skipped_rows, blob.get("skipped_first", ""))
+                             blob["examples"], True, cache, blob.get("skipped_rows", 0), list(blob.get("notes", [])))
+        _say(data.notes)
         return data
-    n, total, bad, rows = _examples(recipe, tokenizer)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.train.seed)) if n else torch.zeros(0)
-    split_off = recipe.data.val_fraction > 0 and n > 1 and not recipe.data.eval_path  # an eval file replaces the split
-    n_val = math.ceil(n * recipe.data.val_fraction) if split_off else 0
+    checks = check_data(data_section, recipe.train.seed)
+    training = [c for c in checks if not c.source.is_eval]
+    n = sum(len(c.picks) for c in training)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(recipe.train.seed))
+    split_off = data_section.val_fraction > 0 and n > 1 and not data_section.eval_path  # an eval file replaces the split
+    n_val = math.ceil(n * data_section.val_fraction) if split_off else 0
     is_val = torch.zeros(n, dtype=torch.bool)
     is_val[order[:n_val].long()] = True
-    train, val = Packer(recipe.data.seq_len, recipe.data.packing), Packer(recipe.data.seq_len, recipe.data.packing)
-    kept = 0
-    for position, where, ids, labels in rows:
-        if not carries_loss(labels, recipe.data.seq_len):
-            bad.add(where, f"no token carries loss after truncation to data.seq_len {recipe.data.seq_len} "
-                           f"({len(ids)} tokens, {'train_on_prompt is off' if not recipe.data.train_on_prompt else 'all masked'})")
+    train, val = Packer(data_section.seq_len, data_section.packing), Packer(data_section.seq_len, data_section.packing)
+    max_chars = max_text_chars(tokenizer, data_section.seq_len)
+    kept, start = 0, 0
+    for check in checks:
+        if check.source.is_eval:
+            _pack_source(check, data_section, tokenizer, max_chars, lambda _, ids, labels: val.add(ids, labels), 0)
             continue
-        kept += 1
-        (val if is_val[position] else train).add(ids, labels)
-    if bad.count and recipe.data.on_bad_rows == "error":
-        raise bad.refuse(total)
-    if kept == 0:
-        raise AdvisorError(f"data.path {recipe.data.path}: no token carries loss in any of its {total} rows"
-                           + (f" ({bad.count} invalid, first: {bad.first[0]})" if bad.count else "")
-                           + ": raise data.seq_len, add assistant turns, or set data.train_on_prompt: true")
-    if recipe.data.eval_path:
-        _add_eval_file(val, recipe.data, tokenizer)
+        kept += _pack_source(check, data_section, tokenizer, max_chars,
+                             lambda position, ids, labels: (val if is_val[position] else train).add(ids, labels), start)
+        start += len(check.picks)
     train_rows, val_rows = train.finish(), val.finish()
-    skipped_first = bad.describe() if bad.count else ""
+    skipped = sum(c.bad.count for c in checks)
+    notes = data_notes(checks, data_section)
     blob = {"train": train_rows.state(), "val": val_rows.state(), "train_tokens": train_rows.tokens, "examples": kept,
-            "skipped_rows": bad.count, "skipped_first": skipped_first}
+            "skipped_rows": skipped, "notes": notes}
     buffer = io.BytesIO()
     torch.save(blob, buffer)
     atomic_write_bytes(cache, buffer.getvalue())
-    _say_skipped(recipe.data, bad.count, skipped_first)
-    return TokenizedData(train_rows, val_rows, train_rows.tokens, kept, False, cache, bad.count)
+    _say(notes)
+    return TokenizedData(train_rows, val_rows, train_rows.tokens, kept, False, cache, skipped, notes)
 
 
-def _say_skipped(data: DataSection, count: int, first: str) -> None:
-    if count:
+def _say(notes: list[str]) -> None:
+    """The data notes on the run's output (report.json keeps them as data_notes)."""
+    if notes:
         from runners.model import notice
-        notice(f"data.on_bad_rows: skip: left out {count} invalid row(s) of {data.path} (first: {first})")
+        for note in notes:
+            notice(note)
 
 
 def collate(rows: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -336,11 +349,3 @@ def get_batch(rows: PackedRows, order: Sequence[int], index: int, micro_batch: i
             picked.append({**row, "labels": torch.full_like(row["labels"], IGNORE_INDEX)})
     mine = picked[rank * micro_batch:(rank + 1) * micro_batch]
     return Batch(collate(mine, pad_id), mine, picked, micro_batch)
-
-
-def _add_eval_file(val: "Packer", data: DataSection, tokenizer) -> None:
-    """Every example of data.eval_path (same format) into the eval rows."""
-    raw = load_raw(data.model_copy(update={"path": data.eval_path, "split": "train" if data.split == "train" else data.split}))
-    for start in range(0, len(raw), RENDER_BATCH):
-        for ids, labels in render_batch(raw[start:start + RENDER_BATCH], data, tokenizer):
-            val.add(ids, labels)

@@ -12,25 +12,62 @@ ALPACA_PROMPT_INPUT = "Below is an instruction that describes a task, paired wit
 RENDER_BATCH = 1000  # examples tokenized per call: fast tokenizers batch them in Rust
 
 
+def text_value(value) -> str:
+    """A text field as rendered: a string as written, a number as its digits (`"input": 0` is the text "0", not an
+    absent input), null as absent (the validator, runners.rows, refuses null where a field is required)."""
+    return "" if value is None else value if isinstance(value, str) else str(value)
+
+
+def _clip_turns(turns, key: str, max_chars: int):
+    """A conversation cut to about max_chars of text: each turn's text clipped, no turn after the one that
+    reaches the bound (those turns would lie beyond data.seq_len)."""
+    if not isinstance(turns, list):
+        return turns
+    out, total = [], 0
+    for turn in turns:
+        if total >= max_chars:
+            break
+        if isinstance(turn, dict) and isinstance(turn.get(key), str):
+            turn = {**turn, key: turn[key][:max_chars]}
+            total += len(turn[key])
+        out.append(turn)
+    return out
+
+
+def clip_example(example, data: DataSection, max_chars: int) -> dict:
+    """The fields data.format reads, each text cut to max_chars characters (runners.tokenizer.max_text_chars: more
+    than the tokens a row keeps), so a 10 MB row costs the tokenizer what a row of data.seq_len tokens costs."""
+    fmt = data.format
+    if fmt == "chat":
+        return {data.messages_field: _clip_turns(example.get(data.messages_field), "content", max_chars)}
+    if fmt == "sharegpt":
+        return {data.conversations_field: _clip_turns(example.get(data.conversations_field), "value", max_chars)}
+    names = {"text": [data.text_field], "instruction": [data.instruction_field, data.input_field, data.output_field],
+             "completion": [data.prompt_field, data.completion_field]}[fmt]
+    return {name: (example[name][:max_chars] if isinstance(example[name], str) else example[name])
+            for name in names if name in example}
+
+
 def render_batch(batch: dict[str, list], data: DataSection, tokenizer) -> list[tuple[list[int], list[int]]]:
     """Token ids and labels for a batch of examples (columns of equal length); prompt tokens get IGNORE_INDEX
-    unless data.train_on_prompt. Text and instruction formats tokenize the whole batch in one call."""
+    unless data.train_on_prompt. Text and instruction formats tokenize the whole batch in one call. The runner
+    clips each example first (clip_example)."""
     fmt = data.format
     if fmt in ("sharegpt", "completion"):
         return _render_more(batch, data, tokenizer)
     size = len(next(iter(batch.values()))) if batch else 0
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     if fmt == "text":
-        texts = [str(t) for t in _column(batch, data.text_field)]
+        texts = [text_value(t) for t in _column(batch, data.text_field)]
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
         return [(ids := bos + e + [tokenizer.eos_token_id], list(ids)) for e in encoded]
     if fmt == "instruction":
         instructions, outputs = _column(batch, data.instruction_field), _column(batch, data.output_field)
-        contexts = batch.get(data.input_field) or [""] * size
-        prompts = [(ALPACA_PROMPT_INPUT if c else ALPACA_PROMPT).format(instruction=i, input=c or "")
+        contexts = [text_value(c) for c in batch.get(data.input_field) or [None] * size]
+        prompts = [(ALPACA_PROMPT_INPUT if c else ALPACA_PROMPT).format(instruction=text_value(i), input=c)
                    for i, c in zip(instructions, contexts)]
         prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer([str(o) for o in outputs], add_special_tokens=False)["input_ids"]
+        response_ids = tokenizer([text_value(o) for o in outputs], add_special_tokens=False)["input_ids"]
         out = []
         for p, r in zip(prompt_ids, response_ids):
             p, r = bos + p, r + [tokenizer.eos_token_id]
@@ -60,8 +97,9 @@ def _render_more(batch: dict[str, list], data: DataSection, tokenizer) -> list[t
     if data.format == "sharegpt":
         return [_render_chat(sharegpt_messages(t, data), data, tokenizer) for t in _column(batch, data.conversations_field)]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    prompts = tokenizer([str(p) for p in _column(batch, data.prompt_field)], add_special_tokens=False)["input_ids"]
-    completions = tokenizer([str(c) for c in _column(batch, data.completion_field)], add_special_tokens=False)["input_ids"]
+    prompts = tokenizer([text_value(p) for p in _column(batch, data.prompt_field)], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([text_value(c) for c in _column(batch, data.completion_field)],
+                            add_special_tokens=False)["input_ids"]
     out = []
     for p, c in zip(prompts, completions):
         p, c = bos + p, c + [tokenizer.eos_token_id]

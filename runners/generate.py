@@ -42,6 +42,29 @@ def generate_text(model, tokenizer, text: str, max_new_tokens: int, device: torc
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+@torch.no_grad()
+def generate_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[str]:
+    """Greedy continuations of token-id prompts (special tokens included as given), generated together: the prompts
+    are left-padded (the attention mask hides the padding), and each continuation stops at eos or max_new_tokens."""
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    longest = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad] * (longest - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts], device=device)
+    max_new_tokens = within_position_limit(longest, max_new_tokens, getattr(model.config, "max_position_embeddings", None))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 use_cache=True, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    finally:
+        model.train(was_training)
+    return tokenizer.batch_decode(out[:, longest:], skip_special_tokens=True)
+
+
 def within_position_limit(prompt_tokens: int, max_new_tokens: int, limit: int | None) -> int:
     """New tokens that fit the model's position limit (max_position_embeddings) after the prompt: generation past it
     runs on positions the model never learned, so it is capped, with a notice; a prompt that fills the limit is
@@ -85,11 +108,37 @@ def load_run_model(run_dir: Path):
     if not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise AdvisorError(f"{run_dir}: no trained adapter yet (adapter/ is written when the run completes)")
     recipe = load_recipe(run_dir / "recipe.resolved.yaml")
+    adapter_problem(run_dir / "adapter")  # before the base model is loaded: a damaged adapter is named, in one line
     device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     base = load_model(recipe, device, cache_root(), recipe.train.seed)
     detach_from_checkpoint_file(base, device.type, recipe.quant is not None)  # as runners.run does: a chat session lives long
-    model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
+    try:
+        model = PeftModel.from_pretrained(base, str(run_dir / "adapter")).eval()
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:  # peft's and safetensors' refusals of a damaged adapter
+        raise AdvisorError(f"{run_dir / 'adapter'}: the adapter does not load onto its base "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+                           "it was changed after the run: train it again with --overwrite") from None
     return model, load_tokenizer(recipe), recipe
+
+
+def adapter_problem(adapter_dir: Path) -> None:
+    """adapter_config.json is a JSON object and adapter_model.safetensors a readable safetensors file, or one line
+    naming the file."""
+    from safetensors import safe_open
+    config = Path(adapter_dir) / "adapter_config.json"
+    try:
+        if not isinstance(json.loads(config.read_text()), dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise AdvisorError(f"{config}: not a readable adapter config ({str(exc).splitlines()[0][:100]}); it was "
+                           "changed after the run: train it again with --overwrite") from None
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError (and OSError when absent)
+        raise AdvisorError(f"{weights}: not a readable safetensors file ({str(exc).splitlines()[0][:100]}); it was "
+                           "changed after the run: train it again with --overwrite") from None
 
 
 def generate_for_run(run_dir: Path, prompts: list[str], max_new_tokens: int | None = None) -> list[dict]:

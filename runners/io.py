@@ -75,6 +75,15 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(handle.fileno())
 
 
+def keep_records_until(path: Path, step: int) -> None:
+    """On resume, a JSONL file keyed by step (samples.jsonl) keeps only the intact lines of the steps the checkpoint
+    holds: the resumed run writes the later ones again. A missing file stays missing."""
+    if not Path(path).is_file():
+        return
+    kept = [r for r in read_jsonl(path) if isinstance(r.get("step"), int) and r["step"] <= step]
+    atomic_write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The intact lines of a JSONL file, in order: a torn line (a crash mid-write) or a damaged one is skipped,
     never the intact lines after it."""

@@ -26,9 +26,17 @@ def default_out_dir(recipe: Recipe) -> Path:
 def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resume: bool = False, overwrite: bool = False,
            force: bool = False, calibration: Calibration | None = None, overrides: list[str] | None = None,
            node_rank: int | None = None, rdzv_endpoint: str | None = None, gpu: str | None = None,
-           allow_changes: bool = False) -> RunReport | None:
-    """Run the recipe; returns the report (None on nodes other than the first, which write none)."""
+           allow_changes: bool = False, resume_auto: bool = False) -> RunReport | None:
+    """Run the recipe; returns the report (None on nodes other than the first, which write none). `resume_auto`:
+    start, continue or (for a finished run) only report, whichever the folder calls for (`resolve_auto_resume`)."""
     out_dir = Path(out_dir) if out_dir else default_out_dir(recipe)
+    if resume_auto:
+        if resume or overwrite:
+            raise AdvisorError("--resume-auto decides by itself: drop --resume and --overwrite")
+        mode = resolve_auto_resume(recipe, out_dir)
+        if mode == "complete":
+            return load_report(out_dir)
+        resume, overwrite = mode == "resume", mode == "restart"
     if recipe.world_size == 1 or "LOCAL_RANK" in os.environ:
         from runners.run import run
         return run(recipe, out_dir, resume=resume, overwrite=overwrite, force=force, calibration=calibration, gpu_name=gpu,
@@ -47,6 +55,20 @@ def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resum
     if (node_rank or 0) != 0:
         return None
     return load_report(out_dir)
+
+
+def resolve_auto_resume(recipe: Recipe, out_dir: Path) -> str:
+    """`--resume-auto` (one command a scheduler may requeue): the folder's state says what to do (runners.rundir.
+    auto_resume_mode); a finished run is reported as already complete and not trained again."""
+    from runners.environment import cache_root
+    from runners.rundir import auto_resume_mode
+    mode = auto_resume_mode(out_dir, recipe, cache_root())
+    messages = {"complete": "already complete: nothing to train (its report follows)",
+                "resume": "continuing the run from its last checkpoint",
+                "restart": "the run stopped before its first checkpoint: starting it again from step 0"}
+    if mode in messages:
+        sys.stderr.write(f"advisor: {out_dir}: {messages[mode]}\n")
+    return mode
 
 
 def visible_gpus() -> int:

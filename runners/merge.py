@@ -25,6 +25,8 @@ def merge_adapter(recipe: Recipe, adapter_dir: Path, out_dir: Path, cache_root: 
     merged.save_pretrained(str(tmp), safe_serialization=True)  # weights, config.json, generation_config.json
     tokenizer.save_pretrained(str(tmp))  # so AutoTokenizer.from_pretrained(merged) and pipelines work from the folder
     from runners.io import atomic_replace_dir
+    from runners.rundir import mark_output
+    mark_output(tmp, out_dir.parent)  # the run's id: merged/ is replaced only by a run that wrote it (runners.rundir)
     atomic_replace_dir(tmp, out_dir)
 
 

@@ -27,10 +27,15 @@ def save_outputs(model, recipe: Recipe, out_dir: Path, ctx: DistContext) -> None
 
 
 def _write_adapter(peft_model, state: dict, recipe: Recipe, out_dir: Path) -> None:
+    """Rank 0: adapter/ (and merged/) replace only folders this run wrote (runners.rundir.claim refuses others before
+    anything is written); each carries the run's OUTPUT_MARKER."""
+    from runners.rundir import claim, mark_output
+    claim(out_dir, "adapter", *(["merged"] if recipe.train.merge else []))
     tmp = out_dir / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     peft_model.save_pretrained(str(tmp), state_dict={k: v for k, v in state.items() if "lora_" in k or "modules_to_save" in k},
                                safe_serialization=True)
+    mark_output(tmp, out_dir)
     atomic_replace_dir(tmp, out_dir / "adapter")
     if recipe.train.merge:
         from runners.merge import merge_adapter

@@ -14,7 +14,7 @@ from advisor.plan.recipe import Recipe
 from runners.distributed import DistContext, init_distributed, shutdown
 from runners.environment import quiet_libraries
 from runners.session import FineTuneSession
-from runners.tracking import check_trackers_installed
+from runners.tracking import check_trackers_can_start, check_trackers_installed
 
 
 def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False, force: bool = False,
@@ -30,6 +30,7 @@ def run(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = F
         device_memory = torch.cuda.get_device_properties(ctx.device).total_memory / 2**30 if ctx.device.type == "cuda" else None
         check_fit(recipe, gpu, device_memory, calibration, ctx.world_size, force)  # before the folder or any load
         check_trackers_installed(recipe)
+        check_trackers_can_start(recipe)  # before the folder: a tracker that cannot start leaves nothing behind
         session = FineTuneSession(recipe, ctx, gpu, device_memory, calibration)
         session.open_folder(out_dir, resume, overwrite, recipe_path)
         session.setup(allow_changes)

@@ -19,7 +19,7 @@ from runners.data import TokenizedData, build_dataset, micro_batches_per_epoch
 from runners.distributed import DistContext, all_reduce, on_rank_zero, unwrap, wrap_model
 from runners.environment import cache_root
 from runners.hostmem import detach_from_checkpoint_file, map_large_host_tensors
-from runners.io import atomic_write_json
+from runners.io import atomic_write_json, keep_records_until
 from runners.model import (
     attach_adapters, check_vocab, compile_layers, compute_dtype, load_model, notice, random_checkpoint, total_parameters,
     trainable_parameters,
@@ -27,7 +27,7 @@ from runners.model import (
 from runners.offload import offload_notices
 from runners.outputs import adapter_checksums, build_report, save_outputs
 from runners.progress import progress_bar, step_fields
-from runners.rundir import RunFolder, data_fingerprint, recipe_fingerprint
+from runners.rundir import RunFolder, claim, data_fingerprint, planned_entries, recipe_fingerprint, tracker_entries
 from runners.tokenizer import load_tokenizer
 from runners.tracking import Trackers
 from runners.train import (
@@ -71,6 +71,7 @@ class FineTuneSession:
         self.resumed_from_step: int | None = None
         self.stop = StopRequest()
         self._fingerprints: tuple[dict, dict] = ({}, {})  # rank 0: this recipe's and data's, for the folder's marker
+        self._committed = False  # the first step is done: a failure no longer rolls the folder back
 
     # --- setup ---------------------------------------------------------------------------------------------
     def open_folder(self, out_dir: Path, resume: bool, overwrite: bool, recipe_path: Path | None = None) -> None:
@@ -87,7 +88,8 @@ class FineTuneSession:
     def setup(self, allow_changes: bool = False) -> None:
         """Everything before the first step, checks first: the checkpoint to resume from, the tokenizer, the data, the
         plan for it, the model with its adapters, the optimizer. Only once all of it has loaded does the folder become
-        this run's (`RunFolder.publish`). `allow_changes` lets a resume go on with a changed recipe or data."""
+        this run's (`RunFolder.publish`), and for good only after the first step (`_commit`; until then a failure
+        rolls it back). `allow_changes` lets a resume go on with a changed recipe or data."""
         start = time.perf_counter()
         if self.recipe.model.attn_implementation == "flex_attention" and self.ctx.device.type != "cuda":
             raise AdvisorError("model.attn_implementation: flex_attention trains on CUDA GPUs only (PyTorch's "
@@ -120,6 +122,7 @@ class FineTuneSession:
             return ""
         folder.check_resumable()
         folder.compare(*self._fingerprints, allow_changes)
+        folder.check_planned(planned_entries(self.recipe))
         checkpoint, skipped = intact_checkpoint(folder.path)
         if checkpoint is None:
             raise AdvisorError(f"--resume: {folder.path} has no intact checkpoint "
@@ -196,8 +199,13 @@ class FineTuneSession:
     def train(self) -> TrainResult:
         """The optimizer steps, from step 0 or the checkpoint's; SIGINT/SIGTERM checkpoint and stop at the next step
         boundary. What the user can act on (out of memory, a non-finite loss, a failed checkpoint) becomes one
-        AdvisorError."""
-        self.tracker = Trackers(self.recipe, self.out_dir, self.ctx.is_main)
+        AdvisorError. Until the first step is done, a failure leaves the folder as it was found (RunFolder.rollback)."""
+        self._claim(*tracker_entries(self.recipe))
+        self.tracker = Trackers(self.recipe, self.out_dir, False)  # only rank 0 opens any; its failure stops every rank
+
+        def start_trackers() -> None:
+            self.tracker = Trackers(self.recipe, self.out_dir, True, self.resumed_from_step)
+        on_rank_zero(self.ctx, start_trackers)
         try:
             with stop_on_signals(self.stop):
                 self.result = self._steps()
@@ -210,7 +218,19 @@ class FineTuneSession:
             raise AdvisorError(str(exc)) from None
         finally:
             self.tracker.close()
+        self._commit()
         return self.result
+
+    def _claim(self, *names: str) -> None:
+        """Record entries in the folder's manifest before the run first writes them (runners.rundir.claim)."""
+        if names:
+            on_rank_zero(self.ctx, lambda: claim(self.out_dir, *names))
+
+    def _commit(self) -> None:
+        """After the first step: the folder is this run's for good (a replaced run is removed only now)."""
+        if not self._committed:
+            on_rank_zero(self.ctx, lambda: self.folder.commit() if self.folder else None)
+            self._committed = True
 
     def _steps(self) -> TrainResult:
         """The loop: measured steps, rank 0 writing metrics.jsonl; evals, early stopping and checkpoints as the
@@ -219,7 +239,10 @@ class FineTuneSession:
         steps = total_steps(self.recipe, len(self.data.train), ctx.world_size)
         per_epoch = micro_batches_per_epoch(len(self.data.train), t.micro_batch, ctx.world_size)
         params = [p for p in self.model.parameters() if p.requires_grad]
+        self._claim("metrics.jsonl", *(["samples.jsonl"] if self.recipe.eval.samples else []))
         keep_metrics_until(self.out_dir / "metrics.jsonl", state.step, ctx)
+        if ctx.is_main:  # the eval samples of steps after the checkpoint are generated again
+            keep_records_until(self.out_dir / "samples.jsonl", state.step)
         epochs, losses, status, eval_loss = Epochs(len(self.data.train), t.seed), [], "completed", None
         eval_losses: list[float] = []  # this session's evals, for early stopping (a resumed run starts counting afresh)
         progress = progress_bar(steps, state.step, ctx.is_main)
@@ -234,6 +257,7 @@ class FineTuneSession:
                 step_loss, grad_norm = train_step(self.model, self.optimizer, params, batches, ctx, self.dtype, t, step)
                 elapsed = time.perf_counter() - start
                 step_tokens = account_step(state, batches, step_loss, elapsed)
+                self._commit()
                 losses.append(step_loss)
                 if ctx.is_main and (state.step % t.log_every == 0 or state.step == steps):
                     self._record({"step": state.step, "epoch": round(step * t.grad_accum / per_epoch, 4),
@@ -296,6 +320,7 @@ class FineTuneSession:
 
     def _checkpoint(self) -> None:
         start = time.perf_counter()
+        self._claim("checkpoints")
         save_checkpoint(self.model, self.optimizer, self.loop, self.ctx, self.out_dir)
         self.loop.checkpoint_seconds += time.perf_counter() - start
 
@@ -311,9 +336,10 @@ class FineTuneSession:
         checksums = adapter_checksums(self.model, self.ctx)
         report = build_report(self.recipe, self.ctx, self.result, self.estimate, self.trainable,
                               self.total - self.trainable, self.gpu, self.setup_seconds, checksums)
-        report = report.model_copy(update={"resume_changes": self._resume_changes()})
+        report = report.model_copy(update={"resume_changes": self._resume_changes(), "data_notes": self.data.notes})
 
         def write_on_rank_zero() -> None:
+            claim(self.out_dir, "report.json")
             atomic_write_json(self.out_dir / "report.json", report.model_dump(mode="json"))
             if self.result.status == "completed":
                 from runners.card import write_model_card
@@ -328,6 +354,7 @@ class FineTuneSession:
                 for change in entry["changes"]]
 
     def close(self) -> None:
-        """Release the folder's lock (a fresh folder whose run never started is removed again)."""
+        """Release the folder's lock; a start that never made a step is rolled back (a fresh folder is removed again,
+        a replaced run comes back, a resume's marker is restored)."""
         if self.folder is not None:
             self.folder.close()

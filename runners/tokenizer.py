@@ -55,3 +55,23 @@ def tokenizer_identity(tok) -> str:
     core = tok.backend_tokenizer.to_str() if hasattr(tok, "backend_tokenizer") else repr(tok.get_vocab())
     extra = json.dumps([tok.chat_template, tok.bos_token, tok.eos_token, tok.pad_token], default=str)
     return hashlib.sha256((core + extra).encode()).hexdigest()[:16]
+
+
+# Tokens kept beyond data.seq_len before a text is cut: cutting can change how the last word before the cut splits,
+# and those tokens then lie past what the Packer keeps.
+CLIP_MARGIN_TOKENS = 16
+
+
+def max_token_chars(tok) -> int:
+    """The most characters one token can stand for: the longest vocabulary entry, special tokens included. Byte-level
+    BPE entries spell one character per byte (a character is at least one byte), SentencePiece and WordPiece entries
+    spell their text plus a marker (`▁`, `##`), so no token covers more characters of the text than this."""
+    return max(1, max((len(entry) for entry in tok.get_vocab()), default=1))
+
+
+def max_text_chars(tok, seq_len: int) -> int:
+    """Characters of one text field that hold more than seq_len tokens whatever the text (seq_len + margin tokens of
+    at most max_token_chars each): the runner cuts every text to this before tokenizing it, so a row's cost is
+    bounded by the sequence length and not by its size. A normalizer that deletes characters (BERT-style accent
+    stripping) can leave such a cut text shorter than seq_len tokens."""
+    return (seq_len + CLIP_MARGIN_TOKENS) * max_token_chars(tok)

@@ -15,7 +15,8 @@ from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
 from advisor.plan.recipe import (  # noqa: E402
-    DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, Recipe, TrainSection,
+    DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, PlanSection, QuantSection, Recipe,
+    TrainSection,
 )
 from advisor.plan.recipe_sections import DataSource  # noqa: E402
 
@@ -51,7 +52,8 @@ def main() -> None:
              "descriptions there are the only copy. Unknown keys are rejected (with the nearest valid key suggested); "
              "`advisor validate RECIPE` checks a recipe without running it.", ""]
     for title, model in [("recipe", Recipe), ("model", ModelSection), ("lora", LoraSection), ("quant", QuantSection),
-                         ("data", DataSection), ("data.mix[]", DataSource), ("train", TrainSection), ("eval", EvalSection), ("launch", LaunchSection)]:
+                         ("data", DataSection), ("data.mix[]", DataSource), ("train", TrainSection), ("eval", EvalSection), ("launch", LaunchSection),
+                         ("plan", PlanSection)]:
         lines += section(title, model)
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")

@@ -128,8 +128,9 @@ class ModelArch(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     attention_bias: bool = False
     mlp_bias: bool = False
     max_position_embeddings: int = 4096
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-5
+    rope_theta: Annotated[float, Meta(gt=0, description="RoPE base; 0 makes every rotary frequency infinite (NaN "
+                                                         "from the first step).")] = 10000.0
+    rms_norm_eps: Annotated[float, Meta(ge=0)] = 1e-5
     # mixture of experts (names as each family's config spells them)
     num_local_experts: Annotated[int, Meta(ge=0, description="Routed experts per MoE layer (Mixtral, gpt-oss, "
                                                              "Llama 4).")] | None = None

@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = {
     "recommend": "recommend", "review": "advise", "estimate": "advise",
     "validate": "runs", "run": "runs", "compare": "runs", "calibrate": "runs", "generate": "runs", "chat": "runs",
+    "eval": "evaluate", "launch": "launch",
     "scaling": "scaling", "catalog": "catalogs",
 }
 _ALL_MODULES = tuple(dict.fromkeys(COMMAND_MODULES.values()))

@@ -37,6 +37,9 @@ def review(
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
     as_json: JsonFlag = False,
     report: Annotated[Optional[Path], typer.Option(help="Also write the review as Markdown to this file.")] = None,
+    recipe_out: Annotated[Optional[Path], typer.Option(help="Also write the proposal's LoRA/QLoRA plan as a recipe, with its estimate (advisor launch reads it).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="With --recipe-out: the training data file the recipe names (else a placeholder to fill in).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --recipe-out: replace an existing file.")] = False,
 ):
     """Check a proposed plan (model, method, GPUs, days, dollars) against the formulas, and the cheaper path."""
     from advisor.render.review import render_review, review_markdown
@@ -45,18 +48,32 @@ def review(
     one_of("--method", method, METHODS)
     if report:
         _refuse_overwriting_inputs("--report", report, _calibration_inputs(calibration) | _path_inputs("--model", model))
+    if recipe_out:
+        from advisor.render.planned_recipe import check_recipe_out
+        _refuse_overwriting_inputs("--recipe-out", recipe_out, _calibration_inputs(calibration) | _path_inputs(
+            "--model", model) | {"--report": [report], "--data": [data]})
+        check_recipe_out(recipe_out, overwrite)
+    elif data is not None or overwrite:
+        raise AdvisorError("--data and --overwrite apply to --recipe-out (e.g. --recipe-out plan.yaml --data train.jsonl)")
     count, kind = _gpu_spec(gpus, gpu)
     proposal = _validated(Proposal, _PROPOSAL_FLAGS, model=model, method=method, gpu=kind, gpus=count, days=days, cost_usd=cost,
                           tokens=tokens, epochs=epochs, seq_len=seq_len, price_usd_per_gpu_hour=price)
     result = review_proposal(proposal, _calibration(calibration))
     if report:
         _write_text(report, "\n".join(["# Proposal review", ""] + review_markdown(result)))
+    if recipe_out:
+        from advisor.render.planned_recipe import planned_recipe, recipe_text
+        planned = planned_recipe(result.computed, seq_len, epochs, result.model, "advisor review",
+                                 str(data) if data else None, recipe_out.parent)
+        _write_text(recipe_out, recipe_text(planned, "review"))
     if as_json:
         _emit_json(_finite(to_json(result)))
     else:
         typer.echo(render_review(result))
         if report:
             typer.echo(f"Wrote {report}")
+        if recipe_out:
+            typer.echo(f"Wrote {recipe_out} (on a cluster: advisor launch {recipe_out} --target slurm)")
 
 
 # An estimate is sized against one GPU type; without one there is no fit verdict and no GPU-hours or dollars.
@@ -88,13 +105,17 @@ def estimate(
     if recipe is not None:
         if model is not None:
             raise AdvisorError("give either RECIPE or --model, not both")
+        from advisor.plan.jobspec import planned_tokens
         loaded = load_recipe(recipe, set_ or [])
-        check_inputs(loaded, recipe, data=tokens is None)  # with --tokens the data need not exist yet
+        planned = planned_tokens(loaded) if tokens is None else None  # a recommendation's recipe: the tokens it costed
+        check_inputs(loaded, recipe, data=tokens is None and planned is None)  # with tokens the data need not exist yet
         if gpu is None and loaded.launch.gpu is None:
             raise AdvisorError(f"{recipe} names no launch.gpu: {NEED_GPU}")
-        result = estimate_recipe(loaded, gpu, calibration=cal, tokens=tokens, efficiency=efficiency, price=price,
-                                 overrides=setup_flags)
+        result = estimate_recipe(loaded, gpu, calibration=cal, tokens=tokens if planned is None else planned,
+                                 efficiency=efficiency, price=price, overrides=setup_flags)
         result = replace(result, overrides=override_lines(setup_flags, recipe_values(loaded)))
+        if planned is not None:
+            result = replace(result, tokens_source="plan.tokens (what the recommendation costed; --tokens overrides)")
     else:
         if model is None:
             raise AdvisorError("give a RECIPE or --model (e.g. --model Llama-3.1-8B)")

@@ -1,7 +1,7 @@
 """The `advisor` command: parse, call one pure function, render. Errors are one line and exit code 2.
 
 One Typer app per command family, joined here: recommend, advise (review, estimate), scaling, catalogs, runs
-(validate, run, compare, calibrate).
+(validate, run, compare, calibrate), evaluate (eval), launch (launch).
 """
 
 import json

@@ -71,6 +71,9 @@ def recommend(
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
     as_json: JsonFlag = False,
     report: Annotated[Optional[Path], typer.Option(help="Also write a Markdown scaling justification to this file.")] = None,
+    recipe_out: Annotated[Optional[Path], typer.Option(help="Also write the chosen LoRA/QLoRA option as a recipe, with the estimate it was chosen on (advisor launch reads it).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="With --recipe-out: the training data file the recipe names (else a placeholder to fill in).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --recipe-out: replace an existing file.")] = False,
 ):
     """Which tier (API, PEFT, full fine-tune, pretrain) your data, usage and hardware call for, with costs."""
     from advisor.decide.situation import Situation
@@ -83,6 +86,13 @@ def recommend(
     if report:
         _refuse_overwriting_inputs("--report", report, _calibration_inputs(calibration) | _path_inputs(
             "--base-model", base_model) | _path_inputs("--proposal-model", proposal_model))
+    if recipe_out:
+        from advisor.render.planned_recipe import check_recipe_out
+        _refuse_overwriting_inputs("--recipe-out", recipe_out, _calibration_inputs(calibration) | _path_inputs(
+            "--base-model", base_model) | {"--report": [report], "--data": [data]})
+        check_recipe_out(recipe_out, overwrite)
+    elif data is not None or overwrite:
+        raise AdvisorError("--data and --overwrite apply to --recipe-out (e.g. --recipe-out plan.yaml --data train.jsonl)")
     total = tokens if tokens is not None else (docs or 0.0) * tokens_per_doc  # one of the two is given (above)
     flags = _SITUATION_FLAGS | ({} if tokens is not None else {"tokens": "--docs x --tokens-per-doc"})
     api, gpu, base_model = _catalog_names(api, gpu, base_model)  # aliases resolved once, for every option alike
@@ -110,6 +120,12 @@ def recommend(
     notices = price_notices(([] if on_prem else priced[:1]) + ([] if price is not None else priced[1:]))
     if report:
         _write_text(report, report_markdown(rec))
+    if recipe_out:
+        from advisor.render.planned_recipe import planned_recipe, recipe_text
+        s = rec.situation
+        planned = planned_recipe(rec.options[0], s.seq_len, s.epochs, s.base_model, "advisor recommend",
+                                 str(data) if data else None, recipe_out.parent)
+        _write_text(recipe_out, recipe_text(planned, "recommend"))
     if as_json:
         data = to_json(rec) | {"warnings": [precision] if precision else [], "notices": notices}
         _emit_json(_finite(data))
@@ -123,3 +139,5 @@ def recommend(
             typer.echo(f"Calibrated with {rec.calibration}.")
         if report:
             typer.echo(f"Wrote {report}")
+        if recipe_out:
+            typer.echo(f"Wrote {recipe_out} (on a cluster: advisor launch {recipe_out} --target slurm)")

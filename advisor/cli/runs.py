@@ -18,21 +18,32 @@ def validate(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override key.path=value.")] = None,
 ):
-    """Check a recipe without running it: schema, cross-field rules, the model's architecture and data path."""
-    from advisor.plan.recipe import check_inputs, check_model_source, load_recipe
+    """Check a recipe without running it: everything `advisor run` checks before it loads a weight (schema,
+    cross-field rules, the files it names, the model's architecture, installed trackers) and every row of every data
+    source (training file, data.mix, data.eval_path, cached hub datasets) through the runner's own validator."""
+    from advisor.plan.recipe import check_before_loading, load_recipe
     loaded = load_recipe(recipe, set_ or [])
-    check_inputs(loaded, recipe)
-    arch = loaded.model.resolve_arch() if (loaded.model.arch or loaded.model.random_init) else _arch_or_none(loaded)
-    check_model_source(loaded, recipe)
-    detail = f", {arch.name}" if arch else ""
-    typer.echo(f"ok: {loaded.name} ({loaded.method}{detail}, {loaded.world_size} process(es))")
+    arch = check_before_loading(loaded, recipe)
+    lines = _runner_checks(loaded)
+    typer.echo(f"ok: {loaded.name} ({loaded.method}, {arch.name}, {loaded.world_size} process(es))")
+    for line in lines:
+        typer.echo(f"  {line}")
 
 
-def _arch_or_none(recipe):
+def _runner_checks(loaded) -> list[str]:
+    """The runner's checks that need no model or tokenizer (runners.rows.check_data on every data source, the
+    trackers installed): lines to print, or one AdvisorError. Skipped, with a line saying so, without the ML stack's
+    readers (Parquet, save_to_disk and hub data need them; JSONL, JSON and CSV do not)."""
     try:
-        return recipe.model.resolve_arch()
-    except AdvisorError:
-        return None
+        from runners.rows import check_data, data_notes
+        from runners.tracking import check_trackers_installed
+        check_trackers_installed(loaded)
+        checks = check_data(loaded.data, loaded.train.seed)
+    except ImportError as exc:
+        return [f"data rows not checked: {exc.name} is missing (pip install 'rightsize[runner]')"]
+    rows = [f"{c.source.label}: {len(c.good)} of {c.rows} rows valid" + ("" if c.source.is_eval else
+            f", {len(c.picks)} used per epoch") for c in checks]
+    return rows + [f"note: {note}" for note in data_notes(checks, loaded.data)]
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -40,6 +51,10 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<recipe name>).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run directory's last checkpoint.")] = False,
+    resume_auto: Annotated[bool, typer.Option("--resume-auto", help="Start, continue or skip, as the run directory "
+                                              "says: empty starts, this run continues from its checkpoint, a finished "
+                                              "one exits 0 (already complete); another's folder or recipe is refused. "
+                                              "For schedulers that requeue the same command.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run directory (only one Rightsize "
                                                               "wrote, after the new run's inputs have loaded).")] = False,
     allow_changes: Annotated[bool, typer.Option("--allow-changes", help="With --resume: continue although the recipe, "
@@ -56,7 +71,7 @@ def run(
                                                             "nothing, needs no GPU (the GPU: --gpu or launch.gpu).")] = False,
 ):
     """Fine-tune from a recipe, measuring every step; writes report.json, metrics.jsonl and the adapter."""
-    from advisor.plan.recipe import check_inputs, load_recipe
+    from advisor.plan.recipe import check_before_loading, load_recipe
     if allow_changes and not resume:
         raise AdvisorError("--allow-changes applies to --resume only")
     overrides = list(set_ or [])
@@ -65,7 +80,7 @@ def run(
     if nnodes:
         overrides.append(f"launch.nnodes={nnodes}")
     loaded = load_recipe(recipe, overrides)
-    check_inputs(loaded, recipe)
+    check_before_loading(loaded, recipe)
     cal = _calibration(calibration)
     if gpu is not None:
         catalog.get_gpu(gpu)
@@ -78,7 +93,7 @@ def run(
         raise AdvisorError(f"the runner needs the ML stack ({exc.name} is missing): pip install 'rightsize[runner]'") from None
     report = launch(loaded, recipe_path=recipe, out_dir=out, resume=resume, overwrite=overwrite, force=force,
                     calibration=cal, overrides=overrides, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, gpu=gpu,
-                    allow_changes=allow_changes)
+                    allow_changes=allow_changes, resume_auto=resume_auto)
     if report is not None:
         typer.echo(report.summary())
         if report.status == "interrupted":
@@ -204,10 +219,18 @@ def chat(
     generate_module = _runner("advisor chat")
     interactive = sys.stdin.isatty()
 
+    lines = [0]
+
     def read() -> str:
         if interactive:
             sys.stderr.write("> ")
             sys.stderr.flush()
-        return sys.stdin.readline()
+        lines[0] += 1
+        try:
+            line = sys.stdin.readline()
+            line.encode("utf-8")  # stdin decodes undecodable bytes to surrogates, which no tokenizer takes
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            raise AdvisorError(f"chat: standard input line {lines[0]} is not UTF-8 text: send UTF-8") from None
+        return line
     from advisor.render.samples import completion_text
     generate_module.chat_loop(run_dir, read, lambda answer: typer.echo(completion_text(answer)), max_new_tokens)

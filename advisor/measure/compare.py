@@ -3,6 +3,7 @@
 import json
 import math
 import statistics
+import os
 from pathlib import Path
 
 from msgspec.structs import replace
@@ -10,9 +11,36 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from advisor.plan.calibration import Calibration, CalibrationEntry
 from advisor.core.errors import AdvisorError
-from advisor.formulas.flops import flops_utilization, gpu_hours
+from advisor.formulas.flops import cost_usd, flops_utilization, gpu_hours
+from advisor.formulas.quality import delta
 from advisor.core.convert import to_json
-from advisor.measure.runreport import RunReport, load_report
+from advisor.measure.runreport import EvalReport, RunReport, load_eval, load_report
+
+
+class QualityDelta(BaseModel):
+    """A run's eval.json (advisor eval) in brief: base and base + adapter on the same held-out rows."""
+
+    model_config = ConfigDict(frozen=True)
+    data: str = Field(description="What was evaluated: the run's held-out rows or a --data file.")
+    examples: int
+    base_loss: float | None
+    adapter_loss: float | None
+    loss_delta: float | None = Field(description="Adapter loss minus base loss (nats per target token): negative is better.")
+    base_exact_match: float | None
+    adapter_exact_match: float | None
+    exact_match_delta: float | None = Field(description="Adapter exact-match rate minus the base's: positive is better.")
+    token_f1_delta: float | None = None
+
+
+def quality_delta(report: EvalReport) -> QualityDelta:
+    """The quality delta over the base that `advisor compare` shows beside the run's cost."""
+    tuned = report.adapter
+    return QualityDelta(data=report.data, examples=report.examples, base_loss=report.base.loss,
+                        adapter_loss=tuned.loss if tuned else None, loss_delta=report.loss_delta,
+                        base_exact_match=report.base.exact_match,
+                        adapter_exact_match=tuned.exact_match if tuned else None,
+                        exact_match_delta=report.exact_match_delta,
+                        token_f1_delta=delta(tuned.token_f1, report.base.token_f1) if tuned else None)
 
 
 class Comparison(BaseModel):
@@ -21,8 +49,9 @@ class Comparison(BaseModel):
     model_config = ConfigDict(frozen=True)
     run: str
     recipe: str
-    status: str = Field(default="completed", description="completed, interrupted (checkpoint saved) or failed (no report.json: "
-                                                 "the run stopped with an error; only the recipe is known)")
+    status: str = Field(default="completed", description="completed, interrupted (checkpoint saved), failed (no report.json: "
+                                                 "the run stopped with an error; only the recipe is known) or running "
+                                                 "(no report.json yet and another process holds the run's lock)")
     method: str
     gpu: str | None
     gpus: int
@@ -38,6 +67,10 @@ class Comparison(BaseModel):
     estimated_mfu: float | None
     measured_mfu: float | None
     mfu_ratio: float | None
+    measured_cost_usd: float | None = Field(default=None, description="Measured GPU-hours x the catalog price of the "
+                                            "run's GPU (None on CPU or an uncatalogued GPU).")
+    quality: QualityDelta | None = Field(default=None, description="The run's eval.json (advisor eval): the adapter's "
+                                         "quality over the base; None: no eval yet.")
 
 
 def load_reports(run_dirs: list[Path]) -> list[tuple[Path, RunReport]]:
@@ -75,19 +108,59 @@ def compare_report(run: Path, r: RunReport) -> Comparison:
         estimated_tokens_per_second=est_tps, measured_tokens_per_second=r.tokens_per_second,
         tokens_per_second_ratio=_ratio(r.tokens_per_second, est_tps),
         estimated_mfu=est_mfu, measured_mfu=r.mfu, mfu_ratio=_ratio(r.mfu, est_mfu),
+        measured_cost_usd=measured_cost_usd(r), quality=_quality(run),
     )
+
+
+def measured_cost_usd(r: RunReport) -> float | None:
+    """What the measured GPU-hours cost at the catalog price of the run's GPU (a CPU run: None, not $0)."""
+    if not r.gpus or r.gpu_name is None:
+        return None
+    from advisor.catalog.load import get_gpu
+    try:
+        price = get_gpu(r.gpu_name).price_usd_per_hour
+    except AdvisorError:
+        return None  # a GPU no longer in the catalog
+    return cost_usd(r.gpu_hours, price) if price is not None else None
+
+
+def _quality(run: Path) -> QualityDelta | None:
+    report = load_eval(run) if run.is_dir() else None
+    return quality_delta(report) if report is not None else None
+
+
+# The lock a run holds for its lifetime (runners.rundir.LOCK; a test keeps the two names equal).
+RUN_LOCK = ".rightsize-lock"
+
+
+def is_running(run: Path) -> bool:
+    """Another process holds the run folder's lock (an exclusive flock, held while `advisor run` trains)."""
+    import fcntl
+    try:
+        fd = os.open(Path(run) / RUN_LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock this process took
+    return False
 
 
 def failed_run(run: Path) -> Comparison:
     """A directory `advisor run` started (it holds recipe.resolved.yaml) but that has no report.json: the run failed
-    before it finished (or is still running); what it was is known from its recipe, nothing was measured."""
+    before it finished, or is still running when another process holds its lock (status "running"); what it was is
+    known from its recipe, nothing was measured yet."""
     from advisor.plan.recipe import Recipe, read_yaml_mapping
     from pydantic import ValidationError
     try:
         recipe = Recipe.model_validate(read_yaml_mapping(run / "recipe.resolved.yaml"))
     except ValidationError as exc:
         raise AdvisorError(f"{run}: no report.json and an unreadable recipe.resolved.yaml ({exc.errors()[0]['msg']})") from None
-    return Comparison(run=str(run), recipe=recipe.name, status="failed", method=recipe.method, gpu=None,
+    return Comparison(run=str(run), recipe=recipe.name, status="running" if is_running(run) else "failed",
+                      method=recipe.method, gpu=None,
                       gpus=recipe.world_size, estimated_gpu_hours=None, measured_gpu_hours=None, gpu_hours_ratio=None,
                       estimated_peak_memory_gib=None, measured_peak_memory_gib=None, memory_ratio=None,
                       estimated_tokens_per_second=None, measured_tokens_per_second=None, tokens_per_second_ratio=None,

@@ -73,6 +73,9 @@ class RunReport(BaseModel):
                                          "(DDP replicas must be equal; FSDP ranks hold different shards).")
     resume_changes: list[str] = Field(default_factory=list, description="Recipe or data changes a resume accepted with "
                                       "--allow-changes, each with the step it applied from (empty: one unchanged run).")
+    data_notes: list[str] = Field(default_factory=list, description="What the run said about its data, as printed: rows "
+                                  "left out per source and why (data.on_bad_rows: skip), a source whose rows are mostly "
+                                  "of another format, a source data.max_examples leaves out (empty: nothing to say).")
 
     def summary(self) -> str:
         mfu = f"{self.mfu:.1%}" if self.mfu is not None else "n/a (CPU)"
@@ -126,3 +129,81 @@ def load_report(run_dir: Path) -> RunReport:
         raise AdvisorError(f"{path}: not a valid run report ({where + ': ' if where else ''}{err['msg']})") from None
     except (json.JSONDecodeError, OSError) as exc:
         raise AdvisorError(f"{path}: not a valid run report ({str(exc).splitlines()[0]})") from None
+
+
+# --- RUN/eval.json: quality beside cost (advisor eval) ------------------------------------------------------------
+
+EVAL_FORMAT = "rightsize-eval-v1"  # eval.json's `format`: bumped when what it holds changes, which also voids its cache
+
+
+class QualityScores(BaseModel):
+    """One model's quality on the eval rows (advisor.formulas.quality)."""
+
+    model_config = ConfigDict(extra="ignore")
+    loss: float | None = Field(description="Mean loss per target token (nats), under the training loss mask.")
+    perplexity: float | None = Field(description="exp(loss).")
+    exact_match: float | None = Field(default=None, description="Share of greedy answers equal to the reference "
+                                      "(stripped); None where the rows carry no reference answer.")
+    normalized_match: float | None = Field(default=None, description="Share equal after SQuAD's normalisation "
+                                           "(case, punctuation, articles, whitespace).")
+    token_f1: float | None = Field(default=None, description="Mean SQuAD token F1 of the answers against the references.")
+
+
+class EvalReport(BaseModel):
+    """RUN/eval.json: the base model and base + adapter on the same held-out rows, written by `advisor eval`."""
+
+    model_config = ConfigDict(extra="ignore")
+    format: str = EVAL_FORMAT
+    key: str = Field(description="Hash of what the result depends on (adapter, data content, settings); a second "
+                     "`advisor eval` reuses this file while it matches.")
+    model: str = Field(description="The base model (hub id, path, or the recipe's inline architecture).")
+    adapter_path: str | None = Field(description="The adapter evaluated beside the base; None for a base model alone.")
+    adapter_sha256: str | None = None
+    data: str = Field(description="What was evaluated: the run's held-out rows or the --data file.")
+    data_sha256: str = Field(description="Content hash of the data files behind the rows.")
+    examples: int = Field(description="Examples evaluated for loss.")
+    loss_tokens: int = Field(description="Target tokens the losses average over.")
+    generated: int = Field(default=0, description="Examples with a reference answer, generated greedily by each model.")
+    generation_note: str | None = Field(default=None, description="Why no answers were generated, where none were.")
+    max_new_tokens: int
+    batch_size: int
+    seed: int
+    base: QualityScores
+    adapter: QualityScores | None = None
+    seconds: float = Field(description="Wall time of the evaluation.")
+    device: str
+
+    @property
+    def loss_delta(self) -> float | None:
+        """Adapter loss minus base loss: negative when the adapter fits the held-out rows better."""
+        return None if self.adapter is None or self.adapter.loss is None or self.base.loss is None \
+            else self.adapter.loss - self.base.loss
+
+    @property
+    def exact_match_delta(self) -> float | None:
+        """Adapter exact-match rate minus the base's: positive when the adapter answers more rows exactly."""
+        if self.adapter is None or self.adapter.exact_match is None or self.base.exact_match is None:
+            return None
+        return self.adapter.exact_match - self.base.exact_match
+
+
+EVAL_FILE = "eval.json"  # in the run folder, beside report.json; the per-row results go to eval/rows.jsonl
+
+
+def load_eval(run_dir: Path) -> EvalReport | None:
+    """A run's eval.json, or None where `advisor eval` has not written one (or wrote an older format)."""
+    path = Path(run_dir) / EVAL_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError) as exc:
+        raise AdvisorError(f"{path}: not a valid eval result ({str(exc).splitlines()[0]}); run advisor eval "
+                           f"{run_dir} again") from None
+    if not isinstance(data, dict) or data.get("format") != EVAL_FORMAT:
+        return None
+    try:
+        return EvalReport.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise AdvisorError(f"{path}: not a valid eval result ({'.'.join(map(str, err['loc']))}: {err['msg']})") from None

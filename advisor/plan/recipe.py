@@ -18,7 +18,8 @@ from advisor.core.yaml_keys import UniqueKeyLoader
 from advisor.formulas.setup import Method
 from advisor.core.convert import InputError
 from advisor.plan.recipe_sections import (
-    _STRICT, DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, QuantSection, TrainSection,
+    _STRICT, DATA_PLACEHOLDER, DataSection, EvalSection, LaunchSection, LoraSection, ModelSection, PlanSection,
+    QuantSection, TrainSection,
 )
 
 
@@ -35,6 +36,8 @@ class Recipe(BaseModel):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     launch: LaunchSection = LaunchSection()
+    plan: PlanSection | None = Field(default=None, description="The estimate the recipe was chosen on (written by "
+                                                               "`advisor recommend --recipe-out`; read by `advisor launch`).")
 
     @property
     def method(self) -> Method:
@@ -438,6 +441,9 @@ def check_inputs(recipe: Recipe, source: str | Path, data: bool = True) -> None:
     if not data:
         return
     d = recipe.data
+    if Path(d.path).name == DATA_PLACEHOLDER:
+        raise AdvisorError(f"{source}: data.path is the placeholder {DATA_PLACEHOLDER}: set it to your training data "
+                           "(or --set data.path=FILE)")
     local = [("data.path", d.path)] if not d.hub else []
     local += [(f"data.mix[{i}].path", s.path) for i, s in enumerate(d.mix) if not s.hub]
     local += [("data.eval_path", d.eval_path)] if d.eval_path else []
@@ -445,6 +451,25 @@ def check_inputs(recipe: Recipe, source: str | Path, data: bool = True) -> None:
         if not Path(value).exists():
             raise AdvisorError(f"{source}: {key} {value} does not exist (to cost a dataset you do not have "
                                f"yet: advisor estimate {source} --tokens N)")
+
+
+def check_before_loading(recipe: Recipe, source: str | Path) -> ModelArch:
+    """What `advisor run` refuses before it loads a weight, checked from the recipe alone, for `advisor validate` and
+    `advisor run` alike: the files it names (check_inputs, check_model_source), a local tokenizer folder, and an
+    architecture the estimate and the runner can size (a model the catalog, the local cache or a config.json
+    describes). Returns the architecture."""
+    check_inputs(recipe, source)
+    check_model_source(recipe, source)
+    tokenizer = recipe.model.tokenizer
+    if tokenizer and tokenizer != "byte" and looks_like_path(tokenizer) and not Path(tokenizer).expanduser().exists():
+        raise AdvisorError(f"{source}: model.tokenizer {tokenizer}: no such folder (a local path, while a hub id is "
+                           "org/name)")
+    try:
+        return recipe.model.resolve_arch()
+    except AdvisorError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise AdvisorError(f"{source}: model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

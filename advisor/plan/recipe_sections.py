@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 
 from advisor.catalog.types import ModelArch
 from advisor.catalog.load import get_model, load
+from advisor.core.bounds import MAX_GPUS, MAX_TOKENS
 from advisor.core.convert import convert, to_json
 from advisor.core.errors import AdvisorError
 from advisor.formulas.params import KNOWN_TARGETS, resolve_lora_targets
@@ -141,7 +142,8 @@ class DataSource(BaseModel):
     path: str = Field(description="File or save_to_disk directory (relative to the recipe file), or a hub dataset id with hub: true.")
     hub: bool = Field(default=False, description="path is a Hugging Face dataset id, read from the local hub cache (offline).")
     split: str = Field(default="train", description="Split to read from a hub dataset or a DatasetDict saved with save_to_disk.")
-    weight: float = Field(default=1.0, gt=0, le=100, description="Times each example is used per epoch: 0.5 a random half, 2 every example twice.")
+    weight: float = Field(default=1.0, gt=0, le=100, description="Times each example is used per epoch: 0.5 a random half, 2 every example twice "
+                                                         "(a weight that selects no row, floor(rows x weight) = 0, is refused).")
 
 
 class DataSection(BaseModel):
@@ -177,9 +179,12 @@ class DataSection(BaseModel):
     val_fraction: float = Field(default=0.05, ge=0, lt=1, description="Share of examples held out for eval loss.")
     max_examples: int | None = Field(default=None, gt=0, description="Use only the first N examples.")
     on_bad_rows: Literal["error", "skip"] = Field(
-        default="error", description="A row that fails validation (wrong type, null or missing field, unknown role, empty "
+        default="error", description="A row that fails validation in any source (data.path, data.mix, data.eval_path, hub "
+                             "datasets: wrong type, null or missing field, a row of another format, unknown role, empty "
                              "messages, no token carrying loss after truncation): error refuses the run naming the "
-                             "file, line and field; skip trains without such rows and says how many were skipped.")
+                             "file, line and field; skip trains without such rows and says, per source, how many were "
+                             "left out and why (also in report.json's data_notes). A source left with no row is refused "
+                             "either way. A number in a text field is its text (\"input\": 0 is the input 0).")
 
 
 class TrainSection(BaseModel):
@@ -262,3 +267,27 @@ class LaunchSection(BaseModel):
                             "machines without GPUs). Without CUDA, more than one process per node needs gloo set here.")
 
 
+
+
+# data.path as `advisor recommend --recipe-out` writes it without --data: `advisor validate`, `run` and `launch`
+# refuse it in one line naming the key (advisor.plan.recipe.check_inputs).
+DATA_PLACEHOLDER = "FILL-IN-your-training-data.jsonl"
+
+
+class PlanSection(BaseModel):
+    """The estimate the recipe was chosen on (`advisor recommend --recipe-out`): launch and estimate read it, training does not."""
+
+    model_config = _STRICT
+    chosen_by: str = Field(description="The command that chose the plan (advisor recommend, advisor review).")
+    advisor_version: str = Field(description="Version of the advisor that made the estimate.")
+    gpu: str = Field(description="GPU type the plan was costed on (catalog name; also launch.gpu).")
+    gpus: int = Field(gt=0, le=MAX_GPUS, description="GPUs in all (launch.nproc_per_node x launch.nnodes).")
+    nodes: int = Field(gt=0, le=MAX_GPUS, description="Nodes (launch.nnodes).")
+    tokens: float = Field(gt=0, le=MAX_TOKENS, description="Tokens trained on, all epochs: what `advisor estimate` "
+                                                           "costs when neither --tokens nor train.max_steps is given.")
+    gpu_hours: float = Field(ge=0, description="Estimated GPU-hours.")
+    gpu_hours_low: float | None = Field(default=None, ge=0, description="Lower end of the 80% interval on GPU-hours.")
+    gpu_hours_high: float | None = Field(default=None, ge=0, description="Upper end of the 80% interval on GPU-hours: "
+                                                                         "`advisor launch` sets the time limit from it.")
+    memory_gib_per_gpu: float | None = Field(default=None, ge=0, description="Estimated peak memory per GPU, GiB.")
+    cost_usd: float | None = Field(default=None, ge=0, description="Estimated dollars at the catalog's (or --price) rate.")

@@ -37,6 +37,7 @@ IN_ESTIMATE = {
 _LEARNING = "changes what is learned, not the work of a step"
 _ROWS = "how rows become tokens and loss masks; the masked tokens are computed all the same"
 _NOT_TIMED = "its time is not modelled (the estimate covers the training steps)"
+_PLAN_RECORD = "recorded from the recommendation, not read by the estimate (advisor launch reads the GPU-hours)"
 # Recipe key -> why it does not change the estimate (or what the estimate leaves out).
 NOT_IN_ESTIMATE = {
     "model": "a section (its keys are listed)", "lora": "a section (its keys are listed)",
@@ -74,6 +75,11 @@ NOT_IN_ESTIMATE = {
     "eval.early_stopping_patience": "early stopping can only shorten the run; the estimate is for all of it",
     "eval.early_stopping_delta": "early stopping can only shorten the run; the estimate is for all of it",
     "launch.backend": "the step-time model assumes NCCL on GPUs (gloo is for CPU runs)",
+    "plan": "a record of the estimate the recipe was chosen on (its keys are listed)",
+    **{f"plan.{key}": _PLAN_RECORD for key in ("chosen_by", "advisor_version", "gpu", "gpus", "nodes", "gpu_hours",
+                                              "gpu_hours_low", "gpu_hours_high", "memory_gib_per_gpu", "cost_usd")},
+    "plan.tokens": "`advisor estimate RECIPE` costs them when neither --tokens nor train.max_steps is given (the "
+                   "estimate then matches the recommendation); the run counts its own data",
 }
 
 

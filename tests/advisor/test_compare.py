@@ -1,6 +1,7 @@
 """compare's arithmetic and calibrate's fit, on synthetic reports whose true efficiency and overhead are known."""
 
 import json
+import math
 
 import pytest
 
@@ -119,3 +120,70 @@ def test_multi_gpu_runs(tmp_path):
     assert cal.entries[0].efficiency == pytest.approx(0.3)
     assert cal.leave_one_out["gpu_hours_median_abs_error"] == pytest.approx(0, abs=1e-9)
     assert one.gpu_hours == pytest.approx(compare_report(tmp_path / "one", one).measured_gpu_hours)
+
+
+def _eval_json(run, base_loss=2.0, adapter_loss=1.5, base_em=0.0, adapter_em=0.4):
+    from advisor.measure.runreport import EvalReport, QualityScores
+    report = EvalReport(key="k", model="m", adapter_path=str(run / "adapter"), data="held-out", data_sha256="d",
+                        examples=10, loss_tokens=100, generated=10, max_new_tokens=8, batch_size=8, seed=0,
+                        base=QualityScores(loss=base_loss, perplexity=math.exp(base_loss), exact_match=base_em),
+                        adapter=QualityScores(loss=adapter_loss, perplexity=math.exp(adapter_loss), exact_match=adapter_em),
+                        seconds=1.0, device="cpu")
+    (run / "eval.json").write_text(json.dumps(report.model_dump(mode="json")))
+
+
+def test_compare_shows_quality_beside_cost(tmp_path, capsys):
+    # issue 30: the quality delta over the base (advisor eval's eval.json) next to GPU-hours and dollars
+    r = synthetic(tmp_path, "evaluated")
+    synthetic(tmp_path, "plain")
+    _eval_json(tmp_path / "evaluated")
+    c = compare_report(tmp_path / "evaluated", r)
+    assert c.quality is not None and c.quality.loss_delta == pytest.approx(-0.5)
+    assert c.quality.exact_match_delta == pytest.approx(0.4)
+    assert c.measured_cost_usd == pytest.approx(r.gpu_hours * get_gpu("H100-SXM").price_usd_per_hour)
+    code, out, err = run_cli(["compare", tmp_path / "evaluated", tmp_path / "plain"], capsys)
+    assert code == 0, err
+    evaluated, plain = (next(line for line in out.splitlines() if line.startswith(name)) for name in ("evaluated", "plain"))
+    assert evaluated.endswith("loss -0.5000, EM +40.0%") and f"${c.measured_cost_usd:,.2f}" in evaluated
+    assert plain.endswith("no eval yet") and "over 1 evaluated run(s)" in out
+    code, out, _ = run_cli(["compare", tmp_path / "evaluated", tmp_path / "plain", "--json"], capsys)
+    rows = json.loads(out)
+    assert rows[0]["quality"]["loss_delta"] == pytest.approx(-0.5) and rows[1]["quality"] is None
+    assert rows[0]["measured_cost_usd"] == pytest.approx(c.measured_cost_usd)
+
+
+def test_compare_refuses_a_damaged_eval_json(tmp_path, capsys):
+    synthetic(tmp_path, "a")
+    (tmp_path / "a" / "eval.json").write_text('{"format": "rightsize-eval-v1", "key": 3}')
+    code, _, err = run_cli(["compare", tmp_path / "a"], capsys)
+    assert code == 2 and "eval.json: not a valid eval result" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_still_training_is_running_not_failed(tmp_path, capsys):
+    """A started run without report.json is "running" while another process holds its lock, "failed" once none does."""
+    import subprocess
+    import sys
+    from advisor.measure.compare import RUN_LOCK
+    from advisor.plan.recipe import load_recipe, recipe_to_yaml
+    from runners.rundir import LOCK
+    from tests.helpers import RECIPES
+    assert RUN_LOCK == LOCK
+    run = tmp_path / "going"
+    run.mkdir()
+    (run / "recipe.resolved.yaml").write_text(recipe_to_yaml(load_recipe(RECIPES / "tiny-cpu-lora.yaml")))
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(run / LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code, out, err = run_cli(["compare", run, "--json"], capsys)
+        assert code == 0, err
+        assert json.loads(out)[0]["status"] == "running"
+        code, out, _ = run_cli(["compare", run], capsys)
+        assert "1 run(s) still training" in out
+    finally:
+        holder.kill()
+        holder.wait()
+    code, out, _ = run_cli(["compare", run, "--json"], capsys)
+    assert json.loads(out)[0]["status"] == "failed"

@@ -197,3 +197,15 @@ def test_kv_heads_that_do_not_divide_the_heads_are_refused(tmp_path, capsys):
                                   "vocab_size": 32000}))
     code, _, err = run_cli(["estimate", "--model", config, "--gpu", "A100-80GB"], capsys)
     one_error(code, err, str(config), "num_key_value_heads")
+
+
+def test_a_rope_theta_of_zero_is_refused_before_it_becomes_a_nan(tmp_path, capsys):
+    """rope_theta 0 makes every rotary frequency infinite: NaN from the first step, which the run would otherwise
+    diagnose as a learning-rate problem. The recipe's inline architecture refuses it, naming the field."""
+    from tests.helpers import RECIPES
+    recipe = tmp_path / "r.yaml"
+    text = (RECIPES / "tiny-cpu-lora.yaml").read_text().replace(
+        "max_position_embeddings: 512", "max_position_embeddings: 512\n    rope_theta: 0")
+    recipe.write_text(text.replace("path: data/", f"path: {RECIPES / 'data'}/"))
+    code, _, err = run_cli(["validate", recipe], capsys)
+    assert code == 2 and "model.arch.rope_theta" in err and "Traceback" not in err, err

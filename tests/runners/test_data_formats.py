@@ -9,7 +9,7 @@ import pytest
 from advisor.core.errors import AdvisorError
 from advisor.plan.recipe import load_recipe
 from runners.data import build_dataset
-from runners.datasources import load_training_examples
+from runners.rows import check_data
 from runners.examples import IGNORE_INDEX, render_example
 from runners.tokenizer import byte_tokenizer
 from tests.conftest import run_cli
@@ -74,9 +74,10 @@ def test_mix_weights_examples(tmp_path, tok):
     a = _jsonl(tmp_path / "a.jsonl", [{"text": f"a{i}", "other": i} for i in range(10)])
     b = _jsonl(tmp_path / "b.jsonl", [{"text": f"b{i}"} for i in range(10)])
     recipe = _recipe(tmp_path, f"path: {a}, weight: 0.5, mix: [{{path: {b}, weight: 2}}]")
-    texts = load_training_examples(recipe.data, 0)["text"]
-    assert sum(t.startswith("a") for t in texts) == 5 and sum(t.startswith("b") for t in texts) == 20
-    assert len({t for t in texts if t.startswith("b")}) == 10
+    first, second = check_data(recipe.data, 0)
+    assert len(first.picks) == 5 and len(second.picks) == 20 and len(set(second.picks)) == 10
+    data = build_dataset(recipe, tok, tmp_path / "cache")
+    assert data.examples == 25
 
 
 def test_eval_file_replaces_the_split(tmp_path, tok, monkeypatch):
@@ -114,11 +115,11 @@ def test_hub_dataset_read_from_the_local_cache_offline(tmp_path, monkeypatch):
     _hub_cache(tmp_path, monkeypatch, "tiny/sharegpt", _rows("sharegpt"))
     recipe = _recipe(tmp_path, "path: tiny/sharegpt, hub: true, format: sharegpt")
     assert recipe.data.path == "tiny/sharegpt"  # a hub id is not resolved as a local path
-    assert len(load_training_examples(recipe.data, 0)) == len(ALPACA)
+    assert len(check_data(recipe.data, 0)[0].picks) == len(ALPACA)
     test_split = recipe.data.model_copy(update={"split": "test"})
-    assert len(load_training_examples(test_split, 0)) == 2
-    with pytest.raises(AdvisorError, match="not in the local hub cache"):
-        load_training_examples(recipe.data.model_copy(update={"path": "nobody/nothing"}), 0)
+    assert len(check_data(test_split, 0)[0].picks) == 2
+    with pytest.raises(AdvisorError, match="data.path nobody/nothing .hub: true. is not in the local hub cache"):
+        check_data(recipe.data.model_copy(update={"path": "nobody/nothing"}), 0)
 
 
 SOURCES = ["text", "sharegpt", "completion", "save_to_disk", "hub", "mix", "eval_file"]

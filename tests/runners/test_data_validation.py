@@ -63,10 +63,10 @@ def test_text_rows_are_validated_with_file_and_line(tmp_path, tok, bad, problem)
 
 
 def test_skip_counts_and_says_so(tmp_path, tok, capsys):
-    path = recipe_for(tmp_path, jsonl(tmp_path, [GOOD, {"text": None}, {"text": 3}, GOOD]), "text", on_bad_rows="skip")
+    path = recipe_for(tmp_path, jsonl(tmp_path, [GOOD, {"text": None}, {"text": [3]}, GOOD]), "text", on_bad_rows="skip")
     data = build_dataset(load_recipe(path), tok, tmp_path / "cache")
     assert data.skipped_rows == 2 and data.examples == 2
-    assert "left out 2 invalid row(s)" in capsys.readouterr().err
+    assert "d.jsonl: left out 2 of 4 rows (1 null field, 1 wrong type)" in capsys.readouterr().err
     again = build_dataset(load_recipe(path), tok, tmp_path / "cache")  # the cache remembers the count
     assert again.cache_hit and again.skipped_rows == 2 and "left out 2" in capsys.readouterr().err
 

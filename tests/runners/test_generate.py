@@ -97,3 +97,29 @@ def test_generation_stays_within_the_position_limit(sampled_run, capsys):
     model.config.max_position_embeddings = prompt + 3
     completion = generate_text(model, tokenizer, text, 50)
     assert len(tokenizer(completion, add_special_tokens=False)["input_ids"]) <= 3 + 1  # decoding may merge or split one
+
+
+@pytest.mark.parametrize("damage", ["adapter_model.safetensors", "adapter_config.json"])
+def test_a_damaged_adapter_is_named_in_one_line(sampled_run, damage, tmp_path, capsys):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(sampled_run, run)
+    (run / "adapter" / damage).write_bytes(b"{not what it was")
+    for command in (["generate", run, "--prompt", "hi"], ["chat", run]):
+        code, _, err = run_cli(command, capsys)
+        assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert str(run / "adapter" / damage) in err
+
+
+def test_chat_refuses_input_that_is_not_utf8_in_one_line(sampled_run, capsys, monkeypatch):
+    # stdin decodes undecodable bytes as surrogates (surrogateescape): the line is refused by number, not tokenized
+    monkeypatch.setattr("sys.stdin", io.StringIO("Add 1 and 2.\ncaf\udce9\n"))
+    code, out, err = run_cli(["chat", sampled_run, "--max-new-tokens", "2"], capsys)
+    assert code == 2 and "standard input line 2 is not UTF-8" in err and "Traceback" not in err, err
+    assert out.strip()  # the first line was answered
+
+
+def test_chat_with_closed_input_ends_quietly(sampled_run, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, out, err = run_cli(["chat", sampled_run], capsys)
+    assert code == 0 and out == "" and "Traceback" not in err, err
