@@ -254,3 +254,18 @@ def test_fsdp_keeps_bitsandbytes_constants_whole_on_every_gpu():
     assert memory_per_gpu(setup).weights == pytest.approx(((counts.linear_weights * NF4_DATA_BYTES + rest) / 2 + constants) / GIB)
     assert memory_per_gpu(replace(setup, cpu_offload=True)).weights == pytest.approx(constants / GIB)
     assert memory_per_gpu(replace(setup, method="lora")).weights == pytest.approx(weight_bytes(arch, "lora") / 2 / GIB)
+
+
+def test_a_hub_dataset_recipe_asks_for_tokens_instead_of_calling_it_missing(tmp_path, capsys):
+    """A recipe reading a cached hub dataset: the file-size count cannot see it, so the estimate says to give --tokens
+    (never "does not exist", never zero tokens), and costs it when given."""
+    from tests.helpers import RECIPES
+    from tests.conftest import run_cli
+    recipe = tmp_path / "hub.yaml"
+    text = (RECIPES / "tiny-cpu-lora.yaml").read_text().replace(
+        "path: data/tiny-instructions.jsonl", "path: someorg/some-dataset\n  hub: true")
+    recipe.write_text(text.replace("  max_steps: 150\n", ""))  # tokens from the data, not from max_steps
+    code, _, err = run_cli(["estimate", recipe, "--gpu", "A100-80GB"], capsys)
+    assert code == 2 and "someorg/some-dataset is a hub dataset: give --tokens" in err and "does not exist" not in err
+    code, out, err = run_cli(["estimate", recipe, "--gpu", "A100-80GB", "--tokens", "1e7"], capsys)
+    assert code == 0 and "Tokens: 10M" in out, err
