@@ -39,3 +39,17 @@ def reload_eval_loss(out_dir: Path) -> float:
     model = PeftModel.from_pretrained(base, str(Path(out_dir) / "adapter"))
     ctx = DistContext(rank=0, local_rank=0, world_size=1, device=device)
     return evaluate(model, data, recipe, ctx, tokenizer.pad_token_id, compute_dtype(recipe, device))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under a folder and its bytes (the lock file's holder line aside: it is ours and says who holds it)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.name != ".rightsize-lock"}
+
+
+def one_line_error(code, err, *needles):
+    """A refusal as the product promises it: exit code 2, one `advisor: error:` line, no traceback, naming each needle."""
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("advisor: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)

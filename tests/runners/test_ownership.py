@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import RECIPES, train_losses
+from tests.helpers import RECIPES, one_line_error, snapshot, train_losses
 
 TINY = RECIPES / "tiny-cpu-lora.yaml"
 # 6 steps, checkpoints at 2 and 4, evals (with one generated sample) at 2, 4 and 6, TensorBoard events
@@ -16,16 +16,6 @@ SHORT = ["--set", "train.max_steps=6", "--set", "train.checkpoint_every=2", "--s
          "--set", "eval.samples=[hello]", "--set", "eval.max_new_tokens=2", "--set", "train.report_to=[tensorboard]"]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
-            if p.is_file() and p.name != ".rightsize-lock"}
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("advisor: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def marker(run: Path) -> dict:

@@ -3,30 +3,18 @@
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import run_cli
-from tests.helpers import RECIPES, train_losses
+from tests.helpers import RECIPES, one_line_error, snapshot, train_losses
 
 TINY = RECIPES / "tiny-cpu-lora.yaml"
 DATA = RECIPES / "data" / "tiny-instructions.jsonl"
 SHORT = ["--set", "train.max_steps=6", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=0"]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under a folder and its bytes (the lock file's holder line aside: it is ours and says who holds it)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
-            if p.is_file() and p.name != ".rightsize-lock"}
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("advisor: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @pytest.fixture(scope="module")
