@@ -146,7 +146,8 @@ def batch_digest(inputs: dict) -> str:
 def planned_batches(recipe) -> list:
     """Our runner's micro-batches (runners.data.Batch) for the recipe's max_steps, in its order: the work every
     pipeline is given (one process, grad_accum 1)."""
-    from runners.data import build_dataset, epoch_order, get_batch, micro_batches_per_epoch
+    from runners.data import epoch_order, get_batch, micro_batches_per_epoch
+    from runners.prepare import build_dataset
     from runners.environment import cache_root
     from runners.tokenizer import load_tokenizer
     if recipe.train.grad_accum != 1:

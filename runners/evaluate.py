@@ -311,7 +311,7 @@ def _eval_rows(recipe: Recipe, tokenizer, source: Source) -> PackedRows:
     """The run's eval rows (build_dataset: the split and packing training used), or the --data file's rows."""
     from runners.environment import cache_root
     if source.file is None:
-        from runners.data import build_dataset
+        from runners.prepare import build_dataset
         return build_dataset(recipe, tokenizer, cache_root()).val
     return read_eval_file(recipe.data, tokenizer)
 

@@ -139,3 +139,58 @@ def _column(batch: dict[str, list], name: str) -> list:
     if name not in batch:
         raise AdvisorError(f"data: examples have no field {name!r} (fields: {', '.join(batch)}); map it in the recipe's data section")
     return batch[name]
+
+
+# --- rendering in preparation processes (runners.prepare): light imports only, so a spawned process starts fast ----
+_WORKER: dict = {}
+
+
+def start_render_process(data_json: str, tokenizer) -> None:
+    """A preparation process's initializer: the data section and tokenizer it renders with, and the tokenizer's own
+    thread pool off (the processes are the parallelism)."""
+    import os
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _WORKER.update(data=DataSection.model_validate_json(data_json), tokenizer=tokenizer)
+
+
+def render_in_process(examples: list[dict]) -> "RenderedBatch":
+    """render_packed with the data section and tokenizer of start_render_process."""
+    return render_packed(examples, _WORKER["data"], _WORKER["tokenizer"])
+
+
+class RenderedBatch:
+    """A batch of rendered examples as the Packer takes them: int32 ids, labels (each example's first label ignored:
+    nothing is predicted from the previous example) and positions, cut to data.seq_len, concatenated; per example
+    its kept length, its length before the cut, and whether any label carries loss."""
+
+    __slots__ = ("ids", "labels", "positions", "lengths", "full_lengths", "has_loss")
+
+    def __init__(self, ids: bytes, labels: bytes, positions: bytes, lengths: list[int], full_lengths: list[int],
+                 has_loss: list[bool]):
+        self.ids, self.labels, self.positions = ids, labels, positions
+        self.lengths, self.full_lengths, self.has_loss = lengths, full_lengths, has_loss
+
+
+def render_packed(examples: list[dict], data: DataSection, tokenizer) -> RenderedBatch:
+    """Render a batch of clipped examples (render_batch) into the Packer's int32 arrays (numpy, vectorised: the
+    per-token Python work is the flattening alone)."""
+    from itertools import chain
+
+    import numpy as np
+    keys = list(dict.fromkeys(k for example in examples for k in example))
+    rendered = render_batch({k: [example.get(k) for example in examples] for k in keys}, data, tokenizer)
+    seq_len = data.seq_len
+    full_lengths = [len(ids) for ids, _ in rendered]
+    lengths = np.minimum(np.asarray(full_lengths, dtype=np.int64), seq_len) if rendered else np.zeros(0, np.int64)
+    total = int(lengths.sum())
+    ids = np.fromiter(chain.from_iterable(i[:seq_len] for i, _ in rendered), dtype=np.int32, count=total)
+    labels = np.fromiter(chain.from_iterable(l[:seq_len] for _, l in rendered), dtype=np.int32, count=total)
+    starts = np.cumsum(lengths) - lengths
+    nonempty = starts[lengths > 0]
+    labels[nonempty] = IGNORE_INDEX  # each example's first label: nothing is predicted from the one before
+    positions = (np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)).astype(np.int32)
+    carries = np.add.reduceat((labels != IGNORE_INDEX).astype(np.int64), nonempty) if total else np.zeros(0, np.int64)
+    has_loss = np.zeros(len(rendered), dtype=bool)
+    has_loss[lengths > 0] = carries > 0
+    return RenderedBatch(ids.tobytes(), labels.tobytes(), positions.tobytes(), lengths.tolist(), full_lengths,
+                         has_loss.tolist())

@@ -47,6 +47,7 @@ def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resum
         from runners.rundir import RunFolder
         RunFolder.open(out_dir, resume, overwrite, {"data": Path(recipe.data.path), "recipe": recipe_path,
                                                     "current directory": Path.cwd()}).close()
+    prepare_data(recipe)  # once, with every core, before the ranks start and open it (runners.prepare)
     command = torchrun_command(recipe, recipe_path, out_dir, resume, overwrite, force, calibration, overrides or [],
                                node_rank, rdzv_endpoint, gpu, allow_changes)
     code = _run_forwarding_signals(command)
@@ -55,6 +56,15 @@ def launch(recipe: Recipe, recipe_path: Path, out_dir: Path | None = None, resum
     if (node_rank or 0) != 0:
         return None
     return load_report(out_dir)
+
+
+def prepare_data(recipe: Recipe, processes: int | None = None):
+    """The recipe's data prepared into the cache (or found there): `advisor prepare`, and `advisor run` before
+    torchrun starts several processes."""
+    from runners.environment import cache_root
+    from runners.prepare import build_dataset
+    from runners.tokenizer import load_tokenizer
+    return build_dataset(recipe, load_tokenizer(recipe), cache_root(), processes)
 
 
 def resolve_auto_resume(recipe: Recipe, out_dir: Path) -> str:

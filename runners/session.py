@@ -15,7 +15,8 @@ from advisor.plan.calibration import Calibration
 from advisor.plan.estimate import Estimate, estimate_recipe
 from advisor.plan.recipe import Recipe, check_model_source, recipe_to_yaml
 from runners.checkpoint import CheckpointError, LoopState, intact_checkpoint, load_checkpoint, save_checkpoint
-from runners.data import TokenizedData, build_dataset, micro_batches_per_epoch
+from runners.data import TokenizedData, micro_batches_per_epoch
+from runners.prepare import build_dataset
 from runners.distributed import DistContext, all_reduce, on_rank_zero, unwrap, wrap_model
 from runners.environment import cache_root
 from runners.hostmem import detach_from_checkpoint_file, map_large_host_tensors
@@ -98,9 +99,9 @@ class FineTuneSession:
         seed_everything(self.recipe.train.seed)
         self.tokenizer = load_tokenizer(self.recipe)
         self.pad_id = cast(int, self.tokenizer.pad_token_id)  # load_tokenizer always sets a pad token
-        on_rank_zero(self.ctx, self._build_data)  # rank 0 tokenizes (or reads the cache) first...
-        if not self.ctx.is_main:
-            self._build_data()  # ...and the other ranks then read its cache
+        # every rank opens the prepared cache (advisor run prepares it before torchrun starts them); a rank that finds
+        # none prepares it under the key's lock while the others wait on the lock, not in a collective (runners.prepare)
+        self._build_data()
         self._plan()
         on_rank_zero(self.ctx, self._random_checkpoint)  # once, before the other ranks read it
         self._setup_model()

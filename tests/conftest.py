@@ -6,6 +6,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `advisor estimate RECIPE` measures the data's preparation in a subprocess (3-7 s each, advisor.measure.data_probe):
+# off for the suite; tests/advisor/test_data_preparation.py turns it on where it tests it.
+os.environ["RIGHTSIZE_DATA_PROBE"] = "0"
 
 from pathlib import Path  # noqa: E402
 

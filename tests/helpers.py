@@ -24,7 +24,7 @@ def reload_eval_loss(out_dir: Path) -> float:
     run's validation split with the runner's own evaluate()."""
     from peft import PeftModel
 
-    from runners.data import build_dataset
+    from runners.prepare import build_dataset
     from runners.distributed import DistContext
     from runners.model import compute_dtype, load_model
     from runners.environment import cache_root

@@ -91,6 +91,7 @@ def estimate(
     price: Annotated[Optional[float], typer.Option(parser=_number(upper=MAX_PRICE_USD_PER_GPU_HOUR), help="Override $/GPU-hour.")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Calibration file (default: the user's, if any).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Recipe override key.path=value (with RECIPE).")] = None,
+    no_data_probe: Annotated[bool, typer.Option("--no-data-probe", help="With RECIPE: skip measuring the data's preparation on a sample (also RIGHTSIZE_DATA_PROBE=0).")] = False,
     as_json: JsonFlag = False,
     *,
     setup_flags: dict,
@@ -112,13 +113,16 @@ def estimate(
         if gpu is None and loaded.launch.gpu is None:
             raise AdvisorError(f"{recipe} names no launch.gpu: {NEED_GPU}")
         result = estimate_recipe(loaded, gpu, calibration=cal, tokens=tokens if planned is None else planned,
-                                 efficiency=efficiency, price=price, overrides=setup_flags)
+                                 efficiency=efficiency, price=price, overrides=setup_flags,
+                                 data_probe=_data_probe(recipe, set_ or [], no_data_probe))
         result = replace(result, overrides=override_lines(setup_flags, recipe_values(loaded)))
         if planned is not None:
             result = replace(result, tokens_source="plan.tokens (what the recommendation costed; --tokens overrides)")
     else:
         if model is None:
             raise AdvisorError("give a RECIPE or --model (e.g. --model Llama-3.1-8B)")
+        if no_data_probe:
+            raise AdvisorError("--no-data-probe applies to a RECIPE (an estimate from --model reads no data)")
         if set_:
             raise AdvisorError("--set overrides a recipe's keys: give a RECIPE, or the setup flags (advisor estimate --help)")
         checkpointing = setup_flags.pop("gradient_checkpointing", None)
@@ -138,3 +142,13 @@ def estimate(
         typer.echo(render_estimate(result))
         for line in notices:
             typer.echo(line)
+
+
+def _data_probe(recipe: Path, overrides: list[str], skip: bool):
+    """The recipe's data preparation measured on a sample (advisor.measure.data_probe), or why it is not."""
+    from advisor.measure.data_probe import PROBE_ENV, probe_data, probe_disabled
+    if skip:
+        return "not measured (--no-data-probe)"
+    if probe_disabled():
+        return f"not measured ({PROBE_ENV}=0)"
+    return probe_data(recipe, overrides)

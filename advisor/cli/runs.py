@@ -30,6 +30,36 @@ def validate(
         typer.echo(f"  {line}")
 
 
+@app.command()
+def prepare(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override key.path=value.")] = None,
+    processes: Annotated[Optional[int], typer.Option(parser=_number(integer=True, upper=1024), help="Processes that tokenize (default: every core; one for small data).")] = None,
+    json_out: JsonFlag = False,
+):
+    """Validate, tokenize and pack the recipe's data once, with every core, into the memory-mapped cache that
+    `advisor run` opens (it prepares by itself when the cache is missing; this does it ahead, e.g. on a login node
+    or before a multi-GPU job). A second call on unchanged data and settings finds the cache."""
+    from advisor.plan.recipe import check_before_loading, load_recipe
+    loaded = load_recipe(recipe, set_ or [])
+    check_before_loading(loaded, recipe)
+    try:
+        from runners.launch import prepare_data  # the ML stack, as `advisor run`
+    except ImportError as exc:
+        raise AdvisorError(f"preparing data needs the ML stack ({exc.name} is missing): pip install 'rightsize[runner]'") from None
+    data = prepare_data(loaded, processes)
+    index = data.index
+    if json_out:
+        _emit_json({"cache": str(data.cache_path), "cache_hit": data.cache_hit, **index})
+        return
+    verb = "found prepared" if data.cache_hit else "prepared"
+    typer.echo(f"{verb}: {index['train_tokens'] + index['val_tokens']:,} tokens ({index['train_rows']:,} training "
+               f"rows, {index['val_rows']:,} eval rows) from {index['examples']:,} examples; "
+               f"{index['bytes'] / 1e6:,.1f} MB at {data.cache_path}")
+    typer.echo(f"  built in {index['seconds']:.1f} s with {index['processes']} process(es)"
+               + (f", {index['tokens_per_second'] / 1e6:.2f}M tokens/s" if index.get("tokens_per_second") else ""))
+
+
 def _runner_checks(loaded) -> list[str]:
     """The runner's checks that need no model or tokenizer (runners.rows.check_data on every data source, the
     trackers installed): lines to print, or one AdvisorError. Skipped, with a line saying so, without the ML stack's

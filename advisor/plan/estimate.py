@@ -99,6 +99,119 @@ class Estimate(Struct, frozen=True, kw_only=True):
     fit_verdict: str | None = None   # fits (the upper bound fits) | tight (the estimate fits, its upper bound not) | does not fit
     headroom_gib: float | None = None  # usable memory less the estimate
     overrides: list[str] = []  # flags that replaced the recipe's values, as said
+    # The recipe's data prepared once before training (advisor estimate RECIPE; None elsewhere): its tokens, the
+    # packed cache's bytes on disk, and the time to tokenize and pack it, from runners.data_probe's measurement
+    data_tokens: float | None = None
+    data_tokens_source: str | None = None
+    data_cache_bytes: float | None = None
+    data_preparation_seconds: float | None = None
+    data_preparation_processes: int | None = None
+    data_preparation_source: str | None = None  # what was measured, or "not measured: why"
+
+
+class DataSourceSize(Struct, frozen=True, kw_only=True):
+    """One source the run prepares, as the probe found it on disk (a hub dataset: its files in the local cache)."""
+
+    key: str          # data.path, data.mix[0].path, data.eval_path
+    path: str
+    bytes: int
+    weight: float     # times each row is used per epoch (the eval file: 1)
+    is_eval: bool = False
+
+
+class DataProbe(Struct, frozen=True, kw_only=True):
+    """What runners.data_probe measured on a sample of the recipe's training file with the recipe's tokenizer (its
+    JSON, read by advisor.measure.data_probe)."""
+
+    tokens_per_second_per_process: float  # packed tokens per second of reading, validating, rendering and packing
+    serial_tokens_per_second: float | None = None  # of the main process's share alone (all but rendering)
+    sample_rows: int                      # valid rows sampled
+    sample_examples: int                  # of them, rows that carry loss (what the cache keeps)
+    sample_tokens: int                    # packed tokens of the sample
+    sample_packed_rows: int
+    sample_bytes: int | None = None       # bytes of the file the sample covers (None: not proportional, Parquet)
+    tokens_per_byte: float | None = None
+    whole_file: bool = False
+    file: str
+    tokenizer: str
+    sources: list[DataSourceSize] = []    # every source the run prepares
+    cached: bool = False
+
+
+class DataPreparation(Struct, frozen=True, kw_only=True):
+    """The recipe's data prepared once: tokens, the packed cache's bytes, the time on `processes` processes."""
+
+    tokens: float | None
+    tokens_source: str | None
+    cache_bytes: float | None
+    seconds: float | None
+    processes: int | None
+    source: str
+
+
+# Below this many rows the runner (runners.prepare) prepares in its own process: a spawned one first imports
+# transformers and unpickles the tokenizer, about 2 s, which 20,000 short rows take to render; above, every core.
+PARALLEL_MIN_ROWS = 20_000
+PROCESS_START_SECONDS = 2.0  # runners.prepare's measured start of a rendering process (bench/data_scale.py)
+
+
+def machine_cores() -> int:
+    """The CPU cores this process may run on (its affinity, else the machine's count)."""
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return max(1, os.cpu_count() or 1)
+
+
+def preparation_processes(rows: float, cores: int | None = None) -> int:
+    """Processes that prepare the data (runners.prepare uses this policy): one below PARALLEL_MIN_ROWS rows, else every
+    core. The estimate says these are this machine's cores: a training node has its own count."""
+    if rows < PARALLEL_MIN_ROWS:
+        return 1
+    return cores or machine_cores()
+
+
+def data_preparation(recipe: Recipe, probe: DataProbe | str, processes: int | None = None) -> DataPreparation:
+    """The data's tokens (each source's bytes x the measured tokens per byte, else / CHARS_PER_TOKEN), the packed
+    cache's size and the time to prepare it, from a probe, or "not measured: why" when the probe is a reason. The
+    whole data is tokenized once whatever the training tokens (--tokens, train.max_steps, epochs)."""
+    from advisor.formulas.data import packed_cache_bytes, preparation_seconds
+    if isinstance(probe, str):
+        return DataPreparation(tokens=None, tokens_source=None, cache_bytes=None, seconds=None, processes=None,
+                               source=probe if probe.startswith("not measured") else f"not measured: {probe}")
+    tokens, tokens_source = _data_tokens(recipe, probe)
+    examples = tokens * probe.sample_examples / probe.sample_tokens
+    processes = processes or preparation_processes(examples)
+    rows = tokens * probe.sample_packed_rows / probe.sample_tokens
+    rate = probe.tokens_per_second_per_process
+    seconds = preparation_seconds(tokens, rate, processes, probe.serial_tokens_per_second, PROCESS_START_SECONDS)
+    where = "this machine's CPU cores" if processes > 1 else f"one: under {PARALLEL_MIN_ROWS:,} rows"
+    source = (f"{human(rate)} tokens/s per process measured on {probe.sample_rows:,} rows of {Path(probe.file).name} "
+              f"with the {probe.tokenizer} tokenizer, {processes} process{'es' if processes > 1 else ''} ({where})")
+    return DataPreparation(tokens=tokens, tokens_source=tokens_source, cache_bytes=packed_cache_bytes(tokens, rows),
+                           seconds=seconds, processes=processes, source=source)
+
+
+def _data_tokens(recipe: Recipe, probe: DataProbe) -> tuple[float, str]:
+    """Packed tokens of every source the run prepares (training files by weight, the eval file once), capped by
+    data.max_examples, with where the figure comes from."""
+    per_byte = probe.tokens_per_byte
+    training = sum(s.bytes * s.weight for s in probe.sources if not s.is_eval)
+    evaluation = sum(s.bytes for s in probe.sources if s.is_eval)
+    if per_byte is not None:
+        how = (f"{per_byte:.3g} tokens per byte measured on " + ("the whole file" if probe.whole_file else
+               f"its first {probe.sample_rows:,} rows ({probe.sample_bytes:,} bytes)") + f" of {Path(probe.file).name}")
+    else:
+        per_byte = 1 / CHARS_PER_TOKEN
+        how = f"file size / {CHARS_PER_TOKEN:g} chars per token (tokens per byte not measurable in this file format)"
+    train_tokens = training * per_byte
+    if recipe.data.max_examples is not None:
+        train_tokens = min(train_tokens, recipe.data.max_examples * probe.sample_tokens / probe.sample_examples)
+    names = " + ".join(Path(s.path).name + (f" x {s.weight:g}" if s.weight != 1 else "") for s in probe.sources)
+    return train_tokens + evaluation * per_byte, (f"{names}: {human(training + evaluation)} bytes x {how}; "
+                                                  "prepared once, whatever --tokens, train.max_steps or epochs "
+                                                  "train on")
 
 
 def recipe_tokens(recipe: Recipe, dataset_tokens: float | None = None) -> tuple[float, str]:
@@ -215,11 +328,13 @@ def fit_verdict(estimate_gib: float, upper_gib: float | None, usable_gib: float)
 def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens: float | None = None,
                     calibration: Calibration | None = None, gpus: int | None = None, tokens: float | None = None,
                     efficiency: float | None = None, price: float | None = None,
-                    device_memory_gib: float | None = None, overrides: dict | None = None) -> Estimate:
+                    device_memory_gib: float | None = None, overrides: dict | None = None,
+                    data_probe: DataProbe | str | None = None) -> Estimate:
     """The recipe's own model, method, sequence length, batch, token count and GPU count, estimated; `tokens`,
     `efficiency` and `price` override what the recipe, calibration and catalog would give, and `overrides` (setup
     field -> value, gradient_checkpointing among them) the recipe's setup. At run time
-    `device_memory_gib` (the device's own total) replaces the catalog's memory for the fit and for `auto` checkpointing."""
+    `device_memory_gib` (the device's own total) replaces the catalog's memory for the fit and for `auto` checkpointing.
+    `data_probe` (runners.data_probe's measurement, or why there is none) adds the data's preparation (data_*)."""
     gpu_source = "given" if gpu is not None else None
     if isinstance(gpu, str):
         gpu = get_gpu(gpu)
@@ -235,7 +350,13 @@ def estimate_recipe(recipe: Recipe, gpu: Gpu | str | None = None, dataset_tokens
     result = estimate_training(setup, gpu, count, source, efficiency, price, calibration, recipe.name, checkpointing)
     result = replace(result, not_modelled=not_modelled(recipe))
     conflict = bf16_conflict(gpu, recipe.model.dtype, recipe.quant.compute_dtype if recipe.quant else None)
-    return replace(result, gpu_source=gpu_source, precision_conflict=conflict)
+    result = replace(result, gpu_source=gpu_source, precision_conflict=conflict)
+    if data_probe is None:
+        return result
+    prep = data_preparation(recipe, data_probe)
+    return replace(result, data_tokens=prep.tokens, data_tokens_source=prep.tokens_source,
+                   data_cache_bytes=prep.cache_bytes, data_preparation_seconds=prep.seconds,
+                   data_preparation_processes=prep.processes, data_preparation_source=prep.source)
 
 
 def plan_refusal(e: Estimate) -> str | None:

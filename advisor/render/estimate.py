@@ -66,6 +66,7 @@ def render_estimate(e: Estimate) -> str:
         out.append("  intervals from the errors of published rows (leave-one-out; candidates out of sample): "
                    + "; ".join(f"{q} {b}" for q, b in e.interval_basis.items()) + " (docs/accuracy.md)")
     out += [f"  {line}" for line in e.extrapolating or []]
+    out += _data_lines(e)
     return "\n".join(out)
 
 
@@ -108,3 +109,31 @@ def _checkpoint_line(e: Estimate) -> list[str]:
                 "load it)"]
     return [f"  checkpoint: {human(e.checkpoint_params)} with its {e.vision_model_type} vision encoder and projector "
             f"({human(e.checkpoint_params - e.total_params)}), which a text fine-tune does not load"]
+
+
+def _data_lines(e: Estimate) -> list[str]:
+    """The recipe's data prepared once before training: the time to tokenize and pack it, the packed cache's size."""
+    if e.data_preparation_source is None:
+        return []
+    if e.data_preparation_seconds is None or e.data_tokens is None or e.data_cache_bytes is None:
+        return ["", f"Data preparation: {e.data_preparation_source}"]
+    return ["", f"Data preparation: ~{duration(e.data_preparation_seconds)} ({e.data_preparation_source}); packed cache {disk_bytes(e.data_cache_bytes)} on disk "
+                "(12 bytes per token, runners.data.PackedRows)",
+            f"  data tokens: {human(e.data_tokens)} ({e.data_tokens_source})"]
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: 40 s, 4 min, 2.5 h."""
+    if seconds < 90:
+        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.2g} h"
+
+
+def disk_bytes(n: float) -> str:
+    """Bytes in decimal units, as file managers and `ls -h --si` show them: 48 KB, 1.2 GB."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2g} {unit}" if n / scale < 100 else f"{n / scale:.0f} {unit}"
+    return f"{n:.0f} bytes"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from advisor.plan.recipe import load_recipe
-from runners.data import build_dataset, collate, pack
+from runners.data import collate, pack
+from runners.prepare import build_dataset
 from runners.examples import IGNORE_INDEX, render_example
 from runners.tokenizer import byte_tokenizer
 from tests.helpers import RECIPES

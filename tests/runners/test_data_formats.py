@@ -8,7 +8,7 @@ import pytest
 
 from advisor.core.errors import AdvisorError
 from advisor.plan.recipe import load_recipe
-from runners.data import build_dataset
+from runners.prepare import build_dataset
 from runners.rows import check_data
 from runners.examples import IGNORE_INDEX, render_example
 from runners.tokenizer import byte_tokenizer

@@ -9,7 +9,7 @@ import pytest
 
 from advisor.core.errors import AdvisorError
 from advisor.plan.recipe import load_recipe
-from runners.data import build_dataset
+from runners.prepare import build_dataset
 from runners.examples import IGNORE_INDEX, clip_example, render_example
 from runners.rows import check_data
 from runners.tokenizer import byte_tokenizer, max_text_chars, max_token_chars
@@ -240,10 +240,10 @@ def test_a_10_mb_single_line_row_costs_bounded_memory(tmp_path, tok):
 
 
 def test_batches_cut_by_characters_pack_the_same_rows(tmp_path, tok, monkeypatch):
-    import runners.data
+    import runners.prepare
     path = recipe(tmp_path, "mix: [{path: m.jsonl, weight: 1.5}]")
     jsonl(tmp_path / "m.jsonl", [{"text": "a longer mixed-in row " * (i + 1)} for i in range(8)])
     whole = build_dataset(load_recipe(path), tok, tmp_path / "c1")
-    monkeypatch.setattr(runners.data, "RENDER_BATCH_CHARS", 100)  # about one row per tokenizer call
+    monkeypatch.setattr(runners.prepare, "RENDER_BATCH_CHARS", 100)  # about one row per tokenizer call
     cut = build_dataset(load_recipe(path), tok, tmp_path / "c2")
     assert whole.examples == cut.examples == 6 + 12 and whole.train.equal(cut.train)

@@ -8,7 +8,7 @@ import pytest
 
 from advisor.core.errors import AdvisorError
 from advisor.plan.recipe import load_recipe
-from runners.data import build_dataset
+from runners.prepare import build_dataset
 from runners.tokenizer import byte_tokenizer
 from tests.conftest import run_cli
 
