@@ -1,11 +1,12 @@
 """`python -m runners.data_probe RECIPE.yaml [--set key=value ...]`: how fast the recipe's data prepares, measured.
 
-Prints one JSON object for `advisor estimate` (advisor.measure.data_probe): tokens per second per process of
-preparing a sample of the recipe's training file (data.path) with the recipe's own tokenizer, through the runner's
-own path: the first pass that reads and validates rows (runners.rows.row_problem), the second that reads them again,
-clips (runners.examples.clip_example) and renders them in batches (runners.examples.render_batch), and packing into
-int32 arrays as runners.data.Packer does. The clock runs over that work only, not imports or loading the tokenizer;
-the rendering apart from the rest, which runners.prepare keeps in its main process while other processes render.
+Prints one JSON object for `advisor estimate` (advisor.measure.data_probe): tokens per second on one core (the
+tokenizer's own threads off, as in runners.prepare's rendering processes) of preparing a sample of the recipe's
+training file (data.path) with the recipe's own tokenizer, through the runner's own path: the first pass that reads
+and validates rows (runners.rows.row_problem), the second that reads them again, clips
+(runners.examples.clip_example) and renders them in batches (runners.examples.render_packed), packed by
+runners.data.Packer. The clock runs over that work only, not imports or loading the tokenizer; the rendering apart
+from the rest, which runners.prepare keeps in its main process while other processes render.
 
 Also: the sample's rows, tokens and the bytes of the file it read, so the advisor scales to the whole file in tokens
 per byte instead of guessing 4 characters per token; the bytes of every source the run reads (data.path, data.mix,
@@ -17,16 +18,15 @@ inputs again loads nothing. Any failure prints {"error": "one line"} and exits 0
 import hashlib
 import json
 import sys
+import os
 import time
-from array import array
 from pathlib import Path
 
 from advisor.core.errors import AdvisorError
 
-PROBE_FORMAT = "probe-v2"  # bump when what the probe measures changes, so older cached results are not read
+PROBE_FORMAT = "probe-v3"  # bump when what the probe measures changes, so older cached results are not read
 SAMPLE_ROWS = 2_000        # valid rows sampled at most: enough for a steady rate, a second or so of the byte tokenizer
 SAMPLE_CHARS = 4_000_000   # or this many characters of (clipped) text, whichever comes first: long rows stop it sooner
-IGNORE_INDEX = -100        # runners.examples.IGNORE_INDEX (imported with the tokenizer stack, after the cache check)
 
 
 def tokenizer_source(recipe) -> str:
@@ -97,31 +97,25 @@ def _text_chars(value) -> int:
 
 
 class _Packed:
-    """What runners.data.Packer does to each example, as timed work: int32 ids, labels and positions appended, rows
-    closed at seq_len (packing) or per example. Counts what the packed cache will hold."""
+    """runners.data.Packer (in memory) with the count of examples packed: what the packed cache will hold."""
 
     def __init__(self, seq_len: int, packing: bool):
-        self.seq_len, self.packing = seq_len, packing
-        self.ids, self.labels, self.positions = array("i"), array("i"), array("i")
-        self.rows, self.row_length, self.examples = 0, 0, 0
+        from runners.data import Packer
+        self.packer, self.examples = Packer(seq_len, packing), 0
 
-    def add(self, ids: list[int], labels: list[int]) -> None:
-        ids, labels = ids[: self.seq_len], labels[: self.seq_len]
-        if not ids or all(label == IGNORE_INDEX for label in labels[1:]):  # runners.data.carries_loss: left out
-            return
-        if not self.packing or self.row_length + len(ids) > self.seq_len:
-            self.rows += bool(self.row_length)
-            self.row_length = 0
-        self.ids.extend(ids)
-        self.labels.append(IGNORE_INDEX)
-        self.labels.extend(labels[1:])
-        self.positions.extend(range(len(ids)))
-        self.row_length += len(ids)
-        self.examples += 1
+    def add(self, batch, index: int, start: int) -> None:
+        """The index-th example of a rendered batch (runners.examples.render_packed), left out without a loss token."""
+        if batch.has_loss[index]:
+            self.packer.add_rendered(batch, index, index + 1, start)
+            self.examples += 1
+
+    @property
+    def tokens(self) -> int:
+        return self.packer.flushed_tokens + len(self.packer.ids)
 
     @property
     def packed_rows(self) -> int:
-        return self.rows + bool(self.row_length)
+        return len(self.packer.offsets) - 1 + bool(self.packer.row_length)
 
 
 class _Clock:
@@ -135,7 +129,7 @@ class _Clock:
 def _prepare_sample(source, data, tokenizer, max_chars: int, clock: _Clock) -> tuple[_Packed, int, str | None, bool]:
     """The runner's two passes over the first rows of `source`, on SAMPLE_ROWS valid rows or SAMPLE_CHARS characters:
     (packed, valid rows, where the last row read is, whether the whole source was read), timed on `clock`."""
-    from runners.examples import RENDER_BATCH, clip_example, render_batch
+    from runners.examples import RENDER_BATCH, clip_example, render_packed
     from runners.rows import iter_source_rows, row_problem
     good, chars, last_where, whole = [], 0, None, True
     start = time.perf_counter()
@@ -153,12 +147,13 @@ def _prepare_sample(source, data, tokenizer, max_chars: int, clock: _Clock) -> t
     packed, wanted, pending = _Packed(data.seq_len, data.packing), set(good), []
 
     def flush():
-        keys = list(dict.fromkeys(k for example in pending for k in example))
         begin = time.perf_counter()
-        rendered = render_batch({k: [e.get(k) for e in pending] for k in keys}, data, tokenizer)
+        batch = render_packed(pending, data, tokenizer)  # what runners.prepare's rendering processes do
         clock.render += time.perf_counter() - begin
-        for ids, labels in rendered:
-            packed.add(ids, labels)
+        offset = 0
+        for i, n in enumerate(batch.lengths):
+            packed.add(batch, i, offset)
+            offset += n
         pending.clear()
 
     for index, (_, example, _) in enumerate(iter_source_rows(source)):  # pass 2: read again, clip, render, pack
@@ -205,6 +200,7 @@ def measure(recipe, recipe_path: Path) -> dict:
     except (OSError, ValueError):
         pass
     _refuse_uncached_hub_tokenizer(tokenizer_source(recipe))
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core's rate, as in runners.prepare's rendering processes
     from runners.environment import quiet_libraries
     from runners.tokenizer import load_tokenizer, max_text_chars
     quiet_libraries()
@@ -217,7 +213,7 @@ def measure(recipe, recipe_path: Path) -> dict:
     clock = _Clock()
     packed, rows, where, whole = _prepare_sample(train, recipe.data, tokenizer, max_chars, clock)
     seconds = clock.serial + clock.render
-    tokens = len(packed.ids)
+    tokens = packed.tokens
     if tokens == 0:
         raise AdvisorError(f"{train.label}: no token carries loss in the sampled rows (data.seq_len, train_on_prompt)")
     train_files = files[train.key]

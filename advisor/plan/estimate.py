@@ -153,6 +153,10 @@ class DataPreparation(Struct, frozen=True, kw_only=True):
 # transformers and unpickles the tokenizer, about 2 s, which 20,000 short rows take to render; above, every core.
 PARALLEL_MIN_ROWS = 20_000
 PROCESS_START_SECONDS = 2.0  # runners.prepare's measured start of a rendering process (bench/data_scale.py)
+# runners.prepare's speed-up over one core is this share of the process count: 1.67x on 2 processes (2 cores) at 1e8
+# tokens, against 77.3 s on one pinned core (bench/results/data_scale_cpu.json). Measured on 2 cores only; with more,
+# the main process's share (the serial rate) bounds it as well.
+PREPARATION_PARALLEL_EFFICIENCY = 0.83
 
 
 def machine_cores() -> int:
@@ -185,9 +189,10 @@ def data_preparation(recipe: Recipe, probe: DataProbe | str, processes: int | No
     processes = processes or preparation_processes(examples)
     rows = tokens * probe.sample_packed_rows / probe.sample_tokens
     rate = probe.tokens_per_second_per_process
-    seconds = preparation_seconds(tokens, rate, processes, probe.serial_tokens_per_second, PROCESS_START_SECONDS)
+    seconds = preparation_seconds(tokens, rate, processes, probe.serial_tokens_per_second, PROCESS_START_SECONDS,
+                                  PREPARATION_PARALLEL_EFFICIENCY)
     where = "this machine's CPU cores" if processes > 1 else f"one: under {PARALLEL_MIN_ROWS:,} rows"
-    source = (f"{human(rate)} tokens/s per process measured on {probe.sample_rows:,} rows of {Path(probe.file).name} "
+    source = (f"{human(rate)} tokens/s per core measured on {probe.sample_rows:,} rows of {Path(probe.file).name} "
               f"with the {probe.tokenizer} tokenizer, {processes} process{'es' if processes > 1 else ''} ({where})")
     return DataPreparation(tokens=tokens, tokens_source=tokens_source, cache_bytes=packed_cache_bytes(tokens, rows),
                            seconds=seconds, processes=processes, source=source)

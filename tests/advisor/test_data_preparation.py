@@ -41,13 +41,13 @@ def test_packed_cache_bytes_is_12_per_token_and_8_per_offset():
     assert packed_cache_bytes(1000, 10) == 12 * 1000 + 8 * 11
 
 
-def test_preparation_seconds_one_process_and_a_pipeline():
+def test_preparation_seconds_one_process_and_several():
     assert preparation_seconds(1e6, 5e5, 1) == pytest.approx(2.0)
-    assert preparation_seconds(1e6, 5e5, 4) == pytest.approx(0.5)  # no serial rate: scales with the processes
-    # 2 us per token in all, 0.5 of it serial: 1.5 us of rendering over 3 - 1 processes beats 0.5 serial
-    assert preparation_seconds(1e6, 5e5, 3, serial_tokens_per_second=2e6, start_seconds=2.0) == pytest.approx(2.75)
-    # the serial share bounds it once rendering is spread thin
-    assert preparation_seconds(1e6, 5e5, 9, serial_tokens_per_second=2e6) == pytest.approx(0.5)
+    assert preparation_seconds(1e6, 5e5, 4) == pytest.approx(0.5)  # no serial rate, full efficiency: scales
+    # 2 us per token of work over 2 processes at 80%: 1.25 us per token, plus 2 s to start them
+    assert preparation_seconds(1e6, 5e5, 2, start_seconds=2.0, parallel_efficiency=0.8) == pytest.approx(3.25)
+    # the main process's share (0.5 us per token) bounds it once the work is spread thin
+    assert preparation_seconds(1e6, 5e5, 16, serial_tokens_per_second=2e6) == pytest.approx(0.5)
 
 
 def test_preparation_processes_follow_the_runner():
@@ -62,7 +62,7 @@ def test_data_preparation_scales_the_file_by_measured_tokens_per_byte(tmp_path):
     assert prep.tokens == 2_000_000 * 0.5
     assert prep.cache_bytes == packed_cache_bytes(1e6, 1e6 * 50 / 10_000)
     assert prep.seconds == pytest.approx(1.0)
-    assert "1M tokens/s per process measured on 100 rows of train.jsonl with the byte tokenizer" in prep.source
+    assert "1M tokens/s per core measured on 100 rows of train.jsonl with the byte tokenizer" in prep.source
     assert "0.5 tokens per byte measured on its first 100 rows (20,000 bytes)" in str(prep.tokens_source)
     assert "whatever --tokens, train.max_steps or epochs" in str(prep.tokens_source)
 
@@ -130,7 +130,7 @@ def test_estimate_reports_the_preparation_and_its_json_keys(tmp_path, monkeypatc
     path = _recipe(tmp_path, 50)
     code, out, _ = run_cli(["estimate", path, "--gpu", "A10G", "--tokens", "1e9"], capsys)
     assert code == 0, out
-    assert "Data preparation: ~" in out and "tokens/s per process measured on 50 rows of train.jsonl" in out
+    assert "Data preparation: ~" in out and "tokens/s per core measured on 50 rows of train.jsonl" in out
     assert "packed cache" in out and "measured on the whole file" in out
     code, out, _ = run_cli(["estimate", path, "--gpu", "A10G", "--json"], capsys)
     result = json.loads(out)
