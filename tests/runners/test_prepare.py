@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,17 @@ def test_ranks_read_disjoint_deterministic_rows_from_the_map(tmp_path, tok):
         assert [as_tuple(r) for r in ranks[0].global_rows] == mine[0] + mine[1]  # together, the global micro-batch
         one = get_batch(rows, order, 2 * index, micro, 0, 1, pad_id=0), get_batch(rows, order, 2 * index + 1, micro, 0, 1, pad_id=0)
         assert [as_tuple(r) for b in one for r in b.rank_rows] == mine[0] + mine[1]  # as one process reads them
+
+
+def test_advisor_prepare_builds_then_finds_the_cache(tmp_path, capsys, monkeypatch):
+    from tests.conftest import run_cli
+    _recipe(tmp_path)
+    monkeypatch.setenv("RIGHTSIZE_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, err = run_cli(["prepare", tmp_path / "r.yaml"], capsys)
+    assert code == 0 and out.startswith("prepared: ") and "300 examples" in out, err
+    code, out, _ = run_cli(["prepare", tmp_path / "r.yaml", "--json"], capsys)
+    answer = json.loads(out)
+    assert code == 0 and answer["cache_hit"] and answer["examples"] == 300 and Path(answer["cache"]).is_dir()
+    (tmp_path / "d.jsonl").write_text('{"text": "ok"}\n{"txt": "no text field"}\n')
+    code, _, err = run_cli(["prepare", tmp_path / "r.yaml"], capsys)
+    assert code == 2 and "d.jsonl" in err and "line 2" in err and len(err.strip().splitlines()) == 1, err
