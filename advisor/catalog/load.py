@@ -1,6 +1,5 @@
 """Catalogs of GPUs, model architectures and API prices: shipped YAML, overridable by a user file."""
 
-from __future__ import annotations
 
 import datetime
 import difflib

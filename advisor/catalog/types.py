@@ -1,7 +1,6 @@
 """The catalogs' base types: a GPU, a model architecture, an API price; frozen msgspec Structs whose constraints
 (`msgspec.Meta`) are checked where entries are read (advisor.catalog.load) and hashable, so caches can key on them."""
 
-from __future__ import annotations
 
 from typing import Annotated, Literal
 
