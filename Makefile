@@ -10,6 +10,7 @@ demo: $(VENV)/.light
 
 test: lint
 	scripts/slurm-local || echo "slurm unavailable: tests/runners/test_slurm.py will skip"
+	scripts/setup-sky || echo "SkyPilot's loader not installed: the SkyPilot parse in tests/advisor/test_launch_spec.py will skip"
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -p no:cacheprovider
 
 # The layers (import-linter's contracts in pyproject.toml), lint and types: each must be clean
