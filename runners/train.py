@@ -169,9 +169,9 @@ class Epochs:
     n_rows: int
     seed: int
     epoch: int = -1
-    order: list[int] = field(default_factory=list)
+    order: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
 
-    def get(self, epoch: int) -> list[int]:
+    def get(self, epoch: int) -> torch.Tensor:
         if epoch != self.epoch:
             self.epoch, self.order = epoch, epoch_order(self.n_rows, epoch, self.seed)
         return self.order
