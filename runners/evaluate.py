@@ -7,6 +7,8 @@ RUN/eval/rows.jsonl, and reused while the adapter, the data and the settings are
 - An example's reference answer is its first run of target tokens (instruction and completion data: the response),
   its prompt every token before it, so each model answers the exact tokens training saw before the response.
 - The base is the same loaded model with its adapter disabled (peft's disable_adapter): one copy in memory.
+- `--tasks`: lm-evaluation-harness tasks on the same loaded model (runners.lm_eval_tasks), kept in eval.json's
+  `tasks` under their own key: new tasks or a new --limit run only the tasks, the held-out eval stays cached.
 """
 
 import fcntl
@@ -18,8 +20,9 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -30,6 +33,7 @@ from advisor.plan.recipe import DataSection, Recipe, load_recipe
 from runners.data import PackedRows, TokenizedData
 from runners.data import loss_tokens as count_loss_tokens
 from runners.examples import IGNORE_INDEX
+from runners.lm_eval_tasks import TaskRequest, TaskResults, harness_version, load_tasks, run_tasks, tasks_key
 
 ROWS_DIR, ROWS_FILE = "eval", "rows.jsonl"  # RUN/eval/rows.jsonl: one line per generated example
 # Prompts generated together: a batch's KV cache is batch x (prompt + new tokens) positions, so memory stays bounded
@@ -53,6 +57,7 @@ class EvalRequest:
     out_dir: Path | None = None
     max_new_tokens: int | None = None
     batch_size: int = GENERATE_BATCH
+    tasks: TaskRequest | None = None  # --tasks: lm-eval tasks on the same models
 
 
 @dataclass(frozen=True)
@@ -69,26 +74,37 @@ class EvalResult:
     rows: list[dict]
     cached: bool
     written: Path | None
+    tasks: TaskResults | None = None
 
 
 def evaluate_request(request: EvalRequest) -> EvalResult:
-    """Resolve the request, reuse a matching eval.json, or evaluate (holding the run's lock) and write the result."""
+    """Resolve the request, reuse a matching eval.json, or evaluate (holding the run's lock) and write the result;
+    with --tasks, the held-out eval and the tasks are each reused while their own key matches."""
     recipe, adapter, source = _resolve(request)
     out_dir = request.out_dir or request.run_dir
     data = recipe.data
     max_new_tokens = request.max_new_tokens or recipe.eval.max_new_tokens
     key = _cache_key(recipe, adapter, source, max_new_tokens, request.batch_size)
+    task_key = tasks_key(request.tasks, _model_key(recipe, adapter, request.batch_size)) if request.tasks else None
     with RunLock(request.run_dir):
+        cached = _cached(Path(out_dir), key) if out_dir is not None else None
+        if cached is not None and (task_key is None or (cached.tasks is not None and cached.tasks.key == task_key)):
+            return cached
         if out_dir is not None:
-            cached = _cached(Path(out_dir), key)
-            if cached is not None:
-                return cached
             _check_ours(Path(out_dir))  # before minutes of work, not after
-        start = time.perf_counter()
-        report, rows = _evaluate(recipe, adapter, data, source, key, max_new_tokens, request.batch_size)
-        report = report.model_copy(update={"seconds": time.perf_counter() - start})
-        written = _write(Path(out_dir), report, rows) if out_dir is not None else None
-    return EvalResult(report, rows, False, written)
+        harness = load_tasks(request.tasks) if request.tasks else None  # names and datasets, before the model
+        load = cache(lambda: _load(recipe, adapter))  # loaded once, on first use, for the held-out eval and the tasks
+        if cached is None:
+            start = time.perf_counter()
+            report, rows = _evaluate(recipe, adapter, data, source, key, max_new_tokens, request.batch_size, load)
+            report = report.model_copy(update={"seconds": time.perf_counter() - start})
+        else:
+            report, rows = cached.report, cached.rows
+        tasks = None
+        if request.tasks and harness is not None and task_key is not None:
+            tasks = _run_tasks(request.tasks, harness, task_key, recipe, adapter, load, request.batch_size)
+        written = _write(Path(out_dir), report, rows, tasks) if out_dir is not None else None
+    return EvalResult(report, rows, False, written, tasks)
 
 
 # --- what is evaluated ----------------------------------------------------------------------------------------
@@ -177,6 +193,28 @@ def _cache_key(recipe: Recipe, adapter: Path | None, source: Source, max_new_tok
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def _model_key(recipe: Recipe, adapter: Path | None, batch_size: int) -> list:
+    """What a task's scores depend on besides the task: the model as loaded, the adapter's content, the batching."""
+    return [EVAL_FORMAT, recipe.model.model_dump(mode="json"),
+            recipe.quant.model_dump(mode="json") if recipe.quant else None, recipe.train.seed,
+            _adapter_sha256(adapter), batch_size]
+
+
+def _run_tasks(request: TaskRequest, harness: tuple[Any, dict[str, Any]], key: str, recipe: Recipe,
+               adapter: Path | None, load: Callable[[], tuple[Any, torch.device]], batch_size: int) -> TaskResults:
+    from runners.environment import quiet_libraries
+    from runners.tokenizer import load_tokenizer
+    quiet_libraries()
+    manager, tasks = harness
+    model, _ = load()
+    _progress(f"lm-eval: {', '.join(request.names)} on the base" + (" and base + adapter" if adapter else "")
+              + (f", first {request.limit} example(s) each" if request.limit else ""))
+    start = time.perf_counter()
+    scores = run_tasks(model, load_tokenizer(recipe), manager, tasks, adapter is not None, request.limit, batch_size,
+                       recipe.train.seed)
+    return TaskResults(key, request.names, request.limit, harness_version(), scores, time.perf_counter() - start)
+
+
 # --- the run's lock and the cache --------------------------------------------------------------------------------
 
 class RunLock:
@@ -217,7 +255,8 @@ def _cached(out_dir: Path, key: str) -> EvalResult | None:
     rows_file = out_dir / ROWS_DIR / ROWS_FILE
     if report is None or report.key != key or not rows_file.is_file():
         return None
-    return EvalResult(report, read_jsonl(rows_file), True, out_dir / EVAL_FILE)
+    tasks = TaskResults.from_json(json.loads((out_dir / EVAL_FILE).read_text()))  # beside the report's own keys
+    return EvalResult(report, read_jsonl(rows_file), True, out_dir / EVAL_FILE, tasks)
 
 
 def _check_ours(out_dir: Path) -> None:
@@ -236,15 +275,16 @@ def _check_ours(out_dir: Path) -> None:
         raise AdvisorError(f"{rows} holds files advisor eval did not write: move them, or choose another --out")
 
 
-def _write(out_dir: Path, report: EvalReport, rows: list[dict]) -> Path:
-    """rows.jsonl, then eval.json (atomically, last: an eval.json always describes whole rows)."""
+def _write(out_dir: Path, report: EvalReport, rows: list[dict], tasks: TaskResults | None) -> Path:
+    """rows.jsonl, then eval.json (atomically, last: an eval.json always describes whole rows), with the tasks'
+    results where --tasks ran."""
     from runners.io import atomic_write_json, atomic_write_text
     from runners.rundir import claim, read_marker
     _check_ours(out_dir)
     if read_marker(out_dir) is not None:  # a run folder: recorded in its manifest, so --overwrite knows them as its own
         claim(out_dir, *(name for name in (EVAL_FILE, ROWS_DIR) if not (out_dir / name).exists()))
     atomic_write_text(out_dir / ROWS_DIR / ROWS_FILE, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
-    atomic_write_json(out_dir / EVAL_FILE, report.model_dump(mode="json"))
+    atomic_write_json(out_dir / EVAL_FILE, report.model_dump(mode="json") | (tasks.to_json() if tasks else {}))
     return out_dir / EVAL_FILE
 
 
@@ -255,7 +295,8 @@ def _progress(message: str) -> None:
 
 
 def _evaluate(recipe: Recipe, adapter: Path | None, data: DataSection, source: Source, key: str,
-              max_new_tokens: int, batch_size: int) -> tuple[EvalReport, list[dict]]:
+              max_new_tokens: int, batch_size: int,
+              load: Callable[[], tuple[Any, torch.device]]) -> tuple[EvalReport, list[dict]]:
     from runners.environment import quiet_libraries
     from runners.tokenizer import load_tokenizer
     from runners.train import seed_everything
@@ -268,7 +309,7 @@ def _evaluate(recipe: Recipe, adapter: Path | None, data: DataSection, source: S
                            "give --data FILE")
     examples = split_examples(rows)
     note = _generation_note(data)
-    model, device = _load(recipe, adapter)
+    model, device = load()
     # the base: the same model with its adapter switched off for the block (peft's disable_adapter)
     models = [("base", model.disable_adapter() if adapter is not None else nullcontext())]
     if adapter is not None:

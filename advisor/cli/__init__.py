@@ -12,7 +12,7 @@ import sys
 # tests/advisor/test_cli.py checks this against the commands the full app registers, so it cannot drift
 COMMAND_MODULES = {
     "recommend": "recommend", "review": "advise", "estimate": "advise",
-    "validate": "runs", "run": "runs", "compare": "runs", "calibrate": "runs", "generate": "runs", "chat": "runs",
+    "validate": "runs", "prepare": "runs", "run": "runs", "compare": "runs", "calibrate": "runs", "generate": "runs", "chat": "runs",
     "eval": "evaluate", "launch": "launch",
     "scaling": "scaling", "catalog": "catalogs",
 }

@@ -239,6 +239,45 @@ def test_slurm_script_quotes_every_path_it_embeds(tmp_path, capsys, monkeypatch)
     assert not list(tmp_path.rglob("PWNED"))
 
 
+# SkyPilot's own loader, from the side environment scripts/setup-sky makes (make test runs it: SkyPilot and its
+# dependencies, 459 MB, stay out of the main environment and its pinned versions), or from this one if it has it.
+# One subprocess per file: importing sky takes about 3.5 s, so the script itself reports a missing sky (exit 77)
+# rather than a separate probe.
+SKY_PYTHONS = [ROOT / ".venv-sky" / "bin" / "python", Path(sys.executable)]
+SKY_MISSING = 77
+SKY_PARSE = f"""import json, sys
+try:
+    import sky
+except ImportError as e:
+    print(e, file=sys.stderr)
+    sys.exit({SKY_MISSING})
+task = sky.Task.from_yaml(sys.argv[1])
+print(json.dumps({{"num_nodes": task.num_nodes, "run": task.run, "workdir": task.workdir,
+                  "accelerators": [r.accelerators for r in task.resources],
+                  "clouds": [str(r.cloud) for r in task.resources],
+                  "regions": [r.region for r in task.resources],
+                  "use_spot": [r.use_spot for r in task.resources],
+                  "secrets": sorted(task.secrets),
+                  "secret_refs": [ref.name for ref in task.managed_secret_refs]}}))
+"""
+
+
+def _parsed_by_skypilot(path: Path) -> dict:
+    """The task file as SkyPilot's `sky.Task.from_yaml` parses it; skips where no environment here has SkyPilot."""
+    missing = []
+    for python in SKY_PYTHONS:
+        if not python.is_file():
+            continue
+        done = subprocess.run([str(python), "-c", SKY_PARSE, str(path.resolve())], capture_output=True, text=True)
+        if done.returncode == SKY_MISSING:
+            missing.append(f"{python}: {done.stderr.strip()}")
+            continue
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    pytest.skip("SkyPilot's loader not installed: run scripts/setup-sky (make test runs it) to make .venv-sky, "
+                f"or pip install 'rightsize[launch]' ({'; '.join(missing) or 'no .venv-sky'})")
+
+
 def test_skypilot_task_is_yaml_of_what_it_embeds(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     recipe = _hostile_recipe(tmp_path)
@@ -253,6 +292,8 @@ def test_skypilot_task_is_yaml_of_what_it_embeds(tmp_path, capsys, monkeypatch):
     assert printed == ["run", str(recipe.relative_to(tmp_path)), "--out", f"runs/{yaml.safe_load(recipe.read_text())['name']}",
                        "--resume-auto"]
     assert not list(tmp_path.rglob("PWNED"))
+    parsed = _parsed_by_skypilot(Path(json.loads(stdout)["job_file"]))  # SkyPilot's loader reads back what was quoted
+    assert parsed["regions"] == ["eu 'west' $(x)"] and parsed["run"] == task["run"] and parsed["workdir"] == str(tmp_path)
 
 
 @pytest.mark.parametrize("flag", ["--out", "--partition", "--advisor-command"])
@@ -275,6 +316,8 @@ def test_no_secret_is_written_into_a_job_file(plan_16, tmp_path, capsys, monkeyp
         assert "secretvalue" not in text
     task = yaml.safe_load(text)
     assert task["secrets"] == {"HF_TOKEN": None, "WANDB_API_KEY": None}  # by name: SkyPilot fills them at launch
+    parsed = _parsed_by_skypilot(Path(json.loads(out)["job_file"]))  # SkyPilot 0.14: a null secret is a reference
+    assert parsed["secrets"] == [] and parsed["secret_refs"] == ["HF_TOKEN", "WANDB_API_KEY"]
 
 
 def test_skypilot_two_node_plan_takes_its_rendezvous_from_skypilot(plan_16, tmp_path, capsys, monkeypatch):
@@ -290,32 +333,9 @@ def test_skypilot_two_node_plan_takes_its_rendezvous_from_skypilot(plan_16, tmp_
     subprocess.run(["bash", "-n"], input=task["run"], text=True, check=True)
     parsed = _parsed_by_skypilot(path)
     assert parsed["num_nodes"] == 2 and parsed["accelerators"] == [{"A100-80GB": 8}]
-    assert [r["use_spot"] for r in parsed["resources"]] == [True] and parsed["clouds"] == ["AWS"]
+    assert parsed["use_spot"] == [True] and parsed["clouds"] == ["AWS"]
     for name in ("SKYPILOT_NODE_RANK", "SKYPILOT_NODE_IPS", "SKYPILOT_NUM_GPUS_PER_NODE", "SKYPILOT_NUM_NODES"):
         assert f"${name}" in parsed["run"]  # the rendezvous, as SkyPilot parsed the run section
-
-
-# SkyPilot's own loader, from the side environment scripts/setup-sky makes (make test runs it: SkyPilot and its
-# dependencies, 459 MB, stay out of the main environment and its pinned versions), or from this one if it has it.
-SKY_PYTHON = ROOT / ".venv-sky" / "bin" / "python"
-SKY_PARSE = """import json, sys
-import sky
-task = sky.Task.from_yaml(sys.argv[1])
-print(json.dumps({"num_nodes": task.num_nodes, "run": task.run,
-                  "accelerators": [r.accelerators for r in task.resources],
-                  "clouds": [str(r.cloud) for r in task.resources],
-                  "resources": [{"use_spot": r.use_spot} for r in task.resources]}))
-"""
-
-
-def _parsed_by_skypilot(path: Path) -> dict:
-    python = SKY_PYTHON if SKY_PYTHON.is_file() else Path(sys.executable)
-    probe = subprocess.run([str(python), "-c", "import sky"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip("SkyPilot's loader not installed: scripts/setup-sky (make test runs it), or pip install 'rightsize[launch]'")
-    done = subprocess.run([str(python), "-c", SKY_PARSE, str(path.resolve())], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_submit_without_sbatch_is_one_line(tmp_path, capsys, monkeypatch):
