@@ -200,7 +200,7 @@ def _model_key(recipe: Recipe, adapter: Path | None, batch_size: int) -> list:
             _adapter_sha256(adapter), batch_size]
 
 
-def _run_tasks(request: TaskRequest, harness: tuple[Any, dict[str, Any]], key: str, recipe: Recipe,
+def _run_tasks(request: TaskRequest, harness: tuple[Any, list[Any]], key: str, recipe: Recipe,
                adapter: Path | None, load: Callable[[], tuple[Any, torch.device]], batch_size: int) -> TaskResults:
     from runners.environment import quiet_libraries
     from runners.tokenizer import load_tokenizer

@@ -17,7 +17,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from advisor.core.errors import AdvisorError
 
@@ -110,9 +110,9 @@ def tasks_key(request: TaskRequest, model_key: list) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def load_tasks(request: TaskRequest) -> tuple[Any, dict[str, Any]]:
-    """The TaskManager and the loaded tasks ({name: Task}), their datasets read; one line for an unknown name or a
-    dataset that cannot be loaded."""
+def load_tasks(request: TaskRequest) -> tuple[Any, list[Any]]:
+    """The TaskManager and the loaded tasks (a group as its Group, so lm-eval reports its aggregate too; a tag as its
+    tasks), their datasets read; one line for an unknown name or a dataset that cannot be loaded."""
     harness_version()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its warnings repeat per task; errors still show
     if request.tasks_dir is not None and not Path(request.tasks_dir).is_dir():
@@ -128,12 +128,19 @@ def load_tasks(request: TaskRequest) -> tuple[Any, dict[str, Any]]:
             raise AdvisorError(f"--tasks {name}: no such lm-eval task, group or tag"
                                + (f" (close: {', '.join(close)})" if close else "")
                                + f"; ours are in {TASKS_DIR}, add a folder of task YAMLs with --tasks-dir", flag="--tasks")
-    tasks: dict[str, Any] = {}
+    tasks: list[Any] = []
+    seen: dict[str, str] = {}  # each task once: lm-eval refuses a task named twice (alone and in a group)
     for name in request.names:
         try:
-            tasks |= manager.load([name])["tasks"]
+            loaded = manager.load([name])
         except Exception as exc:  # noqa: BLE001  (datasets raises many kinds; every one is this task's data)
             raise AdvisorError(_dataset_problem(manager, name, exc), flag="--tasks") from None
+        groups, leaves = loaded.get("groups", {}), loaded.get("tasks", {})
+        for task in leaves:
+            if task in seen:
+                raise AdvisorError(f"--tasks: {task} is in both {seen[task]} and {name}: name it once", flag="--tasks")
+            seen[task] = name
+        tasks += [groups[name]] if name in groups else list(leaves.values())
     return manager, tasks
 
 
@@ -150,14 +157,13 @@ def _dataset_problem(manager, name: str, exc: Exception) -> str:
     return f"--tasks {name}: dataset {dataset} did not load: {reason}"
 
 
-def run_tasks(model, tokenizer, manager, tasks: dict[str, Any], has_adapter: bool, limit: int | None,
+def run_tasks(model, tokenizer, manager, tasks: list[Any], has_adapter: bool, limit: int | None,
               batch_size: int, seed: int) -> dict[str, dict[str, TaskMetric]]:
     """Every task on the base (the adapter disabled) and on base + adapter; {task: {metric: TaskMetric}}."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     # lm-eval's decorators (positional_deprecated, register_model) hide both signatures from type checkers
-    evaluate: Callable[..., Any] = simple_evaluate
-    wrap: Callable[..., Any] = HFLM
+    evaluate, wrap = cast(Callable[..., Any], simple_evaluate), cast(Callable[..., Any], HFLM)
     lm = wrap(pretrained=model, tokenizer=bos_first(tokenizer), batch_size=batch_size)
     runs = [("base", model.disable_adapter() if has_adapter else nullcontext())]
     if has_adapter:
@@ -165,9 +171,9 @@ def run_tasks(model, tokenizer, manager, tasks: dict[str, Any], has_adapter: boo
     values: dict[str, dict[str, dict[str, float | None]]] = {}
     for name, context in runs:
         with context:
-            out = evaluate(model=lm, tasks=list(tasks.values()), limit=limit, task_manager=manager,
-                                  bootstrap_iters=0, log_samples=False, random_seed=seed, numpy_random_seed=seed,
-                                  torch_random_seed=seed, fewshot_random_seed=seed)
+            out = evaluate(model=lm, tasks=tasks, limit=limit, task_manager=manager, bootstrap_iters=0,
+                           log_samples=False, random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                           fewshot_random_seed=seed)
         assert out is not None  # None only on ranks other than 0; this is one process
         values[name] = _metrics(out["results"])
     base, adapter = values["base"], values.get("adapter", {})
