@@ -85,17 +85,6 @@ def probe_key(recipe, files_by_source: dict[str, list[Path]]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _text_chars(value) -> int:
-    """Characters of text in an example (runners.data's count: strings in fields, lists and messages)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(_text_chars(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_text_chars(v) for v in value)
-    return 0
-
-
 class _Packed:
     """runners.data.Packer (in memory) with the count of examples packed: what the packed cache will hold."""
 
@@ -129,7 +118,7 @@ class _Clock:
 def _prepare_sample(source, data, tokenizer, max_chars: int, clock: _Clock) -> tuple[_Packed, int, str | None, bool]:
     """The runner's two passes over the first rows of `source`, on SAMPLE_ROWS valid rows or SAMPLE_CHARS characters:
     (packed, valid rows, where the last row read is, whether the whole source was read), timed on `clock`."""
-    from runners.examples import RENDER_BATCH, clip_example, render_packed
+    from runners.examples import RENDER_BATCH, clip_example, render_packed, text_chars
     from runners.rows import iter_source_rows, row_problem
     good, chars, last_where, whole = [], 0, None, True
     start = time.perf_counter()
@@ -138,7 +127,7 @@ def _prepare_sample(source, data, tokenizer, max_chars: int, clock: _Clock) -> t
         if problem or row_problem(example, data):
             continue
         good.append(index)
-        chars += _text_chars(clip_example(example, data, max_chars))
+        chars += text_chars(clip_example(example, data, max_chars))
         if len(good) >= SAMPLE_ROWS or chars >= SAMPLE_CHARS:
             whole = False
             break

@@ -18,6 +18,17 @@ def text_value(value) -> str:
     return "" if value is None else value if isinstance(value, str) else str(value)
 
 
+def text_chars(value) -> int:
+    """Characters of text in an example (its strings, in fields, lists and messages): what bounds a render batch."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(text_chars(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(text_chars(v) for v in value)
+    return 0
+
+
 def _clip_turns(turns, key: str, max_chars: int):
     """A conversation cut to about max_chars of text: each turn's text clipped, no turn after the one that
     reaches the bound (those turns would lie beyond data.seq_len)."""

@@ -31,7 +31,7 @@ import torch
 from advisor.core.errors import AdvisorError
 from advisor.plan.recipe import DataSection, Recipe
 from runners.data import Packer, PackedRows, TokenizedData
-from runners.examples import RENDER_BATCH, RenderedBatch, clip_example, render_packed
+from runners.examples import RENDER_BATCH, RenderedBatch, clip_example, render_packed, text_chars
 from runners.rows import RowProblem, SourceCheck, check_data, data_notes, iter_source_rows
 
 CACHE_FORMAT = "rows-v4"  # bump when reading or rendering changes what the same file tokenizes to, or the layout
@@ -271,17 +271,6 @@ class _Renderer:
             yield wheres_done, future.result()
 
 
-def _text_chars(value) -> int:
-    """Characters of text in an example (its strings, in fields, lists and messages)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(_text_chars(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_text_chars(v) for v in value)
-    return 0
-
-
 def _increasing_runs(picks: list[int]) -> list[list[int]]:
     """Weighted picks (whole copies in order, then a sorted share) as runs that each take one pass over the file."""
     runs: list[list[int]] = []
@@ -308,7 +297,7 @@ def _batches(check: SourceCheck, data: DataSection, max_chars: int) -> Iterator[
                 clipped = clip_example(example, data, max_chars)
                 wheres.append(where)
                 examples.append(clipped)
-                chars += _text_chars(clipped)
+                chars += text_chars(clipped)
                 if len(examples) == RENDER_BATCH or chars >= RENDER_BATCH_CHARS:
                     yield wheres, examples
                     wheres, examples, chars = [], [], 0

@@ -11,6 +11,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 
 
+def train_tiny_lora(out: Path, steps: int) -> Path:
+    """The tiny LoRA recipe trained for `steps` steps into `out` (no checkpoints, no eval during training): the run
+    the eval tests score."""
+    from advisor.cli import main
+    assert main(["run", str(RECIPES / "tiny-cpu-lora.yaml"), "--out", str(out), "--set", f"train.max_steps={steps}",
+                 "--set", "train.warmup_steps=5", "--set", "train.checkpoint_every=0", "--set", "train.eval_every=0"]) == 0
+    return out
+
+
 def metrics(out_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import RECIPES
+from tests.helpers import RECIPES, train_tiny_lora
 
 needs_harness = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
                                    reason="lm-evaluation-harness is not installed (pip install 'rightsize[eval]'; "
@@ -31,11 +31,7 @@ def refused(args, capsys) -> str:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval-tasks") / "run"
-    from advisor.cli import main
-    assert main(["run", str(RECIPES / "tiny-cpu-lora.yaml"), "--out", str(out), "--set", f"train.max_steps={STEPS}",
-                 "--set", "train.warmup_steps=5", "--set", "train.checkpoint_every=0", "--set", "train.eval_every=0"]) == 0
-    return out
+    return train_tiny_lora(tmp_path_factory.mktemp("eval-tasks") / "run", STEPS)
 
 
 @pytest.fixture(scope="module")

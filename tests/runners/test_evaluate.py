@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tests.conftest import run_cli
-from tests.helpers import RECIPES
+from tests.helpers import RECIPES, train_tiny_lora
 
 # Long enough for the adapter to answer some held-out rows of the tiny instruction data exactly (letter counts,
 # capitals, reversals, sums), short enough for the suite; answers there are at most a dozen byte tokens.
@@ -21,11 +21,7 @@ ROWS = [{"instruction": "Add 2 and 3.", "input": "", "output": "5"},
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "run"
-    from advisor.cli import main
-    assert main(["run", str(RECIPES / "tiny-cpu-lora.yaml"), "--out", str(out), "--set", f"train.max_steps={STEPS}",
-                 "--set", "train.warmup_steps=5", "--set", "train.checkpoint_every=0", "--set", "train.eval_every=0"]) == 0
-    return out
+    return train_tiny_lora(tmp_path_factory.mktemp("eval") / "run", STEPS)
 
 
 @pytest.fixture(scope="module")
